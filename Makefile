@@ -1,0 +1,28 @@
+# gptdash: `make run` starts the dashboard on the built-in small corpus,
+# `make test` runs every test. Both fetch libtorch on first use (scripts/libtorch.sh).
+CARGO := ./scripts/cargo.sh
+ARGS ?=
+
+.PHONY: run build test lint fmt bench libtorch clean
+
+run: build
+	./target/release/gptdash $(ARGS)
+
+build:
+	$(CARGO) build --release
+
+test:
+	$(CARGO) test --all-targets
+
+lint:
+	cargo fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt
+
+libtorch:
+	@./scripts/libtorch.sh
+
+clean:
+	cargo clean

@@ -1,0 +1,50 @@
+//! Command-line interface: argument types (clap) and one module per headless command.
+pub mod train;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gptdash",
+    version,
+    about = "Train, probe and fine-tune small GPT language models in a terminal"
+)]
+pub struct Cli {
+    /// Settings file (default: ./config.toml, else ~/.config/gptdash/config.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a GPT language model on a corpus (headless).
+    Train(train::TrainArgs),
+}
+
+/// Loads the settings file chosen by `--config` or the default search.
+pub fn load_settings(config: Option<&PathBuf>) -> Result<Settings> {
+    match config {
+        Some(path) => Settings::from_file(path).context("--config"),
+        None => match Settings::default_file() {
+            Some(path) => Settings::from_file(&path),
+            None => Ok(Settings::default()),
+        },
+    }
+}
+
+/// A clap value parser for a finite number > 0.
+pub fn positive_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be a number greater than 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,557 @@
+//! One settings type for the whole program: `config.toml` (serde + toml) with a section
+//! per concern, defaults for every key, model presets, and validation that names the key.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of gptdash. Sections mirror `config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub model: ModelSettings,
+    pub train: TrainSettings,
+    pub data: DataSettings,
+    pub generate: GenerateSettings,
+    pub finetune: FinetuneSettings,
+    pub ui: UiSettings,
+}
+
+/// `[model]`: a preset, optionally with explicit sizes on top.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// `gpt-nano`, `gpt-micro`, `gpt-mini`, `gpt2`, or `custom` (then all three sizes are required).
+    pub preset: String,
+    pub n_layer: Option<i64>,
+    pub n_head: Option<i64>,
+    pub n_embd: Option<i64>,
+    /// Longest context the model sees, in tokens.
+    pub block_size: i64,
+    /// Dropout on embeddings, attention weights and residual branches.
+    pub dropout: f64,
+    /// Outputs of the classifier head used by fine-tuning.
+    pub n_classes: i64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            preset: "gpt-micro".into(),
+            n_layer: None,
+            n_head: None,
+            n_embd: None,
+            block_size: 64,
+            dropout: 0.1,
+            n_classes: 2,
+        }
+    }
+}
+
+/// `[train]`: the language-model training loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSettings {
+    pub max_iters: u64,
+    pub batch_size: i64,
+    pub learning_rate: f64,
+    /// Linear warm-up steps from 0 to `learning_rate`.
+    pub warmup_iters: u64,
+    /// Cosine decay from `learning_rate` to `min_lr` over `max_iters`.
+    pub lr_decay: bool,
+    pub min_lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Gradient-norm clipping threshold; 0 turns clipping off.
+    pub grad_clip: f64,
+    /// Mean test loss every this many steps (and at the end).
+    pub eval_interval: u64,
+    /// At most this many test batches per evaluation; 0 means the whole test split.
+    pub eval_batches: u64,
+    /// Write a checkpoint every this many steps; 0 means only at the end.
+    pub save_interval: u64,
+    pub seed: u64,
+    /// `auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// CPU threads for libtorch; 0 means one per physical core.
+    pub threads: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            max_iters: 600,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            warmup_iters: 20,
+            lr_decay: true,
+            min_lr: 1e-4,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            grad_clip: 1.0,
+            eval_interval: 100,
+            eval_batches: 20,
+            save_interval: 0,
+            seed: 1337,
+            device: "auto".into(),
+            threads: 0,
+        }
+    }
+}
+
+/// `[data]`: corpus, split and tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSettings {
+    /// `small` (the built-in corpus) or a path to a UTF-8 text file.
+    pub corpus: String,
+    /// Share of sentences (in file order) used for training; the rest is the test split.
+    pub train_fraction: f64,
+    /// `sentences`: one padded example per sentence; `pack`: block-size chunks of the token stream.
+    pub mode: DataMode,
+    /// `None` trains a byte-level BPE on the training text; a path loads that `tokenizer.json`.
+    pub tokenizer: Option<PathBuf>,
+    /// Vocabulary size of the trained BPE (an upper bound; small corpora stop earlier).
+    pub vocab_size: usize,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self {
+            corpus: "small".into(),
+            train_fraction: 0.8,
+            mode: DataMode::Sentences,
+            tokenizer: None,
+            vocab_size: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataMode {
+    Sentences,
+    Pack,
+}
+
+/// `[generate]`: defaults of `gptdash generate` and the Generate tab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateSettings {
+    pub max_new_tokens: usize,
+    pub temperature: f64,
+    pub sample: bool,
+    /// 0 means no top-k filter.
+    pub top_k: usize,
+    pub seed: u64,
+    /// Alternatives shown per generated token.
+    pub grid: usize,
+}
+
+impl Default for GenerateSettings {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 10,
+            temperature: 1.0,
+            sample: false,
+            top_k: 0,
+            seed: 42,
+            grid: 6,
+        }
+    }
+}
+
+/// `[finetune]`: SST-2 sentiment fine-tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinetuneSettings {
+    /// Rows taken from the start of the SST-2 train split.
+    pub samples: usize,
+    pub val_fraction: f64,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub batch_size: i64,
+    pub weight_decay: f64,
+    pub freeze_body: bool,
+    pub seed: u64,
+}
+
+impl Default for FinetuneSettings {
+    fn default() -> Self {
+        Self {
+            samples: 1200,
+            val_fraction: 0.2,
+            epochs: 10,
+            learning_rate: 1e-4,
+            batch_size: 16,
+            weight_decay: 0.01,
+            freeze_body: false,
+            seed: 1337,
+        }
+    }
+}
+
+/// `[ui]`: the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiSettings {
+    /// Frames per second at most.
+    pub fps: u32,
+    pub log_scale: bool,
+    /// EMA smoothing of the loss chart, 0 (off) to <1.
+    pub smoothing: f64,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self {
+            fps: 30,
+            log_scale: false,
+            smoothing: 0.0,
+        }
+    }
+}
+
+/// Resolved sizes of a GPT.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelDims {
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub n_embd: i64,
+}
+
+/// The named model sizes, as minGPT names them.
+pub const PRESETS: &[(&str, ModelDims)] = &[
+    (
+        "gpt-nano",
+        ModelDims {
+            n_layer: 3,
+            n_head: 3,
+            n_embd: 48,
+        },
+    ),
+    (
+        "gpt-micro",
+        ModelDims {
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+        },
+    ),
+    (
+        "gpt-mini",
+        ModelDims {
+            n_layer: 6,
+            n_head: 6,
+            n_embd: 192,
+        },
+    ),
+    (
+        "gpt2",
+        ModelDims {
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+        },
+    ),
+];
+
+impl ModelSettings {
+    /// The preset's sizes with any explicit `n_layer`/`n_head`/`n_embd` on top.
+    pub fn dims(&self) -> Result<ModelDims> {
+        let base = if self.preset == "custom" {
+            match (self.n_layer, self.n_head, self.n_embd) {
+                (Some(n_layer), Some(n_head), Some(n_embd)) => ModelDims {
+                    n_layer,
+                    n_head,
+                    n_embd,
+                },
+                _ => bail!(
+                    "model.preset = \"custom\" needs model.n_layer, model.n_head and model.n_embd"
+                ),
+            }
+        } else {
+            match PRESETS.iter().find(|(name, _)| *name == self.preset) {
+                Some((_, dims)) => *dims,
+                None => bail!(
+                    "model.preset: unknown preset {:?}; expected one of {}, or \"custom\"",
+                    self.preset,
+                    PRESETS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        };
+        Ok(ModelDims {
+            n_layer: self.n_layer.unwrap_or(base.n_layer),
+            n_head: self.n_head.unwrap_or(base.n_head),
+            n_embd: self.n_embd.unwrap_or(base.n_embd),
+        })
+    }
+}
+
+impl Settings {
+    /// Reads a settings file; unknown keys and wrong types are errors naming the file, line and key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let settings =
+            Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))?;
+        Ok(settings)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let settings: Settings =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The file to read when `--config` is not given: `./config.toml`, else the per-user
+    /// config file, else none (built-in defaults).
+    pub fn default_file() -> Option<PathBuf> {
+        let local = PathBuf::from("config.toml");
+        if local.is_file() {
+            return Some(local);
+        }
+        let user = crate::paths::config_dir()?.join("config.toml");
+        user.is_file().then_some(user)
+    }
+
+    /// Checks values that parse but cannot work; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let dims = m.dims()?;
+        ensure_key(dims.n_layer >= 1, "model.n_layer", "must be at least 1")?;
+        ensure_key(dims.n_head >= 1, "model.n_head", "must be at least 1")?;
+        ensure_key(dims.n_embd >= 1, "model.n_embd", "must be at least 1")?;
+        if dims.n_embd % dims.n_head != 0 {
+            bail!(
+                "model.n_embd ({}) must be divisible by model.n_head ({})",
+                dims.n_embd,
+                dims.n_head
+            );
+        }
+        ensure_key(m.block_size >= 2, "model.block_size", "must be at least 2")?;
+        ensure_key(
+            (0.0..1.0).contains(&m.dropout),
+            "model.dropout",
+            "must be in [0, 1)",
+        )?;
+        ensure_key(m.n_classes >= 2, "model.n_classes", "must be at least 2")?;
+
+        let t = &self.train;
+        ensure_key(t.max_iters >= 1, "train.max_iters", "must be at least 1")?;
+        ensure_key(t.batch_size >= 1, "train.batch_size", "must be at least 1")?;
+        ensure_key(
+            t.learning_rate > 0.0 && t.learning_rate.is_finite(),
+            "train.learning_rate",
+            "must be > 0",
+        )?;
+        ensure_key(
+            t.min_lr >= 0.0 && t.min_lr <= t.learning_rate,
+            "train.min_lr",
+            "must be in [0, train.learning_rate]",
+        )?;
+        ensure_key(t.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")?;
+        ensure_key(
+            (0.0..1.0).contains(&t.beta1),
+            "train.beta1",
+            "must be in [0, 1)",
+        )?;
+        ensure_key(
+            (0.0..1.0).contains(&t.beta2),
+            "train.beta2",
+            "must be in [0, 1)",
+        )?;
+        ensure_key(
+            t.grad_clip >= 0.0,
+            "train.grad_clip",
+            "must be >= 0 (0 turns clipping off)",
+        )?;
+        ensure_key(
+            t.eval_interval >= 1,
+            "train.eval_interval",
+            "must be at least 1",
+        )?;
+        crate::device::parse_device(&t.device).context("train.device")?;
+
+        let d = &self.data;
+        ensure_key(
+            !d.corpus.trim().is_empty(),
+            "data.corpus",
+            "must be \"small\" or a file path",
+        )?;
+        ensure_key(
+            d.train_fraction > 0.0 && d.train_fraction < 1.0,
+            "data.train_fraction",
+            "must be in (0, 1)",
+        )?;
+        ensure_key(
+            d.vocab_size >= 260,
+            "data.vocab_size",
+            "must be at least 260 (256 bytes + specials)",
+        )?;
+
+        let g = &self.generate;
+        ensure_key(
+            g.temperature >= 0.0,
+            "generate.temperature",
+            "must be >= 0 (0 means greedy)",
+        )?;
+        ensure_key(g.grid >= 1, "generate.grid", "must be at least 1")?;
+        ensure_key(
+            g.max_new_tokens >= 1,
+            "generate.max_new_tokens",
+            "must be at least 1",
+        )?;
+
+        let f = &self.finetune;
+        ensure_key(f.samples >= 4, "finetune.samples", "must be at least 4")?;
+        ensure_key(
+            f.val_fraction > 0.0 && f.val_fraction < 1.0,
+            "finetune.val_fraction",
+            "must be in (0, 1)",
+        )?;
+        ensure_key(f.epochs >= 1, "finetune.epochs", "must be at least 1")?;
+        ensure_key(
+            f.batch_size >= 1,
+            "finetune.batch_size",
+            "must be at least 1",
+        )?;
+        ensure_key(
+            f.learning_rate > 0.0,
+            "finetune.learning_rate",
+            "must be > 0",
+        )?;
+
+        let u = &self.ui;
+        ensure_key(u.fps >= 1 && u.fps <= 240, "ui.fps", "must be in 1..=240")?;
+        ensure_key(
+            (0.0..1.0).contains(&u.smoothing),
+            "ui.smoothing",
+            "must be in [0, 1)",
+        )?;
+        Ok(())
+    }
+}
+
+fn ensure_key(ok: bool, key: &str, what: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        bail!("{key} {what}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_toml_equals_the_defaults() {
+        let text = include_str!("../config.toml");
+        let parsed = Settings::from_toml(text).expect("config.toml parses");
+        assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let err = Settings::from_toml("[train]\nmax_iters = 5\nlearning_rat = 0.1\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("learning_rat"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let msg = format!(
+            "{:#}",
+            Settings::from_toml("[train]\nbatch_size = \"big\"\n").unwrap_err()
+        );
+        assert!(msg.contains("batch_size"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn impossible_values_name_the_key() {
+        let cases = [
+            (
+                "[model]\npreset = \"custom\"\nn_layer = 2\nn_head = 3\nn_embd = 32\n",
+                "model.n_embd",
+            ),
+            ("[train]\nbatch_size = 0\n", "train.batch_size"),
+            ("[train]\nmax_iters = 0\n", "train.max_iters"),
+            ("[train]\ndevice = \"tpu\"\n", "train.device"),
+            ("[model]\npreset = \"gpt-huge\"\n", "model.preset"),
+            ("[model]\ndropout = 1.5\n", "model.dropout"),
+            ("[data]\ntrain_fraction = 1.0\n", "data.train_fraction"),
+            ("[generate]\ntemperature = -1.0\n", "generate.temperature"),
+            ("[generate]\ngrid = 0\n", "generate.grid"),
+        ];
+        for (text, key) in cases {
+            let msg = format!("{:#}", Settings::from_toml(text).unwrap_err());
+            assert!(msg.contains(key), "{text:?} gave {msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let msg = format!(
+            "{:#}",
+            Settings::from_toml("[trian]\nmax_iters = 5\n").unwrap_err()
+        );
+        assert!(msg.contains("trian"), "{msg}");
+    }
+
+    #[test]
+    fn presets_and_overrides() {
+        let mut m = ModelSettings {
+            preset: "gpt-nano".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            m.dims().unwrap(),
+            ModelDims {
+                n_layer: 3,
+                n_head: 3,
+                n_embd: 48
+            }
+        );
+        m.n_layer = Some(5);
+        assert_eq!(m.dims().unwrap().n_layer, 5);
+        let gpt2 = ModelSettings {
+            preset: "gpt2".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            gpt2.dims().unwrap(),
+            ModelDims {
+                n_layer: 12,
+                n_head: 12,
+                n_embd: 768
+            }
+        );
+    }
+
+    #[test]
+    fn from_file_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[train]\nbatch_size = 0\n").unwrap();
+        let msg = format!("{:#}", Settings::from_file(&path).unwrap_err());
+        assert!(
+            msg.contains("bad.toml") && msg.contains("train.batch_size"),
+            "{msg}"
+        );
+        let missing = format!(
+            "{:#}",
+            Settings::from_file(&dir.path().join("nope.toml")).unwrap_err()
+        );
+        assert!(missing.contains("nope.toml"), "{missing}");
+    }
+}

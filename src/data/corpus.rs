@@ -1,0 +1,406 @@
+//! Corpora: loading, sentence splitting, the in-order train/test split, examples and
+//! padded batches for language-model training.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::DataMode;
+use crate::data::tokenizer::TextTokenizer;
+use crate::rng::{mix, SplitMix64};
+
+/// The built-in corpus, compiled into the binary so `--corpus small` works anywhere.
+pub const SMALL_CORPUS: &str = include_str!("../../data/small_simple_corpus.txt");
+
+/// Target id the loss ignores (padding).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// A corpus: its name (for display and checkpoint paths), where it came from, its text.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    pub name: String,
+    /// `None` for the built-in corpus.
+    pub path: Option<PathBuf>,
+    pub text: String,
+}
+
+impl Corpus {
+    /// `small` is the built-in corpus; anything else is a path to a UTF-8 text file.
+    pub fn load(spec: &str) -> Result<Self> {
+        if spec == "small" {
+            return Ok(Self {
+                name: "small".into(),
+                path: None,
+                text: SMALL_CORPUS.to_string(),
+            });
+        }
+        let path = PathBuf::from(spec);
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read corpus file {}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "corpus file {} is not UTF-8 text (bad byte at offset {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        if text.trim().is_empty() {
+            bail!("corpus file {} is empty", path.display());
+        }
+        let name = corpus_name(&path);
+        Ok(Self {
+            name,
+            path: Some(path),
+            text,
+        })
+    }
+
+    /// The value to store so the same corpus can be found again (`small` or an absolute path).
+    pub fn spec(&self) -> String {
+        match &self.path {
+            None => "small".into(),
+            Some(p) => std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string(),
+        }
+    }
+}
+
+fn corpus_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "corpus".into())
+}
+
+/// Words after which a period does not end a sentence (lower case, without the period).
+const ABBREVIATIONS: &[&str] = &[
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "cf", "e.g", "i.e", "no",
+    "fig", "vol", "inc", "ltd", "co", "corp", "gen", "col", "lt", "sgt", "capt", "rev", "hon",
+    "messrs", "approx", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+    "sept", "oct", "nov", "dec", "u.s", "a.m", "p.m", "ph.d",
+];
+
+/// Splits text into sentences the way a sentence tokenizer would: blank lines end
+/// paragraphs, line-wrapped text is joined, and `.`, `!`, `?` end a sentence unless the
+/// word is a known abbreviation (`Mr.`, `e.g.`), an initial (`J. Smith`), or the next
+/// word starts in lower case.
+pub fn split_sentences(text: &str) -> Vec<String> {
+    let mut sentences = Vec::new();
+    for paragraph in paragraphs(text) {
+        split_paragraph(&paragraph, &mut sentences);
+    }
+    sentences
+}
+
+fn paragraphs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            if !current.is_empty() {
+                out.push(current.join(" "));
+                current.clear();
+            }
+        } else {
+            current.push(line);
+        }
+    }
+    if !current.is_empty() {
+        out.push(current.join(" "));
+    }
+    out
+}
+
+fn split_paragraph(paragraph: &str, out: &mut Vec<String>) {
+    let words: Vec<&str> = paragraph.split_whitespace().collect();
+    let mut current: Vec<&str> = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        current.push(word);
+        let next = words.get(i + 1);
+        if ends_sentence(word, next.copied()) {
+            out.push(current.join(" "));
+            current.clear();
+        }
+    }
+    if !current.is_empty() {
+        out.push(current.join(" "));
+    }
+}
+
+fn ends_sentence(word: &str, next: Option<&str>) -> bool {
+    let core = word.trim_end_matches(['"', '\'', ')', ']', '\u{201d}', '\u{2019}']);
+    let Some(last) = core.chars().last() else {
+        return false;
+    };
+    if !matches!(last, '.' | '!' | '?') {
+        return false;
+    }
+    let Some(next) = next else { return true };
+    // The next sentence starts with an upper-case letter, a digit or an opening quote.
+    let next_start = next.trim_start_matches(['"', '\'', '(', '[', '\u{201c}', '\u{2018}']);
+    match next_start.chars().next() {
+        Some(c) if c.is_lowercase() => return false,
+        None => return true,
+        _ => {}
+    }
+    if last == '.' {
+        let stem = core
+            .trim_end_matches('.')
+            .trim_start_matches(['"', '\'', '(', '[', '\u{201c}', '\u{2018}']);
+        let lower = stem.to_lowercase();
+        if ABBREVIATIONS.contains(&lower.as_str()) {
+            return false;
+        }
+        // An initial such as "J." in "J. Smith".
+        let mut chars = stem.chars();
+        if let (Some(c), None) = (chars.next(), chars.next()) {
+            if c.is_uppercase() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Sentences in file order: the first `train_fraction` for training, the rest for testing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceSplit {
+    pub train: Vec<String>,
+    pub test: Vec<String>,
+}
+
+pub fn split_train_test(sentences: Vec<String>, train_fraction: f64) -> Result<SentenceSplit> {
+    if sentences.len() < 2 {
+        bail!(
+            "the corpus has {} sentence(s); at least 2 are needed for a train/test split",
+            sentences.len()
+        );
+    }
+    let n_train = ((sentences.len() as f64) * train_fraction).round() as usize;
+    let n_train = n_train.clamp(1, sentences.len() - 1);
+    let mut train = sentences;
+    let test = train.split_off(n_train);
+    Ok(SentenceSplit { train, test })
+}
+
+/// Token examples, each at most `block_size + 1` tokens: inputs are `[..n-1]`, targets `[1..]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Examples {
+    pub rows: Vec<Vec<i64>>,
+}
+
+impl Examples {
+    /// One example per sentence, followed by the end-of-text token when the tokenizer has
+    /// one (so a model learns where sentences end), truncated to `block_size + 1` tokens.
+    pub fn from_sentences(
+        sentences: &[String],
+        tokenizer: &TextTokenizer,
+        block_size: usize,
+        mode: DataMode,
+    ) -> Result<Self> {
+        let eot = tokenizer.eot_id().map(i64::from);
+        let mut encoded = Vec::with_capacity(sentences.len());
+        for s in sentences {
+            let mut ids: Vec<i64> = tokenizer.encode(s)?.into_iter().map(i64::from).collect();
+            ids.extend(eot);
+            encoded.push(ids);
+        }
+        let rows = match mode {
+            DataMode::Sentences => encoded
+                .into_iter()
+                .filter(|ids| ids.len() >= 2)
+                .map(|mut ids| {
+                    ids.truncate(block_size + 1);
+                    ids
+                })
+                .collect(),
+            DataMode::Pack => {
+                // The token stream cut into windows of block_size + 1 that overlap by one
+                // token, so every token is a target exactly once.
+                let stream: Vec<i64> = encoded.into_iter().flatten().collect();
+                let mut rows = Vec::new();
+                let mut start = 0;
+                while start + 1 < stream.len() {
+                    let end = (start + block_size + 1).min(stream.len());
+                    rows.push(stream[start..end].to_vec());
+                    start += block_size;
+                }
+                rows
+            }
+        };
+        Ok(Self { rows })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Number of target tokens (tokens that are predicted).
+    pub fn target_tokens(&self) -> usize {
+        self.rows.iter().map(|r| r.len() - 1).sum()
+    }
+
+    /// The batch for training step `step`: examples in a fresh seeded order each epoch,
+    /// computed from the step number alone so a resumed run sees the same batches.
+    pub fn train_batch(&self, step: u64, batch_size: usize, seed: u64) -> Batch {
+        let n = self.rows.len();
+        let first = step as usize * batch_size;
+        let mut picked = Vec::with_capacity(batch_size);
+        let mut epoch = usize::MAX;
+        let mut order: Vec<usize> = Vec::new();
+        for k in first..first + batch_size {
+            let e = k / n;
+            if e != epoch {
+                epoch = e;
+                order = (0..n).collect();
+                SplitMix64::new(mix(seed, e as u64)).shuffle(&mut order);
+            }
+            picked.push(&self.rows[order[k % n]]);
+        }
+        Batch::pad(&picked)
+    }
+
+    /// Test batches in order; at most `max_batches` (0 = all).
+    pub fn eval_batches(&self, batch_size: usize, max_batches: usize) -> Vec<Batch> {
+        let limit = if max_batches == 0 {
+            usize::MAX
+        } else {
+            max_batches
+        };
+        self.rows
+            .chunks(batch_size)
+            .take(limit)
+            .map(|chunk| Batch::pad(&chunk.iter().collect::<Vec<_>>()))
+            .collect()
+    }
+}
+
+/// A right-padded batch as plain data: `inputs` and `targets` are `rows × cols`, row
+/// major; padded targets are [`IGNORE_INDEX`] and padded inputs 0 (a causal model never
+/// lets a real position see a later padded one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub inputs: Vec<i64>,
+    pub targets: Vec<i64>,
+    pub rows: usize,
+    pub cols: usize,
+    /// Number of targets that are not padding.
+    pub real_tokens: usize,
+}
+
+impl Batch {
+    pub fn pad(examples: &[&Vec<i64>]) -> Self {
+        let rows = examples.len();
+        let cols = examples.iter().map(|e| e.len() - 1).max().unwrap_or(0);
+        let mut inputs = vec![0i64; rows * cols];
+        let mut targets = vec![IGNORE_INDEX; rows * cols];
+        let mut real_tokens = 0;
+        for (r, ex) in examples.iter().enumerate() {
+            let n = ex.len() - 1;
+            inputs[r * cols..r * cols + n].copy_from_slice(&ex[..n]);
+            targets[r * cols..r * cols + n].copy_from_slice(&ex[1..]);
+            real_tokens += n;
+        }
+        Self {
+            inputs,
+            targets,
+            rows,
+            cols,
+            real_tokens,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_like_a_sentence_tokenizer() {
+        let text = "He holds the dog. I rub\na cat!  Mr. Smith met Dr. Who, e.g. in town.\n\nA new paragraph\nwithout a period\n\nIs it? Yes. J. R. R. Tolkien wrote it.";
+        let s = split_sentences(text);
+        assert_eq!(
+            s,
+            vec![
+                "He holds the dog.",
+                "I rub a cat!",
+                "Mr. Smith met Dr. Who, e.g. in town.",
+                "A new paragraph without a period",
+                "Is it?",
+                "Yes.",
+                "J. R. R. Tolkien wrote it.",
+            ]
+        );
+    }
+
+    #[test]
+    fn quotes_close_sentences() {
+        let s = split_sentences("\"Stop.\" She ran. (It was late.) Then home.");
+        assert_eq!(
+            s,
+            vec!["\"Stop.\"", "She ran.", "(It was late.)", "Then home."]
+        );
+    }
+
+    #[test]
+    fn split_is_in_order_and_deterministic() {
+        let sentences: Vec<String> = (0..10).map(|i| format!("S{i}.")).collect();
+        let a = split_train_test(sentences.clone(), 0.8).unwrap();
+        let b = split_train_test(sentences.clone(), 0.8).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.train, sentences[..8].to_vec());
+        assert_eq!(a.test, sentences[8..].to_vec());
+        assert!(split_train_test(vec!["One.".into()], 0.8).is_err());
+    }
+
+    #[test]
+    fn small_corpus_has_hundreds_of_short_sentences() {
+        let s = split_sentences(SMALL_CORPUS);
+        assert!(s.len() >= 300, "{}", s.len());
+        assert!(s
+            .iter()
+            .all(|x| x.ends_with('.') && x.split_whitespace().count() <= 9));
+        let words: std::collections::HashSet<&str> = SMALL_CORPUS
+            .split_whitespace()
+            .map(|w| w.trim_end_matches('.'))
+            .collect();
+        assert!(words.len() < 40, "{}", words.len());
+    }
+
+    #[test]
+    fn padding_marks_ignored_targets() {
+        let a = vec![1, 2, 3, 4];
+        let b = vec![5, 6];
+        let batch = Batch::pad(&[&a, &b]);
+        assert_eq!((batch.rows, batch.cols), (2, 3));
+        assert_eq!(batch.inputs, vec![1, 2, 3, 5, 0, 0]);
+        assert_eq!(batch.targets, vec![2, 3, 4, 6, IGNORE_INDEX, IGNORE_INDEX]);
+        assert_eq!(batch.real_tokens, 4);
+    }
+
+    #[test]
+    fn train_batches_depend_only_on_step_and_seed() {
+        let ex = Examples {
+            rows: (0..10).map(|i| vec![i, i + 1]).collect(),
+        };
+        assert_eq!(ex.train_batch(3, 4, 9), ex.train_batch(3, 4, 9));
+        assert_ne!(ex.train_batch(3, 4, 9), ex.train_batch(3, 4, 10));
+        // One epoch (steps 0..5 with batch 2) visits every example once.
+        let mut seen: Vec<i64> = (0..5)
+            .flat_map(|s| ex.train_batch(s, 2, 1).inputs)
+            .collect();
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn missing_corpus_names_the_file() {
+        let msg = format!("{:#}", Corpus::load("/no/such/corpus.txt").unwrap_err());
+        assert!(msg.contains("/no/such/corpus.txt"), "{msg}");
+    }
+}

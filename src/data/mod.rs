@@ -1,0 +1,3 @@
+//! Text in, token batches out: corpora and sentence splitting, the tokenizer.
+pub mod corpus;
+pub mod tokenizer;

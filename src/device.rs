@@ -1,0 +1,127 @@
+//! Choosing where tensors live: `auto`, `cpu`, `cuda`, `cuda:N`.
+use anyhow::{bail, Context, Result};
+use tch::Device;
+
+/// What the user asked for, before checking the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+pub fn parse_device(text: &str) -> Result<DeviceRequest> {
+    let t = text.trim().to_ascii_lowercase();
+    Ok(match t.as_str() {
+        "auto" => DeviceRequest::Auto,
+        "cpu" => DeviceRequest::Cpu,
+        "cuda" | "gpu" => DeviceRequest::Cuda(0),
+        _ => {
+            match t.strip_prefix("cuda:") {
+                Some(n) => DeviceRequest::Cuda(n.parse().with_context(|| {
+                    format!("device {text:?}: expected cuda:N with N a GPU index")
+                })?),
+                None => bail!("unknown device {text:?}; expected auto, cpu, cuda or cuda:N"),
+            }
+        }
+    })
+}
+
+/// Resolves a device request against the machine; asking for a GPU that is not there is an error.
+pub fn resolve_device(text: &str) -> Result<Device> {
+    match parse_device(text)? {
+        DeviceRequest::Cpu => Ok(Device::Cpu),
+        DeviceRequest::Auto => Ok(if tch::Cuda::is_available() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
+        DeviceRequest::Cuda(n) => {
+            if !tch::Cuda::is_available() {
+                bail!("device {text:?}: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu or auto");
+            }
+            let count = tch::Cuda::device_count() as usize;
+            if n >= count {
+                bail!(
+                    "device {text:?}: there are only {count} CUDA device(s) (cuda:0..cuda:{})",
+                    count - 1
+                );
+            }
+            Ok(Device::Cuda(n))
+        }
+    }
+}
+
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+    }
+}
+
+/// Physical cores of this machine (hyper-threads share matmul units, so libtorch runs
+/// fastest with one thread per core); falls back to the logical CPU count.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::HashSet::new();
+    let mut physical = String::new();
+    for line in info.lines() {
+        if let Some((key, value)) = line.split_once(':') {
+            match key.trim() {
+                "physical id" => physical = value.trim().to_string(),
+                "core id" => {
+                    cores.insert((physical.clone(), value.trim().to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}
+
+/// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
+pub fn set_threads(requested: usize) -> usize {
+    let n = if requested == 0 {
+        physical_cores()
+    } else {
+        requested
+    };
+    tch::set_num_threads(n as i32);
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!(parse_device("auto").unwrap(), DeviceRequest::Auto);
+        assert_eq!(parse_device("CPU").unwrap(), DeviceRequest::Cpu);
+        assert_eq!(parse_device("cuda").unwrap(), DeviceRequest::Cuda(0));
+        assert_eq!(parse_device("cuda:3").unwrap(), DeviceRequest::Cuda(3));
+        assert!(parse_device("cuda:x").is_err());
+        assert!(parse_device("tpu").is_err());
+    }
+
+    #[test]
+    fn cuda_without_gpu_is_a_clear_error() {
+        if tch::Cuda::is_available() {
+            return; // only meaningful on a machine without a GPU
+        }
+        let msg = format!("{:#}", resolve_device("cuda").unwrap_err());
+        assert!(msg.contains("CUDA is not available"), "{msg}");
+        assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
+    }
+}

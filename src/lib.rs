@@ -1,0 +1,21 @@
+//! gptdash: train, probe and fine-tune small GPT language models from a terminal.
+//!
+//! Everything is in the library so tests and benches can use it; `main.rs` only parses
+//! arguments and dispatches.
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod paths;
+pub mod rng;
+pub mod train;
+
+/// libtorch's random generator is global to the process: tests that build models or
+/// check exact reproducibility take this lock so they never interleave.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
+}

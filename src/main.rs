@@ -1,0 +1,26 @@
+//! `gptdash`: parse arguments, load settings, run a command. Nothing else lives here.
+use std::process::ExitCode;
+
+use clap::Parser;
+use gptdash::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Cli) -> anyhow::Result<()> {
+    let settings = cli::load_settings(args.config.as_ref())?;
+    match args.command {
+        Some(Command::Train(train)) => cli::train::run(&train, settings),
+        // The dashboard arrives with the UI issue; until then the bare command trains
+        // on the configured corpus with a progress bar.
+        None => cli::train::run(&cli::train::TrainArgs::default(), settings),
+    }
+}

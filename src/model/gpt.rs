@@ -1,0 +1,354 @@
+//! minGPT's GPT in `tch`, in reading order: attention, MLP, block, the model.
+//!
+//! Weight names follow GPT-2 (`transformer.h.0.attn.c_attn.weight`, ...), so checkpoints
+//! read like Hugging Face's and the GPT-2 import is a renaming, not a re-plumbing.
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+use crate::data::corpus::IGNORE_INDEX;
+
+/// Everything needed to build a GPT; stored in each checkpoint's `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GptConfig {
+    pub vocab_size: i64,
+    pub block_size: i64,
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub n_embd: i64,
+    pub dropout: f64,
+    pub n_classes: i64,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_layer_norm_eps() -> f64 {
+    1e-5
+}
+
+impl GptConfig {
+    pub fn head_dim(&self) -> i64 {
+        self.n_embd / self.n_head
+    }
+}
+
+fn linear(p: nn::Path, n_in: i64, n_out: i64, std: f64, bias: bool) -> nn::Linear {
+    let config = nn::LinearConfig {
+        ws_init: nn::Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        },
+        bs_init: bias.then_some(nn::Init::Const(0.0)),
+        bias,
+    };
+    nn::linear(p, n_in, n_out, config)
+}
+
+fn layer_norm(p: nn::Path, cfg: &GptConfig) -> nn::LayerNorm {
+    let config = nn::LayerNormConfig {
+        eps: cfg.layer_norm_eps,
+        ..Default::default()
+    };
+    nn::layer_norm(p, vec![cfg.n_embd], config)
+}
+
+/// Multi-head causal self-attention: one fused q/k/v projection and an output projection.
+#[derive(Debug)]
+pub struct CausalSelfAttention {
+    c_attn: nn::Linear,
+    c_proj: nn::Linear,
+    n_head: i64,
+    n_embd: i64,
+    dropout: f64,
+}
+
+impl CausalSelfAttention {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let residual_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
+        Self {
+            c_attn: linear(&p / "c_attn", cfg.n_embd, 3 * cfg.n_embd, 0.02, true),
+            c_proj: linear(&p / "c_proj", cfg.n_embd, cfg.n_embd, residual_std, true),
+            n_head: cfg.n_head,
+            n_embd: cfg.n_embd,
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let (b, t, c) = x
+            .size3()
+            .expect("attention input is [batch, time, channels]");
+        let head_dim = self.n_embd / self.n_head;
+        let qkv = self.c_attn.forward(x).split(self.n_embd, 2);
+        let heads = |z: &Tensor| z.view([b, t, self.n_head, head_dim]).transpose(1, 2);
+        let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+        let p = if train { self.dropout } else { 0.0 };
+        let y =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None, false);
+        let y = y.transpose(1, 2).contiguous().view([b, t, c]);
+        self.c_proj.forward(&y).dropout(self.dropout, train)
+    }
+}
+
+/// The feed-forward part of a block: 4× expansion, tanh-GELU, projection back.
+#[derive(Debug)]
+pub struct Mlp {
+    c_fc: nn::Linear,
+    c_proj: nn::Linear,
+    dropout: f64,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        let residual_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
+        Self {
+            c_fc: linear(&p / "c_fc", cfg.n_embd, 4 * cfg.n_embd, 0.02, true),
+            c_proj: linear(
+                &p / "c_proj",
+                4 * cfg.n_embd,
+                cfg.n_embd,
+                residual_std,
+                true,
+            ),
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        self.c_proj
+            .forward(&self.c_fc.forward(x).gelu("tanh"))
+            .dropout(self.dropout, train)
+    }
+}
+
+/// A pre-LayerNorm transformer block with two residual branches.
+#[derive(Debug)]
+pub struct Block {
+    ln_1: nn::LayerNorm,
+    attn: CausalSelfAttention,
+    ln_2: nn::LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &GptConfig) -> Self {
+        Self {
+            ln_1: layer_norm(&p / "ln_1", cfg),
+            attn: CausalSelfAttention::new(&p / "attn", cfg),
+            ln_2: layer_norm(&p / "ln_2", cfg),
+            mlp: Mlp::new(&p / "mlp", cfg),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = x + self.attn.forward(&self.ln_1.forward(x), train);
+        &x + self.mlp.forward(&self.ln_2.forward(&x), train)
+    }
+}
+
+/// The GPT: embeddings, blocks, final LayerNorm, LM head (no bias) and a classifier head.
+#[derive(Debug)]
+pub struct Gpt {
+    pub config: GptConfig,
+    wte: nn::Embedding,
+    wpe: nn::Embedding,
+    h: Vec<Block>,
+    ln_f: nn::LayerNorm,
+    lm_head: nn::Linear,
+    classifier: nn::Linear,
+}
+
+impl Gpt {
+    /// Builds the model under `root` with minGPT/GPT-2 initialisation: N(0, 0.02)
+    /// everywhere, N(0, 0.02/√(2·n_layer)) for residual projections, zero biases,
+    /// unit LayerNorm.
+    pub fn new(root: &nn::Path, config: GptConfig) -> Self {
+        let t = root / "transformer";
+        let emb = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+            ..Default::default()
+        };
+        Self {
+            wte: nn::embedding(&t / "wte", config.vocab_size, config.n_embd, emb),
+            wpe: nn::embedding(&t / "wpe", config.block_size, config.n_embd, emb),
+            h: (0..config.n_layer)
+                .map(|i| Block::new(&t / "h" / i, &config))
+                .collect(),
+            ln_f: layer_norm(&t / "ln_f", &config),
+            lm_head: linear(
+                root / "lm_head",
+                config.n_embd,
+                config.vocab_size,
+                0.02,
+                false,
+            ),
+            classifier: linear(
+                root / "classifier",
+                config.n_embd,
+                config.n_classes,
+                0.02,
+                true,
+            ),
+            config,
+        }
+    }
+
+    /// Final hidden states `[batch, time, n_embd]` for token ids `[batch, time]`
+    /// (time ≤ block_size).
+    pub fn hidden(&self, idx: &Tensor, train: bool) -> Tensor {
+        let t = idx.size()[1];
+        let pos = Tensor::arange(t, (Kind::Int64, idx.device()));
+        let mut x =
+            (self.wte.forward(idx) + self.wpe.forward(&pos)).dropout(self.config.dropout, train);
+        for block in &self.h {
+            x = block.forward(&x, train);
+        }
+        self.ln_f.forward(&x)
+    }
+
+    /// Next-token logits `[batch, time, vocab]`.
+    pub fn forward(&self, idx: &Tensor, train: bool) -> Tensor {
+        self.lm_head.forward(&self.hidden(idx, train))
+    }
+
+    /// Mean cross-entropy over the targets that are not padding ([`IGNORE_INDEX`]).
+    pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
+        let v = logits.size()[2];
+        logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+            &targets.view([-1]),
+            None,
+            tch::Reduction::Mean,
+            IGNORE_INDEX,
+            0.0,
+        )
+    }
+
+    /// Classifier logits `[batch, n_classes]` from hidden states `[batch, n_embd]`.
+    pub fn classify_hidden(&self, pooled: &Tensor) -> Tensor {
+        self.classifier.forward(pooled)
+    }
+}
+
+/// Parameters in a var store (every trainable tensor).
+pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn tiny() -> GptConfig {
+        GptConfig {
+            vocab_size: 50,
+            block_size: 16,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 16,
+            dropout: 0.0,
+            n_classes: 2,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    #[test]
+    fn causality_later_tokens_do_not_change_earlier_logits() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Gpt::new(&vs.root(), tiny());
+        let a = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]).view([1, 6]);
+        let b = Tensor::from_slice(&[1i64, 2, 3, 40, 9, 8]).view([1, 6]);
+        let la = model.forward(&a, false);
+        let lb = model.forward(&b, false);
+        // Positions 0..=2 share a prefix and must agree; position 3 sees a different token.
+        let diff = (la.narrow(1, 0, 3) - lb.narrow(1, 0, 3))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-6, "prefix logits changed by {diff}");
+        let later = (la.narrow(1, 3, 1) - lb.narrow(1, 3, 1))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(later > 1e-4, "a changed token should change its own logits");
+    }
+
+    #[test]
+    fn padding_changes_neither_logits_nor_loss_of_real_tokens() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Gpt::new(&vs.root(), tiny());
+        let x = Tensor::from_slice(&[3i64, 7, 9, 11]).view([1, 4]);
+        let y = Tensor::from_slice(&[7i64, 9, 11, 12]).view([1, 4]);
+        let xp = Tensor::from_slice(&[3i64, 7, 9, 11, 0, 0, 0]).view([1, 7]);
+        let yp = Tensor::from_slice(&[7i64, 9, 11, 12, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX])
+            .view([1, 7]);
+        let l = model.forward(&x, false);
+        let lp = model.forward(&xp, false);
+        let diff = (&l - lp.narrow(1, 0, 4)).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{diff}");
+        let loss = Gpt::lm_loss(&l, &y).double_value(&[]);
+        let loss_p = Gpt::lm_loss(&lp, &yp).double_value(&[]);
+        assert!((loss - loss_p).abs() < 1e-6, "{loss} vs {loss_p}");
+    }
+
+    #[test]
+    fn initialisation_follows_gpt2() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = GptConfig {
+            n_layer: 4,
+            n_embd: 64,
+            n_head: 4,
+            vocab_size: 500,
+            ..tiny()
+        };
+        let _model = Gpt::new(&vs.root(), cfg);
+        let vars = vs.variables();
+        let std = |name: &str| vars[name].std(true).double_value(&[]);
+        assert!((std("transformer.wte.weight") - 0.02).abs() < 0.002);
+        assert!((std("transformer.h.0.attn.c_attn.weight") - 0.02).abs() < 0.002);
+        let residual = 0.02 / (8f64).sqrt();
+        assert!((std("transformer.h.3.mlp.c_proj.weight") - residual).abs() < 0.001);
+        assert!((std("transformer.h.1.attn.c_proj.weight") - residual).abs() < 0.001);
+        assert_eq!(
+            vars["transformer.h.0.attn.c_attn.bias"]
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        assert_eq!(
+            vars["transformer.ln_f.weight"]
+                .mean(Kind::Float)
+                .double_value(&[]),
+            1.0
+        );
+        assert!(!vars.contains_key("lm_head.bias"));
+        assert_eq!(vars["classifier.bias"].size(), vec![2]);
+    }
+
+    #[test]
+    fn parameter_count_matches_the_formula() {
+        let _rng = crate::torch_rng_lock();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let c = tiny();
+        let _model = Gpt::new(&vs.root(), c);
+        let (v, t, e, l) = (c.vocab_size, c.block_size, c.n_embd, c.n_layer);
+        let per_block =
+            2 * 2 * e + (e * 3 * e + 3 * e) + (e * e + e) + (e * 4 * e + 4 * e) + (4 * e * e + e);
+        let expected =
+            v * e + t * e + l * per_block + 2 * e + e * v + e * c.n_classes + c.n_classes;
+        assert_eq!(parameter_count(&vs), expected);
+    }
+}

@@ -1,0 +1,2 @@
+//! The model: one GPT type used for language modelling and classification.
+pub mod gpt;

@@ -1,0 +1,3 @@
+//! Training: the language-model step function and the optimizer.
+pub mod lm;
+pub mod optim;

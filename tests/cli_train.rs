@@ -1,0 +1,235 @@
+//! The real `gptdash` binary: `train` with JSON output, resume, and every config error path.
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gptdash(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gptdash"))
+        .current_dir(dir)
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config")) // never read the developer's own config
+        .env("HOME", dir)
+        .args(args)
+        .output()
+        .expect("the gptdash binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn events(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn write_corpus(dir: &Path) -> String {
+    let text =
+        "The cat sat. The dog ran. A cat ran. A dog sat. The cat ran. The dog sat.\n".repeat(8);
+    std::fs::write(dir.join("tiny.txt"), text).unwrap();
+    "tiny.txt".into()
+}
+
+const TINY: &[&str] = &[
+    "--model",
+    "gpt-nano",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+];
+
+#[test]
+fn train_json_reports_start_iters_eval_checkpoint_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let mut args = vec![
+        "train",
+        "--corpus",
+        &corpus,
+        "--max-iters",
+        "12",
+        "--eval-interval",
+        "5",
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let out = gptdash(dir.path(), &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&out);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "start");
+    assert_eq!(kinds.iter().filter(|k| **k == "iter").count(), 12);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "eval").count(),
+        3,
+        "{kinds:?}"
+    ); // 5, 10, 12
+    assert_eq!(*kinds.last().unwrap(), "done");
+    let start = &ev[0];
+    assert_eq!(start["device"], "cpu");
+    assert!(start["params"].as_i64().unwrap() > 0);
+    assert!(start["vocab_size"].as_i64().unwrap() > 0);
+    assert!(start["train_examples"].as_i64().unwrap() > start["test_examples"].as_i64().unwrap());
+    let iter = ev.iter().find(|e| e["event"] == "iter").unwrap();
+    for key in ["iter", "loss", "iter_ms", "tokens_per_s", "lr"] {
+        assert!(iter[key].is_number(), "iter event lacks {key}: {iter}");
+    }
+    let ckpt = dir.path().join("checkpoints/tiny");
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "train_state.json",
+    ] {
+        assert!(ckpt.join(f).is_file(), "checkpoint lacks {f}");
+    }
+
+    // Resume continues the step count.
+    let out = gptdash(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "checkpoints/tiny",
+            "--max-iters",
+            "15",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&out);
+    assert_eq!(ev[0]["start_iter"], 12);
+    let iters: Vec<i64> = ev
+        .iter()
+        .filter(|e| e["event"] == "iter")
+        .map(|e| e["iter"].as_i64().unwrap())
+        .collect();
+    assert_eq!(iters, vec![13, 14, 15]);
+
+    // Model flags cannot change a resumed run.
+    let out = gptdash(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "checkpoints/tiny",
+            "--model",
+            "gpt-mini",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--model"), "{}", stderr(&out));
+}
+
+#[test]
+fn human_output_names_device_and_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let mut args = vec![
+        "train",
+        "--corpus",
+        &corpus,
+        "--max-iters",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        "ck",
+    ];
+    args.extend_from_slice(TINY);
+    let out = gptdash(dir.path(), &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("device cpu, 1 CPU threads"), "{text}");
+    assert!(text.contains("done: 3 steps"), "{text}");
+    assert!(dir.path().join("ck/model.safetensors").is_file());
+}
+
+fn expect_error(dir: &Path, args: &[&str], needles: &[&str]) {
+    let out = gptdash(dir, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = stderr(&out);
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_key_flag_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("unknown.toml"), "[train]\nmax_iter = 5\n").unwrap();
+    expect_error(
+        d,
+        &["train", "--config", "unknown.toml"],
+        &["unknown.toml", "max_iter", "line 2"],
+    );
+    std::fs::write(d.join("type.toml"), "[model]\nblock_size = \"long\"\n").unwrap();
+    expect_error(
+        d,
+        &["train", "--config", "type.toml"],
+        &["type.toml", "block_size"],
+    );
+    std::fs::write(
+        d.join("heads.toml"),
+        "[model]\npreset = \"custom\"\nn_layer = 2\nn_head = 5\nn_embd = 48\n",
+    )
+    .unwrap();
+    expect_error(
+        d,
+        &["train", "--config", "heads.toml"],
+        &["heads.toml", "model.n_embd", "model.n_head"],
+    );
+    std::fs::write(d.join("batch.toml"), "[train]\nbatch_size = 0\n").unwrap();
+    expect_error(
+        d,
+        &["train", "--config", "batch.toml"],
+        &["batch.toml", "train.batch_size"],
+    );
+    expect_error(d, &["train", "--config", "missing.toml"], &["missing.toml"]);
+    expect_error(d, &["train", "--batch-size", "0"], &["--batch-size"]);
+    expect_error(d, &["train", "--lr", "-1"], &["--lr"]);
+    expect_error(
+        d,
+        &["train", "--n-head", "5", "--device", "cpu"],
+        &["model.n_embd", "model.n_head"],
+    );
+    expect_error(
+        d,
+        &["train", "--corpus", "no/such/file.txt", "--device", "cpu"],
+        &["no/such/file.txt", "--corpus"],
+    );
+    expect_error(d, &["train", "--device", "tpu"], &["tpu"]);
+    expect_error(
+        d,
+        &["train", "--model", "gpt-huge"],
+        &["gpt-huge", "model.preset"],
+    );
+    expect_error(
+        d,
+        &["train", "--resume", "nowhere"],
+        &["nowhere", "does not exist"],
+    );
+    // A local config.toml is read when --config is absent.
+    std::fs::write(d.join("config.toml"), "[data]\ncorpus = 7\n").unwrap();
+    expect_error(d, &["train"], &["config.toml", "corpus"]);
+}
+
+#[test]
+fn cuda_request_without_gpu_is_a_clear_error() {
+    if Path::new("/dev/nvidia0").exists() {
+        return; // this check is about machines without a GPU
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    expect_error(
+        dir.path(),
+        &["train", "--corpus", &corpus, "--device", "cuda"],
+        &["CUDA is not available"],
+    );
+}
