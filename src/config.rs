@@ -81,7 +81,7 @@ pub struct TrainSettings {
 impl Default for TrainSettings {
     fn default() -> Self {
         Self {
-            max_iters: 600,
+            max_iters: 200,
             batch_size: 32,
             learning_rate: 1e-3,
             warmup_iters: 20,
@@ -91,7 +91,7 @@ impl Default for TrainSettings {
             beta1: 0.9,
             beta2: 0.95,
             grad_clip: 1.0,
-            eval_interval: 100,
+            eval_interval: 50,
             eval_batches: 20,
             save_interval: 0,
             seed: 1337,

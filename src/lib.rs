@@ -2,6 +2,10 @@
 //!
 //! Everything is in the library so tests and benches can use it; `main.rs` only parses
 //! arguments and dispatches.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -2,6 +2,8 @@
 //! or JSON lines.
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -171,11 +173,22 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
     let report = Reporter::new(args.json, &trainer);
     report.start(&trainer, threads, &out);
 
+    // Ctrl-C finishes the current step, saves a checkpoint and exits; a second one quits at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+
     let mut recent = Vec::new();
     let mut tokens = 0usize;
     let loop_start = Instant::now();
     let mut last_eval = None;
-    while !trainer.is_done() {
+    while !trainer.is_done() && !interrupted.load(Ordering::SeqCst) {
         let m = trainer.step()?;
         if !m.loss.is_finite() {
             bail!(
@@ -199,6 +212,9 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
     }
     trainer.save(&out)?;
     report.checkpoint(trainer.step, &out);
+    if interrupted.load(Ordering::SeqCst) {
+        report.interrupted(trainer.step, &out);
+    }
     let tail = &recent[recent.len().saturating_sub(20)..];
     let train_loss = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
     let train_secs = loop_start.elapsed().as_secs_f64();
@@ -275,13 +291,16 @@ impl Reporter {
         } else {
             self.say(format!("device {device}, {threads} CPU threads"));
             self.say(format!(
-                "corpus {}: {} train / {} test sentences, {} / {} examples ({:?} mode), {} train tokens",
+                "corpus {}: {} train / {} test sentences, {} / {} examples ({} mode), {} train tokens",
                 t.corpus_name,
                 t.train_sentences,
                 t.test_sentences,
                 t.train.len(),
                 t.test.len(),
-                t.settings.data.mode,
+                match t.settings.data.mode {
+                    DataMode::Sentences => "sentences",
+                    DataMode::Pack => "pack",
+                },
                 t.train.target_tokens()
             ));
             self.say(format!(
@@ -330,6 +349,19 @@ impl Reporter {
         } else {
             self.say(format!(
                 "step {iter}: checkpoint saved to {}",
+                path.display()
+            ));
+        }
+    }
+
+    fn interrupted(&self, iter: u64, path: &std::path::Path) {
+        if self.json {
+            self.line(
+                json!({"event": "interrupted", "iter": iter, "path": path.display().to_string()}),
+            );
+        } else {
+            self.say(format!(
+                "interrupted at step {iter}; continue with: gptdash train --resume {}",
                 path.display()
             ));
         }

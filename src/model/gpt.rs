@@ -75,9 +75,9 @@ impl CausalSelfAttention {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let (b, t, c) = x
-            .size3()
-            .expect("attention input is [batch, time, channels]");
+        // [batch, time, channels], guaranteed by the caller.
+        let size = x.size();
+        let (b, t, c) = (size[0], size[1], size[2]);
         let head_dim = self.n_embd / self.n_head;
         let qkv = self.c_attn.forward(x).split(self.n_embd, 2);
         let heads = |z: &Tensor| z.view([b, t, self.n_head, head_dim]).transpose(1, 2);

@@ -185,13 +185,14 @@ impl LmTrainer {
 
     /// Whether the step just completed should be followed by an evaluation.
     pub fn eval_due(&self) -> bool {
-        self.step > 0 && (self.step % self.settings.train.eval_interval == 0 || self.is_done())
+        self.step > 0
+            && (self.step.is_multiple_of(self.settings.train.eval_interval) || self.is_done())
     }
 
     /// Whether the step just completed should be followed by a checkpoint.
     pub fn save_due(&self) -> bool {
         let every = self.settings.train.save_interval;
-        every > 0 && self.step > 0 && self.step % every == 0
+        every > 0 && self.step > 0 && self.step.is_multiple_of(every)
     }
 
     fn tensors(&self, batch: &Batch) -> (Tensor, Tensor) {
