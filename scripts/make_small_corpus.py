@@ -12,9 +12,9 @@ import random
 rng = random.Random(7)
 
 SUBJECTS = [  # (text, third person singular?, weight)
-    ("He", True, 20), ("She", True, 20), ("I", False, 14), ("You", False, 6),
-    ("We", False, 8), ("They", False, 8), ("He and I", False, 10), ("She and I", False, 6),
-    ("The dog", True, 4), ("The cat", True, 4),
+    ("He", True, 40), ("She", True, 30), ("I", False, 12), ("You", False, 2),
+    ("We", False, 3), ("They", False, 3), ("He and I", False, 6), ("She and I", False, 2),
+    ("The dog", True, 1), ("The cat", True, 1),
 ]
 VERBS = {  # base form -> objects it takes
     "hold": ["dog", "cat", "ball", "bird"],
@@ -24,7 +24,7 @@ VERBS = {  # base form -> objects it takes
     "throw": ["ball"],
     "like": ["dog", "cat", "ball", "bird"],
 }
-VERB_WEIGHTS = {"hold": 30, "rub": 20, "feed": 14, "see": 14, "throw": 8, "like": 14}
+VERB_WEIGHTS = {"hold": 50, "rub": 25, "feed": 10, "see": 6, "throw": 5, "like": 4}
 
 
 def pick(pairs):
@@ -44,9 +44,9 @@ def third(verb):
 
 def object_phrase(verb):
     nouns = VERBS[verb]
-    noun = rng.choice(nouns)
-    article = pick([("the", 6), ("a", 4)])
-    if len(nouns) > 1 and rng.random() < 0.2:
+    noun = pick([(n, 4 if i == 0 else 1) for i, n in enumerate(nouns)])
+    article = pick([("the", 8), ("a", 2)])
+    if len(nouns) > 1 and rng.random() < 0.15:
         other = rng.choice([n for n in nouns if n != noun])
         return f"{article} {noun} and {other}"
     return f"{article} {noun}"
@@ -57,7 +57,7 @@ def sentence():
     verb = pick(list(VERB_WEIGHTS.items()))
     if subject.startswith("The ") and verb == "throw":
         verb = "see"
-    mode = pick([("plain", 6), ("can", 3), ("will", 1)])
+    mode = pick([("plain", 8), ("can", 2)])
     if mode == "plain":
         verb_text = third(verb) if singular else verb
     else:

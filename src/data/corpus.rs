@@ -191,8 +191,10 @@ pub struct Examples {
 }
 
 impl Examples {
-    /// One example per sentence, followed by the end-of-text token when the tokenizer has
-    /// one (so a model learns where sentences end), truncated to `block_size + 1` tokens.
+    /// One example per sentence, truncated to `block_size + 1` tokens. When the tokenizer
+    /// has an end-of-text token, it separates sentences as GPT-2 separates documents:
+    /// each example is `<|endoftext|> sentence <|endoftext|>`, so the model learns how
+    /// sentences start and end, and what follows an end.
     pub fn from_sentences(
         sentences: &[String],
         tokenizer: &TextTokenizer,
@@ -202,7 +204,11 @@ impl Examples {
         let eot = tokenizer.eot_id().map(i64::from);
         let mut encoded = Vec::with_capacity(sentences.len());
         for s in sentences {
-            let mut ids: Vec<i64> = tokenizer.encode(s)?.into_iter().map(i64::from).collect();
+            let mut ids: Vec<i64> = Vec::new();
+            if mode == DataMode::Sentences {
+                ids.extend(eot);
+            }
+            ids.extend(tokenizer.encode(s)?.into_iter().map(i64::from));
             ids.extend(eot);
             encoded.push(ids);
         }

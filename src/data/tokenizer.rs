@@ -61,6 +61,52 @@ impl TextTokenizer {
         Self::from_json(&json)
     }
 
+    /// A valid byte-level BPE with exactly `vocab_size` tokens (≥ 257) whose merges are
+    /// arbitrary byte pairs, the last id being `<|endoftext|>`. For benchmarks and tests
+    /// that need GPT-2's vocabulary size without GPT-2's files.
+    pub fn synthetic_byte_level(vocab_size: usize) -> Result<Self> {
+        if vocab_size < 257 {
+            bail!("a synthetic byte-level vocabulary needs at least 257 tokens");
+        }
+        let table = byte_to_char_table();
+        let mut vocab = serde_json::Map::new();
+        for (b, c) in table.iter().enumerate() {
+            vocab.insert(c.to_string(), b.into());
+        }
+        let mut merges = Vec::new();
+        'pairs: for &a in table.iter() {
+            for &b in table.iter() {
+                let id = vocab.len();
+                if id >= vocab_size - 1 {
+                    break 'pairs;
+                }
+                let merged = format!("{a}{b}");
+                if vocab.contains_key(&merged) {
+                    continue;
+                }
+                vocab.insert(merged, id.into());
+                merges.push(serde_json::json!([a.to_string(), b.to_string()]));
+            }
+        }
+        let eot = vocab.len();
+        let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [{"id": eot, "content": END_OF_TEXT, "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": null,
+            "pre_tokenizer": byte_level,
+            "post_processor": byte_level,
+            "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                      "vocab": vocab, "merges": merges},
+        });
+        Self::from_json(&json.to_string())
+    }
+
     /// Loads a `tokenizer.json`; errors name the file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -120,6 +166,82 @@ impl TextTokenizer {
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
     }
+
+    /// A token as it should be displayed: its text with leading spaces kept, a newline
+    /// as `⏎`, a tab as `⇥`, other control characters and bytes that are not valid
+    /// UTF-8 on their own as `<0xNN>`. Never fails.
+    pub fn display(&self, id: u32) -> String {
+        let Some(piece) = self.inner.id_to_token(id) else {
+            return format!("<id {id}>");
+        };
+        if self.inner.get_added_vocabulary().is_special_token(&piece) {
+            return piece;
+        }
+        match byte_level_bytes(&piece) {
+            Some(bytes) => display_bytes(&bytes),
+            None => {
+                let text = self.inner.decode(&[id], false).unwrap_or(piece);
+                display_bytes(text.as_bytes())
+            }
+        }
+    }
+}
+
+/// GPT-2's byte-level alphabet: each byte is written as one printable character.
+fn byte_to_char_table() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        table[b as usize] = if printable {
+            b as char
+        } else {
+            let c = char::from_u32(next).unwrap_or('?');
+            next += 1;
+            c
+        };
+    }
+    table
+}
+
+/// The bytes behind a byte-level BPE piece, or `None` if the piece is not byte-level.
+fn byte_level_bytes(piece: &str) -> Option<Vec<u8>> {
+    use std::sync::OnceLock;
+    static INVERSE: OnceLock<std::collections::HashMap<char, u8>> = OnceLock::new();
+    let inverse = INVERSE.get_or_init(|| {
+        byte_to_char_table()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect()
+    });
+    piece.chars().map(|c| inverse.get(&c).copied()).collect()
+}
+
+/// Shows bytes as text: valid UTF-8 runs as characters (control characters made
+/// visible), invalid bytes as `<0xNN>`.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push('⏎'),
+                '\t' => out.push('⇥'),
+                '\r' => out.push_str("<0x0D>"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("<0x{b:02X}>"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("<0x{b:02X}>"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -180,6 +302,37 @@ mod tests {
         assert_eq!(tok.encode("Hello world").unwrap(), vec![15496, 995]);
         assert_eq!(tok.eot_id(), Some(50256));
         assert_eq!(tok.vocab_size(), 50257);
+    }
+
+    #[test]
+    fn special_pieces_are_displayed_faithfully() {
+        assert_eq!(display_bytes(b" dog"), " dog");
+        assert_eq!(display_bytes(b"a\nb\tc"), "a⏎b⇥c");
+        assert_eq!(display_bytes(&[0xE2]), "<0xE2>");
+        assert_eq!(display_bytes(&[0xE2, 0x80]), "<0xE2><0x80>");
+        assert_eq!(display_bytes("—".as_bytes()), "—");
+        assert_eq!(display_bytes(&[0x07]), "<0x07>");
+        // Through a trained byte-level tokenizer: every single-byte token displays.
+        let tok = small_tokenizer();
+        let ids = tok.encode("a\n\t—").unwrap();
+        let shown: Vec<String> = ids.iter().map(|&i| tok.display(i)).collect();
+        assert_eq!(shown.concat(), "a⏎⇥<0xE2><0x80><0x94>", "{shown:?}");
+        let dog = tok.encode(" dog").unwrap();
+        assert_eq!(tok.display(dog[0]), " dog");
+        assert_eq!(tok.display(tok.eot_id().unwrap()), END_OF_TEXT);
+        assert_eq!(tok.display(999_999), "<id 999999>");
+        for id in 0..tok.vocab_size() as u32 {
+            let _ = tok.display(id); // never panics
+        }
+    }
+
+    #[test]
+    fn synthetic_tokenizer_has_the_requested_size() {
+        let tok = TextTokenizer::synthetic_byte_level(50257).unwrap();
+        assert_eq!(tok.vocab_size(), 50257);
+        assert_eq!(tok.eot_id(), Some(50256));
+        let ids = tok.encode("He and I").unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), "He and I");
     }
 
     #[test]
