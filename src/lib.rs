@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod generate;
 pub mod model;
 pub mod paths;
 pub mod rng;

@@ -1,45 +1,9 @@
 //! The real `gptdash` binary: `train` with JSON output, resume, and every config error path.
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn gptdash(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gptdash"))
-        .current_dir(dir)
-        .env("XDG_CONFIG_HOME", dir.join("xdg-config")) // never read the developer's own config
-        .env("HOME", dir)
-        .args(args)
-        .output()
-        .expect("the gptdash binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn events(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
-fn write_corpus(dir: &Path) -> String {
-    let text =
-        "The cat sat. The dog ran. A cat ran. A dog sat. The cat ran. The dog sat.\n".repeat(8);
-    std::fs::write(dir.join("tiny.txt"), text).unwrap();
-    "tiny.txt".into()
-}
-
-const TINY: &[&str] = &[
-    "--model",
-    "gpt-nano",
-    "--block-size",
-    "16",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-];
+use common::{events, expect_error, gptdash, stderr, write_corpus, TINY};
 
 #[test]
 fn train_json_reports_start_iters_eval_checkpoint_done() {
@@ -147,16 +111,6 @@ fn human_output_names_device_and_threads() {
     assert!(text.contains("device cpu, 1 CPU threads"), "{text}");
     assert!(text.contains("done: 3 steps"), "{text}");
     assert!(dir.path().join("ck/model.safetensors").is_file());
-}
-
-fn expect_error(dir: &Path, args: &[&str], needles: &[&str]) {
-    let out = gptdash(dir, args);
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = stderr(&out);
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}:\n{err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

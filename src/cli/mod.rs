@@ -1,4 +1,6 @@
 //! Command-line interface: argument types (clap) and one module per headless command.
+pub mod bench;
+pub mod generate;
 pub mod train;
 
 use std::path::PathBuf;
@@ -27,6 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// Train a GPT language model on a corpus (headless).
     Train(train::TrainArgs),
+    /// Continue a prompt, showing each token's probability and the top alternatives.
+    Generate(generate::GenerateArgs),
+    /// Speed benchmarks.
+    Bench(bench::BenchArgs),
 }
 
 /// Loads the settings file chosen by `--config` or the default search.
@@ -46,5 +52,24 @@ pub fn positive_f64(text: &str) -> Result<f64, String> {
         Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
         Ok(_) => Err("must be a number greater than 0".into()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A clap value parser for a finite number >= 0.
+pub fn non_negative_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be a number >= 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`gptdash generate ... | head -1`) is not an error.
+pub fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }

@@ -88,6 +88,35 @@ impl CausalSelfAttention {
         let y = y.transpose(1, 2).contiguous().view([b, t, c]);
         self.c_proj.forward(&y).dropout(self.dropout, train)
     }
+
+    /// Inference with a key/value cache: `x` holds the new positions only. With an empty
+    /// cache any number of positions (causal); with a filled cache exactly one, which
+    /// attends to every cached position.
+    fn forward_cached(&self, x: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Tensor {
+        let size = x.size();
+        let (b, t, c) = (size[0], size[1], size[2]);
+        let head_dim = self.n_embd / self.n_head;
+        let qkv = self.c_attn.forward(x).split(self.n_embd, 2);
+        let heads = |z: &Tensor| z.view([b, t, self.n_head, head_dim]).transpose(1, 2);
+        let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+        let (k, v, causal) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2), false),
+            None => (k, v, true),
+        };
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            causal,
+            None,
+            false,
+        );
+        *cache = Some((k, v));
+        let y = y.transpose(1, 2).contiguous().view([b, t, c]);
+        self.c_proj.forward(&y)
+    }
 }
 
 /// The feed-forward part of a block: 4× expansion, tanh-GELU, projection back.
@@ -144,6 +173,38 @@ impl Block {
         let x = x + self.attn.forward(&self.ln_1.forward(x), train);
         &x + self.mlp.forward(&self.ln_2.forward(&x), train)
     }
+
+    fn forward_cached(&self, x: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Tensor {
+        let x = x + self.attn.forward_cached(&self.ln_1.forward(x), cache);
+        &x + self.mlp.forward(&self.ln_2.forward(&x), false)
+    }
+}
+
+/// Keys and values of every layer for the positions seen so far (inference only).
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: i64,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.layers.clear();
+        self.len = 0;
+    }
 }
 
 /// The GPT: embeddings, blocks, final LayerNorm, LM head (no bias) and a classifier head.
@@ -196,6 +257,11 @@ impl Gpt {
         }
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> tch::Device {
+        self.wte.ws.device()
+    }
+
     /// Final hidden states `[batch, time, n_embd]` for token ids `[batch, time]`
     /// (time ≤ block_size).
     pub fn hidden(&self, idx: &Tensor, train: bool) -> Tensor {
@@ -212,6 +278,43 @@ impl Gpt {
     /// Next-token logits `[batch, time, vocab]`.
     pub fn forward(&self, idx: &Tensor, train: bool) -> Tensor {
         self.lm_head.forward(&self.hidden(idx, train))
+    }
+
+    /// Inference: logits `[batch, vocab]` of the last position only (the LM head runs on
+    /// one position, as nanoGPT does at generation time).
+    pub fn forward_last(&self, idx: &Tensor) -> Tensor {
+        let h = self.hidden(idx, false);
+        let t = h.size()[1];
+        self.lm_head.forward(&h.select(1, t - 1))
+    }
+
+    /// Incremental inference: feeds `idx` (new positions) through the model using and
+    /// extending `cache`, and returns the logits `[batch, vocab]` of the last position.
+    /// An empty cache takes a whole prompt; a filled one exactly one new token; the
+    /// total never exceeds the block size.
+    pub fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> anyhow::Result<Tensor> {
+        let t = idx.size()[1];
+        if !cache.is_empty() && t != 1 {
+            anyhow::bail!("a filled KV cache takes one new token at a time, got {t}");
+        }
+        if cache.len + t > self.config.block_size {
+            anyhow::bail!(
+                "KV cache would hold {} positions, more than the block size {}",
+                cache.len + t,
+                self.config.block_size
+            );
+        }
+        if cache.layers.len() != self.h.len() {
+            cache.layers = (0..self.h.len()).map(|_| None).collect();
+        }
+        let pos = Tensor::arange_start(cache.len, cache.len + t, (Kind::Int64, idx.device()));
+        let mut x = self.wte.forward(idx) + self.wpe.forward(&pos);
+        for (block, layer_cache) in self.h.iter().zip(cache.layers.iter_mut()) {
+            x = block.forward_cached(&x, layer_cache);
+        }
+        cache.len += t;
+        let h = self.ln_f.forward(&x.select(1, t - 1));
+        Ok(self.lm_head.forward(&h))
     }
 
     /// Mean cross-entropy over the targets that are not padding ([`IGNORE_INDEX`]).
@@ -336,6 +439,35 @@ mod tests {
         );
         assert!(!vars.contains_key("lm_head.bias"));
         assert_eq!(vars["classifier.bias"].size(), vec![2]);
+    }
+
+    #[test]
+    fn kv_cache_gives_the_same_logits_as_a_full_forward() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Gpt::new(&vs.root(), tiny());
+        let ids = [4i64, 8, 15, 16, 23, 42, 7];
+        let mut cache = KvCache::new();
+        let prompt = Tensor::from_slice(&ids[..3]).view([1, 3]);
+        let mut got = vec![model.forward_cached(&prompt, &mut cache).unwrap()];
+        for &id in &ids[3..] {
+            got.push(
+                model
+                    .forward_cached(&Tensor::from_slice(&[id]).view([1, 1]), &mut cache)
+                    .unwrap(),
+            );
+        }
+        assert_eq!(cache.len(), 7);
+        let full = model.forward(&Tensor::from_slice(&ids).view([1, 7]), false);
+        for (k, logits) in got.iter().enumerate() {
+            let want = full.select(1, 2 + k as i64);
+            let diff = (logits - want).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "position {}: {diff}", 2 + k);
+        }
+        assert!(model
+            .forward_cached(&Tensor::from_slice(&[1i64, 2]).view([1, 2]), &mut cache)
+            .is_err());
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! The real `gptdash generate`: human and JSON output, and every error path.
+mod common;
+
+use common::{expect_error, gptdash, stderr, stdout, tiny_checkpoint};
+
+#[test]
+fn human_output_has_probabilities_and_a_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let out = gptdash(
+        dir.path(),
+        &[
+            "generate",
+            "--checkpoint",
+            &ck,
+            "--prompt",
+            "The cat",
+            "--max-new-tokens",
+            "5",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("The cat"), "{text}");
+    assert_eq!(
+        lines[0].matches(" (0.").count() + lines[0].matches(" (1.").count(),
+        5,
+        "{text}"
+    );
+    assert!(lines[2].starts_with("step"), "{text}");
+    for rank in 1..=6 {
+        assert!(lines[2 + rank].starts_with(&format!("#{rank}")), "{text}");
+    }
+    assert!(lines[9].starts_with("rest"), "{text}");
+    assert_eq!(
+        lines[3].matches('*').count(),
+        5,
+        "greedy choices head every column:\n{text}"
+    );
+    assert!(text.contains("perplexity"));
+}
+
+#[test]
+fn json_output_has_the_documented_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let out = gptdash(
+        dir.path(),
+        &[
+            "generate",
+            "--checkpoint",
+            &ck,
+            "--prompt",
+            "A dog",
+            "--max-new-tokens",
+            "4",
+            "--grid",
+            "3",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["prompt"], "A dog");
+    assert!(v["text"].as_str().unwrap().starts_with("A dog"));
+    let tokens = v["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 4);
+    for t in tokens {
+        assert!(
+            t["id"].is_u64() && t["text"].is_string() && t["prob"].is_f64() && t["rest"].is_f64()
+        );
+        let top = t["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["id"], t["id"]);
+        assert!(top
+            .iter()
+            .all(|c| c["id"].is_u64() && c["text"].is_string() && c["prob"].is_f64()));
+    }
+    assert!(v["mean_logprob"].as_f64().unwrap() <= 0.0);
+    assert!(v["perplexity"].as_f64().unwrap() >= 1.0);
+
+    // --no-cache gives the same result.
+    let nc = gptdash(
+        dir.path(),
+        &[
+            "generate",
+            "--checkpoint",
+            &ck,
+            "--prompt",
+            "A dog",
+            "--max-new-tokens",
+            "4",
+            "--grid",
+            "3",
+            "--json",
+            "--no-cache",
+        ],
+    );
+    let w: serde_json::Value = serde_json::from_str(stdout(&nc).trim()).unwrap();
+    let ids = |x: &serde_json::Value| {
+        x["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&v), ids(&w));
+
+    // Sampling with a seed is reproducible.
+    let sample = |seed: &str| {
+        let o = gptdash(
+            dir.path(),
+            &[
+                "generate",
+                "--checkpoint",
+                &ck,
+                "--prompt",
+                "A",
+                "--sample",
+                "--seed",
+                seed,
+                "--temperature",
+                "1.5",
+                "--json",
+            ],
+        );
+        stdout(&o)
+    };
+    assert_eq!(sample("3"), sample("3"));
+}
+
+#[test]
+fn a_closed_pipe_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let status = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!("{} generate --checkpoint {ck} --prompt 'The' --max-new-tokens 50 | head -c 1 >/dev/null", env!("CARGO_BIN_EXE_gptdash")))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&status.stderr).contains("panicked"));
+}
+
+#[test]
+fn every_error_path_is_a_clear_message_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = tiny_checkpoint(d);
+    expect_error(
+        d,
+        &["generate", "--checkpoint", &ck, "--prompt", ""],
+        &["prompt is empty"],
+    );
+    expect_error(
+        d,
+        &["generate", "--checkpoint", &ck, "--prompt", "  "],
+        &["prompt is empty"],
+    );
+    expect_error(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            &ck,
+            "--prompt",
+            "The",
+            "--temperature",
+            "-1",
+        ],
+        &["--temperature"],
+    );
+    expect_error(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            &ck,
+            "--prompt",
+            "The",
+            "--grid",
+            "0",
+        ],
+        &["--grid"],
+    );
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "nowhere", "--prompt", "The"],
+        &["nowhere", "does not exist"],
+    );
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "tiny.txt", "--prompt", "The"],
+        &["tiny.txt", "does not exist"],
+    );
+    std::fs::create_dir(d.join("empty")).unwrap();
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "empty", "--prompt", "The"],
+        &["not a gptdash checkpoint"],
+    );
+
+    // Corrupt pieces of a checkpoint.
+    let copy = |name: &str| {
+        let to = d.join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(d.join(&ck)).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+        to
+    };
+    let bad_weights = copy("bad_weights");
+    std::fs::write(bad_weights.join("model.safetensors"), b"garbage").unwrap();
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "bad_weights", "--prompt", "The"],
+        &["model.safetensors"],
+    );
+    let bad_config = copy("bad_config");
+    std::fs::write(bad_config.join("config.json"), b"{").unwrap();
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "bad_config", "--prompt", "The"],
+        &["config.json"],
+    );
+    let bad_tok = copy("bad_tokenizer");
+    std::fs::write(bad_tok.join("tokenizer.json"), b"[]").unwrap();
+    expect_error(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            "bad_tokenizer",
+            "--prompt",
+            "The",
+        ],
+        &["tokenizer.json"],
+    );
+
+    // A tokenizer that cannot encode the prompt (a word-level vocabulary without an
+    // unknown token).
+    let word_level = copy("word_level");
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"The": 0, "cat": 1}, "unk_token": "[UNK]"}
+    });
+    std::fs::write(word_level.join("tokenizer.json"), tok.to_string()).unwrap();
+    expect_error(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            "word_level",
+            "--prompt",
+            "The zebra",
+        ],
+        &["cannot be encoded"],
+    );
+}
