@@ -16,6 +16,8 @@ pub mod model;
 pub mod paths;
 pub mod rng;
 pub mod train;
+pub mod tui;
+pub mod worker;
 
 /// libtorch's random generator is global to the process: tests that build models or
 /// check exact reproducibility take this lock so they never interleave.

@@ -21,8 +21,6 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Train(train)) => cli::train::run(&train, settings),
         Some(Command::Generate(generate)) => cli::generate::run(&generate, settings),
         Some(Command::Bench(bench)) => cli::bench::run(&bench),
-        // The dashboard arrives with the UI issue; until then the bare command trains
-        // on the configured corpus with a progress bar.
-        None => cli::train::run(&cli::train::TrainArgs::default(), settings),
+        Some(Command::Tui) | None => gptdash::tui::run(settings),
     }
 }

@@ -33,6 +33,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Speed benchmarks.
     Bench(bench::BenchArgs),
+    /// The dashboard (also what `gptdash` alone starts).
+    Tui,
 }
 
 /// Loads the settings file chosen by `--config` or the default search.

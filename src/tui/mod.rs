@@ -1,0 +1,93 @@
+//! The dashboard: terminal set-up, the event loop and the views.
+pub mod app;
+pub mod terminal;
+pub mod theme;
+pub mod view;
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{select, Receiver};
+use crossterm::event::Event as TermEvent;
+
+use crate::config::Settings;
+use app::{App, Msg};
+
+/// Runs the dashboard until the user quits.
+pub fn run(settings: Settings) -> Result<()> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!(
+            "the dashboard needs a terminal (stdout or stdin is not one); for scripts use the headless \
+             commands: gptdash train | generate | bench (each with --json)"
+        );
+    }
+    let fps = settings.ui.fps.max(1);
+    let worker = crate::worker::spawn().context("cannot start the worker thread")?;
+    let mut terminal = terminal::Terminal::enter().context("cannot set up the terminal")?;
+    let input = spawn_input_reader();
+    let mut app = App::new(settings);
+    app.log("welcome: space starts training on the configured corpus; ? lists every key");
+    let frame_time = Duration::from_secs_f64(1.0 / fps as f64);
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - frame_time;
+    let result = (|| -> Result<()> {
+        loop {
+            if dirty && last_draw.elapsed() >= frame_time {
+                terminal.draw(|frame| view::draw(frame, &app))?;
+                last_draw = Instant::now();
+                dirty = false;
+            }
+            // Wait for something to happen; when a redraw is due, only until the next frame.
+            let timeout = if dirty {
+                frame_time.saturating_sub(last_draw.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let msg = select! {
+                recv(worker.events) -> e => match e {
+                    Ok(e) => Some(Msg::Worker(e)),
+                    Err(_) => bail!("the worker thread ended unexpectedly"),
+                },
+                recv(input) -> e => match e {
+                    Ok(TermEvent::Key(k)) => Some(Msg::Key(k)),
+                    Ok(TermEvent::Resize(..)) => { dirty = true; last_draw = Instant::now() - frame_time; None }
+                    Ok(_) => None,
+                    Err(_) => bail!("lost the terminal input"),
+                },
+                default(timeout) => None,
+            };
+            if let Some(msg) = msg {
+                for command in app.update(msg) {
+                    let _ = worker.commands.send(command);
+                }
+                // Coalesce a burst of worker events into one frame.
+                while let Ok(e) = worker.events.try_recv() {
+                    app.update(Msg::Worker(e));
+                }
+                dirty = true;
+            }
+            if app.quit {
+                return Ok(());
+            }
+        }
+    })();
+    terminal.leave()?;
+    worker.shutdown();
+    result
+}
+
+/// Terminal input on its own thread (crossterm's read blocks), forwarded to a channel.
+fn spawn_input_reader() -> Receiver<TermEvent> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let _ = std::thread::Builder::new()
+        .name("gptdash-input".into())
+        .spawn(move || {
+            while let Ok(event) = crossterm::event::read() {
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+    rx
+}

@@ -1,0 +1,366 @@
+//! The Train tab: loss chart, recent-steps sparkline, stats, progress and the log.
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Borders, Chart, Dataset, Gauge, GraphType, List, ListItem, Paragraph, Sparkline,
+};
+use ratatui::Frame;
+
+use super::format_duration;
+use crate::tui::app::App;
+use crate::tui::theme;
+
+pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(40), Constraint::Length(38)]).areas(area);
+    let [chart, spark, log] = Layout::vertical([
+        Constraint::Percentage(62),
+        Constraint::Length(5),
+        Constraint::Min(3),
+    ])
+    .areas(left);
+    draw_chart(frame, app, chart);
+    draw_sparkline(frame, app, spark);
+    draw_log(frame, app, log);
+    let [stats, gauge] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(right);
+    draw_stats(frame, app, stats);
+    draw_gauge(frame, app, gauge);
+}
+
+/// At most `target` points: the mean of equal index buckets.
+pub fn downsample(points: &[(f64, f64)], target: usize) -> Vec<(f64, f64)> {
+    if points.len() <= target || target == 0 {
+        return points.to_vec();
+    }
+    let bucket = points.len().div_ceil(target);
+    points
+        .chunks(bucket)
+        .map(|c| {
+            let n = c.len() as f64;
+            (
+                c.iter().map(|p| p.0).sum::<f64>() / n,
+                c.iter().map(|p| p.1).sum::<f64>() / n,
+            )
+        })
+        .collect()
+}
+
+/// Exponential moving average of the y values (`alpha` = weight of the past).
+pub fn smooth(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len());
+    let mut ema: Option<f64> = None;
+    for &(x, y) in points {
+        let v = match ema {
+            Some(e) => alpha * e + (1.0 - alpha) * y,
+            None => y,
+        };
+        ema = Some(v);
+        out.push((x, v));
+    }
+    out
+}
+
+fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
+    let t = &app.train;
+    let target = (area.width as usize).saturating_sub(10) * 2;
+    let smoothed;
+    let source: &[(f64, f64)] = if t.smoothing > 0.0 {
+        smoothed = smooth(&t.losses.points, t.smoothing);
+        &smoothed
+    } else {
+        &t.losses.points
+    };
+    let scale = |v: f64| if t.log_scale { v.max(1e-9).ln() } else { v };
+    let train: Vec<(f64, f64)> = downsample(source, target.max(2))
+        .into_iter()
+        .map(|(x, y)| (x, scale(y)))
+        .collect();
+    let test: Vec<(f64, f64)> = t.test_losses.iter().map(|&(x, y)| (x, scale(y))).collect();
+
+    let max_x = t
+        .info
+        .as_ref()
+        .map(|i| i.max_iters as f64)
+        .unwrap_or(1.0)
+        .max(train.last().map(|p| p.0).unwrap_or(1.0));
+    let ys = train
+        .iter()
+        .chain(test.iter())
+        .map(|p| p.1)
+        .filter(|y| y.is_finite());
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
+    let (lo, hi) = if lo.is_finite() {
+        (lo, hi.max(lo + 1e-3))
+    } else {
+        (0.0, 1.0)
+    };
+    let pad = (hi - lo) * 0.05;
+    let (lo, hi) = (
+        if t.log_scale {
+            lo - pad
+        } else {
+            (lo - pad).max(0.0)
+        },
+        hi + pad,
+    );
+    let label = |v: f64| {
+        if t.log_scale {
+            format!("{:.3}", v.exp())
+        } else {
+            format!("{v:.3}")
+        }
+    };
+
+    let datasets = vec![
+        Dataset::default()
+            .name("train")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(theme::TRAIN_LOSS))
+            .data(&train),
+        Dataset::default()
+            .name("test")
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(Style::default().fg(theme::TEST_LOSS))
+            .data(&test),
+    ];
+    let title = format!(
+        " loss{}{} ",
+        if t.log_scale { " (log scale)" } else { "" },
+        if t.smoothing > 0.0 {
+            format!(" (EMA {:.2})", t.smoothing)
+        } else {
+            String::new()
+        }
+    );
+    let chart = Chart::new(datasets)
+        .block(Block::default().borders(Borders::ALL).title(title))
+        .x_axis(
+            Axis::default()
+                .bounds([0.0, max_x])
+                .labels(vec![
+                    Span::raw("0"),
+                    Span::raw(format!("{:.0}", max_x / 2.0)),
+                    Span::raw(format!("{max_x:.0}")),
+                ])
+                .style(theme::muted()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([lo, hi])
+                .labels(vec![
+                    Span::raw(label(lo)),
+                    Span::raw(label((lo + hi) / 2.0)),
+                    Span::raw(label(hi)),
+                ])
+                .style(theme::muted()),
+        );
+    frame.render_widget(chart, area);
+}
+
+fn draw_sparkline(frame: &mut Frame, app: &App, area: Rect) {
+    let recent = &app.train.recent;
+    let width = area.width.saturating_sub(2) as usize;
+    let shown: Vec<f64> = recent
+        .iter()
+        .skip(recent.len().saturating_sub(width))
+        .copied()
+        .collect();
+    let (lo, hi) = shown
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let bars: Vec<u64> = shown
+        .iter()
+        .map(|&v| {
+            if v.is_finite() && hi > lo {
+                1 + ((v - lo) / (hi - lo) * 99.0) as u64
+            } else {
+                1
+            }
+        })
+        .collect();
+    let title = match (shown.first(), shown.last()) {
+        (Some(_), Some(last)) => format!(
+            " last {} steps: {lo:.3} … {hi:.3}, now {last:.4} ",
+            shown.len()
+        ),
+        _ => " recent steps ".to_string(),
+    };
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::default().borders(Borders::ALL).title(title))
+            .data(&bars)
+            .style(Style::default().fg(theme::TRAIN_LOSS)),
+        area,
+    );
+}
+
+fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
+    let rows = area.height.saturating_sub(2) as usize;
+    let items: Vec<ListItem> = app
+        .log
+        .iter()
+        .skip(app.log.len().saturating_sub(rows))
+        .map(|l| {
+            let style = if l.starts_with("error") {
+                theme::error()
+            } else {
+                Style::default()
+            };
+            ListItem::new(Line::styled(l.clone(), style))
+        })
+        .collect();
+    frame.render_widget(
+        List::new(items).block(Block::default().borders(Borders::ALL).title(" log ")),
+        area,
+    );
+}
+
+fn stat(name: &str, value: String) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{name:<12}"), theme::muted()),
+        Span::raw(value),
+    ])
+}
+
+fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
+    let t = &app.train;
+    let dash = || "—".to_string();
+    let mut lines = Vec::new();
+    let iter = t
+        .last
+        .map(|m| m.iter)
+        .or(t.info.as_ref().map(|i| i.start_iter))
+        .unwrap_or(0);
+    let max = t
+        .info
+        .as_ref()
+        .map(|i| i.max_iters)
+        .unwrap_or(app.settings.train.max_iters);
+    lines.push(stat("step", format!("{iter} / {max}")));
+    lines.push(stat(
+        "loss",
+        t.last
+            .map(|m| format!("{:.4}", m.loss))
+            .unwrap_or_else(dash),
+    ));
+    lines.push(stat(
+        "test loss",
+        t.test_losses
+            .last()
+            .map(|p| format!("{:.4}", p.1))
+            .unwrap_or_else(dash),
+    ));
+    lines.push(stat(
+        "best test",
+        t.best_test.map(|b| format!("{b:.4}")).unwrap_or_else(dash),
+    ));
+    lines.push(stat(
+        "ETA",
+        app.eta_secs().map(format_duration).unwrap_or_else(dash),
+    ));
+    lines.push(stat(
+        "ms/step",
+        t.ms_per_step
+            .map(|m| format!("{m:.1}"))
+            .unwrap_or_else(dash),
+    ));
+    lines.push(stat(
+        "tokens/s",
+        t.last
+            .map(|m| format!("{:.0}", m.tokens_per_s))
+            .unwrap_or_else(dash),
+    ));
+    lines.push(stat(
+        "lr",
+        t.last.map(|m| format!("{:.2e}", m.lr)).unwrap_or_else(dash),
+    ));
+    lines.push(stat(
+        "grad norm",
+        t.last
+            .map(|m| format!("{:.3}", m.grad_norm))
+            .unwrap_or_else(dash),
+    ));
+    lines.push(Line::from(""));
+    match &t.info {
+        Some(i) => {
+            lines.push(stat(
+                "device",
+                format!("{} ({} threads)", i.device, i.threads),
+            ));
+            lines.push(stat("params", format!("{:.2}M", i.params as f64 / 1e6)));
+            lines.push(stat("model", i.model.clone()));
+            lines.push(stat(
+                "corpus",
+                format!("{} ({} ex.)", i.corpus, i.train_examples),
+            ));
+        }
+        None => lines.push(Line::styled("space starts training", theme::key())),
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled("next run", theme::title()));
+    match &t.corpus_input {
+        Some(input) => lines.push(Line::from(vec![
+            Span::styled(format!("{:<12}", "corpus"), theme::muted()),
+            Span::styled(format!("{input}█"), theme::key()),
+        ])),
+        None => lines.push(stat("corpus", app.settings.data.corpus.clone())),
+    }
+    lines.push(stat("preset", app.settings.model.preset.clone()));
+    if let Some(saved) = &t.last_saved {
+        lines.push(stat("saved", saved.clone()));
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" stats ")),
+        area,
+    );
+}
+
+fn draw_gauge(frame: &mut Frame, app: &App, area: Rect) {
+    let t = &app.train;
+    let iter = t.last.map(|m| m.iter).unwrap_or(0);
+    let max = t
+        .info
+        .as_ref()
+        .map(|i| i.max_iters)
+        .unwrap_or(app.settings.train.max_iters)
+        .max(1);
+    let ratio = (iter as f64 / max as f64).clamp(0.0, 1.0);
+    frame.render_widget(
+        Gauge::default()
+            .block(Block::default().borders(Borders::ALL))
+            .gauge_style(Style::default().fg(theme::ACCENT))
+            .ratio(ratio)
+            .label(format!("{:.0}%", ratio * 100.0)),
+        area,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsample_keeps_at_most_target_points_and_the_mean() {
+        let pts: Vec<(f64, f64)> = (0..1000).map(|i| (i as f64, 2.0)).collect();
+        let d = downsample(&pts, 100);
+        assert!(d.len() <= 100);
+        assert!(d.iter().all(|p| (p.1 - 2.0).abs() < 1e-12));
+        assert_eq!(downsample(&pts[..10], 100).len(), 10);
+    }
+
+    #[test]
+    fn smoothing_is_an_ema() {
+        let s = smooth(&[(0.0, 1.0), (1.0, 0.0)], 0.9);
+        assert_eq!(s[0].1, 1.0);
+        assert!((s[1].1 - 0.9).abs() < 1e-12);
+    }
+}
