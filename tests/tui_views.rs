@@ -1,0 +1,185 @@
+//! Views rendered into ratatui's `TestBackend`, asserting on what is on screen.
+use gptdash::config::Settings;
+use gptdash::generate::{Candidate, GeneratedToken, Generation};
+use gptdash::train::lm::StepMetrics;
+use gptdash::tui::app::{App, Msg, Tab};
+use gptdash::tui::view;
+use gptdash::worker::{Event, RunInfo, WorkerState};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn render(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| view::draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            text.push_str(buffer[(x, y)].symbol());
+        }
+        text.push('\n');
+    }
+    text
+}
+
+fn trained_app() -> App {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Worker(Event::RunStarted(RunInfo {
+        device: "cpu".into(),
+        threads: 2,
+        params: 882_434,
+        vocab_size: 313,
+        corpus: "small".into(),
+        model: "gpt-micro (4L 4H 128d)".into(),
+        train_examples: 320,
+        test_examples: 80,
+        max_iters: 200,
+        start_iter: 0,
+    })));
+    app.update(Msg::Worker(Event::State(WorkerState::Training)));
+    for i in 1..=120u64 {
+        let loss = 5.0 / (1.0 + i as f64 / 10.0);
+        app.update(Msg::Worker(Event::Step(StepMetrics {
+            iter: i,
+            loss,
+            iter_ms: 25.0,
+            tokens_per_s: 8765.0,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            tokens: 200,
+        })));
+    }
+    app.update(Msg::Worker(Event::Eval {
+        iter: 100,
+        test_loss: 0.8309,
+    }));
+    app
+}
+
+#[test]
+fn train_tab_shows_tabs_loss_values_and_stats() {
+    let app = trained_app();
+    let screen = render(&app, 140, 45);
+    for title in ["1 Train", "2 Generate", "3 Classify"] {
+        assert!(screen.contains(title), "{screen}");
+    }
+    assert!(screen.contains("120 / 200"), "{screen}");
+    assert!(
+        screen.contains("0.3846"),
+        "the last loss, 5/(1+12):\n{screen}"
+    );
+    assert!(screen.contains("0.8309"), "{screen}");
+    assert!(screen.contains("8765"), "{screen}");
+    assert!(screen.contains("cpu (2 threads)"), "{screen}");
+    assert!(screen.contains("0.88M"), "{screen}");
+    assert!(screen.contains("60%"), "{screen}");
+    assert!(screen.contains("ETA"), "{screen}");
+    assert!(
+        screen.contains("step 100: test loss 0.8309"),
+        "the log pane lists events:\n{screen}"
+    );
+}
+
+fn token(id: u32, text: &str, prob: f64) -> GeneratedToken {
+    let alts = [
+        (id, text, prob),
+        (id + 1, " a", 0.15),
+        (id + 2, " can", 0.1),
+        (id + 3, " feed", 0.05),
+        (id + 4, " like", 0.03),
+        (id + 5, " see", 0.02),
+    ];
+    let top: Vec<Candidate> = alts
+        .iter()
+        .map(|&(id, t, p)| Candidate {
+            id,
+            text: t.into(),
+            prob: p,
+        })
+        .collect();
+    let rest = 1.0 - top.iter().map(|c| c.prob).sum::<f64>();
+    GeneratedToken {
+        id,
+        text: text.into(),
+        prob,
+        top,
+        rest,
+        forced: false,
+    }
+}
+
+#[test]
+fn generate_tab_shows_the_continuation_and_six_ranked_grid_rows() {
+    let mut app = App::new(Settings::default());
+    app.tab = Tab::Generate;
+    app.generate.prompt = "He and I".into();
+    app.generate.pending = Some(1);
+    let generation = Generation {
+        prompt: "He and I".into(),
+        text: "He and I hold the dog".into(),
+        tokens: vec![
+            token(10, " hold", 0.3417),
+            token(20, " the", 0.8383),
+            token(30, " dog", 0.6415),
+        ],
+        mean_logprob: -0.6,
+        perplexity: 1.82,
+    };
+    app.update(Msg::Worker(Event::Generated {
+        request: 1,
+        prompt: "He and I".into(),
+        generation,
+    }));
+    let screen = render(&app, 140, 40);
+    assert!(
+        screen.contains("He and I hold (0.34) the (0.84) dog (0.64)"),
+        "{screen}"
+    );
+    let lines: Vec<&str> = screen.lines().collect();
+    for rank in 1..=6 {
+        let row = lines
+            .iter()
+            .find(|l| l.contains(&format!("│#{rank} ")))
+            .unwrap_or_else(|| panic!("no row #{rank}:\n{screen}"));
+        let probs = row.matches(" 0.").count();
+        assert_eq!(
+            probs, 3,
+            "row #{rank} should have a probability per column: {row}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("│#1   \" hold\" 0.342")),
+        "{screen}"
+    );
+    assert!(lines.iter().any(|l| l.contains("│rest")), "{screen}");
+}
+
+#[test]
+fn a_small_terminal_gets_a_notice_not_a_panic() {
+    let app = trained_app();
+    for (w, h) in [(40, 10), (79, 30), (100, 5), (1, 1)] {
+        let screen = render(&app, w, h);
+        if h >= 3 {
+            assert!(
+                screen.contains("too small") || screen.contains("Terminal"),
+                "{w}x{h}:\n{screen}"
+            );
+        }
+    }
+}
+
+#[test]
+fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
+    let mut app = trained_app();
+    app.show_help = true;
+    let screen = render(&app, 120, 40);
+    assert!(
+        screen.contains("start / pause / resume training"),
+        "{screen}"
+    );
+    assert!(screen.contains("branch"), "{screen}");
+    let mut app = App::new(Settings::default());
+    app.tab = Tab::Classify;
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("What it needs"), "{screen}");
+}

@@ -1,0 +1,192 @@
+//! The worker protocol with a tiny model: commands in, the expected events out.
+use std::time::{Duration, Instant};
+
+use gptdash::config::Settings;
+use gptdash::generate::GenerateOptions;
+use gptdash::worker::{spawn, Command, Event, WorkerHandle, WorkerState};
+
+fn tiny_settings(dir: &std::path::Path) -> Settings {
+    let corpus = dir.join("tiny.txt");
+    std::fs::write(
+        &corpus,
+        "The cat sat. The dog ran. A cat ran. A dog sat.\n".repeat(10),
+    )
+    .unwrap();
+    let mut s = Settings::default();
+    s.data.corpus = corpus.display().to_string();
+    s.data.vocab_size = 300;
+    s.model.preset = "gpt-nano".into();
+    s.model.block_size = 16;
+    s.train.device = "cpu".into();
+    s.train.batch_size = 4;
+    s.train.max_iters = 1_000_000; // runs until stopped
+    s.train.eval_interval = 1_000_000;
+    s.train.threads = 1;
+    s
+}
+
+/// Waits for the first event matching `want`, returning it and everything before it.
+fn wait_for(w: &WorkerHandle, what: &str, want: impl Fn(&Event) -> bool) -> (Event, Vec<Event>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(e) = w.events.recv_timeout(Duration::from_millis(100)) {
+            if want(&e) {
+                return (e, seen);
+            }
+            seen.push(e);
+        }
+    }
+    panic!("no {what} within 60 s; saw {seen:?}");
+}
+
+fn generate(request: u64) -> Command {
+    Command::Generate {
+        request,
+        prompt: "The cat".into(),
+        forced: vec![],
+        options: GenerateOptions {
+            max_new_tokens: 3,
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn start_steps_generate_while_training_pause_resume_stop_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = spawn().unwrap();
+    w.commands
+        .send(Command::Start(Box::new(tiny_settings(dir.path()))))
+        .unwrap();
+    let (started, _) = wait_for(&w, "RunStarted", |e| matches!(e, Event::RunStarted(_)));
+    let Event::RunStarted(info) = started else {
+        unreachable!()
+    };
+    assert_eq!(info.device, "cpu");
+    assert!(info.params > 0 && info.train_examples > 0);
+    wait_for(&w, "Training state", |e| {
+        *e == Event::State(WorkerState::Training)
+    });
+    let (first, _) = wait_for(&w, "a step", |e| matches!(e, Event::Step(_)));
+    let Event::Step(first) = first else {
+        unreachable!()
+    };
+    assert_eq!(first.iter, 1);
+
+    // A generate request during training is answered within a step or so.
+    w.commands.send(generate(7)).unwrap();
+    let (answer, before) = wait_for(&w, "generation", |e| matches!(e, Event::Generated { .. }));
+    let steps_before = before
+        .iter()
+        .filter(|e| matches!(e, Event::Step(_)))
+        .count();
+    assert!(steps_before <= 2, "answered after {steps_before} steps");
+    match answer {
+        Event::Generated {
+            request,
+            generation,
+            ..
+        } => {
+            assert_eq!(request, 7);
+            assert_eq!(generation.tokens.len(), 3);
+            assert_eq!(generation.tokens[0].top.len(), 6);
+        }
+        _ => unreachable!(),
+    }
+
+    // Pause really pauses: no step arrives while paused.
+    w.commands.send(Command::Pause).unwrap();
+    wait_for(&w, "Paused state", |e| {
+        *e == Event::State(WorkerState::Paused)
+    });
+    let quiet_until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < quiet_until {
+        if let Ok(e) = w.events.recv_timeout(Duration::from_millis(50)) {
+            assert!(
+                !matches!(e, Event::Step(_)),
+                "a step arrived while paused: {e:?}"
+            );
+        }
+    }
+    // Generation works while paused, too.
+    w.commands.send(generate(8)).unwrap();
+    wait_for(&w, "generation while paused", |e| {
+        matches!(e, Event::Generated { request: 8, .. })
+    });
+
+    w.commands.send(Command::Resume).unwrap();
+    wait_for(&w, "Training state again", |e| {
+        *e == Event::State(WorkerState::Training)
+    });
+    wait_for(&w, "a step after resume", |e| matches!(e, Event::Step(_)));
+
+    let ckpt = dir.path().join("ck");
+    w.commands.send(Command::Save(Some(ckpt.clone()))).unwrap();
+    let (saved, _) = wait_for(&w, "Saved", |e| matches!(e, Event::Saved { .. }));
+    assert!(matches!(saved, Event::Saved { ref path, .. } if *path == ckpt));
+    assert!(ckpt.join("model.safetensors").is_file());
+
+    w.commands.send(Command::Stop).unwrap();
+    wait_for(&w, "Finished state", |e| {
+        *e == Event::State(WorkerState::Finished)
+    });
+    w.commands.send(generate(9)).unwrap();
+    wait_for(&w, "generation after stop", |e| {
+        matches!(e, Event::Generated { request: 9, .. })
+    });
+
+    // Load the saved checkpoint and generate from it.
+    w.commands.send(Command::Load(ckpt)).unwrap();
+    wait_for(&w, "Loaded state", |e| {
+        *e == Event::State(WorkerState::Loaded)
+    });
+    w.commands.send(generate(10)).unwrap();
+    wait_for(&w, "generation from a loaded checkpoint", |e| {
+        matches!(e, Event::Generated { request: 10, .. })
+    });
+    w.shutdown();
+}
+
+#[test]
+fn errors_arrive_as_events_and_the_worker_survives() {
+    let w = spawn().unwrap();
+    w.commands.send(generate(1)).unwrap();
+    let (e, _) = wait_for(&w, "GenerateFailed", |e| {
+        matches!(e, Event::GenerateFailed { .. })
+    });
+    assert!(
+        matches!(e, Event::GenerateFailed { request: 1, ref error } if error.contains("no model"))
+    );
+
+    let mut bad = Settings::default();
+    bad.data.corpus = "/no/such/corpus.txt".into();
+    bad.train.device = "cpu".into();
+    w.commands.send(Command::Start(Box::new(bad))).unwrap();
+    let (e, _) = wait_for(&w, "Error", |e| matches!(e, Event::Error(_)));
+    assert!(
+        matches!(e, Event::Error(ref m) if m.contains("/no/such/corpus.txt")),
+        "{e:?}"
+    );
+
+    w.commands.send(Command::Save(None)).unwrap();
+    wait_for(
+        &w,
+        "Error for save without a model",
+        |e| matches!(e, Event::Error(m) if m.contains("nothing to save")),
+    );
+    w.commands.send(Command::StartFinetune).unwrap();
+    wait_for(
+        &w,
+        "Error for fine-tuning",
+        |e| matches!(e, Event::Error(m) if m.contains("fine-tuning")),
+    );
+
+    // Still alive: a good run starts.
+    let dir = tempfile::tempdir().unwrap();
+    w.commands
+        .send(Command::Start(Box::new(tiny_settings(dir.path()))))
+        .unwrap();
+    wait_for(&w, "a step", |e| matches!(e, Event::Step(_)));
+    w.shutdown();
+}
