@@ -137,6 +137,9 @@ struct Worker {
     engine: Engine,
     state: WorkerState,
     out_dir: PathBuf,
+    /// Time spent in training steps and the real tokens they saw, for the end-of-run summary.
+    train_secs: f64,
+    train_tokens: usize,
 }
 
 impl Worker {
@@ -146,6 +149,8 @@ impl Worker {
             engine: Engine::Empty,
             state: WorkerState::Idle,
             out_dir: PathBuf::from("checkpoints"),
+            train_secs: 0.0,
+            train_tokens: 0,
         }
     }
 
@@ -334,6 +339,8 @@ impl Worker {
             start_iter: trainer.step,
         };
         self.engine = Engine::Training(Box::new(trainer));
+        self.train_secs = 0.0;
+        self.train_tokens = 0;
         self.send(Event::RunStarted(info));
         self.set_state(WorkerState::Training);
         Ok(true)
@@ -344,7 +351,10 @@ impl Worker {
             self.set_state(WorkerState::Idle);
             return Ok(true);
         };
+        let started = std::time::Instant::now();
         let metrics = trainer.step()?;
+        self.train_secs += started.elapsed().as_secs_f64();
+        self.train_tokens += metrics.tokens;
         let eval = if trainer.eval_due() {
             Some(trainer.evaluate()?)
         } else {
@@ -372,6 +382,11 @@ impl Worker {
             alive &= self.send(Event::Saved { iter, path });
         }
         if done {
+            alive &= self.send(Event::Log(format!(
+                "run finished: {iter} steps in {:.1} s of training, {:.0} tokens/s",
+                self.train_secs,
+                self.train_tokens as f64 / self.train_secs.max(1e-9)
+            )));
             self.set_state(WorkerState::Finished);
         }
         Ok(alive)

@@ -186,6 +186,7 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
 
     let mut recent = Vec::new();
     let mut tokens = 0usize;
+    let mut step_secs = 0.0;
     let loop_start = Instant::now();
     let mut last_eval = None;
     while !trainer.is_done() && !interrupted.load(Ordering::SeqCst) {
@@ -198,6 +199,7 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             );
         }
         tokens += m.tokens;
+        step_secs += m.iter_ms / 1e3;
         recent.push(m.loss);
         report.iter(&m, trainer.settings.train.max_iters);
         if trainer.eval_due() {
@@ -225,6 +227,7 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
         "test_loss": last_eval,
         "best_test_loss": trainer.best_test_loss,
         "tokens_per_s": tokens as f64 / train_secs.max(1e-9),
+        "step_tokens_per_s": tokens as f64 / step_secs.max(1e-9),
         "train_s": train_secs,
         "wall_s": started.elapsed().as_secs_f64(),
         "checkpoint": out.display().to_string(),

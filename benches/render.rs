@@ -1,0 +1,61 @@
+//! Frame time of the Train tab at 200×60 with 100,000 loss points (target ≤ 5 ms).
+use criterion::{criterion_group, criterion_main, Criterion};
+use gptdash::config::Settings;
+use gptdash::train::lm::StepMetrics;
+use gptdash::tui::app::{App, Msg};
+use gptdash::tui::view;
+use gptdash::worker::{Event, RunInfo};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn app_with_history(points: u64) -> App {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Worker(Event::RunStarted(RunInfo {
+        device: "cpu".into(),
+        threads: 2,
+        params: 10_000_000,
+        vocab_size: 50257,
+        corpus: "tinyshakespeare".into(),
+        model: "gpt-mini".into(),
+        train_examples: 30_000,
+        test_examples: 7_000,
+        max_iters: points,
+        start_iter: 0,
+    })));
+    for i in 1..=points {
+        let loss = 1.5 + 4.0 / (1.0 + i as f64 / 500.0) + 0.1 * ((i as f64) * 0.37).sin();
+        app.update(Msg::Worker(Event::Step(StepMetrics {
+            iter: i,
+            loss,
+            iter_ms: 20.0,
+            tokens_per_s: 5000.0,
+            lr: 1e-3,
+            grad_norm: 0.7,
+            tokens: 100,
+        })));
+        if i % 1000 == 0 {
+            app.update(Msg::Worker(Event::Eval {
+                iter: i,
+                test_loss: loss + 0.1,
+            }));
+        }
+    }
+    app
+}
+
+fn render(c: &mut Criterion) {
+    let app = app_with_history(100_000);
+    let mut smooth = app.clone();
+    smooth.train.smoothing = 0.9;
+    smooth.train.log_scale = true;
+    let mut terminal = Terminal::new(TestBackend::new(200, 60)).expect("test backend");
+    c.bench_function("train tab 200x60, 100k points", |b| {
+        b.iter(|| terminal.draw(|f| view::draw(f, &app)).map(|_| ()))
+    });
+    c.bench_function("train tab 200x60, 100k points, EMA + log scale", |b| {
+        b.iter(|| terminal.draw(|f| view::draw(f, &smooth)).map(|_| ()))
+    });
+}
+
+criterion_group!(benches, render);
+criterion_main!(benches);
