@@ -79,6 +79,15 @@ impl LossHistory {
     }
 }
 
+/// What a path typed on the Train tab is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathInput {
+    /// The corpus of the next run (`small` or a file).
+    Corpus,
+    /// A checkpoint directory to load for generation.
+    Checkpoint,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainTab {
     pub state: WorkerState,
@@ -92,8 +101,8 @@ pub struct TrainTab {
     pub best_test: Option<f64>,
     pub log_scale: bool,
     pub smoothing: f64,
-    /// The corpus path being typed (after `c`), if any.
-    pub corpus_input: Option<String>,
+    /// A path being typed on the Train tab (after `c` or `o`), if any.
+    pub input: Option<(PathInput, String)>,
     pub last_saved: Option<String>,
 }
 
@@ -161,7 +170,7 @@ impl App {
                 best_test: None,
                 log_scale: settings.ui.log_scale,
                 smoothing: settings.ui.smoothing,
-                corpus_input: None,
+                input: None,
                 last_saved: None,
             },
             generate: GenerateTab {
@@ -195,7 +204,7 @@ impl App {
     pub fn typing(&self) -> bool {
         match self.tab {
             Tab::Generate => self.generate.editing,
-            Tab::Train => self.train.corpus_input.is_some(),
+            Tab::Train => self.train.input.is_some(),
             Tab::Classify => false,
         }
     }
@@ -359,17 +368,23 @@ impl App {
     }
 
     fn train_key(&mut self, key: KeyEvent) -> Vec<Command> {
-        if let Some(input) = &mut self.train.corpus_input {
+        if let Some((target, input)) = &mut self.train.input {
             match key.code {
                 KeyCode::Enter => {
-                    let corpus = input.trim().to_string();
-                    self.train.corpus_input = None;
-                    if !corpus.is_empty() {
-                        self.log(format!("corpus set to {corpus} (space starts a new run)"));
-                        self.settings.data.corpus = corpus;
+                    let (target, path) = (*target, input.trim().to_string());
+                    self.train.input = None;
+                    if path.is_empty() {
+                        return Vec::new();
+                    }
+                    match target {
+                        PathInput::Corpus => {
+                            self.log(format!("corpus set to {path} (space starts a new run)"));
+                            self.settings.data.corpus = path;
+                        }
+                        PathInput::Checkpoint => return vec![Command::Load(path.into())],
                     }
                 }
-                KeyCode::Esc => self.train.corpus_input = None,
+                KeyCode::Esc => self.train.input = None,
                 KeyCode::Backspace => {
                     input.pop();
                 }
@@ -391,7 +406,16 @@ impl App {
             KeyCode::Char('x') => vec![Command::Stop],
             KeyCode::Char('s') => vec![Command::Save(None)],
             KeyCode::Char('c') => {
-                self.train.corpus_input = Some(self.settings.data.corpus.clone());
+                self.train.input = Some((PathInput::Corpus, self.settings.data.corpus.clone()));
+                Vec::new()
+            }
+            KeyCode::Char('o') => {
+                let last = self
+                    .train
+                    .last_saved
+                    .clone()
+                    .unwrap_or_else(|| "checkpoints/small".into());
+                self.train.input = Some((PathInput::Checkpoint, last));
                 Vec::new()
             }
             KeyCode::Char('p') => {
@@ -730,6 +754,18 @@ mod tests {
         }
         a.update(ch('c'));
         a.update(key(KeyCode::Esc));
+        assert!(!a.typing());
+    }
+
+    #[test]
+    fn o_loads_a_checkpoint() {
+        let mut a = app();
+        a.update(ch('o'));
+        assert!(a.typing());
+        assert_eq!(
+            a.update(key(KeyCode::Enter)),
+            vec![Command::Load("checkpoints/small".into())]
+        );
         assert!(!a.typing());
     }
 

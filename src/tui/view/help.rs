@@ -16,6 +16,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("x", "stop the run (the model stays for generation)"),
     ("s", "save a checkpoint"),
     ("c", "choose the corpus: small or a file path"),
+    ("o", "open (load) a checkpoint for generation"),
     (
         "p",
         "next model preset (gpt-nano, gpt-micro, gpt-mini, gpt2)",

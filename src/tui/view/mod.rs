@@ -89,14 +89,13 @@ fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
 
 fn key_hints(app: &App) -> Line<'static> {
     let hints: &[(&str, &str)] = match app.tab {
-        Tab::Train if app.train.corpus_input.is_some() => {
-            &[("Enter", "use corpus"), ("Esc", "cancel")]
-        }
+        Tab::Train if app.train.input.is_some() => &[("Enter", "use this path"), ("Esc", "cancel")],
         Tab::Train => &[
             ("space", "start/pause/resume"),
             ("x", "stop"),
             ("s", "save"),
             ("c", "corpus"),
+            ("o", "open checkpoint"),
             ("p", "preset"),
             ("l", "log scale"),
             ("e", "smoothing"),

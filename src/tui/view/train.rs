@@ -9,7 +9,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 
 use super::format_duration;
-use crate::tui::app::App;
+use crate::tui::app::{App, PathInput};
 use crate::tui::theme;
 
 pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
@@ -307,16 +307,21 @@ fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
     }
     lines.push(Line::from(""));
     lines.push(Line::styled("next run", theme::title()));
-    match &t.corpus_input {
-        Some(input) => lines.push(Line::from(vec![
+    match &t.input {
+        Some((PathInput::Corpus, input)) => lines.push(Line::from(vec![
             Span::styled(format!("{:<12}", "corpus"), theme::muted()),
             Span::styled(format!("{input}█"), theme::key()),
         ])),
-        None => lines.push(stat("corpus", app.settings.data.corpus.clone())),
+        _ => lines.push(stat("corpus", app.settings.data.corpus.clone())),
     }
     lines.push(stat("preset", app.settings.model.preset.clone()));
     if let Some(saved) = &t.last_saved {
         lines.push(stat("saved", saved.clone()));
+    }
+    if let Some((PathInput::Checkpoint, input)) = &t.input {
+        lines.push(Line::from(""));
+        lines.push(Line::styled("load checkpoint", theme::title()));
+        lines.push(Line::styled(format!("{input}█"), theme::key()));
     }
     frame.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" stats ")),
