@@ -160,18 +160,49 @@ pub struct LoadedModel {
     pub config: CheckpointConfig,
 }
 
-/// Loads weights and tokenizer of a checkpoint directory onto `device`.
+/// Loads weights and tokenizer of a checkpoint directory onto `device`: a gptdash
+/// checkpoint, or a Hugging Face GPT-2 directory (`config.json`, `model.safetensors`,
+/// `tokenizer.json`).
 pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
-    let config = read_config(dir)?;
-    let tokenizer = TextTokenizer::from_file(&dir.join(TOKENIZER_FILE))?;
-    if tokenizer.vocab_size() as i64 > config.model.vocab_size {
-        bail!(
-            "checkpoint {}: tokenizer has {} tokens but the model only {}",
-            dir.display(),
-            tokenizer.vocab_size(),
-            config.model.vocab_size
-        );
+    load_model_with_dropout(dir, device, None)
+}
+
+/// [`load_model`] with another dropout rate (for fine-tuning); weights are unchanged.
+pub fn load_model_with_dropout(
+    dir: &Path,
+    device: Device,
+    dropout: Option<f64>,
+) -> Result<LoadedModel> {
+    if crate::model::hf::is_hf_gpt2(dir) {
+        let tokenizer = TextTokenizer::from_file(&dir.join(TOKENIZER_FILE)).with_context(|| {
+            format!(
+                "the GPT-2 directory {} needs its tokenizer.json",
+                dir.display()
+            )
+        })?;
+        let (vs, model) = crate::model::hf::load_gpt2(dir, device, 2, dropout)?;
+        check_vocabulary(dir, &tokenizer, &model.config)?;
+        let config = CheckpointConfig {
+            format_version: FORMAT_VERSION,
+            model: model.config,
+            eot_id: tokenizer.eot_id(),
+            corpus: format!("GPT-2 weights from {}", dir.display()),
+            data_mode: DataMode::Pack,
+            parameters: crate::model::gpt::parameter_count(&vs),
+        };
+        return Ok(LoadedModel {
+            vs,
+            model,
+            tokenizer,
+            config,
+        });
     }
+    let mut config = read_config(dir)?;
+    if let Some(d) = dropout {
+        config.model.dropout = d;
+    }
+    let tokenizer = TextTokenizer::from_file(&dir.join(TOKENIZER_FILE))?;
+    check_vocabulary(dir, &tokenizer, &config.model)?;
     let mut vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), config.model);
     load_weights(&mut vs, &dir.join(MODEL_FILE))?;
@@ -181,6 +212,18 @@ pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
         tokenizer,
         config,
     })
+}
+
+fn check_vocabulary(dir: &Path, tokenizer: &TextTokenizer, model: &GptConfig) -> Result<()> {
+    if tokenizer.vocab_size() as i64 > model.vocab_size {
+        bail!(
+            "checkpoint {}: tokenizer has {} tokens but the model only {}",
+            dir.display(),
+            tokenizer.vocab_size(),
+            model.vocab_size
+        );
+    }
+    Ok(())
 }
 
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {

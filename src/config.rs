@@ -115,6 +115,8 @@ pub struct DataSettings {
     pub tokenizer: Option<PathBuf>,
     /// Vocabulary size of the trained BPE (an upper bound; small corpora stop earlier).
     pub vocab_size: usize,
+    /// Lower-case every sentence (after splitting), e.g. to match lower-cased SST-2.
+    pub lowercase: bool,
 }
 
 impl Default for DataSettings {
@@ -125,6 +127,7 @@ impl Default for DataSettings {
             mode: DataMode::Sentences,
             tokenizer: None,
             vocab_size: 2000,
+            lowercase: false,
         }
     }
 }
@@ -176,6 +179,12 @@ pub struct FinetuneSettings {
     pub weight_decay: f64,
     pub freeze_body: bool,
     pub seed: u64,
+    /// Stop after this many epochs without a better validation loss; 0 = never.
+    pub patience: usize,
+    /// Dropout while fine-tuning; unset keeps the model's own.
+    pub dropout: Option<f64>,
+    /// Where SST-2 comes from: `hub`, or a TSV/parquet file or a folder holding them.
+    pub sst2: String,
 }
 
 impl Default for FinetuneSettings {
@@ -189,6 +198,9 @@ impl Default for FinetuneSettings {
             weight_decay: 0.01,
             freeze_body: false,
             seed: 1337,
+            patience: 3,
+            dropout: None,
+            sst2: "hub".into(),
         }
     }
 }

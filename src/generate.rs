@@ -331,6 +331,7 @@ mod tests {
             dropout: 0.1,
             n_classes: 2,
             layer_norm_eps: 1e-5,
+            tie_lm_head: false,
         };
         // Larger weights than the N(0, 0.02) init, so distributions are far from uniform.
         let model = Gpt::new(&vs.root(), config);

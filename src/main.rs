@@ -21,6 +21,8 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Train(train)) => cli::train::run(&train, settings),
         Some(Command::Generate(generate)) => cli::generate::run(&generate, settings),
         Some(Command::Bench(bench)) => cli::bench::run(&bench),
+        Some(Command::Finetune(args)) => cli::finetune::run(&args, settings),
+        Some(Command::Classify(args)) => cli::finetune::classify(&args, settings),
         Some(Command::Tui) | None => gptdash::tui::run(settings),
     }
 }

@@ -77,6 +77,7 @@ fn bench_generate(a: &GenerateBenchArgs) -> Result<()> {
         dropout: 0.0,
         n_classes: 2,
         layer_norm_eps: 1e-5,
+        tie_lm_head: false,
     };
     if config.n_embd % config.n_head != 0 {
         anyhow::bail!("--n-embd must be divisible by --n-head");

@@ -1,5 +1,6 @@
 //! Command-line interface: argument types (clap) and one module per headless command.
 pub mod bench;
+pub mod finetune;
 pub mod generate;
 pub mod train;
 
@@ -31,6 +32,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Continue a prompt, showing each token's probability and the top alternatives.
     Generate(generate::GenerateArgs),
+    /// Fine-tune a model as an SST-2 sentiment classifier.
+    Finetune(finetune::FinetuneArgs),
+    /// Classify a sentence with a fine-tuned classifier.
+    Classify(finetune::ClassifyArgs),
     /// Speed benchmarks.
     Bench(bench::BenchArgs),
     /// The dashboard (also what `gptdash` alone starts).

@@ -51,6 +51,12 @@ pub struct TrainArgs {
     /// `sentences` (padded, one per example) or `pack` (block-size chunks).
     #[arg(long, value_enum)]
     pub mode: Option<DataMode>,
+    /// Lower-case every sentence (e.g. to match lower-cased SST-2).
+    #[arg(long)]
+    pub lowercase: bool,
+    /// Upper bound on the trained BPE vocabulary.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(260..))]
+    pub vocab_size: Option<u64>,
     /// Use this tokenizer.json instead of training a BPE on the corpus.
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
@@ -69,7 +75,7 @@ impl TrainArgs {
     /// Flags that change the model or data; they cannot be combined with --resume.
     fn model_or_data_flags(&self) -> Vec<&'static str> {
         let mut flags = Vec::new();
-        let checks: [(&'static str, bool); 9] = [
+        let checks: [(&'static str, bool); 11] = [
             ("--corpus", self.corpus.is_some()),
             ("--model", self.model.is_some()),
             ("--n-layer", self.n_layer.is_some()),
@@ -79,6 +85,8 @@ impl TrainArgs {
             ("--mode", self.mode.is_some()),
             ("--tokenizer", self.tokenizer.is_some()),
             ("--seed", self.seed.is_some()),
+            ("--lowercase", self.lowercase),
+            ("--vocab-size", self.vocab_size.is_some()),
         ];
         for (flag, set) in checks {
             if set {
@@ -139,6 +147,12 @@ impl TrainArgs {
         }
         if let Some(v) = &self.tokenizer {
             s.data.tokenizer = Some(v.clone());
+        }
+        if self.lowercase {
+            s.data.lowercase = true;
+        }
+        if let Some(v) = self.vocab_size {
+            s.data.vocab_size = v as usize;
         }
         self.apply_loop_flags(s);
     }

@@ -1,4 +1,5 @@
 //! Text in, token batches out: corpora and sentence splitting, the tokenizer.
 pub mod corpus;
+pub mod hub;
 pub mod sst2;
 pub mod tokenizer;

@@ -57,18 +57,22 @@ pub fn locate(source: &Path, split: Split) -> Result<PathBuf> {
         source.join(split.parquet_name()),
         source.join("hf/sst2").join(split.parquet_name()),
     ];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        anyhow!(
-            "no SST-2 {} split under {}: expected {} (GLUE) or sst2/{} (Hugging Face layout)",
-            match split {
-                Split::Train => "train",
-                Split::Validation => "validation",
-            },
-            source.display(),
-            split.tsv_name(),
-            split.parquet_name()
-        )
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow!(
+                "no SST-2 {} split under {}: expected {} (GLUE) or sst2/{} (Hugging Face layout)",
+                match split {
+                    Split::Train => "train",
+                    Split::Validation => "validation",
+                },
+                source.display(),
+                split.tsv_name(),
+                split.parquet_name()
+            )
+        })
 }
 
 /// Reads a TSV or parquet file by its extension.
@@ -89,16 +93,24 @@ fn parse_label(text: &str) -> Option<u8> {
 
 /// GLUE TSV: header `sentence<TAB>label`, then one row per line.
 pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
     let mut lines = text.lines().enumerate();
     let header: Vec<&str> = match lines.next() {
         Some((_, h)) => h.trim_end_matches('\r').split('\t').collect(),
-        None => bail!("{}: the file is empty (expected a header `sentence<TAB>label`)", path.display()),
+        None => bail!(
+            "{}: the file is empty (expected a header `sentence<TAB>label`)",
+            path.display()
+        ),
     };
     let sentence_col = header.iter().position(|h| *h == "sentence");
     let label_col = header.iter().position(|h| *h == "label");
     let (Some(sentence_col), Some(label_col)) = (sentence_col, label_col) else {
-        bail!("{}:1: wrong header {:?}; expected `sentence<TAB>label`", path.display(), header.join("\t"));
+        bail!(
+            "{}:1: wrong header {:?}; expected `sentence<TAB>label`",
+            path.display(),
+            header.join("\t")
+        );
     };
     let mut rows = Vec::new();
     for (i, line) in lines {
@@ -109,15 +121,28 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != header.len() {
-            bail!("{}:{line_no}: expected {} tab-separated columns, found {}", path.display(), header.len(), fields.len());
+            bail!(
+                "{}:{line_no}: expected {} tab-separated columns, found {}",
+                path.display(),
+                header.len(),
+                fields.len()
+            );
         }
         let sentence = fields[sentence_col].trim();
         if sentence.is_empty() {
             bail!("{}:{line_no}: empty sentence", path.display());
         }
-        let label = parse_label(fields[label_col])
-            .ok_or_else(|| anyhow!("{}:{line_no}: label must be 0 or 1, got {:?}", path.display(), fields[label_col]))?;
-        rows.push(Labeled { sentence: sentence.to_string(), label });
+        let label = parse_label(fields[label_col]).ok_or_else(|| {
+            anyhow!(
+                "{}:{line_no}: label must be 0 or 1, got {:?}",
+                path.display(),
+                fields[label_col]
+            )
+        })?;
+        rows.push(Labeled {
+            sentence: sentence.to_string(),
+            label,
+        });
     }
     if rows.is_empty() {
         bail!("{}: no rows after the header", path.display());
@@ -127,17 +152,31 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
 
 /// Hugging Face parquet: columns `sentence` (string) and `label` (integer); others ignored.
 pub fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
-    let reader = SerializedFileReader::new(file).with_context(|| format!("{} is not a parquet file", path.display()))?;
-    let columns: Vec<String> =
-        reader.metadata().file_metadata().schema_descr().columns().iter().map(|c| c.name().to_string()).collect();
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
+    let reader = SerializedFileReader::new(file)
+        .with_context(|| format!("{} is not a parquet file", path.display()))?;
+    let columns: Vec<String> = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     for needed in ["sentence", "label"] {
         if !columns.iter().any(|c| c == needed) {
-            bail!("{}: missing column `{needed}` (columns: {})", path.display(), columns.join(", "));
+            bail!(
+                "{}: missing column `{needed}` (columns: {})",
+                path.display(),
+                columns.join(", ")
+            );
         }
     }
     let mut rows = Vec::new();
-    let iter = reader.get_row_iter(None).with_context(|| format!("cannot read rows of {}", path.display()))?;
+    let iter = reader
+        .get_row_iter(None)
+        .with_context(|| format!("cannot read rows of {}", path.display()))?;
     for (i, row) in iter.enumerate() {
         let row = row.with_context(|| format!("{}: row {}", path.display(), i + 1))?;
         let (mut sentence, mut label) = (None, None);
@@ -149,7 +188,11 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
                 ("label", Field::Short(v)) => label = Some(*v as i64),
                 ("label", Field::Byte(v)) => label = Some(*v as i64),
                 ("sentence" | "label", other) => {
-                    bail!("{}: row {}: column `{name}` has an unexpected value {other}", path.display(), i + 1)
+                    bail!(
+                        "{}: row {}: column `{name}` has an unexpected value {other}",
+                        path.display(),
+                        i + 1
+                    )
                 }
                 _ => {}
             }
@@ -161,9 +204,16 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
         let label = match label {
             Some(0) => 0,
             Some(1) => 1,
-            other => bail!("{}: row {}: label must be 0 or 1, got {other:?}", path.display(), i + 1),
+            other => bail!(
+                "{}: row {}: label must be 0 or 1, got {other:?}",
+                path.display(),
+                i + 1
+            ),
         };
-        rows.push(Labeled { sentence: sentence.trim().to_string(), label });
+        rows.push(Labeled {
+            sentence: sentence.trim().to_string(),
+            label,
+        });
     }
     if rows.is_empty() {
         bail!("{}: no rows", path.display());
@@ -174,21 +224,42 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
 /// A seeded split that keeps the class ratio: each class contributes its share of
 /// validation rows (largest remainders make the total `round(n · val_fraction)`), both
 /// parts keep the original row order.
-pub fn stratified_split(rows: &[Labeled], val_fraction: f64, seed: u64) -> Result<(Vec<Labeled>, Vec<Labeled>)> {
+pub fn stratified_split(
+    rows: &[Labeled],
+    val_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Labeled>, Vec<Labeled>)> {
     if !(val_fraction > 0.0 && val_fraction < 1.0) {
         bail!("val_fraction must be in (0, 1), got {val_fraction}");
     }
     let total_val = ((rows.len() as f64) * val_fraction).round() as usize;
     if total_val == 0 || total_val >= rows.len() {
-        bail!("{} rows cannot be split with val_fraction {val_fraction}", rows.len());
+        bail!(
+            "{} rows cannot be split with val_fraction {val_fraction}",
+            rows.len()
+        );
     }
-    let by_class: Vec<Vec<usize>> =
-        (0..=1u8).map(|c| rows.iter().enumerate().filter(|(_, r)| r.label == c).map(|(i, _)| i).collect()).collect();
-    let exact: Vec<f64> = by_class.iter().map(|idx| idx.len() as f64 * total_val as f64 / rows.len() as f64).collect();
+    let by_class: Vec<Vec<usize>> = (0..=1u8)
+        .map(|c| {
+            rows.iter()
+                .enumerate()
+                .filter(|(_, r)| r.label == c)
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
+    let exact: Vec<f64> = by_class
+        .iter()
+        .map(|idx| idx.len() as f64 * total_val as f64 / rows.len() as f64)
+        .collect();
     let mut quota: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
     let mut order: Vec<usize> = (0..quota.len()).collect();
     order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
-    for &c in order.iter().cycle().take(total_val.saturating_sub(quota.iter().sum())) {
+    for &c in order
+        .iter()
+        .cycle()
+        .take(total_val.saturating_sub(quota.iter().sum()))
+    {
         quota[c] += 1;
     }
     let mut is_val = vec![false; rows.len()];
@@ -220,7 +291,12 @@ mod tests {
     use super::*;
 
     fn rows(n: usize, positive_every: usize) -> Vec<Labeled> {
-        (0..n).map(|i| Labeled { sentence: format!("s{i}"), label: u8::from(i % positive_every == 0) }).collect()
+        (0..n)
+            .map(|i| Labeled {
+                sentence: format!("s{i}"),
+                label: u8::from(i % positive_every == 0),
+            })
+            .collect()
     }
 
     #[test]
@@ -233,7 +309,10 @@ mod tests {
             let pos = data.iter().filter(|r| r.label == 1).count() as f64;
             let expected_val_pos = pos * val.len() as f64 / n as f64;
             let val_pos = val.iter().filter(|r| r.label == 1).count() as f64;
-            assert!((val_pos - expected_val_pos).abs() <= 1.0, "{n}/{every}: {val_pos} vs {expected_val_pos}");
+            assert!(
+                (val_pos - expected_val_pos).abs() <= 1.0,
+                "{n}/{every}: {val_pos} vs {expected_val_pos}"
+            );
             let expected_train_pos = pos * train.len() as f64 / n as f64;
             let train_pos = train.iter().filter(|r| r.label == 1).count() as f64;
             assert!((train_pos - expected_train_pos).abs() <= 1.0);
@@ -257,16 +336,45 @@ mod tests {
     fn tsv_reads_and_rejects_bad_input_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let ok = write(d, "train.tsv", "sentence\tlabel\ngreat film \t1\nawful \t0\n");
+        let ok = write(
+            d,
+            "train.tsv",
+            "sentence\tlabel\ngreat film \t1\nawful \t0\n",
+        );
         assert_eq!(
             read_tsv(&ok).unwrap(),
-            vec![Labeled { sentence: "great film".into(), label: 1 }, Labeled { sentence: "awful".into(), label: 0 }]
+            vec![
+                Labeled {
+                    sentence: "great film".into(),
+                    label: 1
+                },
+                Labeled {
+                    sentence: "awful".into(),
+                    label: 0
+                }
+            ]
         );
         let cases = [
-            ("header.tsv", "text\tlabel\nfine\t1\n", "header.tsv:1: wrong header"),
-            ("label.tsv", "sentence\tlabel\nfine\t1\nbad\t2\n", "label.tsv:3: label must be 0 or 1"),
-            ("empty.tsv", "sentence\tlabel\n  \t1\n", "empty.tsv:2: empty sentence"),
-            ("cols.tsv", "sentence\tlabel\njust text\n", "cols.tsv:2: expected 2 tab-separated columns"),
+            (
+                "header.tsv",
+                "text\tlabel\nfine\t1\n",
+                "header.tsv:1: wrong header",
+            ),
+            (
+                "label.tsv",
+                "sentence\tlabel\nfine\t1\nbad\t2\n",
+                "label.tsv:3: label must be 0 or 1",
+            ),
+            (
+                "empty.tsv",
+                "sentence\tlabel\n  \t1\n",
+                "empty.tsv:2: empty sentence",
+            ),
+            (
+                "cols.tsv",
+                "sentence\tlabel\njust text\n",
+                "cols.tsv:2: expected 2 tab-separated columns",
+            ),
             ("nothing.tsv", "", "nothing.tsv: the file is empty"),
         ];
         for (name, text, needle) in cases {
@@ -282,12 +390,21 @@ mod tests {
         write(d, "train.tsv", "sentence\tlabel\na\t1\n");
         assert_eq!(locate(d, Split::Train).unwrap(), d.join("train.tsv"));
         let msg = format!("{:#}", locate(d, Split::Validation).unwrap_err());
-        assert!(msg.contains("dev.tsv") && msg.contains("validation-00000-of-00001.parquet"), "{msg}");
+        assert!(
+            msg.contains("dev.tsv") && msg.contains("validation-00000-of-00001.parquet"),
+            "{msg}"
+        );
         let hf = d.join("hf");
         std::fs::create_dir_all(hf.join("sst2")).unwrap();
         write(&hf.join("sst2"), "train-00000-of-00001.parquet", "x");
-        assert_eq!(locate(&hf, Split::Train).unwrap(), hf.join("sst2/train-00000-of-00001.parquet"));
-        assert!(format!("{:#}", locate(&d.join("nope"), Split::Train).unwrap_err()).contains("does not exist"));
+        assert_eq!(
+            locate(&hf, Split::Train).unwrap(),
+            hf.join("sst2/train-00000-of-00001.parquet")
+        );
+        assert!(
+            format!("{:#}", locate(&d.join("nope"), Split::Train).unwrap_err())
+                .contains("does not exist")
+        );
     }
 
     #[test]
@@ -295,14 +412,37 @@ mod tests {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sst2");
         let rows = read_parquet(&fixtures.join("sst2/train-00000-of-00001.parquet")).unwrap();
         assert_eq!(rows.len(), 8);
-        assert_eq!(rows[0], Labeled { sentence: "a warm , funny and generous film .".into(), label: 1 });
+        assert_eq!(
+            rows[0],
+            Labeled {
+                sentence: "a warm , funny and generous film .".into(),
+                label: 1
+            }
+        );
         let tsv = read_tsv(&fixtures.join("train.tsv")).unwrap();
         assert_eq!(rows, tsv, "the parquet and TSV fixtures hold the same rows");
-        let msg = format!("{:#}", read_parquet(&fixtures.join("bad/missing-label.parquet")).unwrap_err());
-        assert!(msg.contains("missing-label.parquet") && msg.contains("missing column `label`"), "{msg}");
-        let msg = format!("{:#}", read_parquet(&fixtures.join("bad/label-2.parquet")).unwrap_err());
-        assert!(msg.contains("label-2.parquet") && msg.contains("row 2") && msg.contains("label must be 0 or 1"), "{msg}");
-        let msg = format!("{:#}", read_parquet(&fixtures.join("train.tsv")).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            read_parquet(&fixtures.join("bad/missing-label.parquet")).unwrap_err()
+        );
+        assert!(
+            msg.contains("missing-label.parquet") && msg.contains("missing column `label`"),
+            "{msg}"
+        );
+        let msg = format!(
+            "{:#}",
+            read_parquet(&fixtures.join("bad/label-2.parquet")).unwrap_err()
+        );
+        assert!(
+            msg.contains("label-2.parquet")
+                && msg.contains("row 2")
+                && msg.contains("label must be 0 or 1"),
+            "{msg}"
+        );
+        let msg = format!(
+            "{:#}",
+            read_parquet(&fixtures.join("train.tsv")).unwrap_err()
+        );
         assert!(msg.contains("not a parquet file"), "{msg}");
     }
 }

@@ -20,6 +20,10 @@ pub struct GptConfig {
     pub n_classes: i64,
     #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
+    /// The LM head shares the token embedding matrix (GPT-2); gptdash's own models
+    /// have an untied head, as minGPT.
+    #[serde(default)]
+    pub tie_lm_head: bool,
 }
 
 fn default_layer_norm_eps() -> f64 {
@@ -232,20 +236,33 @@ impl Gpt {
             },
             ..Default::default()
         };
-        Self {
-            wte: nn::embedding(&t / "wte", config.vocab_size, config.n_embd, emb),
-            wpe: nn::embedding(&t / "wpe", config.block_size, config.n_embd, emb),
-            h: (0..config.n_layer)
-                .map(|i| Block::new(&t / "h" / i, &config))
-                .collect(),
-            ln_f: layer_norm(&t / "ln_f", &config),
-            lm_head: linear(
+        let wte = nn::embedding(&t / "wte", config.vocab_size, config.n_embd, emb);
+        // Initialisation order is part of reproducibility: wte, wpe, blocks, ln_f, heads.
+        let wpe = nn::embedding(&t / "wpe", config.block_size, config.n_embd, emb);
+        let h = (0..config.n_layer)
+            .map(|i| Block::new(&t / "h" / i, &config))
+            .collect();
+        let ln_f = layer_norm(&t / "ln_f", &config);
+        let lm_head = if config.tie_lm_head {
+            nn::Linear {
+                ws: wte.ws.shallow_clone(),
+                bs: None,
+            }
+        } else {
+            linear(
                 root / "lm_head",
                 config.n_embd,
                 config.vocab_size,
                 0.02,
                 false,
-            ),
+            )
+        };
+        Self {
+            wte,
+            wpe,
+            h,
+            ln_f,
+            lm_head,
             classifier: linear(
                 root / "classifier",
                 config.n_embd,
@@ -329,9 +346,17 @@ impl Gpt {
         )
     }
 
-    /// Classifier logits `[batch, n_classes]` from hidden states `[batch, n_embd]`.
-    pub fn classify_hidden(&self, pooled: &Tensor) -> Tensor {
-        self.classifier.forward(pooled)
+    /// Classifier logits `[batch, n_classes]` read from the hidden state of the last
+    /// real token of each right-padded row (`lengths[b]` real tokens in row `b`). A
+    /// causal model never lets that position see the padding, so the amount of padding
+    /// cannot change a prediction.
+    pub fn classify(&self, idx: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        let h = self.hidden(idx, train);
+        let rows = Tensor::arange(h.size()[0], (Kind::Int64, h.device()));
+        let last = (lengths.to_device(h.device()) - 1).to_kind(Kind::Int64);
+        let pooled = h.index(&[Some(rows), Some(last)]);
+        self.classifier
+            .forward(&pooled.dropout(self.config.dropout, train))
     }
 }
 
@@ -358,6 +383,7 @@ mod tests {
             dropout: 0.0,
             n_classes: 2,
             layer_norm_eps: 1e-5,
+            tie_lm_head: false,
         }
     }
 
@@ -468,6 +494,29 @@ mod tests {
         assert!(model
             .forward_cached(&Tensor::from_slice(&[1i64, 2]).view([1, 2]), &mut cache)
             .is_err());
+    }
+
+    #[test]
+    fn classification_reads_the_last_real_token_whatever_the_padding() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Gpt::new(&vs.root(), tiny());
+        let short = Tensor::from_slice(&[3i64, 9, 4, 0, 0, 0, 0, 0]).view([1, 8]);
+        let tight = Tensor::from_slice(&[3i64, 9, 4]).view([1, 3]);
+        let padded_other = Tensor::from_slice(&[3i64, 9, 4, 17, 17, 17]).view([1, 6]);
+        let len = Tensor::from_slice(&[3i64]);
+        let a = model.classify(&short, &len, false);
+        let b = model.classify(&tight, &len, false);
+        let c = model.classify(&padded_other, &len, false);
+        assert!((&a - &b).abs().max().double_value(&[]) < 1e-6);
+        assert!((&a - &c).abs().max().double_value(&[]) < 1e-6);
+        // In a batch, each row reads its own last token.
+        let batch = Tensor::from_slice(&[3i64, 9, 4, 0, 5, 6, 7, 8]).view([2, 4]);
+        let lens = Tensor::from_slice(&[3i64, 4]);
+        let both = model.classify(&batch, &lens, false);
+        assert!((both.get(0) - a.get(0)).abs().max().double_value(&[]) < 1e-6);
+        assert_eq!(both.size(), vec![2, 2]);
     }
 
     #[test]

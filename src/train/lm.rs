@@ -32,6 +32,16 @@ pub struct StepMetrics {
     pub tokens: usize,
 }
 
+/// The corpus's sentences as the settings ask for them.
+fn sentences(corpus: &Corpus, settings: &Settings) -> Vec<String> {
+    let sentences = split_sentences(&corpus.text);
+    if settings.data.lowercase {
+        sentences.into_iter().map(|s| s.to_lowercase()).collect()
+    } else {
+        sentences
+    }
+}
+
 /// The corpus, tokenizer, model and optimizer of one training run.
 pub struct LmTrainer {
     pub settings: Settings,
@@ -58,7 +68,7 @@ impl LmTrainer {
     pub fn new(settings: Settings) -> Result<Self> {
         settings.validate()?;
         let corpus = Corpus::load(&settings.data.corpus).context("data.corpus / --corpus")?;
-        let split = split_train_test(split_sentences(&corpus.text), settings.data.train_fraction)
+        let split = split_train_test(sentences(&corpus, &settings), settings.data.train_fraction)
             .with_context(|| format!("corpus {}", corpus.name))?;
         let tokenizer = match &settings.data.tokenizer {
             Some(path) => TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?,
@@ -74,6 +84,7 @@ impl LmTrainer {
             dropout: settings.model.dropout,
             n_classes: settings.model.n_classes,
             layer_norm_eps: 1e-5,
+            tie_lm_head: false,
         };
         Self::build(settings, corpus, split.train, split.test, tokenizer, config)
     }
@@ -102,7 +113,7 @@ impl LmTrainer {
         let tokenizer = TextTokenizer::from_file(&dir.join(checkpoint::TOKENIZER_FILE))?;
         let corpus = Corpus::load(&ckpt.corpus)
             .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
-        let split = split_train_test(split_sentences(&corpus.text), settings.data.train_fraction)?;
+        let split = split_train_test(sentences(&corpus, &settings), settings.data.train_fraction)?;
         let mut trainer = Self::build(
             settings,
             corpus,

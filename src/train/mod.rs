@@ -1,3 +1,4 @@
 //! Training: the language-model step function and the optimizer.
+pub mod finetune;
 pub mod lm;
 pub mod optim;

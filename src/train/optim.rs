@@ -240,6 +240,7 @@ mod tests {
                 dropout: 0.0,
                 n_classes: 2,
                 layer_norm_eps: 1e-5,
+                tie_lm_head: false,
             },
         );
         let vars = vs.variables();

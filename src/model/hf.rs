@@ -1,0 +1,280 @@
+//! Hugging Face GPT-2 checkpoints (`config.json` + `model.safetensors`) read into
+//! gptdash's [`Gpt`]: same block structure, tanh-GELU, LM head tied to `wte`.
+//!
+//! Names may carry the `transformer.` prefix (transformers' `save_pretrained`) or not
+//! (the hub's `gpt2` files); the `attn.bias`/`attn.masked_bias` mask buffers are
+//! ignored. GPT-2's `Conv1D` stores weights as `[in, out]`, so they are transposed into
+//! `nn::Linear`'s `[out, in]`.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use tch::{nn, Device, Tensor};
+
+use crate::model::gpt::{Gpt, GptConfig};
+
+/// The parts of a transformers `config.json` gptdash needs.
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    vocab_size: i64,
+    #[serde(alias = "n_ctx")]
+    n_positions: i64,
+    n_embd: i64,
+    n_layer: i64,
+    n_head: i64,
+    #[serde(default = "default_eps")]
+    layer_norm_epsilon: f64,
+    #[serde(default = "default_activation")]
+    activation_function: String,
+    #[serde(default = "default_dropout")]
+    resid_pdrop: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+/// Whether `dir` holds a Hugging Face GPT-2 checkpoint (rather than a gptdash one).
+pub fn is_hf_gpt2(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
+        return false;
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    value.get("format_version").is_none() && value.get("n_embd").is_some()
+}
+
+/// Reads `config.json` of a Hugging Face GPT-2 directory into a [`GptConfig`].
+pub fn read_config(dir: &Path, n_classes: i64) -> Result<GptConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let c: HfConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a GPT-2 config", path.display()))?;
+    if let Some(t) = &c.model_type {
+        if t != "gpt2" {
+            bail!("{}: model_type {t:?} is not gpt2", path.display());
+        }
+    }
+    if !matches!(
+        c.activation_function.as_str(),
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast"
+    ) {
+        bail!(
+            "{}: activation_function {:?} is not GPT-2's tanh GELU",
+            path.display(),
+            c.activation_function
+        );
+    }
+    if c.n_head <= 0 || c.n_embd % c.n_head != 0 {
+        bail!(
+            "{}: n_embd {} is not divisible by n_head {}",
+            path.display(),
+            c.n_embd,
+            c.n_head
+        );
+    }
+    Ok(GptConfig {
+        vocab_size: c.vocab_size,
+        block_size: c.n_positions,
+        n_layer: c.n_layer,
+        n_head: c.n_head,
+        n_embd: c.n_embd,
+        dropout: c.resid_pdrop,
+        n_classes,
+        layer_norm_eps: c.layer_norm_epsilon,
+        tie_lm_head: true,
+    })
+}
+
+/// gptdash's name for a Hugging Face GPT-2 tensor name, and whether it is a transposed
+/// `Conv1D` weight; `None` for tensors that are not weights (mask buffers, the tied head).
+pub fn map_name(hf: &str) -> Option<(String, bool)> {
+    let name = hf.strip_prefix("transformer.").unwrap_or(hf);
+    if name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name == "lm_head.weight"
+    {
+        return None;
+    }
+    let conv1d = name.ends_with(".weight")
+        && [
+            ".attn.c_attn.",
+            ".attn.c_proj.",
+            ".mlp.c_fc.",
+            ".mlp.c_proj.",
+        ]
+        .iter()
+        .any(|p| name.contains(p));
+    Some((format!("transformer.{name}"), conv1d))
+}
+
+/// Builds a [`Gpt`] from a Hugging Face GPT-2 directory; every weight must be present
+/// with the right shape. The classifier head keeps its fresh initialisation.
+pub fn load_gpt2(
+    dir: &Path,
+    device: Device,
+    n_classes: i64,
+    dropout: Option<f64>,
+) -> Result<(nn::VarStore, Gpt)> {
+    let mut config = read_config(dir, n_classes)?;
+    if let Some(d) = dropout {
+        config.dropout = d;
+    }
+    let path = dir.join("model.safetensors");
+    if !path.is_file() {
+        bail!(
+            "{} has no model.safetensors (only safetensors GPT-2 checkpoints are read)",
+            dir.display()
+        );
+    }
+    let tensors = Tensor::read_safetensors(&path)
+        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    let vs = nn::VarStore::new(device);
+    let model = Gpt::new(&vs.root(), config);
+    let mut vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut loaded = 0usize;
+    tch::no_grad(|| -> Result<()> {
+        for (hf_name, tensor) in &tensors {
+            let Some((name, transpose)) = map_name(hf_name) else {
+                continue;
+            };
+            let Some(var) = vars.get_mut(&name) else {
+                bail!("{}: unexpected tensor {hf_name}", path.display());
+            };
+            let source = if transpose {
+                tensor.transpose(0, 1)
+            } else {
+                tensor.shallow_clone()
+            };
+            if source.size() != var.size() {
+                bail!(
+                    "{}: {hf_name} has shape {:?}, the model expects {:?}",
+                    path.display(),
+                    tensor.size(),
+                    var.size()
+                );
+            }
+            var.copy_(&source.to_kind(var.kind()));
+            loaded += 1;
+        }
+        Ok(())
+    })?;
+    let expected = vars
+        .keys()
+        .filter(|n| !n.starts_with("classifier."))
+        .count();
+    if loaded != expected {
+        let present: std::collections::HashSet<String> = tensors
+            .iter()
+            .filter_map(|(n, _)| map_name(n).map(|m| m.0))
+            .collect();
+        let missing: Vec<&String> = vars
+            .keys()
+            .filter(|n| !n.starts_with("classifier.") && !present.contains(*n))
+            .take(5)
+            .collect();
+        bail!("{}: missing weights, e.g. {missing:?}", path.display());
+    }
+    Ok((vs, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_with_or_without_prefix() {
+        assert_eq!(
+            map_name("h.0.attn.c_attn.weight"),
+            Some(("transformer.h.0.attn.c_attn.weight".into(), true))
+        );
+        assert_eq!(
+            map_name("transformer.h.3.mlp.c_fc.bias"),
+            Some(("transformer.h.3.mlp.c_fc.bias".into(), false))
+        );
+        assert_eq!(
+            map_name("transformer.wte.weight"),
+            Some(("transformer.wte.weight".into(), false))
+        );
+        assert_eq!(
+            map_name("ln_f.weight"),
+            Some(("transformer.ln_f.weight".into(), false))
+        );
+        assert_eq!(
+            map_name("h.1.ln_2.weight"),
+            Some(("transformer.h.1.ln_2.weight".into(), false))
+        );
+        assert_eq!(map_name("h.0.attn.bias"), None);
+        assert_eq!(map_name("h.0.attn.masked_bias"), None);
+        assert_eq!(map_name("lm_head.weight"), None);
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn logits_equal_transformers_gpt2_on_the_same_weights() {
+        let _rng = crate::torch_rng_lock();
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("gpt2-tiny/expected.json")).unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<Vec<i64>> = serde_json::from_value(expected["input_ids"].clone()).unwrap();
+        let want: Vec<Vec<Vec<f64>>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+        for dir in ["gpt2-tiny", "gpt2-tiny-hub"] {
+            assert!(is_hf_gpt2(&fixture(dir)));
+            let (_vs, model) = load_gpt2(&fixture(dir), Device::Cpu, 2, None).unwrap();
+            assert!(model.config.tie_lm_head);
+            let flat: Vec<i64> = ids.iter().flatten().copied().collect();
+            let x = Tensor::from_slice(&flat).view([ids.len() as i64, ids[0].len() as i64]);
+            let got = model.forward(&x, false);
+            let mut max_diff = 0f64;
+            for (b, row) in want.iter().enumerate() {
+                for (t, logits) in row.iter().enumerate() {
+                    for (v, &w) in logits.iter().enumerate() {
+                        let g = got.double_value(&[b as i64, t as i64, v as i64]);
+                        max_diff = max_diff.max((g - w).abs());
+                    }
+                }
+            }
+            assert!(
+                max_diff < 1e-4,
+                "{dir}: logits differ from transformers by {max_diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_gpt2_directories_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::copy(fixture("gpt2-tiny/config.json"), d.join("config.json")).unwrap();
+        let msg = format!("{:#}", load_gpt2(d, Device::Cpu, 2, None).err().unwrap());
+        assert!(msg.contains("model.safetensors"), "{msg}");
+        // Weights of another size.
+        let bigger = std::fs::read_to_string(fixture("gpt2-tiny/config.json"))
+            .unwrap()
+            .replace("\"n_embd\": 32", "\"n_embd\": 64");
+        std::fs::write(d.join("config.json"), bigger).unwrap();
+        std::fs::copy(
+            fixture("gpt2-tiny/model.safetensors"),
+            d.join("model.safetensors"),
+        )
+        .unwrap();
+        let msg = format!("{:#}", load_gpt2(d, Device::Cpu, 2, None).err().unwrap());
+        assert!(msg.contains("shape"), "{msg}");
+    }
+}

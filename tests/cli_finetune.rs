@@ -1,0 +1,418 @@
+//! `gptdash finetune` / `classify` on the real binary, and SST-2 from a local stand-in
+//! for the Hugging Face hub (`HF_ENDPOINT`); nothing here needs the internet.
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{events, expect_error, gptdash, stderr, stdout, tiny_checkpoint};
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+/// A small labelled set in GLUE TSV layout.
+fn write_sst2(dir: &Path) -> String {
+    let mut text = String::from("sentence\tlabel\n");
+    for i in 0..40 {
+        if i % 2 == 0 {
+            text.push_str(&format!("the cat sat and it was good {i} \t1\n"));
+        } else {
+            text.push_str(&format!("the dog ran and it was bad {i} \t0\n"));
+        }
+    }
+    std::fs::write(dir.join("train.tsv"), text).unwrap();
+    "train.tsv".into()
+}
+
+#[test]
+fn finetune_then_classify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = tiny_checkpoint(d);
+    let data = write_sst2(d);
+    let out = gptdash(
+        d,
+        &[
+            "finetune",
+            "--checkpoint",
+            &ck,
+            "--sst2",
+            &data,
+            "--samples",
+            "40",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.003",
+            "--batch-size",
+            "8",
+            "--out",
+            "clf",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&out);
+    assert_eq!(ev[0]["event"], "start");
+    assert_eq!(ev[0]["train_examples"], 32);
+    assert_eq!(ev[0]["val_examples"], 8);
+    assert_eq!(ev[0]["val_positive"], 0.5);
+    let epochs: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "epoch").collect();
+    assert!(!epochs.is_empty() && epochs.len() <= 3);
+    for e in &epochs {
+        for k in ["train_loss", "train_acc", "val_loss", "val_acc"] {
+            assert!(e[k].is_f64(), "{e}");
+        }
+    }
+    let done = ev.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert!(done["val_acc"].as_f64().unwrap() >= 0.0);
+    assert_eq!(done["confusion"].as_array().unwrap().len(), 2);
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "classifier.json",
+        "curves.csv",
+    ] {
+        assert!(d.join("clf").join(f).is_file(), "{f} missing");
+    }
+
+    let out = gptdash(
+        d,
+        &[
+            "classify",
+            "--checkpoint",
+            "clf",
+            "--text",
+            "the cat sat and it was good",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let p = v["p_positive"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    assert_eq!(v["label"], if p >= 0.5 { "positive" } else { "negative" });
+    let human = gptdash(
+        d,
+        &["classify", "--checkpoint", "clf", "--text", "the dog ran"],
+    );
+    assert!(
+        stdout(&human).contains("P(positive) = "),
+        "{}",
+        stdout(&human)
+    );
+
+    // Classify needs a fine-tuned classifier; bad inputs are clear errors.
+    expect_error(
+        d,
+        &["classify", "--checkpoint", &ck, "--text", "hello"],
+        &["no trained classifier head"],
+    );
+    expect_error(
+        d,
+        &["classify", "--checkpoint", "clf", "--text", " "],
+        &["--text is empty"],
+    );
+    expect_error(
+        d,
+        &["finetune", "--checkpoint", &ck, "--sst2", "missing.tsv"],
+        &["missing.tsv", "does not exist"],
+    );
+    std::fs::write(d.join("bad.tsv"), "sentence\tlabel\nfine\t1\nodd\tyes\n").unwrap();
+    expect_error(
+        d,
+        &[
+            "finetune",
+            "--checkpoint",
+            &ck,
+            "--sst2",
+            "bad.tsv",
+            "--samples",
+            "4",
+        ],
+        &["bad.tsv:3", "label must be 0 or 1"],
+    );
+    expect_error(
+        d,
+        &[
+            "finetune",
+            "--checkpoint",
+            &ck,
+            "--sst2",
+            &data,
+            "--samples",
+            "400",
+        ],
+        &["fewer than --samples"],
+    );
+    expect_error(
+        d,
+        &[
+            "finetune",
+            "--checkpoint",
+            &ck,
+            "--sst2",
+            &data,
+            "--eval-split",
+            "test",
+        ],
+        &["--eval-split"],
+    );
+    expect_error(d, &["finetune", "--sst2", &data], &["--checkpoint"]);
+}
+
+/// A word-level tokenizer with exactly `n` tokens (`w0`..), the last `<|endoftext|>`.
+fn word_tokenizer(n: usize) -> String {
+    let mut vocab = serde_json::Map::new();
+    for i in 0..n - 1 {
+        vocab.insert(format!("w{i}"), i.into());
+    }
+    vocab.insert("<|endoftext|>".into(), (n - 1).into());
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": n - 1, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": false},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|endoftext|>"}
+    })
+    .to_string()
+}
+
+#[test]
+fn gpt2_weights_from_a_folder_generate_and_fine_tune() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gpt2 = d.join("gpt2-tiny");
+    std::fs::create_dir(&gpt2).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("gpt2-tiny").join(f), gpt2.join(f)).unwrap();
+    }
+    // Without its tokenizer the folder cannot be used, and says so.
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "gpt2-tiny", "--prompt", "w1"],
+        &["tokenizer.json"],
+    );
+    // A tokenizer larger than the model's vocabulary is refused.
+    std::fs::write(gpt2.join("tokenizer.json"), word_tokenizer(120)).unwrap();
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "gpt2-tiny", "--prompt", "w1"],
+        &["tokenizer has 120 tokens but the model only 96"],
+    );
+
+    std::fs::write(gpt2.join("tokenizer.json"), word_tokenizer(96)).unwrap();
+    let out = gptdash(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            "gpt2-tiny",
+            "--prompt",
+            "w5 w17",
+            "--max-new-tokens",
+            "4",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
+
+    let mut tsv = String::from("sentence\tlabel\n");
+    for i in 0..24 {
+        let (words, label) = if i % 2 == 0 {
+            ("w1 w2 w3", 1)
+        } else {
+            ("w7 w8 w9", 0)
+        };
+        tsv.push_str(&format!("{words} w{} \t{label}\n", 10 + i));
+    }
+    std::fs::write(d.join("train.tsv"), tsv).unwrap();
+    let out = gptdash(
+        d,
+        &[
+            "finetune",
+            "--init",
+            "gpt2-tiny",
+            "--sst2",
+            "train.tsv",
+            "--samples",
+            "24",
+            "--epochs",
+            "2",
+            "--out",
+            "clf",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gptdash(
+        d,
+        &[
+            "classify",
+            "--checkpoint",
+            "clf",
+            "--text",
+            "w1 w2 w3",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A minimal stand-in for the hub's file endpoint: `GET /datasets/{repo}/resolve/{rev}/{file}`
+/// with `Range` support and the headers `hf-hub` reads (etag, x-repo-commit, content-range).
+fn serve(files: Vec<(String, Vec<u8>)>) -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut range = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("range: bytes=") {
+                    let v = v.trim();
+                    let (a, b) = v.split_once('-').unwrap();
+                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let found = files.iter().find(|(p, _)| *p == path);
+            let response = match found {
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+                Some((_, body)) => {
+                    let (start, end) = match range {
+                        Some((a, b)) => (a, b.unwrap_or(body.len() - 1).min(body.len() - 1)),
+                        None => (0, body.len() - 1),
+                    };
+                    let chunk = &body[start..=end];
+                    let mut r = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\n\
+                         ETag: \"etag-{}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
+                        chunk.len(),
+                        body.len(),
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(chunk);
+                    r
+                }
+            };
+            let _ = stream.write_all(&response);
+            let mut sink = Vec::new();
+            let _ = stream.flush();
+            let _ = reader.read_to_end(&mut sink).ok().filter(|_| false);
+        }
+    });
+    (addr, handle)
+}
+
+fn run_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gptdash"));
+    cmd.current_dir(dir)
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("cfg"))
+        .env_remove("HF_HUB_OFFLINE")
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn sst2_from_the_hub_through_a_local_server_then_offline_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = tiny_checkpoint(d);
+    let parquet = std::fs::read(fixture("sst2/sst2/train-00000-of-00001.parquet")).unwrap();
+    let (endpoint, _server) = serve(vec![(
+        "/datasets/nyu-mll/glue/resolve/main/sst2/train-00000-of-00001.parquet".into(),
+        parquet.clone(),
+    )]);
+    let hf_home = d.join("hf");
+    let hf = hf_home.display().to_string();
+    let args = [
+        "finetune",
+        "--checkpoint",
+        &ck,
+        "--sst2",
+        "hub",
+        "--samples",
+        "8",
+        "--val-fraction",
+        "0.25",
+        "--epochs",
+        "1",
+        "--out",
+        "clf",
+        "--device",
+        "cpu",
+        "--json",
+    ];
+
+    // Offline with an empty cache: a clear error that says what to do.
+    let out = run_with_env(d, &args, &[("HF_HOME", &hf), ("HF_HUB_OFFLINE", "1")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("HF_HUB_OFFLINE")
+            && err.contains("--sst2")
+            && err.contains("train-00000-of-00001.parquet"),
+        "{err}"
+    );
+
+    // Online through the local server: downloaded into the Hugging Face cache.
+    let out = run_with_env(d, &args, &[("HF_HOME", &hf), ("HF_ENDPOINT", &endpoint)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cached = hf_home.join("hub/datasets--nyu-mll--glue/snapshots/0123456789abcdef0123456789abcdef01234567/sst2/train-00000-of-00001.parquet");
+    assert_eq!(std::fs::read(&cached).unwrap(), parquet);
+    let ev = events(&out);
+    assert_eq!(ev[0]["train_examples"], 6);
+    assert_eq!(ev[0]["val_examples"], 2);
+
+    // Offline again: the cached copy is enough.
+    let out = run_with_env(d, &args, &[("HF_HOME", &hf), ("HF_HUB_OFFLINE", "1")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A server that is not there: the error names the endpoint and the way out.
+    let empty = d.join("hf-empty").display().to_string();
+    let out = run_with_env(
+        d,
+        &args,
+        &[("HF_HOME", &empty), ("HF_ENDPOINT", "http://127.0.0.1:9")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot download") && err.contains("127.0.0.1:9") && err.contains("--sst2"),
+        "{err}"
+    );
+}
