@@ -8,11 +8,15 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::checkpoint::{load_model, LoadedModel};
-use crate::config::{DataMode, Settings};
+use crate::config::{DataMode, FinetuneSettings, Settings};
+use crate::data::sst2::{self, Split};
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device, set_threads};
 use crate::generate::{encode_prompt, generate_from, GenerateOptions, Generation};
 use crate::model::gpt::Gpt;
+use crate::train::finetune::{
+    class_probabilities, ClassifierInfo, EpochMetrics, Evaluation, FinetuneOptions, Finetuner,
+};
 use crate::train::lm::{LmTrainer, StepMetrics};
 
 /// UI → worker.
@@ -35,8 +39,9 @@ pub enum Command {
         forced: Vec<u32>,
         options: GenerateOptions,
     },
-    /// Fine-tuning is a later engine; the worker answers what it needs.
-    StartFinetune,
+    /// Fine-tune the model held (trained or loaded) on SST-2 as these settings say.
+    StartFinetune(Box<FinetuneSettings>),
+    /// P(positive) of a sentence, with the fine-tuned classifier.
     ClassifyText(String),
     Shutdown,
 }
@@ -52,6 +57,8 @@ pub enum WorkerState {
     Finished,
     /// A checkpoint is loaded for generation.
     Loaded,
+    /// Fine-tuning the classifier on SST-2.
+    FineTuning,
 }
 
 /// Facts about a run, sent once when it starts.
@@ -92,8 +99,30 @@ pub enum Event {
         request: u64,
         error: String,
     },
+    FinetuneStarted(FinetuneInfo),
+    FinetuneEpoch(EpochMetrics),
+    FinetuneDone {
+        best_epoch: usize,
+        val: Evaluation,
+        path: PathBuf,
+    },
+    Classified {
+        text: String,
+        p_positive: f64,
+    },
     Log(String),
     Error(String),
+}
+
+/// The data of a fine-tuning run, sent when it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinetuneInfo {
+    pub source: String,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub train_positive: f64,
+    pub val_positive: f64,
+    pub epochs: usize,
 }
 
 /// The UI's handle on the worker thread.
@@ -113,12 +142,18 @@ impl WorkerHandle {
     }
 }
 
+/// Starts the worker; checkpoints it writes on its own go under `checkpoints/`.
 pub fn spawn() -> std::io::Result<WorkerHandle> {
+    spawn_with_output(PathBuf::from("checkpoints"))
+}
+
+/// Starts the worker with checkpoints (end of run, fine-tuned classifier) under `out_dir`.
+pub fn spawn_with_output(out_dir: PathBuf) -> std::io::Result<WorkerHandle> {
     let (command_tx, command_rx) = crossbeam_channel::unbounded();
     let (event_tx, event_rx) = crossbeam_channel::unbounded();
     let thread = std::thread::Builder::new()
         .name("gptdash-worker".into())
-        .spawn(move || Worker::new(event_tx).run(command_rx))?;
+        .spawn(move || Worker::new(event_tx, out_dir).run(command_rx))?;
     Ok(WorkerHandle {
         commands: command_tx,
         events: event_rx,
@@ -130,6 +165,7 @@ enum Engine {
     Empty,
     Training(Box<LmTrainer>),
     Loaded(Box<LoadedModel>),
+    Finetuning(Box<Finetuner>),
 }
 
 struct Worker {
@@ -140,17 +176,20 @@ struct Worker {
     /// Time spent in training steps and the real tokens they saw, for the end-of-run summary.
     train_secs: f64,
     train_tokens: usize,
+    /// The model held has a fine-tuned classifier head.
+    classifier_ready: bool,
 }
 
 impl Worker {
-    fn new(events: Sender<Event>) -> Self {
+    fn new(events: Sender<Event>, out_dir: PathBuf) -> Self {
         Self {
             events,
             engine: Engine::Empty,
             state: WorkerState::Idle,
-            out_dir: PathBuf::from("checkpoints"),
+            out_dir,
             train_secs: 0.0,
             train_tokens: 0,
+            classifier_ready: false,
         }
     }
 
@@ -169,7 +208,8 @@ impl Worker {
     fn run(mut self, commands: Receiver<Command>) {
         loop {
             // Training: take every waiting command, then one step. Otherwise: sleep until a command.
-            let command = if self.state == WorkerState::Training {
+            let busy = matches!(self.state, WorkerState::Training | WorkerState::FineTuning);
+            let command = if busy {
                 match commands.try_recv() {
                     Ok(c) => Some(c),
                     Err(crossbeam_channel::TryRecvError::Empty) => None,
@@ -184,6 +224,9 @@ impl Worker {
             let keep_going = match command {
                 Some(Command::Shutdown) => return,
                 Some(c) => self.guarded(|w| w.handle(c)),
+                None if self.state == WorkerState::FineTuning => {
+                    self.guarded(|w| w.finetune_step())
+                }
                 None => self.guarded(|w| w.train_step()),
             };
             if !keep_going {
@@ -226,7 +269,7 @@ impl Worker {
         match command {
             Command::Start(settings) => self.start(*settings),
             Command::Pause => {
-                if self.state == WorkerState::Training {
+                if matches!(self.state, WorkerState::Training | WorkerState::FineTuning) {
                     self.set_state(WorkerState::Paused);
                 }
                 Ok(true)
@@ -246,6 +289,9 @@ impl Worker {
                 Ok(true)
             }
             Command::Stop => {
+                if matches!(self.engine, Engine::Finetuning(_)) {
+                    return self.finish_finetune();
+                }
                 if matches!(self.state, WorkerState::Training | WorkerState::Paused) {
                     self.set_state(WorkerState::Finished);
                     self.send(Event::Log(
@@ -262,7 +308,9 @@ impl Worker {
                         let iter = t.step;
                         self.send(Event::Saved { iter, path: dir });
                     }
-                    Engine::Loaded(_) => anyhow::bail!("a loaded checkpoint is already saved"),
+                    Engine::Loaded(_) | Engine::Finetuning(_) => {
+                        anyhow::bail!("a loaded or fine-tuned model is saved already (see the log for its folder)")
+                    }
                     Engine::Empty => anyhow::bail!("nothing to save: start training first"),
                 }
                 Ok(true)
@@ -277,6 +325,7 @@ impl Worker {
                     loaded.config.parameters as f64 / 1e6,
                     device_name(device)
                 )));
+                self.classifier_ready = dir.join(crate::train::finetune::CLASSIFIER_FILE).is_file();
                 self.engine = Engine::Loaded(Box::new(loaded));
                 self.set_state(WorkerState::Loaded);
                 Ok(true)
@@ -306,8 +355,18 @@ impl Worker {
                 };
                 Ok(self.send(event))
             }
-            Command::StartFinetune | Command::ClassifyText(_) => {
-                anyhow::bail!("sentiment fine-tuning is not available yet: it arrives with the SST-2 engine (finetune issue)")
+            Command::StartFinetune(settings) => self.start_finetune(*settings),
+            Command::ClassifyText(text) => {
+                let loaded = match &self.engine {
+                    Engine::Loaded(l) if self.classifier_ready => l.as_ref(),
+                    Engine::Finetuning(f) => &f.loaded,
+                    _ => anyhow::bail!(
+                        "no classifier yet: fine-tune one first (f on the Classify tab)"
+                    ),
+                };
+                let probs = class_probabilities(loaded, &text)?;
+                let p_positive = probs.get(1).copied().unwrap_or(0.0);
+                Ok(self.send(Event::Classified { text, p_positive }))
             }
             Command::Shutdown => Ok(false),
         }
@@ -392,6 +451,112 @@ impl Worker {
         Ok(alive)
     }
 
+    fn start_finetune(&mut self, settings: FinetuneSettings) -> anyhow::Result<bool> {
+        let loaded = match std::mem::replace(&mut self.engine, Engine::Empty) {
+            Engine::Training(t) => t.into_loaded(),
+            Engine::Loaded(l) => *l,
+            Engine::Finetuning(f) => f.loaded,
+            Engine::Empty => anyhow::bail!(
+                "no model to fine-tune: train one on the Train tab or load a checkpoint first"
+            ),
+        };
+        // Until the new run is set up the model stays available for generation.
+        self.engine = Engine::Loaded(Box::new(loaded));
+        self.set_state(WorkerState::Preparing);
+        let data_dir = if settings.sst2 == "hub" {
+            crate::data::hub::fetch_sst2(false)?
+        } else {
+            PathBuf::from(&settings.sst2)
+        };
+        let file = sst2::locate(&data_dir, Split::Train)?;
+        let mut rows = sst2::read_file(&file)?;
+        if rows.len() < settings.samples {
+            anyhow::bail!(
+                "{} has {} rows, fewer than finetune.samples {}",
+                file.display(),
+                rows.len(),
+                settings.samples
+            );
+        }
+        rows.truncate(settings.samples);
+        let (train, val) = sst2::stratified_split(&rows, settings.val_fraction, settings.seed)?;
+        let options = FinetuneOptions {
+            epochs: settings.epochs,
+            learning_rate: settings.learning_rate,
+            batch_size: settings.batch_size as usize,
+            weight_decay: settings.weight_decay,
+            freeze_body: settings.freeze_body,
+            seed: settings.seed,
+            patience: settings.patience,
+        };
+        let Engine::Loaded(loaded) = std::mem::replace(&mut self.engine, Engine::Empty) else {
+            anyhow::bail!("the model went away while fine-tuning was being set up");
+        };
+        let info = FinetuneInfo {
+            source: file.display().to_string(),
+            train_examples: train.len(),
+            val_examples: val.len(),
+            train_positive: sst2::positive_share(&train),
+            val_positive: sst2::positive_share(&val),
+            epochs: options.epochs,
+        };
+        self.engine = Engine::Finetuning(Box::new(Finetuner::new(*loaded, &train, &val, options)?));
+        self.classifier_ready = false;
+        self.send(Event::FinetuneStarted(info));
+        self.set_state(WorkerState::FineTuning);
+        Ok(true)
+    }
+
+    fn finetune_step(&mut self) -> anyhow::Result<bool> {
+        let Engine::Finetuning(tuner) = &mut self.engine else {
+            self.set_state(WorkerState::Idle);
+            return Ok(true);
+        };
+        let Some(metrics) = tuner.step()? else {
+            return Ok(true);
+        };
+        let done = tuner.is_done();
+        let alive = self.send(Event::FinetuneEpoch(metrics));
+        if done {
+            return Ok(alive && self.finish_finetune()?);
+        }
+        Ok(alive)
+    }
+
+    /// Restores the best epoch, saves the classifier and keeps it for classification.
+    fn finish_finetune(&mut self) -> anyhow::Result<bool> {
+        let Engine::Finetuning(mut tuner) = std::mem::replace(&mut self.engine, Engine::Empty)
+        else {
+            return Ok(true);
+        };
+        let Some((best_epoch, val)) = tuner.restore_best() else {
+            self.engine = Engine::Loaded(Box::new(tuner.loaded));
+            self.set_state(WorkerState::Loaded);
+            return Ok(self.send(Event::Log(
+                "fine-tuning stopped before its first epoch ended".into(),
+            )));
+        };
+        let info = ClassifierInfo {
+            source: tuner.loaded.config.corpus.clone(),
+            best_epoch,
+            val,
+            train_examples: tuner.train.len(),
+            val_examples: tuner.val.len(),
+            labels: ["negative".into(), "positive".into()],
+        };
+        let path = self.out_dir.join("classifier-sst2");
+        let saved = tuner.save(&path, &info);
+        self.engine = Engine::Loaded(Box::new(tuner.loaded));
+        self.classifier_ready = true;
+        self.set_state(WorkerState::Loaded);
+        saved?;
+        Ok(self.send(Event::FinetuneDone {
+            best_epoch,
+            val,
+            path,
+        }))
+    }
+
     fn model(&self) -> anyhow::Result<(&Gpt, &TextTokenizer, bool)> {
         match &self.engine {
             Engine::Training(t) => Ok((
@@ -403,6 +568,11 @@ impl Worker {
                 &l.model,
                 &l.tokenizer,
                 l.config.data_mode == DataMode::Sentences,
+            )),
+            Engine::Finetuning(f) => Ok((
+                &f.loaded.model,
+                &f.loaded.tokenizer,
+                f.loaded.config.data_mode == DataMode::Sentences,
             )),
             Engine::Empty => anyhow::bail!(
                 "no model yet: start training (space on the Train tab) or load a checkpoint"

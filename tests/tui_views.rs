@@ -181,5 +181,64 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
     let mut app = App::new(Settings::default());
     app.tab = Tab::Classify;
     let screen = render(&app, 120, 40);
-    assert!(screen.contains("What it needs"), "{screen}");
+    assert!(
+        screen.contains("What it needs") && screen.contains("Press f to start"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
+    use gptdash::train::finetune::{EpochMetrics, Evaluation};
+    use gptdash::worker::FinetuneInfo;
+    let mut app = App::new(Settings::default());
+    app.tab = Tab::Classify;
+    app.update(Msg::Worker(Event::FinetuneStarted(FinetuneInfo {
+        source: "train.tsv".into(),
+        train_examples: 960,
+        val_examples: 240,
+        train_positive: 0.554,
+        val_positive: 0.554,
+        epochs: 5,
+    })));
+    for e in 1..=3 {
+        app.update(Msg::Worker(Event::FinetuneEpoch(EpochMetrics {
+            epoch: e,
+            train_loss: 0.7 - 0.1 * e as f64,
+            train_acc: 0.6 + 0.05 * e as f64,
+            val_loss: 0.65 - 0.05 * e as f64,
+            val_acc: 0.7 + 0.03 * e as f64,
+            secs: 2.0,
+        })));
+    }
+    let val = Evaluation {
+        loss: 0.5,
+        acc: 0.8125,
+        confusion: [[90, 18], [27, 105]],
+    };
+    app.update(Msg::Worker(Event::FinetuneDone {
+        best_epoch: 3,
+        val,
+        path: "checkpoints/classifier-sst2".into(),
+    }));
+    app.update(Msg::Worker(Event::Classified {
+        text: "a joy".into(),
+        p_positive: 0.93,
+    }));
+    let screen = render(&app, 140, 40);
+    for needle in [
+        "accuracy per epoch",
+        "loss per epoch",
+        "best epoch 3",
+        "train 960 (55.4% pos.)",
+        "negative    90     18",
+        "positive    27    105",
+        "P(positive) = 0.930",
+        "positive: a joy",
+    ] {
+        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
+    }
+    // 0.812 in block digits: the top rows of 0 . 8 1 2, and the bottom row with the point.
+    assert!(screen.contains("███     ███  █  ███"), "{screen}");
+    assert!(screen.contains("███  █  ███ ███ ███"), "{screen}");
 }

@@ -1,9 +1,10 @@
 //! The worker protocol with a tiny model: commands in, the expected events out.
 use std::time::{Duration, Instant};
 
+use gptdash::config::FinetuneSettings;
 use gptdash::config::Settings;
 use gptdash::generate::GenerateOptions;
-use gptdash::worker::{spawn, Command, Event, WorkerHandle, WorkerState};
+use gptdash::worker::{spawn, spawn_with_output, Command, Event, WorkerHandle, WorkerState};
 
 fn tiny_settings(dir: &std::path::Path) -> Settings {
     let corpus = dir.join("tiny.txt");
@@ -175,11 +176,21 @@ fn errors_arrive_as_events_and_the_worker_survives() {
         "Error for save without a model",
         |e| matches!(e, Event::Error(m) if m.contains("nothing to save")),
     );
-    w.commands.send(Command::StartFinetune).unwrap();
+    w.commands
+        .send(Command::StartFinetune(Box::default()))
+        .unwrap();
     wait_for(
         &w,
         "Error for fine-tuning",
-        |e| matches!(e, Event::Error(m) if m.contains("fine-tuning")),
+        |e| matches!(e, Event::Error(m) if m.contains("no model to fine-tune")),
+    );
+    w.commands
+        .send(Command::ClassifyText("fine".into()))
+        .unwrap();
+    wait_for(
+        &w,
+        "Error for classify",
+        |e| matches!(e, Event::Error(m) if m.contains("no classifier yet")),
     );
 
     // Still alive: a good run starts.
@@ -188,5 +199,72 @@ fn errors_arrive_as_events_and_the_worker_survives() {
         .send(Command::Start(Box::new(tiny_settings(dir.path()))))
         .unwrap();
     wait_for(&w, "a step", |e| matches!(e, Event::Step(_)));
+    w.shutdown();
+}
+
+#[test]
+fn fine_tunes_the_trained_model_live_and_classifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = spawn_with_output(d.join("out")).unwrap();
+    let mut settings = tiny_settings(d);
+    settings.train.max_iters = 20;
+    w.commands.send(Command::Start(Box::new(settings))).unwrap();
+    wait_for(&w, "Finished", |e| {
+        *e == Event::State(WorkerState::Finished)
+    });
+
+    let mut tsv = String::from("sentence\tlabel\n");
+    for i in 0..30 {
+        tsv.push_str(if i % 2 == 0 {
+            "The cat sat. \t1\n"
+        } else {
+            "A dog ran. \t0\n"
+        });
+    }
+    std::fs::write(d.join("train.tsv"), tsv).unwrap();
+    let finetune = FinetuneSettings {
+        sst2: d.join("train.tsv").display().to_string(),
+        samples: 30,
+        epochs: 2,
+        batch_size: 4,
+        learning_rate: 3e-3,
+        ..Default::default()
+    };
+    w.commands
+        .send(Command::StartFinetune(Box::new(finetune)))
+        .unwrap();
+    let (started, _) = wait_for(&w, "FinetuneStarted", |e| {
+        matches!(e, Event::FinetuneStarted(_))
+    });
+    let Event::FinetuneStarted(info) = started else {
+        unreachable!()
+    };
+    assert_eq!((info.train_examples, info.val_examples), (24, 6));
+    assert_eq!(info.val_positive, 0.5);
+    // Generation still answers while fine-tuning.
+    w.commands.send(generate(3)).unwrap();
+    let (_, before) = wait_for(&w, "FinetuneDone", |e| {
+        matches!(e, Event::FinetuneDone { .. })
+    });
+    assert!(
+        before
+            .iter()
+            .any(|e| matches!(e, Event::Generated { request: 3, .. })),
+        "{before:?}"
+    );
+    assert_eq!(
+        before
+            .iter()
+            .filter(|e| matches!(e, Event::FinetuneEpoch(_)))
+            .count(),
+        2
+    );
+    assert!(d.join("out/classifier-sst2/classifier.json").is_file());
+    w.commands
+        .send(Command::ClassifyText("The cat sat.".into()))
+        .unwrap();
+    let (c, _) = wait_for(&w, "Classified", |e| matches!(e, Event::Classified { .. }));
+    assert!(matches!(c, Event::Classified { p_positive, .. } if (0.0..=1.0).contains(&p_positive)));
     w.shutdown();
 }

@@ -181,6 +181,16 @@ pub struct Finetuner {
     pub history: Vec<EpochMetrics>,
     best: Option<(usize, f64, Evaluation, BTreeMap<String, Tensor>)>,
     epochs_since_best: usize,
+    progress: Option<EpochProgress>,
+}
+
+/// Where the current epoch stands.
+struct EpochProgress {
+    order: Vec<usize>,
+    next: usize,
+    loss_sum: f64,
+    correct: usize,
+    start: Instant,
 }
 
 impl Finetuner {
@@ -222,6 +232,7 @@ impl Finetuner {
             history: Vec::new(),
             best: None,
             epochs_since_best: 0,
+            progress: None,
         })
     }
 
@@ -232,29 +243,64 @@ impl Finetuner {
 
     /// One pass over the training examples (seeded order), then validation.
     pub fn run_epoch(&mut self) -> Result<EpochMetrics> {
-        let start = Instant::now();
-        let device = self.loaded.model.device();
-        let mut order: Vec<usize> = (0..self.train.len()).collect();
-        SplitMix64::new(mix(self.options.seed, self.epoch as u64)).shuffle(&mut order);
-        tch::manual_seed((mix(self.options.seed, 1000 + self.epoch as u64) >> 1) as i64);
-        let (mut loss_sum, mut correct) = (0.0, 0usize);
-        for chunk in order.chunks(self.options.batch_size) {
-            let refs: Vec<&Example> = chunk.iter().map(|&i| &self.train[i]).collect();
-            let (ids, lengths, labels) = batch_tensors(&refs, device);
-            self.optimizer.zero_grad();
-            let logits = self.loaded.model.classify(&ids, &lengths, true);
-            let loss = logits.cross_entropy_for_logits(&labels);
-            loss.f_backward()
-                .map_err(|e| anyhow!("backward pass failed: {e}"))?;
-            let _ = self.optimizer.clip_grad_norm(1.0);
-            self.optimizer.step(self.options.learning_rate);
-            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&labels)
-                .sum(Kind::Int64)
-                .int64_value(&[]) as usize;
+        loop {
+            if let Some(m) = self.step()? {
+                return Ok(m);
+            }
         }
+    }
+
+    /// Trains on one batch; at the end of an epoch validates and returns its metrics.
+    /// (The dashboard's worker calls this, so commands are answered between batches.)
+    pub fn step(&mut self) -> Result<Option<EpochMetrics>> {
+        let progress = self.progress.get_or_insert_with(|| {
+            let mut order: Vec<usize> = (0..self.train.len()).collect();
+            SplitMix64::new(mix(self.options.seed, self.epoch as u64)).shuffle(&mut order);
+            tch::manual_seed((mix(self.options.seed, 1000 + self.epoch as u64) >> 1) as i64);
+            EpochProgress {
+                order,
+                next: 0,
+                loss_sum: 0.0,
+                correct: 0,
+                start: Instant::now(),
+            }
+        });
+        let device = self.loaded.model.device();
+        let end = (progress.next + self.options.batch_size).min(progress.order.len());
+        let refs: Vec<&Example> = progress.order[progress.next..end]
+            .iter()
+            .map(|&i| &self.train[i])
+            .collect();
+        progress.next = end;
+        let (ids, lengths, labels) = batch_tensors(&refs, device);
+        self.optimizer.zero_grad();
+        let logits = self.loaded.model.classify(&ids, &lengths, true);
+        let loss = logits.cross_entropy_for_logits(&labels);
+        loss.f_backward()
+            .map_err(|e| anyhow!("backward pass failed: {e}"))?;
+        let _ = self.optimizer.clip_grad_norm(1.0);
+        self.optimizer.step(self.options.learning_rate);
+        progress.loss_sum += loss.double_value(&[]) * refs.len() as f64;
+        progress.correct += logits
+            .argmax(-1, false)
+            .eq_tensor(&labels)
+            .sum(Kind::Int64)
+            .int64_value(&[]) as usize;
+        if progress.next < progress.order.len() {
+            return Ok(None);
+        }
+        let EpochProgress {
+            loss_sum,
+            correct,
+            start,
+            ..
+        } = self.progress.take().unwrap_or(EpochProgress {
+            order: Vec::new(),
+            next: 0,
+            loss_sum: 0.0,
+            correct: 0,
+            start: Instant::now(),
+        });
         self.epoch += 1;
         let val = evaluate(
             &self.loaded.model,
@@ -290,7 +336,7 @@ impl Finetuner {
             self.epochs_since_best += 1;
         }
         self.history.push(metrics);
-        Ok(metrics)
+        Ok(Some(metrics))
     }
 
     /// Puts the best epoch's weights back; returns that epoch and its validation result.

@@ -302,6 +302,17 @@ impl LmTrainer {
         }
     }
 
+    /// The trained model and tokenizer, without the optimizer and data (for fine-tuning).
+    pub fn into_loaded(self) -> checkpoint::LoadedModel {
+        let config = self.checkpoint_config();
+        checkpoint::LoadedModel {
+            vs: self.vs,
+            model: self.model,
+            tokenizer: self.tokenizer,
+            config,
+        }
+    }
+
     /// Writes a complete training checkpoint to `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         checkpoint::write_atomically(dir, |tmp| {

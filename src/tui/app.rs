@@ -6,8 +6,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::config::{Settings, PRESETS};
 use crate::generate::{GenerateOptions, Generation};
+use crate::train::finetune::{EpochMetrics, Evaluation};
 use crate::train::lm::StepMetrics;
-use crate::worker::{Command, Event, RunInfo, WorkerState};
+use crate::worker::{Command, Event, FinetuneInfo, RunInfo, WorkerState};
 
 /// Longest loss history kept; beyond it neighbouring points are merged (averaged), so
 /// memory stays bounded while the chart still covers the whole run.
@@ -128,6 +129,15 @@ pub struct GenerateTab {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClassifyTab {
+    pub info: Option<FinetuneInfo>,
+    pub epochs: Vec<EpochMetrics>,
+    /// Best epoch, its validation result and where the classifier was saved.
+    pub done: Option<(usize, Evaluation, String)>,
+    /// The sentence to classify.
+    pub input: String,
+    pub editing: bool,
+    /// The last sentence classified and its P(positive).
+    pub last: Option<(String, f64)>,
     pub message: Option<String>,
 }
 
@@ -205,7 +215,7 @@ impl App {
         match self.tab {
             Tab::Generate => self.generate.editing,
             Tab::Train => self.train.input.is_some(),
-            Tab::Classify => false,
+            Tab::Classify => self.classify.editing,
         }
     }
 
@@ -307,6 +317,40 @@ impl App {
                 }
                 self.log(format!("generate: {error}"));
             }
+            Event::FinetuneStarted(info) => {
+                self.log(format!(
+                    "fine-tuning on {}: train {} ({:.1}% positive), validation {} ({:.1}% positive)",
+                    info.source,
+                    info.train_examples,
+                    100.0 * info.train_positive,
+                    info.val_examples,
+                    100.0 * info.val_positive
+                ));
+                self.classify.info = Some(info);
+                self.classify.epochs.clear();
+                self.classify.done = None;
+                self.classify.message = None;
+            }
+            Event::FinetuneEpoch(m) => {
+                self.log(format!(
+                    "epoch {}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3}",
+                    m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc
+                ));
+                self.classify.epochs.push(m);
+            }
+            Event::FinetuneDone {
+                best_epoch,
+                val,
+                path,
+            } => {
+                self.log(format!(
+                    "fine-tuning done: best epoch {best_epoch}, validation accuracy {:.4}; saved to {}",
+                    val.acc,
+                    path.display()
+                ));
+                self.classify.done = Some((best_epoch, val, path.display().to_string()));
+            }
+            Event::Classified { text, p_positive } => self.classify.last = Some((text, p_positive)),
             Event::Log(line) => self.log(line),
             Event::Error(e) => {
                 self.log(format!("error: {e}"));
@@ -398,7 +442,7 @@ impl App {
             KeyCode::Char(' ') => match state {
                 WorkerState::Training => vec![Command::Pause],
                 WorkerState::Paused => vec![Command::Resume],
-                WorkerState::Preparing => Vec::new(),
+                WorkerState::Preparing | WorkerState::FineTuning => Vec::new(),
                 WorkerState::Idle | WorkerState::Finished | WorkerState::Loaded => {
                     vec![Command::Start(Box::new(self.run_settings()))]
                 }
@@ -600,8 +644,38 @@ impl App {
     }
 
     fn classify_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let c = &mut self.classify;
+        if c.editing {
+            match key.code {
+                KeyCode::Enter => {
+                    let text = c.input.trim().to_string();
+                    if !text.is_empty() {
+                        return vec![Command::ClassifyText(text)];
+                    }
+                }
+                KeyCode::Esc => c.editing = false,
+                KeyCode::Backspace => {
+                    c.input.pop();
+                }
+                KeyCode::Char(ch) => c.input.push(ch),
+                _ => {}
+            }
+            return Vec::new();
+        }
         match key.code {
-            KeyCode::Char('f') => vec![Command::StartFinetune],
+            KeyCode::Char('f') => vec![Command::StartFinetune(Box::new(
+                self.settings.finetune.clone(),
+            ))],
+            KeyCode::Char(' ') => match self.train.state {
+                WorkerState::FineTuning => vec![Command::Pause],
+                WorkerState::Paused => vec![Command::Resume],
+                _ => Vec::new(),
+            },
+            KeyCode::Char('x') => vec![Command::Stop],
+            KeyCode::Char('i') | KeyCode::Char('/') | KeyCode::Enter => {
+                c.editing = true;
+                Vec::new()
+            }
             _ => Vec::new(),
         }
     }
@@ -941,11 +1015,65 @@ mod tests {
     }
 
     #[test]
-    fn classify_tab_asks_the_worker_and_shows_its_answer() {
+    fn classify_tab_fine_tunes_and_classifies() {
         let mut a = app();
         a.update(ch('3'));
-        assert_eq!(a.update(ch('f')), vec![Command::StartFinetune]);
+        assert_eq!(
+            a.update(ch('f')),
+            vec![Command::StartFinetune(Box::new(
+                a.settings.finetune.clone()
+            ))]
+        );
         a.update(Msg::Worker(Event::Error("needs SST-2".into())));
         assert_eq!(a.classify.message.as_deref(), Some("needs SST-2"));
+        a.update(Msg::Worker(Event::FinetuneStarted(FinetuneInfo {
+            source: "train.tsv".into(),
+            train_examples: 960,
+            val_examples: 240,
+            train_positive: 0.55,
+            val_positive: 0.55,
+            epochs: 10,
+        })));
+        assert!(a.classify.message.is_none());
+        let m = EpochMetrics {
+            epoch: 1,
+            train_loss: 0.6,
+            train_acc: 0.6,
+            val_loss: 0.55,
+            val_acc: 0.7,
+            secs: 3.0,
+        };
+        a.update(Msg::Worker(Event::FinetuneEpoch(m)));
+        assert_eq!(a.classify.epochs, vec![m]);
+        let val = Evaluation {
+            loss: 0.5,
+            acc: 0.8,
+            confusion: [[90, 18], [30, 102]],
+        };
+        a.update(Msg::Worker(Event::FinetuneDone {
+            best_epoch: 1,
+            val,
+            path: "checkpoints/classifier-sst2".into(),
+        }));
+        assert_eq!(a.classify.done.as_ref().map(|d| d.0), Some(1));
+        a.update(Msg::Worker(Event::State(WorkerState::FineTuning)));
+        assert_eq!(a.update(ch(' ')), vec![Command::Pause]);
+        assert_eq!(a.update(ch('x')), vec![Command::Stop]);
+        a.update(ch('i'));
+        assert!(a.typing());
+        for c in "great fun".chars() {
+            a.update(ch(c));
+        }
+        assert_eq!(
+            a.update(key(KeyCode::Enter)),
+            vec![Command::ClassifyText("great fun".into())]
+        );
+        a.update(Msg::Worker(Event::Classified {
+            text: "great fun".into(),
+            p_positive: 0.9,
+        }));
+        assert_eq!(a.classify.last, Some(("great fun".into(), 0.9)));
+        a.update(key(KeyCode::Esc));
+        assert!(!a.typing());
     }
 }

@@ -1,38 +1,58 @@
-//! The Classify tab: sentiment fine-tuning (its engine is a later issue; until then the
-//! tab says what it needs).
-use ratatui::layout::Rect;
-use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+//! The Classify tab: SST-2 fine-tuning live (per-epoch loss and accuracy), the
+//! validation accuracy in large type, the confusion matrix, and a sentence box.
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::tui::app::App;
 use crate::tui::theme;
 
 pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
+    let [top, bottom] = Layout::vertical([Constraint::Min(10), Constraint::Length(6)]).areas(area);
+    let [charts, side] =
+        Layout::horizontal([Constraint::Min(40), Constraint::Length(44)]).areas(top);
+    let [loss, acc] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+    if app.classify.epochs.is_empty() {
+        draw_intro(frame, app, charts);
+    } else {
+        draw_curves(frame, app, loss, true);
+        draw_curves(frame, app, acc, false);
+    }
+    draw_summary(frame, app, side);
+    draw_sentence(frame, app, bottom);
+}
+
+fn draw_intro(frame: &mut Frame, app: &App, area: Rect) {
+    let f = &app.settings.finetune;
     let mut lines = vec![
         Line::styled("Sentiment fine-tuning on SST-2", theme::title()),
         Line::from(""),
         Line::from(
-            "Turns the language model into a classifier: the first 1200 SST-2 training sentences,",
-        ),
-        Line::from(
-            "a stratified 960/240 train/validation split, per-epoch loss and accuracy, a confusion",
-        ),
-        Line::from("matrix and a box that classifies any sentence with P(positive)."),
-        Line::from(""),
-        Line::styled("What it needs", theme::title()),
-        Line::from(
-            "  • a trained model: train one on the Train tab (a larger corpus helps, e.g. the SST",
-        ),
-        Line::from("    train sentences), or load a checkpoint"),
-        Line::from(
-            "  • SST-2 data: train.tsv (GLUE) or the Hugging Face parquet files, or the hub",
-        ),
-        Line::from(
-            "  • the fine-tuning engine, which arrives with `gptdash finetune` (not in this build)",
+            "Turns the model on the Train tab (or a loaded checkpoint) into a classifier that reads the hidden \
+             state of each sentence's last token. The first SST-2 training sentences are split, stratified, into \
+             train and validation; the best epoch (by validation loss) is kept.",
         ),
         Line::from(""),
-        Line::from("Press f to ask the worker to start fine-tuning."),
+        Line::from(format!(
+            "settings ([finetune] in config.toml): data {}, {} samples, validation {:.0}%, {} epochs, lr {:.0e}, batch {}",
+            f.sst2,
+            f.samples,
+            100.0 * f.val_fraction,
+            f.epochs,
+            f.learning_rate,
+            f.batch_size
+        )),
+        Line::from(""),
+        Line::from(
+            "What it needs: a model (train one, or press o on the Train tab to load a checkpoint) and SST-2 \
+             (\"hub\" fetches nyu-mll/glue; a path reads train.tsv or the Hugging Face parquet files).",
+        ),
+        Line::from(""),
+        Line::styled("Press f to start.", theme::key()),
     ];
     if let Some(message) = &app.classify.message {
         lines.push(Line::from(""));
@@ -44,4 +64,232 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
             .block(Block::default().borders(Borders::ALL).title(" Classify ")),
         area,
     );
+}
+
+fn draw_curves(frame: &mut Frame, app: &App, area: Rect, loss: bool) {
+    let epochs = &app.classify.epochs;
+    let pick = |f: fn(&crate::train::finetune::EpochMetrics) -> f64| -> Vec<(f64, f64)> {
+        epochs.iter().map(|m| (m.epoch as f64, f(m))).collect()
+    };
+    let (train, val, title) = if loss {
+        (
+            pick(|m| m.train_loss),
+            pick(|m| m.val_loss),
+            " loss per epoch ",
+        )
+    } else {
+        (
+            pick(|m| m.train_acc),
+            pick(|m| m.val_acc),
+            " accuracy per epoch ",
+        )
+    };
+    let max_x = app
+        .classify
+        .info
+        .as_ref()
+        .map(|i| i.epochs as f64)
+        .unwrap_or(1.0)
+        .max(epochs.len() as f64)
+        .max(1.0);
+    let values = train.iter().chain(val.iter()).map(|p| p.1);
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (lo, hi) = if loss {
+        (0.0, (hi * 1.1).max(0.1))
+    } else {
+        ((lo - 0.05).max(0.0), (hi + 0.05).min(1.0))
+    };
+    let datasets = vec![
+        Dataset::default()
+            .name("train")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(theme::TRAIN_LOSS))
+            .data(&train),
+        Dataset::default()
+            .name("validation")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(theme::TEST_LOSS))
+            .data(&val),
+    ];
+    let chart = Chart::new(datasets)
+        .block(Block::default().borders(Borders::ALL).title(title))
+        .x_axis(
+            Axis::default()
+                .bounds([1.0, max_x])
+                .labels(vec![Span::raw("1"), Span::raw(format!("{max_x:.0}"))])
+                .style(theme::muted()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([lo, hi])
+                .labels(vec![
+                    Span::raw(format!("{lo:.2}")),
+                    Span::raw(format!("{hi:.2}")),
+                ])
+                .style(theme::muted()),
+        );
+    frame.render_widget(chart, area);
+}
+
+/// Digits three cells wide and five high, for the validation accuracy.
+fn big_text(text: &str) -> Vec<String> {
+    const GLYPHS: [(char, [&str; 5]); 12] = [
+        ('0', ["███", "█ █", "█ █", "█ █", "███"]),
+        ('1', [" █ ", "██ ", " █ ", " █ ", "███"]),
+        ('2', ["███", "  █", "███", "█  ", "███"]),
+        ('3', ["███", "  █", "███", "  █", "███"]),
+        ('4', ["█ █", "█ █", "███", "  █", "  █"]),
+        ('5', ["███", "█  ", "███", "  █", "███"]),
+        ('6', ["███", "█  ", "███", "█ █", "███"]),
+        ('7', ["███", "  █", "  █", "  █", "  █"]),
+        ('8', ["███", "█ █", "███", "█ █", "███"]),
+        ('9', ["███", "█ █", "███", "  █", "███"]),
+        ('.', ["   ", "   ", "   ", "   ", " █ "]),
+        ('%', ["█ █", "  █", " █ ", "█  ", "█ █"]),
+    ];
+    let mut rows = vec![String::new(); 5];
+    for c in text.chars() {
+        if let Some((_, glyph)) = GLYPHS.iter().find(|(g, _)| *g == c) {
+            for (row, part) in rows.iter_mut().zip(glyph) {
+                row.push_str(part);
+                row.push(' ');
+            }
+        }
+    }
+    rows
+}
+
+fn draw_summary(frame: &mut Frame, app: &App, area: Rect) {
+    let c = &app.classify;
+    let mut lines = Vec::new();
+    let shown = c
+        .done
+        .as_ref()
+        .map(|d| (d.1.acc, format!("best epoch {}", d.0)))
+        .or_else(|| {
+            c.epochs
+                .iter()
+                .map(|m| m.val_acc)
+                .reduce(f64::max)
+                .map(|a| (a, "best so far".to_string()))
+        });
+    match shown {
+        Some((acc, label)) => {
+            lines.push(Line::styled(
+                format!("validation accuracy ({label})"),
+                theme::muted(),
+            ));
+            for row in big_text(&format!("{acc:.3}")) {
+                lines.push(Line::styled(row, theme::title()));
+            }
+        }
+        None => lines.push(Line::styled(
+            "validation accuracy appears after the first epoch",
+            theme::muted(),
+        )),
+    }
+    lines.push(Line::from(""));
+    if let Some(info) = &c.info {
+        lines.push(Line::from(format!(
+            "train {} ({:.1}% pos.)",
+            info.train_examples,
+            100.0 * info.train_positive
+        )));
+        lines.push(Line::from(format!(
+            "validation {} ({:.1}% pos.)",
+            info.val_examples,
+            100.0 * info.val_positive
+        )));
+        lines.push(Line::from(format!(
+            "epoch {} of {}",
+            c.epochs.len(),
+            info.epochs
+        )));
+    }
+    if let Some((_, eval, path)) = &c.done {
+        let m = eval.confusion;
+        lines.push(Line::from(""));
+        lines.push(Line::styled(
+            "confusion (rows: true, cols: predicted)",
+            theme::muted(),
+        ));
+        lines.push(Line::from("            neg    pos"));
+        lines.push(Line::from(format!(
+            "  negative {:>5}  {:>5}",
+            m[0][0], m[0][1]
+        )));
+        lines.push(Line::from(format!(
+            "  positive {:>5}  {:>5}",
+            m[1][0], m[1][1]
+        )));
+        lines.push(Line::styled(format!("saved to {path}"), theme::muted()));
+    }
+    if let Some(message) = &c.message {
+        if !c.epochs.is_empty() {
+            lines.push(Line::styled(message.clone(), theme::error()));
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" result ")),
+        area,
+    );
+}
+
+fn draw_sentence(frame: &mut Frame, app: &App, area: Rect) {
+    let c = &app.classify;
+    let [input, result] =
+        Layout::vertical([Constraint::Length(3), Constraint::Length(3)]).areas(area);
+    let style = if c.editing {
+        theme::key()
+    } else {
+        theme::muted()
+    };
+    let text = if c.editing {
+        format!("{}█", c.input)
+    } else {
+        c.input.clone()
+    };
+    frame.render_widget(
+        Paragraph::new(text).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(style)
+                .title(" sentence (i to type, Enter classifies) "),
+        ),
+        input,
+    );
+    match &c.last {
+        Some((text, p)) => {
+            let label = if *p >= 0.5 { "positive" } else { "negative" };
+            frame.render_widget(
+                Gauge::default()
+                    .block(
+                        Block::default()
+                            .borders(Borders::ALL)
+                            .title(format!(" {label}: {text} ")),
+                    )
+                    .gauge_style(Style::default().fg(if *p >= 0.5 {
+                        ratatui::style::Color::Green
+                    } else {
+                        ratatui::style::Color::Red
+                    }))
+                    .ratio(p.clamp(0.0, 1.0))
+                    .label(format!("P(positive) = {p:.3}")),
+                result,
+            );
+        }
+        None => frame.render_widget(
+            Paragraph::new(Line::styled(
+                "P(positive) shows here once a classifier exists",
+                theme::muted(),
+            ))
+            .alignment(Alignment::Left)
+            .block(Block::default().borders(Borders::ALL)),
+            result,
+        ),
+    }
 }

@@ -38,7 +38,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("m / k K / r", "greedy↔sample / top-k − + / next seed"),
     ("", ""),
     ("Classify", ""),
-    ("f", "start fine-tuning on SST-2"),
+    (
+        "f",
+        "fine-tune the current model on SST-2 ([finetune] in config.toml)",
+    ),
+    ("space / x", "pause or resume / stop (keeps the best epoch)"),
+    ("i, Enter", "type a sentence; Enter shows P(positive)"),
 ];
 
 pub fn draw(frame: &mut Frame, area: Rect) {

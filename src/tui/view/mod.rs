@@ -63,7 +63,8 @@ fn state_label(state: WorkerState) -> &'static str {
         WorkerState::Training => "training",
         WorkerState::Paused => "paused",
         WorkerState::Finished => "finished",
-        WorkerState::Loaded => "checkpoint loaded",
+        WorkerState::Loaded => "model loaded",
+        WorkerState::FineTuning => "fine-tuning",
     }
 }
 
@@ -117,7 +118,15 @@ fn key_hints(app: &App) -> Line<'static> {
             ("k/K", "top-k"),
             ("r", "seed"),
         ],
-        Tab::Classify => &[("f", "fine-tune"), ("1/2", "other tabs")],
+        Tab::Classify if app.classify.editing => {
+            &[("Enter", "classify"), ("Esc", "leave the text box")]
+        }
+        Tab::Classify => &[
+            ("f", "fine-tune on SST-2"),
+            ("space", "pause/resume"),
+            ("x", "stop"),
+            ("i", "classify a sentence"),
+        ],
     };
     let mut spans = Vec::new();
     for (k, what) in hints {
