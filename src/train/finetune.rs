@@ -95,7 +95,10 @@ impl Encoder<'_> {
         if ids.is_empty() {
             bail!("{sentence:?} encodes to no tokens");
         }
-        ids.truncate(self.block_size);
+        // Framed as in pretraining: the closing <|endoftext|> is the last real token, the
+        // position that has read the whole sentence (GPT-1's "extract" token).
+        ids.truncate(self.block_size - usize::from(self.prefix.is_some()));
+        ids.extend(self.prefix);
         Ok(ids)
     }
 
