@@ -78,31 +78,37 @@ impl CausalSelfAttention {
         }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        // [batch, time, channels], guaranteed by the caller.
+    /// Queries, keys and values `[batch, heads, time, head_dim]` of `x` `[batch, time, channels]`.
+    fn heads(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let size = x.size();
-        let (b, t, c) = (size[0], size[1], size[2]);
+        let (b, t) = (size[0], size[1]);
         let head_dim = self.n_embd / self.n_head;
         let qkv = self.c_attn.forward(x).split(self.n_embd, 2);
-        let heads = |z: &Tensor| z.view([b, t, self.n_head, head_dim]).transpose(1, 2);
-        let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+        let split = |z: &Tensor| z.view([b, t, self.n_head, head_dim]).transpose(1, 2);
+        (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]))
+    }
+
+    /// Joins the heads of `y` `[batch, heads, time, head_dim]` and projects them back.
+    fn merge(&self, y: &Tensor) -> Tensor {
+        let size = y.size();
+        let (b, t) = (size[0], size[2]);
+        self.c_proj
+            .forward(&y.transpose(1, 2).contiguous().view([b, t, self.n_embd]))
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let (q, k, v) = self.heads(x);
         let p = if train { self.dropout } else { 0.0 };
         let y =
             Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None, false);
-        let y = y.transpose(1, 2).contiguous().view([b, t, c]);
-        self.c_proj.forward(&y).dropout(self.dropout, train)
+        self.merge(&y).dropout(self.dropout, train)
     }
 
     /// Inference with a key/value cache: `x` holds the new positions only. With an empty
     /// cache any number of positions (causal); with a filled cache exactly one, which
     /// attends to every cached position.
     fn forward_cached(&self, x: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Tensor {
-        let size = x.size();
-        let (b, t, c) = (size[0], size[1], size[2]);
-        let head_dim = self.n_embd / self.n_head;
-        let qkv = self.c_attn.forward(x).split(self.n_embd, 2);
-        let heads = |z: &Tensor| z.view([b, t, self.n_head, head_dim]).transpose(1, 2);
-        let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+        let (q, k, v) = self.heads(x);
         let (k, v, causal) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2), false),
             None => (k, v, true),
@@ -118,8 +124,7 @@ impl CausalSelfAttention {
             false,
         );
         *cache = Some((k, v));
-        let y = y.transpose(1, 2).contiguous().view([b, t, c]);
-        self.c_proj.forward(&y)
+        self.merge(&y)
     }
 }
 
