@@ -161,7 +161,7 @@ pub fn generate_from(
     if prompt_ids.is_empty() {
         bail!("the prompt is empty");
     }
-    let device = model_device(model);
+    let device = model.device();
     let vocab = model.config.vocab_size;
     let block = model.config.block_size as usize;
     let grid = options.grid.min(vocab as usize);
@@ -256,10 +256,6 @@ pub fn generate_from(
         mean_logprob,
         perplexity: (-mean_logprob).exp(),
     })
-}
-
-fn model_device(model: &Gpt) -> Device {
-    model.device()
 }
 
 fn ids_tensor(ids: &[i64], device: Device) -> Tensor {

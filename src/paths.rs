@@ -12,11 +12,6 @@ pub fn config_dir() -> Option<PathBuf> {
     project_dirs().map(|d| d.config_dir().to_path_buf())
 }
 
-/// Per-user cache (e.g. `~/.cache/gptdash`): the libtorch virtualenv lives here.
-pub fn cache_dir() -> Option<PathBuf> {
-    project_dirs().map(|d| d.cache_dir().to_path_buf())
-}
-
 /// Per-user data (e.g. `~/.local/share/gptdash`): the dashboard's log file.
 pub fn data_dir() -> Option<PathBuf> {
     project_dirs().map(|d| d.data_dir().to_path_buf())

@@ -1,7 +1,7 @@
 //! `gptdash generate`: text with each token's probability, then the top-N grid.
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use unicode_width::UnicodeWidthStr;
 
@@ -75,7 +75,7 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
     let options = args.options(&settings);
     options.validate()?;
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
-        .context_flag("--device")?;
+        .context("--device")?;
     set_threads(settings.train.threads);
     let loaded = load_model(&args.checkpoint, device)?;
     let options = GenerateOptions {
@@ -96,16 +96,6 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
         )
     };
     super::print_stdout(&text)
-}
-
-trait ContextFlag<T> {
-    fn context_flag(self, flag: &str) -> Result<T>;
-}
-
-impl<T> ContextFlag<T> for Result<T> {
-    fn context_flag(self, flag: &str) -> Result<T> {
-        self.map_err(|e| e.context(flag.to_string()))
-    }
 }
 
 /// `He and I can (0.3781) hold (0.6837) ...`: the prompt, then each token and its probability.

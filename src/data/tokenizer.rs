@@ -158,15 +158,6 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("cannot decode {ids:?}: {e}"))
     }
 
-    /// The raw vocabulary entry of an id (byte-level pieces look like `Ġdog`).
-    pub fn piece(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
-    }
-
-    pub fn inner(&self) -> &Tokenizer {
-        &self.inner
-    }
-
     /// A token as it should be displayed: its text with leading spaces kept, a newline
     /// as `⏎`, a tab as `⇥`, other control characters and bytes that are not valid
     /// UTF-8 on their own as `<0xNN>`. Never fails.

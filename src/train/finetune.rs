@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, LoadedModel};
 use crate::config::DataMode;
@@ -398,33 +398,34 @@ pub fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, Class
     Ok((loaded, info))
 }
 
-/// A fresh LoadedModel from a var store built elsewhere (tests, synthetic runs).
-pub fn loaded_from(
-    vs: nn::VarStore,
-    model: Gpt,
-    tokenizer: TextTokenizer,
-    data_mode: DataMode,
-) -> LoadedModel {
-    let config = CheckpointConfig {
-        format_version: checkpoint::FORMAT_VERSION,
-        model: model.config,
-        eot_id: tokenizer.eot_id(),
-        corpus: "none".into(),
-        data_mode,
-        parameters: crate::model::gpt::parameter_count(&vs),
-    };
-    LoadedModel {
-        vs,
-        model,
-        tokenizer,
-        config,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::gpt::GptConfig;
+    use tch::nn;
+
+    /// A LoadedModel around a freshly built model.
+    fn loaded_from(
+        vs: nn::VarStore,
+        model: Gpt,
+        tokenizer: TextTokenizer,
+        data_mode: DataMode,
+    ) -> LoadedModel {
+        let config = CheckpointConfig {
+            format_version: checkpoint::FORMAT_VERSION,
+            model: model.config,
+            eot_id: tokenizer.eot_id(),
+            corpus: "none".into(),
+            data_mode,
+            parameters: crate::model::gpt::parameter_count(&vs),
+        };
+        LoadedModel {
+            vs,
+            model,
+            tokenizer,
+            config,
+        }
+    }
 
     fn synthetic_rows() -> Vec<Labeled> {
         let good = ["good", "great", "fine", "lovely", "superb", "nice"];

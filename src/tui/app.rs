@@ -406,11 +406,6 @@ impl App {
         }
     }
 
-    /// The settings a new run starts with.
-    pub fn run_settings(&self) -> Settings {
-        self.settings.clone()
-    }
-
     fn train_key(&mut self, key: KeyEvent) -> Vec<Command> {
         if let Some((target, input)) = &mut self.train.input {
             match key.code {
@@ -444,7 +439,7 @@ impl App {
                 WorkerState::Paused => vec![Command::Resume],
                 WorkerState::Preparing | WorkerState::FineTuning => Vec::new(),
                 WorkerState::Idle | WorkerState::Finished | WorkerState::Loaded => {
-                    vec![Command::Start(Box::new(self.run_settings()))]
+                    vec![Command::Start(Box::new(self.settings.clone()))]
                 }
             },
             KeyCode::Char('x') => vec![Command::Stop],
