@@ -183,6 +183,8 @@ pub struct FinetuneSettings {
     pub patience: usize,
     /// Dropout while fine-tuning; unset keeps the model's own.
     pub dropout: Option<f64>,
+    /// Weight of an auxiliary language-modelling loss while fine-tuning; 0 = off.
+    pub lm_weight: f64,
     /// Where SST-2 comes from: `hub`, or a TSV/parquet file or a folder holding them.
     pub sst2: String,
 }
@@ -200,6 +202,7 @@ impl Default for FinetuneSettings {
             seed: 1337,
             patience: 3,
             dropout: None,
+            lm_weight: 0.0,
             sst2: "hub".into(),
         }
     }

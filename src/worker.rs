@@ -488,6 +488,7 @@ impl Worker {
             freeze_body: settings.freeze_body,
             seed: settings.seed,
             patience: settings.patience,
+            lm_weight: settings.lm_weight,
         };
         let Engine::Loaded(loaded) = std::mem::replace(&mut self.engine, Engine::Empty) else {
             anyhow::bail!("the model went away while fine-tuning was being set up");

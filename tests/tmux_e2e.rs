@@ -97,7 +97,7 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
     tmux.wait_for("1 Train", 20);
 
     tmux.keys(&["Space"]);
-    let screen = tmux.wait_for("200 / 200", 240);
+    let screen = tmux.wait_for("200 / 200", 400);
     assert!(screen.contains("test loss"), "{screen}");
     assert!(
         screen.contains("cpu (") || screen.contains("cuda"),

@@ -49,6 +49,9 @@ pub struct FinetuneArgs {
     /// Train the classifier head only.
     #[arg(long)]
     pub freeze_body: bool,
+    /// Weight of an auxiliary language-modelling loss while fine-tuning (0 = off).
+    #[arg(long, value_parser = super::non_negative_f64)]
+    pub lm_weight: Option<f64>,
     /// Epochs without a better validation loss before stopping (0 = never).
     #[arg(long)]
     pub patience: Option<usize>,
@@ -99,6 +102,7 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
         freeze_body: args.freeze_body || f.freeze_body,
         seed: args.seed.unwrap_or(f.seed),
         patience: args.patience.unwrap_or(f.patience),
+        lm_weight: args.lm_weight.unwrap_or(f.lm_weight),
     };
     let dropout = args.dropout.or(f.dropout);
     if dropout.is_some_and(|d| d >= 1.0) {

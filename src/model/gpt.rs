@@ -302,6 +302,11 @@ impl Gpt {
         self.lm_head.forward(&self.hidden(idx, train))
     }
 
+    /// Next-token logits `[batch, time, vocab]` from hidden states.
+    pub fn lm_logits(&self, h: &Tensor) -> Tensor {
+        self.lm_head.forward(h)
+    }
+
     /// Inference: logits `[batch, vocab]` of the last position only (the LM head runs on
     /// one position, as nanoGPT does at generation time).
     pub fn forward_last(&self, idx: &Tensor) -> Tensor {
@@ -356,7 +361,11 @@ impl Gpt {
     /// causal model never lets that position see the padding, so the amount of padding
     /// cannot change a prediction.
     pub fn classify(&self, idx: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        let h = self.hidden(idx, train);
+        self.classify_hidden(&self.hidden(idx, train), lengths, train)
+    }
+
+    /// [`Gpt::classify`] from hidden states already computed (`[batch, time, n_embd]`).
+    pub fn classify_hidden(&self, h: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let rows = Tensor::arange(h.size()[0], (Kind::Int64, h.device()));
         let last = (lengths.to_device(h.device()) - 1).to_kind(Kind::Int64);
         let pooled = h.index(&[Some(rows), Some(last)]);

@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, LoadedModel};
 use crate::config::DataMode;
+use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::Labeled;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::Gpt;
@@ -30,6 +31,9 @@ pub struct FinetuneOptions {
     pub seed: u64,
     /// Stop after this many epochs without a better validation loss (0 = never).
     pub patience: usize,
+    /// Weight of an auxiliary language-modelling loss on the same sentences (GPT-1's
+    /// fine-tuning objective); 0 trains the classifier alone.
+    pub lm_weight: f64,
 }
 
 /// A tokenised sentence and its label.
@@ -130,6 +134,19 @@ fn batch_tensors(examples: &[&Example], device: Device) -> (Tensor, Tensor, Tens
         Tensor::from_slice(&lengths).to_device(device),
         Tensor::from_slice(&labels).to_device(device),
     )
+}
+
+/// Next-token targets of right-padded rows, [`IGNORE_INDEX`] past each row's end.
+fn lm_targets(examples: &[&Example], device: Device) -> Tensor {
+    let cols = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let mut targets = vec![IGNORE_INDEX; examples.len() * cols];
+    for (r, e) in examples.iter().enumerate() {
+        let n = e.ids.len() - 1;
+        targets[r * cols..r * cols + n].copy_from_slice(&e.ids[1..]);
+    }
+    Tensor::from_slice(&targets)
+        .view([examples.len() as i64, cols as i64])
+        .to_device(device)
 }
 
 /// Loss, accuracy and confusion matrix of `model` on `examples` (no dropout, no gradients).
@@ -277,8 +294,14 @@ impl Finetuner {
         progress.next = end;
         let (ids, lengths, labels) = batch_tensors(&refs, device);
         self.optimizer.zero_grad();
-        let logits = self.loaded.model.classify(&ids, &lengths, true);
-        let loss = logits.cross_entropy_for_logits(&labels);
+        let model = &self.loaded.model;
+        let hidden = model.hidden(&ids, true);
+        let logits = model.classify_hidden(&hidden, &lengths, true);
+        let mut loss = logits.cross_entropy_for_logits(&labels);
+        if self.options.lm_weight > 0.0 {
+            let lm = Gpt::lm_loss(&model.lm_logits(&hidden), &lm_targets(&refs, device));
+            loss = &loss + lm * self.options.lm_weight;
+        }
         loss.f_backward()
             .map_err(|e| anyhow!("backward pass failed: {e}"))?;
         let _ = self.optimizer.clip_grad_norm(1.0);
@@ -468,6 +491,7 @@ mod tests {
             freeze_body: false,
             seed: 1,
             patience: 0,
+            lm_weight: 0.0,
         }
     }
 
@@ -531,6 +555,28 @@ mod tests {
                 .unwrap()
         );
         assert!(msg.contains("does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn the_auxiliary_lm_loss_trains_the_lm_head_too() {
+        let _rng = crate::torch_rng_lock();
+        let rows = synthetic_rows();
+        let head = |lm_weight: f64| {
+            let o = FinetuneOptions {
+                epochs: 1,
+                lm_weight,
+                ..options()
+            };
+            let mut f = Finetuner::new(tiny_model(&rows), &rows, &rows[..8], o).unwrap();
+            let before = f.loaded.vs.variables()["lm_head.weight"].copy();
+            f.run_epoch().unwrap();
+            (&f.loaded.vs.variables()["lm_head.weight"] - before)
+                .abs()
+                .max()
+                .double_value(&[])
+        };
+        assert_eq!(head(0.0), 0.0, "without it the LM head gets no gradient");
+        assert!(head(0.5) > 0.0);
     }
 
     #[test]
