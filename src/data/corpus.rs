@@ -253,21 +253,13 @@ impl Examples {
 
     /// The batch for training step `step`: examples in a fresh seeded order each epoch,
     /// computed from the step number alone so a resumed run sees the same batches.
-    pub fn train_batch(&self, step: u64, batch_size: usize, seed: u64) -> Batch {
+    /// `order` keeps the current epoch's permutation between steps.
+    pub fn train_batch(&self, step: u64, batch_size: usize, order: &mut EpochOrder) -> Batch {
         let n = self.rows.len();
         let first = step as usize * batch_size;
-        let mut picked = Vec::with_capacity(batch_size);
-        let mut epoch = usize::MAX;
-        let mut order: Vec<usize> = Vec::new();
-        for k in first..first + batch_size {
-            let e = k / n;
-            if e != epoch {
-                epoch = e;
-                order = (0..n).collect();
-                SplitMix64::new(mix(seed, e as u64)).shuffle(&mut order);
-            }
-            picked.push(&self.rows[order[k % n]]);
-        }
+        let picked: Vec<&Vec<i64>> = (first..first + batch_size)
+            .map(|k| &self.rows[order.indices(k / n, n)[k % n]])
+            .collect();
         Batch::pad(&picked)
     }
 
@@ -283,6 +275,35 @@ impl Examples {
             .take(limit)
             .map(|chunk| Batch::pad(&chunk.iter().collect::<Vec<_>>()))
             .collect()
+    }
+}
+
+/// The seeded permutation of the examples for one epoch, rebuilt only when the epoch
+/// changes (not on every step).
+#[derive(Debug, Clone)]
+pub struct EpochOrder {
+    seed: u64,
+    epoch: Option<usize>,
+    order: Vec<usize>,
+}
+
+impl EpochOrder {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            epoch: None,
+            order: Vec::new(),
+        }
+    }
+
+    /// The order of `n` examples in `epoch`.
+    fn indices(&mut self, epoch: usize, n: usize) -> &[usize] {
+        if self.epoch != Some(epoch) || self.order.len() != n {
+            self.order = (0..n).collect();
+            SplitMix64::new(mix(self.seed, epoch as u64)).shuffle(&mut self.order);
+            self.epoch = Some(epoch);
+        }
+        &self.order
     }
 }
 
@@ -394,14 +415,29 @@ mod tests {
         let ex = Examples {
             rows: (0..10).map(|i| vec![i, i + 1]).collect(),
         };
-        assert_eq!(ex.train_batch(3, 4, 9), ex.train_batch(3, 4, 9));
-        assert_ne!(ex.train_batch(3, 4, 9), ex.train_batch(3, 4, 10));
+        assert_eq!(
+            ex.train_batch(3, 4, &mut EpochOrder::new(9)),
+            ex.train_batch(3, 4, &mut EpochOrder::new(9))
+        );
+        assert_ne!(
+            ex.train_batch(3, 4, &mut EpochOrder::new(9)),
+            ex.train_batch(3, 4, &mut EpochOrder::new(10))
+        );
         // One epoch (steps 0..5 with batch 2) visits every example once.
+        let mut order = EpochOrder::new(1);
         let mut seen: Vec<i64> = (0..5)
-            .flat_map(|s| ex.train_batch(s, 2, 1).inputs)
+            .flat_map(|s| ex.train_batch(s, 2, &mut order).inputs)
             .collect();
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        // A kept order gives the batches a fresh one gives, across epoch boundaries too.
+        let mut kept = EpochOrder::new(5);
+        for step in 0..12 {
+            assert_eq!(
+                ex.train_batch(step, 3, &mut kept),
+                ex.train_batch(step, 3, &mut EpochOrder::new(5))
+            );
+        }
     }
 
     #[test]

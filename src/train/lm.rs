@@ -9,7 +9,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
 use crate::config::Settings;
-use crate::data::corpus::{split_sentences, split_train_test, Batch, Corpus, Examples};
+use crate::data::corpus::{split_sentences, split_train_test, Batch, Corpus, EpochOrder, Examples};
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::resolve_device;
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
@@ -54,6 +54,8 @@ pub struct LmTrainer {
     pub model: Gpt,
     optimizer: AdamW,
     pub train: Examples,
+    /// The training examples' order in the current epoch.
+    order: EpochOrder,
     pub test: Examples,
     pub train_sentences: usize,
     pub test_sentences: usize,
@@ -175,6 +177,7 @@ impl LmTrainer {
             vs,
             model,
             optimizer,
+            order: EpochOrder::new(settings.train.seed),
             train,
             test,
             train_sentences: train_sentences.len(),
@@ -231,7 +234,9 @@ impl LmTrainer {
             t.min_lr,
             t.max_iters,
         );
-        let batch = self.train.train_batch(it, t.batch_size as usize, t.seed);
+        let batch = self
+            .train
+            .train_batch(it, t.batch_size as usize, &mut self.order);
         let (x, y) = self.tensors(&batch);
         tch::manual_seed((mix(t.seed, it) >> 1) as i64);
 
