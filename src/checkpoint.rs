@@ -160,6 +160,14 @@ pub struct LoadedModel {
     pub config: CheckpointConfig,
 }
 
+impl LoadedModel {
+    /// Whether the model was trained on single sentences framed by `<|endoftext|>`
+    /// (gptdash's `sentences` mode), so its inputs should be framed the same way.
+    pub fn frames_sentences(&self) -> bool {
+        self.config.data_mode == DataMode::Sentences && self.tokenizer.eot_id().is_some()
+    }
+}
+
 /// Loads weights and tokenizer of a checkpoint directory onto `device`: a gptdash
 /// checkpoint, or a Hugging Face GPT-2 directory (`config.json`, `model.safetensors`,
 /// `tokenizer.json`).

@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::checkpoint::{load_model, LoadedModel};
 use crate::config::{DataMode, FinetuneSettings, Settings};
-use crate::data::sst2::{self, Split};
+use crate::data::sst2;
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device, set_threads};
 use crate::generate::{encode_prompt, generate_from, GenerateOptions, Generation};
@@ -463,33 +463,9 @@ impl Worker {
         // Until the new run is set up the model stays available for generation.
         self.engine = Engine::Loaded(Box::new(loaded));
         self.set_state(WorkerState::Preparing);
-        let data_dir = if settings.sst2 == "hub" {
-            crate::data::hub::fetch_sst2(false)?
-        } else {
-            PathBuf::from(&settings.sst2)
-        };
-        let file = sst2::locate(&data_dir, Split::Train)?;
-        let mut rows = sst2::read_file(&file)?;
-        if rows.len() < settings.samples {
-            anyhow::bail!(
-                "{} has {} rows, fewer than finetune.samples {}",
-                file.display(),
-                rows.len(),
-                settings.samples
-            );
-        }
-        rows.truncate(settings.samples);
-        let (train, val) = sst2::stratified_split(&rows, settings.val_fraction, settings.seed)?;
-        let options = FinetuneOptions {
-            epochs: settings.epochs,
-            learning_rate: settings.learning_rate,
-            batch_size: settings.batch_size as usize,
-            weight_decay: settings.weight_decay,
-            freeze_body: settings.freeze_body,
-            seed: settings.seed,
-            patience: settings.patience,
-            lm_weight: settings.lm_weight,
-        };
+        let data = sst2::load_protocol(&settings, false)?;
+        let (train, val, file) = (data.train, data.val, data.train_file);
+        let options = FinetuneOptions::from(&settings);
         let Engine::Loaded(loaded) = std::mem::replace(&mut self.engine, Engine::Empty) else {
             anyhow::bail!("the model went away while fine-tuning was being set up");
         };
@@ -565,15 +541,11 @@ impl Worker {
                 &t.tokenizer,
                 t.settings.data.mode == DataMode::Sentences,
             )),
-            Engine::Loaded(l) => Ok((
-                &l.model,
-                &l.tokenizer,
-                l.config.data_mode == DataMode::Sentences,
-            )),
+            Engine::Loaded(l) => Ok((&l.model, &l.tokenizer, l.frames_sentences())),
             Engine::Finetuning(f) => Ok((
                 &f.loaded.model,
                 &f.loaded.tokenizer,
-                f.loaded.config.data_mode == DataMode::Sentences,
+                f.loaded.frames_sentences(),
             )),
             Engine::Empty => anyhow::bail!(
                 "no model yet: start training (space on the Train tab) or load a checkpoint"

@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::checkpoint::load_model_with_dropout;
-use crate::config::Settings;
+use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2::{self, positive_share, Split};
 use crate::device::{device_name, resolve_device, set_threads};
 use crate::train::finetune::{
@@ -77,12 +77,54 @@ fn emit(json_mode: bool, value: serde_json::Value, human: String) {
     }
 }
 
+impl FinetuneArgs {
+    /// Applies the flags on top of the `[finetune]` settings.
+    fn apply(&self, f: &mut FinetuneSettings) {
+        if let Some(v) = self.samples {
+            f.samples = v as usize;
+        }
+        if let Some(v) = self.val_fraction {
+            f.val_fraction = v;
+        }
+        if let Some(v) = self.epochs {
+            f.epochs = v as usize;
+        }
+        if let Some(v) = self.lr {
+            f.learning_rate = v;
+        }
+        if let Some(v) = self.batch_size {
+            f.batch_size = v as i64;
+        }
+        if let Some(v) = self.weight_decay {
+            f.weight_decay = v;
+        }
+        f.freeze_body |= self.freeze_body;
+        if let Some(v) = self.seed {
+            f.seed = v;
+        }
+        if let Some(v) = self.patience {
+            f.patience = v;
+        }
+        if let Some(v) = self.lm_weight {
+            f.lm_weight = v;
+        }
+        if self.dropout.is_some() {
+            f.dropout = self.dropout;
+        }
+        if let Some(v) = &self.sst2 {
+            f.sst2 = v.clone();
+        }
+    }
+}
+
 pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
-    let f = &settings.finetune;
-    let samples = args.samples.map(|n| n as usize).unwrap_or(f.samples);
-    let val_fraction = args.val_fraction.unwrap_or(f.val_fraction);
-    if !(val_fraction > 0.0 && val_fraction < 1.0) {
-        bail!("--val-fraction must be in (0, 1), got {val_fraction}");
+    let mut f = settings.finetune.clone();
+    args.apply(&mut f);
+    if !(f.val_fraction > 0.0 && f.val_fraction < 1.0) {
+        bail!("--val-fraction must be in (0, 1), got {}", f.val_fraction);
+    }
+    if f.dropout.is_some_and(|d| d >= 1.0) {
+        bail!("--dropout must be in [0, 1)");
     }
     let eval_validation = match args.eval_split.as_deref() {
         None => false,
@@ -91,42 +133,16 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
             bail!("--eval-split: unknown split {other:?}; the one supported is `validation`")
         }
     };
-    let options = FinetuneOptions {
-        epochs: args.epochs.map(|n| n as usize).unwrap_or(f.epochs),
-        learning_rate: args.lr.unwrap_or(f.learning_rate),
-        batch_size: args
-            .batch_size
-            .map(|n| n as usize)
-            .unwrap_or(f.batch_size as usize),
-        weight_decay: args.weight_decay.unwrap_or(f.weight_decay),
-        freeze_body: args.freeze_body || f.freeze_body,
-        seed: args.seed.unwrap_or(f.seed),
-        patience: args.patience.unwrap_or(f.patience),
-        lm_weight: args.lm_weight.unwrap_or(f.lm_weight),
-    };
-    let dropout = args.dropout.or(f.dropout);
-    if dropout.is_some_and(|d| d >= 1.0) {
-        bail!("--dropout must be in [0, 1)");
-    }
+    let options = FinetuneOptions::from(&f);
+    let (samples, dropout) = (f.samples, f.dropout);
 
     // Data: the first `samples` rows, then a stratified split.
-    let source = args.sst2.clone().unwrap_or_else(|| f.sst2.clone());
-    let data_dir = if source == "hub" {
-        crate::data::hub::fetch_sst2(eval_validation)?
-    } else {
-        PathBuf::from(&source)
-    };
-    let train_file = sst2::locate(&data_dir, Split::Train).context("--sst2")?;
-    let mut rows = sst2::read_file(&train_file)?;
-    if rows.len() < samples {
-        bail!(
-            "{} has {} rows, fewer than --samples {samples}",
-            train_file.display(),
-            rows.len()
-        );
-    }
-    rows.truncate(samples);
-    let (train_rows, val_rows) = sst2::stratified_split(&rows, val_fraction, options.seed)?;
+    let sst2::ProtocolData {
+        data_dir,
+        train_file,
+        train: train_rows,
+        val: val_rows,
+    } = sst2::load_protocol(&f, eval_validation)?;
 
     // Model.
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))

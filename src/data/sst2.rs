@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 
+use crate::config::FinetuneSettings;
 use crate::rng::SplitMix64;
 
 /// One labelled sentence; label 1 = positive.
@@ -280,6 +281,44 @@ pub fn stratified_split(
         }
     }
     Ok((train, val))
+}
+
+/// The assignment's protocol as `[finetune]` settings describe it: the first
+/// `samples` rows of the train split from `sst2` (`hub` or a path), split with the
+/// seeded stratified split.
+#[derive(Debug, Clone)]
+pub struct ProtocolData {
+    /// Folder holding the splits (for `--eval-split validation`).
+    pub data_dir: PathBuf,
+    pub train_file: PathBuf,
+    pub train: Vec<Labeled>,
+    pub val: Vec<Labeled>,
+}
+
+pub fn load_protocol(settings: &FinetuneSettings, with_validation: bool) -> Result<ProtocolData> {
+    let data_dir = if settings.sst2 == "hub" {
+        crate::data::hub::fetch_sst2(with_validation)?
+    } else {
+        PathBuf::from(&settings.sst2)
+    };
+    let train_file = locate(&data_dir, Split::Train).context("--sst2 / finetune.sst2")?;
+    let mut rows = read_file(&train_file)?;
+    if rows.len() < settings.samples {
+        bail!(
+            "{} has {} rows, fewer than --samples (finetune.samples) {}",
+            train_file.display(),
+            rows.len(),
+            settings.samples
+        );
+    }
+    rows.truncate(settings.samples);
+    let (train, val) = stratified_split(&rows, settings.val_fraction, settings.seed)?;
+    Ok(ProtocolData {
+        data_dir,
+        train_file,
+        train,
+        val,
+    })
 }
 
 pub fn positive_share(rows: &[Labeled]) -> f64 {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, LoadedModel};
-use crate::config::DataMode;
+use crate::config::FinetuneSettings;
 use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::Labeled;
 use crate::data::tokenizer::TextTokenizer;
@@ -34,6 +34,21 @@ pub struct FinetuneOptions {
     /// Weight of an auxiliary language-modelling loss on the same sentences (GPT-1's
     /// fine-tuning objective); 0 trains the classifier alone.
     pub lm_weight: f64,
+}
+
+impl From<&FinetuneSettings> for FinetuneOptions {
+    fn from(f: &FinetuneSettings) -> Self {
+        Self {
+            epochs: f.epochs,
+            learning_rate: f.learning_rate,
+            batch_size: f.batch_size as usize,
+            weight_decay: f.weight_decay,
+            freeze_body: f.freeze_body,
+            seed: f.seed,
+            patience: f.patience,
+            lm_weight: f.lm_weight,
+        }
+    }
 }
 
 /// A tokenised sentence and its label.
@@ -82,10 +97,11 @@ pub struct Encoder<'a> {
 
 impl Encoder<'_> {
     pub fn for_model(loaded: &LoadedModel) -> Encoder<'_> {
-        let prefix = match loaded.config.data_mode {
-            DataMode::Sentences => loaded.tokenizer.eot_id().map(i64::from),
-            DataMode::Pack => None,
-        };
+        let prefix = loaded
+            .tokenizer
+            .eot_id()
+            .map(i64::from)
+            .filter(|_| loaded.frames_sentences());
         Encoder {
             tokenizer: &loaded.tokenizer,
             prefix,
@@ -424,6 +440,7 @@ pub fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, Class
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DataMode;
     use crate::model::gpt::GptConfig;
     use tch::nn;
 
@@ -482,6 +499,10 @@ mod tests {
         loaded_from(vs, model, tokenizer, DataMode::Sentences)
     }
 
+    fn tuner(rows: &[Labeled], options: FinetuneOptions) -> Finetuner {
+        Finetuner::new(tiny_model(rows), rows, &rows[..8], options).unwrap()
+    }
+
     fn options() -> FinetuneOptions {
         FinetuneOptions {
             epochs: 30,
@@ -499,7 +520,7 @@ mod tests {
     fn a_tiny_model_fits_a_separable_set() {
         let _rng = crate::torch_rng_lock();
         let rows = synthetic_rows();
-        let mut f = Finetuner::new(tiny_model(&rows), &rows, &rows[..8], options()).unwrap();
+        let mut f = tuner(&rows, options());
         let mut last = None;
         while !f.is_done() {
             last = Some(f.run_epoch().unwrap());
@@ -516,16 +537,13 @@ mod tests {
     fn save_then_classify_gives_the_same_probabilities() {
         let _rng = crate::torch_rng_lock();
         let rows = synthetic_rows();
-        let mut f = Finetuner::new(
-            tiny_model(&rows),
+        let mut f = tuner(
             &rows,
-            &rows[..8],
             FinetuneOptions {
                 epochs: 3,
                 ..options()
             },
-        )
-        .unwrap();
+        );
         while !f.is_done() {
             f.run_epoch().unwrap();
         }
@@ -567,7 +585,7 @@ mod tests {
                 lm_weight,
                 ..options()
             };
-            let mut f = Finetuner::new(tiny_model(&rows), &rows, &rows[..8], o).unwrap();
+            let mut f = tuner(&rows, o);
             let before = f.loaded.vs.variables()["lm_head.weight"].copy();
             f.run_epoch().unwrap();
             (&f.loaded.vs.variables()["lm_head.weight"] - before)
@@ -583,17 +601,14 @@ mod tests {
     fn freezing_the_body_trains_only_the_head() {
         let _rng = crate::torch_rng_lock();
         let rows = synthetic_rows();
-        let mut f = Finetuner::new(
-            tiny_model(&rows),
+        let mut f = tuner(
             &rows,
-            &rows[..8],
             FinetuneOptions {
                 epochs: 1,
                 freeze_body: true,
                 ..options()
             },
-        )
-        .unwrap();
+        );
         let before: BTreeMap<String, Tensor> = f
             .loaded
             .vs
