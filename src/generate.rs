@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::config::GenerateSettings;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::{Gpt, KvCache};
 use crate::rng::SplitMix64;
@@ -51,6 +52,21 @@ impl Default for GenerateOptions {
             stop_at_eot: false,
             use_cache: true,
             sentence_context: false,
+        }
+    }
+}
+
+impl From<&GenerateSettings> for GenerateOptions {
+    /// The `[generate]` defaults of config.toml.
+    fn from(g: &GenerateSettings) -> Self {
+        Self {
+            max_new_tokens: g.max_new_tokens,
+            temperature: g.temperature,
+            sample: g.sample,
+            top_k: (g.top_k > 0).then_some(g.top_k),
+            seed: g.seed,
+            grid: g.grid,
+            ..Default::default()
         }
     }
 }

@@ -6,7 +6,7 @@ use clap::Args;
 use unicode_width::UnicodeWidthStr;
 
 use crate::checkpoint::load_model;
-use crate::config::{DataMode, Settings};
+use crate::config::Settings;
 use crate::device::{resolve_device, set_threads};
 use crate::generate::{generate, GenerateOptions, Generation};
 
@@ -50,20 +50,16 @@ pub struct GenerateArgs {
 
 impl GenerateArgs {
     pub fn options(&self, settings: &Settings) -> GenerateOptions {
-        let g = &settings.generate;
+        let defaults = GenerateOptions::from(&settings.generate);
         GenerateOptions {
             max_new_tokens: self
                 .max_new_tokens
-                .map(|n| n as usize)
-                .unwrap_or(g.max_new_tokens),
-            temperature: self.temperature.unwrap_or(g.temperature),
-            sample: self.sample || g.sample,
-            top_k: self
-                .top_k
-                .map(|k| k as usize)
-                .or((g.top_k > 0).then_some(g.top_k)),
-            seed: self.seed.unwrap_or(g.seed),
-            grid: self.grid.map(|n| n as usize).unwrap_or(g.grid),
+                .map_or(defaults.max_new_tokens, |n| n as usize),
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            sample: self.sample || defaults.sample,
+            top_k: self.top_k.map(|k| k as usize).or(defaults.top_k),
+            seed: self.seed.unwrap_or(defaults.seed),
+            grid: self.grid.map_or(defaults.grid, |n| n as usize),
             stop_at_eot: self.stop_at_eot,
             use_cache: !self.no_cache,
             sentence_context: false,
@@ -79,7 +75,7 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
     set_threads(settings.train.threads);
     let loaded = load_model(&args.checkpoint, device)?;
     let options = GenerateOptions {
-        sentence_context: loaded.config.data_mode == DataMode::Sentences,
+        sentence_context: loaded.frames_sentences(),
         ..options
     };
     let generation = generate(&loaded.model, &loaded.tokenizer, &args.prompt, &options)?;

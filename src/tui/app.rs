@@ -155,15 +155,10 @@ pub struct App {
 
 impl App {
     pub fn new(settings: Settings) -> Self {
-        let g = &settings.generate;
+        // The dashboard's grid is always the top 6.
         let options = GenerateOptions {
-            max_new_tokens: g.max_new_tokens,
-            temperature: g.temperature,
-            sample: g.sample,
-            top_k: (g.top_k > 0).then_some(g.top_k),
-            seed: g.seed,
             grid: 6,
-            ..Default::default()
+            ..GenerateOptions::from(&settings.generate)
         };
         Self {
             tab: Tab::Train,

@@ -2,11 +2,11 @@
 //! validation accuracy in large type, the confusion matrix, and a sentence box.
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::Style;
-use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Gauge, Paragraph, Wrap};
 use ratatui::Frame;
 
+use super::line_series;
 use crate::tui::app::App;
 use crate::tui::theme;
 
@@ -102,18 +102,8 @@ fn draw_curves(frame: &mut Frame, app: &App, area: Rect, loss: bool) {
         ((lo - 0.05).max(0.0), (hi + 0.05).min(1.0))
     };
     let datasets = vec![
-        Dataset::default()
-            .name("train")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::default().fg(theme::TRAIN_LOSS))
-            .data(&train),
-        Dataset::default()
-            .name("validation")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::default().fg(theme::TEST_LOSS))
-            .data(&val),
+        line_series("train", theme::TRAIN_LOSS, &train),
+        line_series("validation", theme::TEST_LOSS, &val),
     ];
     let chart = Chart::new(datasets)
         .block(Block::default().borders(Borders::ALL).title(title))

@@ -5,8 +5,9 @@ mod help;
 mod train;
 
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::widgets::{Dataset, GraphType, Paragraph, Tabs};
 use ratatui::Frame;
 
 use super::app::{App, Tab};
@@ -134,6 +135,20 @@ fn key_hints(app: &App) -> Line<'static> {
         spans.push(Span::raw(format!(" {what} ")));
     }
     Line::from(spans)
+}
+
+/// A curve for a `Chart`: a braille line in `color`.
+pub(super) fn line_series<'a>(
+    name: &'a str,
+    color: ratatui::style::Color,
+    data: &'a [(f64, f64)],
+) -> Dataset<'a> {
+    Dataset::default()
+        .name(name)
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(ratatui::style::Style::default().fg(color))
+        .data(data)
 }
 
 /// `12.3s`, `4m05s`, `1h02m`.

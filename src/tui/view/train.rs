@@ -8,7 +8,7 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::format_duration;
+use super::{format_duration, line_series};
 use crate::tui::app::{App, PathInput};
 use crate::tui::theme;
 
@@ -116,12 +116,7 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
     };
 
     let datasets = vec![
-        Dataset::default()
-            .name("train")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::default().fg(theme::TRAIN_LOSS))
-            .data(&train),
+        line_series("train", theme::TRAIN_LOSS, &train),
         Dataset::default()
             .name("test")
             .marker(Marker::Dot)
