@@ -76,6 +76,34 @@ pub struct TrainSettings {
     pub device: String,
     /// CPU threads for libtorch; 0 means one per physical core.
     pub threads: usize,
+    /// What the blocks' matrix products compute in: `f32`, or `bf16` (f32 master
+    /// weights, f32 LayerNorms, residual stream, LM head and loss).
+    pub dtype: Dtype,
+}
+
+/// Compute precision of training's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Dtype {
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Dtype::F32 => tch::Kind::Float,
+            Dtype::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+        }
+    }
 }
 
 impl Default for TrainSettings {
@@ -97,6 +125,7 @@ impl Default for TrainSettings {
             seed: 1337,
             device: "auto".into(),
             threads: 0,
+            dtype: Dtype::F32,
         }
     }
 }
@@ -512,6 +541,19 @@ mod tests {
             let msg = format!("{:#}", Settings::from_toml(text).unwrap_err());
             assert!(msg.contains(key), "{text:?} gave {msg}");
         }
+    }
+
+    #[test]
+    fn dtype_is_f32_or_bf16() {
+        let s = Settings::from_toml("[train]\ndtype = \"bf16\"\n").unwrap();
+        assert_eq!(s.train.dtype, Dtype::Bf16);
+        assert_eq!(s.train.dtype.kind(), tch::Kind::BFloat16);
+        let msg = format!(
+            "{:#}",
+            Settings::from_toml("[train]\ndtype = \"f16\"\n").unwrap_err()
+        );
+        assert!(msg.contains("dtype") && msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("bf16"), "the message lists the choices: {msg}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::config::{DataMode, Settings};
+use crate::config::{DataMode, Dtype, Settings};
 use crate::device::{device_name, set_threads};
 use crate::train::lm::{LmTrainer, StepMetrics};
 
@@ -46,6 +46,9 @@ pub struct TrainArgs {
     /// libtorch CPU threads (0 = one per physical core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Precision of the blocks' matrix products: f32, or bf16 (f32 master weights).
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// `sentences` (padded, one per example) or `pack` (block-size chunks).
@@ -116,6 +119,9 @@ impl TrainArgs {
         }
         if let Some(v) = self.threads {
             s.train.threads = v;
+        }
+        if let Some(v) = self.dtype {
+            s.train.dtype = v;
         }
     }
 
@@ -293,6 +299,7 @@ impl Reporter {
                 "event": "start",
                 "device": device,
                 "threads": threads,
+                "dtype": t.settings.train.dtype.name(),
                 "params": t.parameters(),
                 "vocab_size": c.vocab_size,
                 "train_examples": t.train.len(),
@@ -306,7 +313,10 @@ impl Reporter {
                 "out": out.display().to_string(),
             }));
         } else {
-            self.say(format!("device {device}, {threads} CPU threads"));
+            self.say(format!(
+                "device {device}, {threads} CPU threads, {} matrix products",
+                t.settings.train.dtype.name()
+            ));
             self.say(format!(
                 "corpus {}: {} train / {} test sentences, {} / {} examples ({} mode), {} train tokens",
                 t.corpus_name,

@@ -48,6 +48,68 @@ fn linear(p: nn::Path, n_in: i64, n_out: i64, std: f64, bias: bool) -> nn::Linea
     nn::linear(p, n_in, n_out, config)
 }
 
+/// `l` applied to `x` with its matrix product in `kind`: f32 runs the layer as it is;
+/// bf16 casts the input and the (f32 master) weights for this call, so gradients still
+/// reach the f32 weights. The output is in `kind`; adding it to the f32 residual stream
+/// promotes it back.
+fn project(l: &nn::Linear, x: &Tensor, kind: Kind) -> Tensor {
+    if kind == Kind::Float {
+        return l.forward(x);
+    }
+    let bias = l.bs.as_ref().map(|b| b.to_kind(kind));
+    x.to_kind(kind).linear(&l.ws.to_kind(kind), bias.as_ref())
+}
+
+/// Inverted dropout: zeroes each element with probability `p` and scales the rest by
+/// 1/(1−p) when training. On the CPU the mask is made here: a counter-based hash of the
+/// element index, keyed by one draw from libtorch's generator (so `tch::manual_seed`
+/// still fixes every mask), filled by as many threads as libtorch uses. libtorch's CPU
+/// `bernoulli_` fills masks on one thread and took a fifth of a small model's
+/// forward-and-backward time. Elsewhere libtorch's own dropout.
+pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
+    if !train || p <= 0.0 {
+        return x.shallow_clone();
+    }
+    if x.device() != tch::Device::Cpu {
+        return x.dropout(p, true);
+    }
+    let key =
+        Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64;
+    let mask = Tensor::empty(x.size(), (Kind::Float, tch::Device::Cpu));
+    let n = mask.numel();
+    // SAFETY: `mask` was just allocated here: a contiguous f32 CPU tensor of `n`
+    // elements that nothing else references until this function returns it.
+    let values = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, n) };
+    fill_dropout_mask(values, key, p);
+    let mask = if x.kind() == Kind::Float {
+        mask
+    } else {
+        mask.to_kind(x.kind())
+    };
+    x * mask
+}
+
+/// Writes 0 (probability `p`) or 1/(1−p) into each element, from a hash of (`key`, index).
+fn fill_dropout_mask(values: &mut [f32], key: u64, p: f64) {
+    // An element is dropped when the top 32 bits of its hash fall below this.
+    let threshold = (p * 4_294_967_296.0) as u64;
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let threads =
+        (tch::get_num_threads().max(1) as usize).min(values.len().div_ceil(65_536).max(1));
+    let chunk = values.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (c, part) in values.chunks_mut(chunk).enumerate() {
+            s.spawn(move || {
+                let base = (c * chunk) as u64;
+                for (i, v) in part.iter_mut().enumerate() {
+                    let h = crate::rng::mix(key, base + i as u64);
+                    *v = if (h >> 32) < threshold { 0.0 } else { keep };
+                }
+            });
+        }
+    });
+}
+
 fn layer_norm(p: nn::Path, cfg: &GptConfig) -> nn::LayerNorm {
     let config = nn::LayerNormConfig {
         eps: cfg.layer_norm_eps,
@@ -64,6 +126,8 @@ pub struct CausalSelfAttention {
     n_head: i64,
     n_embd: i64,
     dropout: f64,
+    /// Kind of the matrix products (see [`Gpt::set_compute_kind`]).
+    kind: Kind,
 }
 
 impl CausalSelfAttention {
@@ -75,6 +139,7 @@ impl CausalSelfAttention {
             n_head: cfg.n_head,
             n_embd: cfg.n_embd,
             dropout: cfg.dropout,
+            kind: Kind::Float,
         }
     }
 
@@ -83,7 +148,7 @@ impl CausalSelfAttention {
         let size = x.size();
         let (b, t) = (size[0], size[1]);
         let head_dim = self.n_embd / self.n_head;
-        let qkv = self.c_attn.forward(x).split(self.n_embd, 2);
+        let qkv = project(&self.c_attn, x, self.kind).split(self.n_embd, 2);
         let split = |z: &Tensor| z.view([b, t, self.n_head, head_dim]).transpose(1, 2);
         (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]))
     }
@@ -92,16 +157,27 @@ impl CausalSelfAttention {
     fn merge(&self, y: &Tensor) -> Tensor {
         let size = y.size();
         let (b, t) = (size[0], size[2]);
-        self.c_proj
-            .forward(&y.transpose(1, 2).contiguous().view([b, t, self.n_embd]))
+        let y = y.transpose(1, 2).contiguous().view([b, t, self.n_embd]);
+        project(&self.c_proj, &y, self.kind)
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let (q, k, v) = self.heads(x);
         let p = if train { self.dropout } else { 0.0 };
-        let y =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None, false);
-        self.merge(&y).dropout(self.dropout, train)
+        let y = if p > 0.0 && q.device() == tch::Device::Cpu {
+            // libtorch's CPU attention kernels have no dropout and fall back to these
+            // same steps, with the slow mask; written out, they use ours.
+            let t = q.size()[2];
+            let scale = 1.0 / (q.size()[3] as f64).sqrt();
+            let future = Tensor::ones([t, t], (Kind::Bool, q.device())).triu(1);
+            let att = (q.matmul(&k.transpose(-2, -1)) * scale)
+                .masked_fill(&future, f64::NEG_INFINITY)
+                .softmax(-1, q.kind());
+            dropout(&att, p, true).matmul(&v)
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None, false)
+        };
+        dropout(&self.merge(&y), self.dropout, train)
     }
 
     /// Inference with a key/value cache: `x` holds the new positions only. With an empty
@@ -134,6 +210,7 @@ pub struct Mlp {
     c_fc: nn::Linear,
     c_proj: nn::Linear,
     dropout: f64,
+    kind: Kind,
 }
 
 impl Mlp {
@@ -149,13 +226,13 @@ impl Mlp {
                 true,
             ),
             dropout: cfg.dropout,
+            kind: Kind::Float,
         }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.c_proj
-            .forward(&self.c_fc.forward(x).gelu("tanh"))
-            .dropout(self.dropout, train)
+        let h = project(&self.c_fc, x, self.kind).gelu("tanh");
+        dropout(&project(&self.c_proj, &h, self.kind), self.dropout, train)
     }
 }
 
@@ -284,13 +361,47 @@ impl Gpt {
         self.wte.ws.device()
     }
 
+    /// Runs the blocks' matrix products in `kind` (`Kind::Float`, the default, or
+    /// `Kind::BFloat16`). Weights, LayerNorms, the residual stream and the LM head stay
+    /// f32; bf16 only changes what the blocks' linear layers compute in.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        for block in &mut self.h {
+            block.attn.kind = kind;
+            block.mlp.kind = kind;
+        }
+    }
+
+    /// What the blocks' matrix products compute in.
+    pub fn compute_kind(&self) -> Kind {
+        self.h.first().map_or(Kind::Float, |b| b.attn.kind)
+    }
+
+    /// The token embedding matrix `[vocab, n_embd]`.
+    pub fn token_embedding(&self) -> &Tensor {
+        &self.wte.ws
+    }
+
+    /// The LM head matrix `[vocab, n_embd]` (the token embedding when tied).
+    pub fn lm_head_weight(&self) -> &Tensor {
+        &self.lm_head.ws
+    }
+
     /// Final hidden states `[batch, time, n_embd]` for token ids `[batch, time]`
     /// (time ≤ block_size).
     pub fn hidden(&self, idx: &Tensor, train: bool) -> Tensor {
-        let t = idx.size()[1];
-        let pos = Tensor::arange(t, (Kind::Int64, idx.device()));
-        let mut x =
-            (self.wte.forward(idx) + self.wpe.forward(&pos)).dropout(self.config.dropout, train);
+        self.hidden_from_embeddings(&self.wte.forward(idx), train)
+    }
+
+    /// Final hidden states from token embeddings `[batch, time, n_embd]` already looked
+    /// up (the fused training step gathers them itself to handle their gradient).
+    pub fn hidden_from_embeddings(&self, tok_emb: &Tensor, train: bool) -> Tensor {
+        let t = tok_emb.size()[1];
+        let pos = Tensor::arange(t, (Kind::Int64, tok_emb.device()));
+        let mut x = dropout(
+            &(tok_emb + self.wpe.forward(&pos)),
+            self.config.dropout,
+            train,
+        );
         for block in &self.h {
             x = block.forward(&x, train);
         }
@@ -370,7 +481,7 @@ impl Gpt {
         let last = (lengths.to_device(h.device()) - 1).to_kind(Kind::Int64);
         let pooled = h.index(&[Some(rows), Some(last)]);
         self.classifier
-            .forward(&pooled.dropout(self.config.dropout, train))
+            .forward(&dropout(&pooled, self.config.dropout, train))
     }
 }
 
@@ -399,6 +510,47 @@ mod tests {
             layer_norm_eps: 1e-5,
             tie_lm_head: false,
         }
+    }
+
+    #[test]
+    fn dropout_drops_at_rate_p_scales_the_rest_and_follows_the_seed() {
+        let _rng = crate::torch_rng_lock();
+        let x = Tensor::ones([300, 1000], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        tch::manual_seed(3);
+        let a = dropout(&x, 0.1, true);
+        let dropped = a
+            .eq(0.0)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!((dropped - 0.1).abs() < 0.003, "dropped share {dropped}");
+        let kept = a.masked_select(&a.ne(0.0));
+        assert!((kept.min().double_value(&[]) - 1.0 / 0.9).abs() < 1e-6);
+        assert!((kept.max().double_value(&[]) - 1.0 / 0.9).abs() < 1e-6);
+        // The mean is preserved; neighbouring elements are not correlated.
+        assert!((a.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.01);
+        let pairs = a
+            .view([-1, 2])
+            .eq(0.0)
+            .all_dim(1, false)
+            .to_kind(Kind::Float);
+        let both = pairs.mean(Kind::Float).double_value(&[]);
+        assert!(
+            (both - 0.01).abs() < 0.002,
+            "both of a pair dropped: {both}"
+        );
+        // Same seed, same mask; another seed, another mask.
+        tch::manual_seed(3);
+        let same = dropout(&x, 0.1, true);
+        assert!(a.equal(&same));
+        let other = dropout(&x, 0.1, true);
+        assert!(!a.equal(&other));
+        // The gradient is the mask; evaluation leaves the input alone.
+        a.sum(Kind::Float).backward();
+        assert!(x.grad().equal(&a.detach()));
+        assert!(dropout(&x, 0.1, false).equal(&x));
+        let half = dropout(&x.to_kind(Kind::BFloat16), 0.5, true);
+        assert_eq!(half.kind(), Kind::BFloat16);
     }
 
     #[test]

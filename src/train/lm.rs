@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
 use crate::config::Settings;
@@ -14,7 +14,8 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::device::resolve_device;
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
 use crate::rng::mix;
-use crate::train::optim::{learning_rate, AdamW, AdamWConfig};
+use crate::train::optim::{learning_rate, AdamWConfig};
+use crate::train::step::{LmStep, StepKind};
 
 /// What one training step measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -52,7 +53,8 @@ pub struct LmTrainer {
     pub tokenizer: TextTokenizer,
     pub vs: nn::VarStore,
     pub model: Gpt,
-    optimizer: AdamW,
+    /// The optimizer and the step implementation (fused unless a test asks otherwise).
+    stepper: LmStep,
     pub train: Examples,
     /// The training examples' order in the current epoch.
     order: EpochOrder,
@@ -126,7 +128,7 @@ impl LmTrainer {
         )?;
         checkpoint::load_weights(&mut trainer.vs, &dir.join(checkpoint::MODEL_FILE))?;
         trainer
-            .optimizer
+            .stepper
             .load(&dir.join(checkpoint::OPTIMIZER_FILE), state.step)?;
         trainer.step = state.step;
         trainer.best_test_loss = state.best_test_loss;
@@ -158,9 +160,11 @@ impl LmTrainer {
         }
         tch::manual_seed(settings.train.seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = Gpt::new(&vs.root(), config);
+        let mut model = Gpt::new(&vs.root(), config);
+        model.set_compute_kind(settings.train.dtype.kind());
         let t = &settings.train;
-        let optimizer = AdamW::new(
+        let stepper = LmStep::new(
+            StepKind::Fused,
             &vs,
             AdamWConfig {
                 beta1: t.beta1,
@@ -168,7 +172,7 @@ impl LmTrainer {
                 eps: 1e-8,
                 weight_decay: t.weight_decay,
             },
-        );
+        )?;
         Ok(Self {
             device,
             corpus_name: corpus.name.clone(),
@@ -176,7 +180,7 @@ impl LmTrainer {
             tokenizer,
             vs,
             model,
-            optimizer,
+            stepper,
             order: EpochOrder::new(settings.train.seed),
             train,
             test,
@@ -240,24 +244,15 @@ impl LmTrainer {
         let (x, y) = self.tensors(&batch);
         tch::manual_seed((mix(t.seed, it) >> 1) as i64);
 
-        self.optimizer.zero_grad();
-        let logits = self.model.forward(&x, true);
-        let loss = Gpt::lm_loss(&logits, &y);
-        loss.f_backward()
-            .map_err(|e| anyhow!("backward pass failed at step {}: {e}", it + 1))?;
-        let grad_norm = self.optimizer.clip_grad_norm(t.grad_clip);
-        self.optimizer.step(lr);
+        let out = self
+            .stepper
+            .step(&self.model, &x, &y, lr, t.grad_clip)
+            .with_context(|| format!("training step {}", it + 1))?;
         self.step += 1;
 
         // The one host synchronisation of a step: read loss and gradient norm together.
-        let values = Tensor::stack(
-            &[
-                loss.detach().to_kind(Kind::Float),
-                grad_norm.to_device(self.device),
-            ],
-            0,
-        )
-        .to_device(Device::Cpu);
+        let values = Tensor::stack(&[out.loss, out.grad_norm.to_device(self.device)], 0)
+            .to_device(Device::Cpu);
         let values: Vec<f32> = Vec::<f32>::try_from(&values).map_err(|e| anyhow!("{e}"))?;
         let secs = start.elapsed().as_secs_f64();
         let loss = values[0] as f64;
@@ -324,7 +319,7 @@ impl LmTrainer {
             self.vs
                 .save(tmp.join(checkpoint::MODEL_FILE))
                 .map_err(|e| anyhow!("cannot write weights: {e}"))?;
-            self.optimizer.save(&tmp.join(checkpoint::OPTIMIZER_FILE))?;
+            self.stepper.save(&tmp.join(checkpoint::OPTIMIZER_FILE))?;
             self.tokenizer.save(&tmp.join(checkpoint::TOKENIZER_FILE))?;
             checkpoint::write_json(
                 &tmp.join(checkpoint::CONFIG_FILE),
@@ -392,6 +387,40 @@ mod tests {
             last.loss
         );
         assert!(after < before * 0.6, "test loss {before} -> {after}");
+    }
+
+    #[test]
+    fn bf16_training_tracks_f32() {
+        let _rng = crate::torch_rng_lock();
+        let dir = tempfile::tempdir().unwrap();
+        let curve = |dtype| {
+            let mut s = tiny_settings(corpus_file(dir.path()));
+            s.train.dtype = dtype;
+            let mut trainer = LmTrainer::new(s).unwrap();
+            let mut losses = Vec::new();
+            while !trainer.is_done() {
+                losses.push(trainer.step().unwrap().loss);
+            }
+            (losses, trainer.evaluate().unwrap())
+        };
+        let (f32_curve, f32_test) = curve(crate::config::Dtype::F32);
+        let (bf16_curve, bf16_test) = curve(crate::config::Dtype::Bf16);
+        assert_ne!(f32_curve, bf16_curve, "bf16 must change the arithmetic");
+        for (i, (a, b)) in f32_curve.iter().zip(&bf16_curve).enumerate() {
+            assert!(
+                (a - b).abs() <= 0.03 * a,
+                "step {}: f32 {a} vs bf16 {b}",
+                i + 1
+            );
+        }
+        assert!(
+            bf16_curve[39] < bf16_curve[0] * 0.5,
+            "bf16 learns: {bf16_curve:?}"
+        );
+        assert!(
+            (f32_test - bf16_test).abs() <= 0.03 * f32_test,
+            "test loss {f32_test} vs {bf16_test}"
+        );
     }
 
     #[test]

@@ -2,3 +2,4 @@
 pub mod finetune;
 pub mod lm;
 pub mod optim;
+pub mod step;

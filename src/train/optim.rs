@@ -188,6 +188,361 @@ impl AdamW {
     }
 }
 
+/// Where one parameter lives in [`FlatAdamW`]'s flat buffers.
+struct FlatSlot {
+    name: String,
+    offset: i64,
+    len: i64,
+    shape: Vec<i64>,
+}
+
+/// AdamW over flat buffers: every parameter, its gradient and its two moments are views
+/// into four contiguous 1-D tensors, so the update is one pass over memory instead of a
+/// dozen kernel launches and temporaries per parameter.
+///
+/// On the CPU the pass is hand-written: it reads each gradient once to take the global
+/// norm, then once more to clip, update both moments and the weight, and leave the
+/// gradient zeroed for the next backward pass (no separate `zero_grad` fill). On CUDA
+/// the same update runs as a few tensor ops over the flat buffers, without a host
+/// synchronisation. Same formulas as [`AdamW`], same saved format.
+///
+/// Layout: weight-decayed parameters first, then the other trained ones, then the
+/// parameters this run does not train (kept in the buffers so checkpoints and optimizer
+/// state keep their names, never updated).
+pub struct FlatAdamW {
+    pub config: AdamWConfig,
+    pub steps: u64,
+    slots: Vec<FlatSlot>,
+    params: Tensor,
+    grads: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    /// Elements `0..decayed` get weight decay.
+    decayed: i64,
+    /// Elements `0..trained` are updated.
+    trained: i64,
+}
+
+impl FlatAdamW {
+    /// Moves every variable of `vs` into one flat buffer (the variables become views of
+    /// it, values unchanged) and gives each trained one a gradient view. `trains` says
+    /// which parameters this run updates.
+    pub fn new(vs: &VarStore, config: AdamWConfig, trains: impl Fn(&str) -> bool) -> Result<Self> {
+        let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+        let mut groups: [Vec<(String, Tensor)>; 3] = Default::default();
+        for (name, t) in vars {
+            let group = if !t.requires_grad() || !trains(&name) {
+                2
+            } else if decays(&name, &t) {
+                0
+            } else {
+                1
+            };
+            groups[group].push((name, t));
+        }
+        let device = vs.device();
+        let total: i64 = groups.iter().flatten().map(|(_, t)| t.numel() as i64).sum();
+        let params = Tensor::zeros([total], (Kind::Float, device));
+        let mut grads = Tensor::zeros([total], (Kind::Float, device));
+        let mut slots = Vec::new();
+        let mut offset = 0i64;
+        let (mut decayed, mut trained) = (0, 0);
+        for (group, members) in groups.iter_mut().enumerate() {
+            for (name, var) in members.iter_mut() {
+                if var.kind() != Kind::Float {
+                    bail!(
+                        "parameter {name} is {:?}; the optimizer keeps f32 weights",
+                        var.kind()
+                    );
+                }
+                let len = var.numel() as i64;
+                let shape = var.size();
+                tch::no_grad(|| params.narrow(0, offset, len).copy_(&var.view([-1])));
+                var.set_data(&params.narrow(0, offset, len).view(shape.as_slice()));
+                slots.push(FlatSlot {
+                    name: name.clone(),
+                    offset,
+                    len,
+                    shape,
+                });
+                offset += len;
+            }
+            match group {
+                0 => decayed = offset,
+                1 => trained = offset,
+                _ => {}
+            }
+        }
+        // Give each trained parameter a gradient (autograd allocates it on a first
+        // backward through all of them), then point that gradient at its flat view:
+        // backward passes accumulate into the flat buffer from then on.
+        let trained_vars: Vec<&Tensor> =
+            groups[0].iter().chain(&groups[1]).map(|(_, t)| t).collect();
+        if !trained_vars.is_empty() {
+            let touch = trained_vars
+                .iter()
+                .map(|t| t.sum(Kind::Float) * 0.0)
+                .reduce(|a, b| a + b);
+            if let Some(touch) = touch {
+                touch
+                    .f_backward()
+                    .map_err(|e| anyhow!("cannot set up gradients: {e}"))?;
+            }
+            for (slot, var) in slots.iter().zip(&trained_vars) {
+                let mut grad = var.grad();
+                if !grad.defined() {
+                    bail!("parameter {} got no gradient", slot.name);
+                }
+                grad.set_data(
+                    &grads
+                        .narrow(0, slot.offset, slot.len)
+                        .view(slot.shape.as_slice()),
+                );
+            }
+            let _ = grads.zero_();
+        }
+        Ok(Self {
+            config,
+            steps: 0,
+            slots,
+            exp_avg: params.zeros_like(),
+            exp_avg_sq: params.zeros_like(),
+            params,
+            grads,
+            decayed,
+            trained,
+        })
+    }
+
+    /// The gradient view of parameter `name` (for gradients computed by hand, which are
+    /// added into it; the buffer is zero at the start of each step).
+    pub fn grad_of(&self, name: &str) -> Result<Tensor> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| anyhow!("the optimizer has no parameter {name}"))?;
+        if slot.offset >= self.trained {
+            bail!("parameter {name} is not trained in this run");
+        }
+        Ok(self
+            .grads
+            .narrow(0, slot.offset, slot.len)
+            .view(slot.shape.as_slice()))
+    }
+
+    /// Sets every gradient to zero (only needed after a step that was not taken).
+    pub fn zero_grad(&mut self) {
+        let _ = self.grads.zero_();
+    }
+
+    /// Clips the gradients to global norm `max_norm` (0 = no clipping), applies one
+    /// AdamW update at learning rate `lr` and zeroes the gradients. Returns the norm
+    /// before clipping as a 0-d f32 tensor on the parameters' device.
+    pub fn step(&mut self, lr: f64, max_norm: f64) -> Result<Tensor> {
+        self.steps += 1;
+        let c = self.config;
+        let update = FlatUpdate {
+            lr,
+            max_norm,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            decay_factor: 1.0 - lr * c.weight_decay,
+            bias1: 1.0 - c.beta1.powi(self.steps as i32),
+            bias2: 1.0 - c.beta2.powi(self.steps as i32),
+        };
+        if self.params.device() == tch::Device::Cpu {
+            self.step_cpu(&update)
+        } else {
+            Ok(self.step_tensor_ops(&update))
+        }
+    }
+
+    fn step_tensor_ops(&mut self, u: &FlatUpdate) -> Tensor {
+        let n = self.trained;
+        tch::no_grad(|| {
+            let mut g = self.grads.narrow(0, 0, n);
+            let norm = g.norm();
+            if u.max_norm > 0.0 {
+                let coef = (u.max_norm / (&norm + 1e-6)).clamp_max(1.0);
+                let _ = g.g_mul_(&coef);
+            }
+            if self.decayed > 0 && u.decay_factor != 1.0 {
+                let _ = self
+                    .params
+                    .narrow(0, 0, self.decayed)
+                    .g_mul_scalar_(u.decay_factor);
+            }
+            let mut m = self.exp_avg.narrow(0, 0, n);
+            let mut v = self.exp_avg_sq.narrow(0, 0, n);
+            let _ = m.lerp_(&g, 1.0 - u.beta1);
+            let _ = v.g_mul_scalar_(u.beta2);
+            let _ = v.addcmul_(&(&g * (1.0 - u.beta2)), &g);
+            let denom = v.sqrt() / u.bias2.sqrt() + u.eps;
+            let _ = self
+                .params
+                .narrow(0, 0, n)
+                .addcdiv_(&(&m * (-u.lr / u.bias1)), &denom);
+            let _ = g.zero_();
+            norm
+        })
+    }
+
+    fn step_cpu(&mut self, u: &FlatUpdate) -> Result<Tensor> {
+        let n = self.trained as usize;
+        let decayed = self.decayed as usize;
+        for t in [&self.params, &self.grads, &self.exp_avg, &self.exp_avg_sq] {
+            if !t.is_contiguous() || t.kind() != Kind::Float {
+                bail!("flat optimizer buffers must be contiguous f32");
+            }
+        }
+        // SAFETY: the four buffers are distinct, contiguous f32 CPU tensors of at least
+        // `n` elements, owned by `self` and not touched by libtorch while this runs
+        // (the step is called between backward passes, on the training thread).
+        let (p, g, m, v) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.params.data_ptr() as *mut f32, n),
+                std::slice::from_raw_parts_mut(self.grads.data_ptr() as *mut f32, n),
+                std::slice::from_raw_parts_mut(self.exp_avg.data_ptr() as *mut f32, n),
+                std::slice::from_raw_parts_mut(self.exp_avg_sq.data_ptr() as *mut f32, n),
+            )
+        };
+        let threads = (tch::get_num_threads().max(1) as usize).min(n.max(1));
+        let chunk = n.div_ceil(threads).max(1);
+        let sum_sq: f64 = std::thread::scope(|s| {
+            let parts: Vec<_> = g
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || part.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                })
+                .collect();
+            parts
+                .into_iter()
+                .map(|h| h.join().unwrap_or(f64::NAN))
+                .sum()
+        });
+        let norm = sum_sq.sqrt();
+        let coef = if u.max_norm > 0.0 {
+            (u.max_norm / (norm + 1e-6)).min(1.0) as f32
+        } else {
+            1.0
+        };
+        std::thread::scope(|s| {
+            let parts = p
+                .chunks_mut(chunk)
+                .zip(g.chunks_mut(chunk))
+                .zip(m.chunks_mut(chunk))
+                .zip(v.chunks_mut(chunk))
+                .enumerate();
+            for (i, (((p, g), m), v)) in parts {
+                let start = i * chunk;
+                // Elements of this chunk that get weight decay.
+                let decay_end = decayed.saturating_sub(start).min(p.len());
+                s.spawn(move || adamw_pass(p, g, m, v, decay_end, coef, *u));
+            }
+        });
+        Ok(Tensor::from(norm as f32))
+    }
+
+    /// Saves the moment buffers as safetensors, named as [`AdamW::save`] names them.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.slots.len());
+        for s in &self.slots {
+            for (prefix, buffer) in [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)] {
+                let view = buffer.narrow(0, s.offset, s.len).view(s.shape.as_slice());
+                named.push((
+                    format!("{prefix}.{}", s.name),
+                    view.to_device(tch::Device::Cpu),
+                ));
+            }
+        }
+        Tensor::write_safetensors(&named, path)
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+    }
+
+    /// Restores moment buffers saved by [`FlatAdamW::save`] or [`AdamW::save`].
+    pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
+        let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("cannot read optimizer state {}", path.display()))?
+            .into_iter()
+            .collect();
+        tch::no_grad(|| -> Result<()> {
+            for s in &self.slots {
+                for (prefix, buffer) in
+                    [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)]
+                {
+                    let key = format!("{prefix}.{}", s.name);
+                    let Some(t) = saved.get(&key) else {
+                        bail!("optimizer state {} lacks {key}", path.display());
+                    };
+                    if t.size() != s.shape {
+                        bail!(
+                            "optimizer state {}: {key} has shape {:?}, expected {:?}",
+                            path.display(),
+                            t.size(),
+                            s.shape
+                        );
+                    }
+                    buffer.narrow(0, s.offset, s.len).copy_(&t.view([-1]));
+                }
+            }
+            Ok(())
+        })?;
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// The scalars of one [`FlatAdamW`] update.
+#[derive(Debug, Clone, Copy)]
+struct FlatUpdate {
+    lr: f64,
+    max_norm: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    decay_factor: f64,
+    bias1: f64,
+    bias2: f64,
+}
+
+/// One fused AdamW pass over a slice: clip, decay the first `decay_end` weights, update
+/// the moments and the weights, zero the gradients.
+fn adamw_pass(
+    p: &mut [f32],
+    g: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    decay_end: usize,
+    coef: f32,
+    u: FlatUpdate,
+) {
+    let w1 = (1.0 - u.beta1) as f32;
+    let b2 = u.beta2 as f32;
+    let w2 = (1.0 - u.beta2) as f32;
+    let inv_sqrt_bias2 = (1.0 / u.bias2.sqrt()) as f32;
+    let eps = u.eps as f32;
+    let step = (u.lr / u.bias1) as f32;
+    let decay = u.decay_factor as f32;
+    for x in p[..decay_end].iter_mut() {
+        *x *= decay;
+    }
+    for (((p, g), m), v) in p
+        .iter_mut()
+        .zip(g.iter_mut())
+        .zip(m.iter_mut())
+        .zip(v.iter_mut())
+    {
+        let grad = *g * coef;
+        *m += w1 * (grad - *m);
+        *v = *v * b2 + w2 * grad * grad;
+        *p -= step * *m / (v.sqrt() * inv_sqrt_bias2 + eps);
+        *g = 0.0;
+    }
+}
+
 /// Learning rate at step `it` (0-based): linear warm-up, then optional cosine decay to
 /// `min_lr` at `max_iters` (nanoGPT's schedule).
 pub fn learning_rate(
