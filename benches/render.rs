@@ -13,6 +13,7 @@ fn app_with_history(points: u64) -> App {
     app.update(Msg::Worker(Event::RunStarted(RunInfo {
         device: "cpu".into(),
         threads: 2,
+        dtype: "f32",
         params: 10_000_000,
         vocab_size: 50257,
         corpus: "tinyshakespeare".into(),

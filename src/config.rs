@@ -76,8 +76,8 @@ pub struct TrainSettings {
     pub device: String,
     /// CPU threads for libtorch; 0 means one per physical core.
     pub threads: usize,
-    /// What the blocks' matrix products compute in: `f32`, or `bf16` (f32 master
-    /// weights, f32 LayerNorms, residual stream, LM head and loss).
+    /// What training's matrix products (blocks and LM head) compute in: `f32`, or
+    /// `bf16` (f32 master weights; LayerNorms, residual stream, softmax and loss f32).
     pub dtype: Dtype,
 }
 

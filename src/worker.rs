@@ -66,6 +66,8 @@ pub enum WorkerState {
 pub struct RunInfo {
     pub device: String,
     pub threads: usize,
+    /// Precision of the matrix products: `f32` or `bf16`.
+    pub dtype: &'static str,
     pub params: i64,
     pub vocab_size: i64,
     pub corpus: String,
@@ -385,6 +387,7 @@ impl Worker {
         let info = RunInfo {
             device: device_name(trainer.device),
             threads,
+            dtype: trainer.settings.train.dtype.name(),
             params: trainer.parameters(),
             vocab_size: c.vocab_size,
             corpus: trainer.corpus_name.clone(),

@@ -3,7 +3,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{events, expect_error, gptdash, stderr, write_corpus, TINY};
+use common::{events, expect_error, gptdash, stderr, stdout, write_corpus, TINY};
 
 #[test]
 fn train_json_reports_start_iters_eval_checkpoint_done() {
@@ -185,5 +185,64 @@ fn cuda_request_without_gpu_is_a_clear_error() {
         dir.path(),
         &["train", "--corpus", &corpus, "--device", "cuda"],
         &["CUDA is not available"],
+    );
+}
+
+#[test]
+fn bench_train_reports_speed_loss_memory_and_mfu() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = [
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--block-size",
+        "8",
+        "--vocab-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+    ];
+    for extra in [&[][..], &["--step", "plain"][..], &["--dtype", "bf16"][..]] {
+        let mut args = vec!["bench", "train", "--json"];
+        args.extend_from_slice(&small);
+        args.extend_from_slice(extra);
+        let out = gptdash(dir.path(), &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let lines = events(&out);
+        assert_eq!(lines.len(), 1, "{}", stdout(&out));
+        let r = &lines[0];
+        assert_eq!(r["bench"], "train");
+        for key in [
+            "tokens_per_s",
+            "ms_per_step",
+            "final_loss",
+            "matmul_peak_gflops",
+            "mfu",
+        ] {
+            let v = r[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{key} = {} in {r}", r[key]);
+        }
+        // Random tokens over 64 ids: the loss starts near ln 64.
+        let first = r["first_loss"].as_f64().unwrap();
+        assert!((first - 64f64.ln()).abs() < 0.5, "first loss {first}");
+        assert!(r["peak_rss_mib"].as_f64().unwrap() > 10.0);
+        assert_eq!(r["iters"], 3);
+    }
+    expect_error(
+        dir.path(),
+        &["bench", "train", "--n-embd", "10", "--n-head", "3"],
+        &["--n-embd"],
+    );
+    expect_error(
+        dir.path(),
+        &["bench", "train", "--dtype", "f16"],
+        &["--dtype"],
     );
 }

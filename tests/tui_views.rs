@@ -27,6 +27,7 @@ fn trained_app() -> App {
     app.update(Msg::Worker(Event::RunStarted(RunInfo {
         device: "cpu".into(),
         threads: 2,
+        dtype: "bf16",
         params: 882_434,
         vocab_size: 313,
         corpus: "small".into(),
@@ -70,7 +71,7 @@ fn train_tab_shows_tabs_loss_values_and_stats() {
     );
     assert!(screen.contains("0.8309"), "{screen}");
     assert!(screen.contains("8765"), "{screen}");
-    assert!(screen.contains("cpu (2 threads)"), "{screen}");
+    assert!(screen.contains("cpu (2 threads, bf16)"), "{screen}");
     assert!(screen.contains("0.88M"), "{screen}");
     assert!(screen.contains("60%"), "{screen}");
     assert!(screen.contains("ETA"), "{screen}");

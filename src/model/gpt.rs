@@ -97,15 +97,21 @@ fn fill_dropout_mask(values: &mut [f32], key: u64, p: f64) {
     let threads =
         (tch::get_num_threads().max(1) as usize).min(values.len().div_ceil(65_536).max(1));
     let chunk = values.len().div_ceil(threads).max(1);
+    let fill = move |c: usize, part: &mut [f32]| {
+        let base = (c * chunk) as u64;
+        for (i, v) in part.iter_mut().enumerate() {
+            let h = crate::rng::mix(key, base + i as u64);
+            *v = if (h >> 32) < threshold { 0.0 } else { keep };
+        }
+    };
+    if threads == 1 {
+        // Small masks: a thread would cost more than it saves.
+        fill(0, values);
+        return;
+    }
     std::thread::scope(|s| {
         for (c, part) in values.chunks_mut(chunk).enumerate() {
-            s.spawn(move || {
-                let base = (c * chunk) as u64;
-                for (i, v) in part.iter_mut().enumerate() {
-                    let h = crate::rng::mix(key, base + i as u64);
-                    *v = if (h >> 32) < threshold { 0.0 } else { keep };
-                }
-            });
+            s.spawn(move || fill(c, part));
         }
     });
 }
@@ -362,8 +368,8 @@ impl Gpt {
     }
 
     /// Runs the blocks' matrix products in `kind` (`Kind::Float`, the default, or
-    /// `Kind::BFloat16`). Weights, LayerNorms, the residual stream and the LM head stay
-    /// f32; bf16 only changes what the blocks' linear layers compute in.
+    /// `Kind::BFloat16`). Weights, LayerNorms and the residual stream stay f32. The
+    /// fused training step also runs the LM head in this kind; `forward` keeps it f32.
     pub fn set_compute_kind(&mut self, kind: Kind) {
         for block in &mut self.h {
             block.attn.kind = kind;

@@ -408,7 +408,14 @@ impl FlatAdamW {
                 std::slice::from_raw_parts_mut(self.exp_avg_sq.data_ptr() as *mut f32, n),
             )
         };
-        let threads = (tch::get_num_threads().max(1) as usize).min(n.max(1));
+        // Below ~64k elements per thread, spawning costs more than it saves.
+        let threads = (tch::get_num_threads().max(1) as usize).min(n.div_ceil(65_536).max(1));
+        if threads == 1 {
+            let sum_sq: f64 = g.iter().map(|&x| (x as f64) * (x as f64)).sum();
+            let norm = sum_sq.sqrt();
+            adamw_pass(p, g, m, v, decayed.min(n), clip_coef(u.max_norm, norm), *u);
+            return Ok(Tensor::from(norm as f32));
+        }
         let chunk = n.div_ceil(threads).max(1);
         let sum_sq: f64 = std::thread::scope(|s| {
             let parts: Vec<_> = g
@@ -423,11 +430,7 @@ impl FlatAdamW {
                 .sum()
         });
         let norm = sum_sq.sqrt();
-        let coef = if u.max_norm > 0.0 {
-            (u.max_norm / (norm + 1e-6)).min(1.0) as f32
-        } else {
-            1.0
-        };
+        let coef = clip_coef(u.max_norm, norm);
         std::thread::scope(|s| {
             let parts = p
                 .chunks_mut(chunk)
@@ -492,6 +495,15 @@ impl FlatAdamW {
         })?;
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// The factor that scales gradients of global norm `norm` to at most `max_norm`.
+fn clip_coef(max_norm: f64, norm: f64) -> f32 {
+    if max_norm > 0.0 {
+        (max_norm / (norm + 1e-6)).min(1.0) as f32
+    } else {
+        1.0
     }
 }
 

@@ -247,10 +247,11 @@ impl App {
             }
             Event::RunStarted(info) => {
                 self.log(format!(
-                    "run: {} on {} ({} threads), {:.2}M params, vocab {}, {} train / {} test examples",
+                    "run: {} on {} ({} threads, {}), {:.2}M params, vocab {}, {} train / {} test examples",
                     info.model,
                     info.device,
                     info.threads,
+                    info.dtype,
                     info.params as f64 / 1e6,
                     info.vocab_size,
                     info.train_examples,
@@ -850,6 +851,7 @@ mod tests {
         a.update(Msg::Worker(Event::RunStarted(RunInfo {
             device: "cpu".into(),
             threads: 2,
+            dtype: "f32",
             params: 1000,
             vocab_size: 300,
             corpus: "small".into(),

@@ -289,7 +289,7 @@ fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
         Some(i) => {
             lines.push(stat(
                 "device",
-                format!("{} ({} threads)", i.device, i.threads),
+                format!("{} ({} threads, {})", i.device, i.threads, i.dtype),
             ));
             lines.push(stat("params", format!("{:.2}M", i.params as f64 / 1e6)));
             lines.push(stat("model", i.model.clone()));
