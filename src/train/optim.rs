@@ -155,36 +155,54 @@ impl AdamW {
 
     /// Restores moment buffers saved by [`AdamW::save`]; every parameter must be present.
     pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
-        let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("cannot read optimizer state {}", path.display()))?
-            .into_iter()
-            .collect();
+        let saved = SavedMoments::read(path)?;
         tch::no_grad(|| -> Result<()> {
             for p in &mut self.params {
                 for (prefix, buffer) in [
                     ("exp_avg", &mut p.exp_avg),
                     ("exp_avg_sq", &mut p.exp_avg_sq),
                 ] {
-                    let key = format!("{prefix}.{}", p.name);
-                    let Some(t) = saved.get(&key) else {
-                        bail!("optimizer state {} lacks {key}", path.display());
-                    };
-                    if t.size() != buffer.size() {
-                        bail!(
-                            "optimizer state {}: {key} has shape {:?}, expected {:?}",
-                            path.display(),
-                            t.size(),
-                            buffer.size()
-                        );
-                    }
-                    buffer.copy_(t);
+                    buffer.copy_(saved.get(prefix, &p.name, &buffer.size())?);
                 }
             }
             Ok(())
         })?;
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// Moment buffers read back from an optimizer state file.
+struct SavedMoments<'a> {
+    path: &'a Path,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl<'a> SavedMoments<'a> {
+    fn read(path: &'a Path) -> Result<Self> {
+        let tensors = Tensor::read_safetensors(path)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("cannot read optimizer state {}", path.display()))?
+            .into_iter()
+            .collect();
+        Ok(Self { path, tensors })
+    }
+
+    /// Moment `prefix` (`exp_avg`/`exp_avg_sq`) of parameter `name`, which must have `shape`.
+    fn get(&self, prefix: &str, name: &str, shape: &[i64]) -> Result<&Tensor> {
+        let key = format!("{prefix}.{name}");
+        let Some(t) = self.tensors.get(&key) else {
+            bail!("optimizer state {} lacks {key}", self.path.display());
+        };
+        if t.size() != shape {
+            bail!(
+                "optimizer state {}: {key} has shape {:?}, expected {:?}",
+                self.path.display(),
+                t.size(),
+                shape
+            );
+        }
+        Ok(t)
     }
 }
 
@@ -466,28 +484,13 @@ impl FlatAdamW {
 
     /// Restores moment buffers saved by [`FlatAdamW::save`] or [`AdamW::save`].
     pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
-        let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("cannot read optimizer state {}", path.display()))?
-            .into_iter()
-            .collect();
+        let saved = SavedMoments::read(path)?;
         tch::no_grad(|| -> Result<()> {
             for s in &self.slots {
                 for (prefix, buffer) in
                     [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)]
                 {
-                    let key = format!("{prefix}.{}", s.name);
-                    let Some(t) = saved.get(&key) else {
-                        bail!("optimizer state {} lacks {key}", path.display());
-                    };
-                    if t.size() != s.shape {
-                        bail!(
-                            "optimizer state {}: {key} has shape {:?}, expected {:?}",
-                            path.display(),
-                            t.size(),
-                            s.shape
-                        );
-                    }
+                    let t = saved.get(prefix, &s.name, &s.shape)?;
                     buffer.narrow(0, s.offset, s.len).copy_(&t.view([-1]));
                 }
             }
