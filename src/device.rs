@@ -91,6 +91,22 @@ pub fn physical_cores() -> usize {
 }
 
 /// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
+/// Tells glibc's allocator to keep freed memory for reuse instead of handing it back to
+/// the kernel: a training step frees and reallocates activations of a few MB each, and
+/// every round trip through the kernel comes back as fresh pages to fault in and clear
+/// (`clear_page_erms` was 4% of a benchmark step). Blocks up to 32 MB (glibc's ceiling)
+/// come from the heap, and up to 1 GiB of free heap is kept. Call once, at start-up.
+/// Does nothing on other C libraries.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads
+    // allocate, with values glibc documents as valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 pub fn set_threads(requested: usize) -> usize {
     let n = if requested == 0 {
         physical_cores()

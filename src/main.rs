@@ -5,6 +5,7 @@ use clap::Parser;
 use gptdash::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
+    gptdash::device::keep_freed_memory();
     let args = Cli::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
