@@ -598,21 +598,7 @@ mod tests {
     #[test]
     fn decay_groups() {
         let _rng = crate::torch_rng_lock();
-        let vs = nn::VarStore::new(Device::Cpu);
-        let _m = crate::model::gpt::Gpt::new(
-            &vs.root(),
-            crate::model::gpt::GptConfig {
-                vocab_size: 10,
-                block_size: 4,
-                n_layer: 1,
-                n_head: 1,
-                n_embd: 4,
-                dropout: 0.0,
-                n_classes: 2,
-                layer_norm_eps: 1e-5,
-                tie_lm_head: false,
-            },
-        );
+        let (vs, _model) = small_model(0);
         let vars = vs.variables();
         let d = |n: &str| decays(n, &vars[n]);
         assert!(d("transformer.h.0.attn.c_attn.weight"));
@@ -673,8 +659,8 @@ mod tests {
         assert!((clipped - 1.0).abs() < 1e-4, "{clipped}");
     }
 
-    /// A small model's var store with gradients from one backward pass.
-    fn model_with_grads(seed: i64) -> (nn::VarStore, crate::model::gpt::Gpt) {
+    /// A small model (2 layers, 8 dims, vocabulary 40) and its var store.
+    fn small_model(seed: i64) -> (nn::VarStore, crate::model::gpt::Gpt) {
         tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = crate::model::gpt::Gpt::new(
@@ -707,9 +693,9 @@ mod tests {
     fn flat_updates_match_per_parameter_adamw() {
         let _rng = crate::torch_rng_lock();
         let config = AdamWConfig::default();
-        let (vs_ref, m_ref) = model_with_grads(1);
-        let (vs_cpu, m_cpu) = model_with_grads(1);
-        let (vs_ops, m_ops) = model_with_grads(1);
+        let (vs_ref, m_ref) = small_model(1);
+        let (vs_cpu, m_cpu) = small_model(1);
+        let (vs_ops, m_ops) = small_model(1);
         let mut reference = AdamW::new(&vs_ref, config);
         let lm = |n: &str| !n.starts_with("classifier.");
         let mut cpu = FlatAdamW::new(&vs_cpu, config, lm).unwrap();
@@ -758,18 +744,18 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let config = AdamWConfig::default();
-        let (vs_a, m_a) = model_with_grads(2);
+        let (vs_a, m_a) = small_model(2);
         let mut flat = FlatAdamW::new(&vs_a, config, |_| true).unwrap();
         backward(&m_a, 5);
         let _norm = flat.step(0.01, 1.0).unwrap();
         let path = dir.path().join("optim.safetensors");
         flat.save(&path).unwrap();
-        let (vs_b, _m) = model_with_grads(2);
+        let (vs_b, _m) = small_model(2);
         let mut plain = AdamW::new(&vs_b, config);
         plain.load(&path, 1).unwrap();
         let again = dir.path().join("again.safetensors");
         plain.save(&again).unwrap();
-        let (vs_c, _m) = model_with_grads(2);
+        let (vs_c, _m) = small_model(2);
         let mut flat2 = FlatAdamW::new(&vs_c, config, |_| true).unwrap();
         flat2.load(&again, 1).unwrap();
         assert!(flat2.exp_avg.equal(&flat.exp_avg) && flat2.exp_avg_sq.equal(&flat.exp_avg_sq));
