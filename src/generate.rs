@@ -119,6 +119,21 @@ pub struct GeneratedToken {
     pub forced: bool,
 }
 
+impl GeneratedToken {
+    /// A token and the candidates of its step; `rest` is the probability mass outside them.
+    pub fn new(id: u32, text: String, prob: f64, top: Vec<Candidate>, forced: bool) -> Self {
+        let in_top: f64 = top.iter().map(|c| c.prob).sum();
+        Self {
+            id,
+            text,
+            prob,
+            top,
+            rest: (1.0 - in_top).max(0.0),
+            forced,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Generation {
     pub prompt: String,
@@ -241,15 +256,13 @@ pub fn generate_from(
                 Some(k) => top_lp[k] as f64,
                 None => log_probs.double_value(&[chosen]),
             };
-            let in_top: f64 = top.iter().map(|c| c.prob).sum();
-            tokens.push(GeneratedToken {
-                id: chosen as u32,
-                text: tokenizer.display(chosen as u32),
-                prob: chosen_lp.exp(),
+            tokens.push(GeneratedToken::new(
+                chosen as u32,
+                tokenizer.display(chosen as u32),
+                chosen_lp.exp(),
                 top,
-                rest: (1.0 - in_top).max(0.0),
-                forced: is_forced,
-            });
+                is_forced,
+            ));
             ids.push(chosen);
             if sentence_eot == Some(chosen) {
                 floor = ids.len() - 1;

@@ -98,15 +98,7 @@ fn token(id: u32, text: &str, prob: f64) -> GeneratedToken {
             prob: p,
         })
         .collect();
-    let rest = 1.0 - top.iter().map(|c| c.prob).sum::<f64>();
-    GeneratedToken {
-        id,
-        text: text.into(),
-        prob,
-        top,
-        rest,
-        forced: false,
-    }
+    GeneratedToken::new(id, text.into(), prob, top, false)
 }
 
 #[test]

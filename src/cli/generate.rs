@@ -199,15 +199,7 @@ mod tests {
                 prob: p,
             })
             .collect();
-        let rest = 1.0 - top.iter().map(|c| c.prob).sum::<f64>();
-        GeneratedToken {
-            id,
-            text: text.into(),
-            prob,
-            top,
-            rest,
-            forced: false,
-        }
+        GeneratedToken::new(id, text.into(), prob, top, false)
     }
 
     fn sample() -> Generation {
