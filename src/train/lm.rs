@@ -59,6 +59,9 @@ pub struct LmTrainer {
     /// The training examples' order in the current epoch.
     order: EpochOrder,
     pub test: Examples,
+    /// The evaluation batches as device tensors `(inputs, targets, real tokens)`, made
+    /// on the first evaluation.
+    eval_set: Option<Vec<(Tensor, Tensor, usize)>>,
     pub train_sentences: usize,
     pub test_sentences: usize,
     /// Optimizer steps taken so far.
@@ -184,6 +187,7 @@ impl LmTrainer {
             order: EpochOrder::new(settings.train.seed),
             train,
             test,
+            eval_set: None,
             train_sentences: train_sentences.len(),
             test_sentences: test_sentences.len(),
             step: 0,
@@ -269,20 +273,32 @@ impl LmTrainer {
     }
 
     /// Mean loss per real token over the test split (at most `train.eval_batches` batches).
+    /// The batches are padded and moved to the device once, on the first evaluation;
+    /// the losses are summed on the device and read once.
     pub fn evaluate(&mut self) -> Result<f64> {
-        let t = &self.settings.train;
-        let batches = self
-            .test
-            .eval_batches(t.batch_size as usize, t.eval_batches as usize);
-        let mut total = 0.0;
-        let mut count = 0usize;
-        tch::no_grad(|| {
-            for batch in &batches {
-                let (x, y) = self.tensors(batch);
-                let loss = Gpt::lm_loss(&self.model.forward(&x, false), &y).double_value(&[]);
-                total += loss * batch.real_tokens as f64;
-                count += batch.real_tokens;
-            }
+        if self.eval_set.is_none() {
+            let t = &self.settings.train;
+            let set = self
+                .test
+                .eval_batches(t.batch_size as usize, t.eval_batches as usize)
+                .iter()
+                .map(|batch| {
+                    let (x, y) = self.tensors(batch);
+                    (x, y, batch.real_tokens)
+                })
+                .collect();
+            self.eval_set = Some(set);
+        }
+        let set = self.eval_set.as_deref().unwrap_or_default();
+        let count: usize = set.iter().map(|(_, _, tokens)| tokens).sum();
+        let total = tch::no_grad(|| {
+            set.iter()
+                .map(|(x, y, tokens)| {
+                    Gpt::lm_loss(&self.model.forward(x, false), y).to_kind(tch::Kind::Double)
+                        * *tokens as f64
+                })
+                .reduce(|a, b| a + b)
+                .map_or(0.0, |sum| sum.double_value(&[]))
         });
         let mean = total / count.max(1) as f64;
         if mean.is_finite() && self.best_test_loss.is_none_or(|best| mean < best) {
