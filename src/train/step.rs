@@ -222,7 +222,6 @@ impl FusedStep {
         // Each real target weighs 1/count; padding rows weigh 0 (no loss, no gradient).
         let weight = &real / real.sum(Kind::Float).clamp_min(1.0);
         let safe_targets = targets.clamp_min(0).unsqueeze(1);
-        let minus_one = Tensor::full([rows, 1], -1.0, (Kind::Float, device));
         let grad_h = Tensor::empty_like(h);
         let mut loss = Tensor::zeros([], (Kind::Float, device));
         let mut head_grad = head_grad.shallow_clone();
@@ -252,7 +251,7 @@ impl FusedStep {
             loss -= (target_prob.log() * &wc).sum(Kind::Float);
             // Softmax minus one-hot: the gradient of the loss with respect to the logits,
             // before each row's weight.
-            let _ = probs.scatter_add_(1, &tc, &minus_one.narrow(0, 0, len));
+            let _ = probs.scatter_add_(1, &tc, &buffers.minus_one.narrow(0, 0, len));
             let probs_mm = match &buffers.low {
                 None => probs,
                 Some(low) => {
@@ -283,6 +282,8 @@ struct LossBuffers {
     probs: Tensor,
     /// The same in the compute kind when that is not f32 (the matrix products' side).
     low: Option<Tensor>,
+    /// `[rows, 1]` of −1: the one-hot subtracted at each row's target.
+    minus_one: Tensor,
 }
 
 impl LossBuffers {
@@ -291,6 +292,7 @@ impl LossBuffers {
             kind,
             probs: Tensor::empty([rows, vocab], (Kind::Float, device)),
             low: (kind != Kind::Float).then(|| Tensor::empty([rows, vocab], (kind, device))),
+            minus_one: Tensor::full([rows, 1], -1.0, (Kind::Float, device)),
         }
     }
 }
