@@ -45,21 +45,19 @@ fn human_output_has_probabilities_and_a_grid() {
 fn json_output_has_the_documented_shape() {
     let dir = tempfile::tempdir().unwrap();
     let ck = tiny_checkpoint(dir.path());
-    let out = gptdash(
-        dir.path(),
-        &[
-            "generate",
-            "--checkpoint",
-            &ck,
-            "--prompt",
-            "A dog",
-            "--max-new-tokens",
-            "4",
-            "--grid",
-            "3",
-            "--json",
-        ],
-    );
+    let args = [
+        "generate",
+        "--checkpoint",
+        &ck,
+        "--prompt",
+        "A dog",
+        "--max-new-tokens",
+        "4",
+        "--grid",
+        "3",
+        "--json",
+    ];
+    let out = gptdash(dir.path(), &args);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["prompt"], "A dog");
@@ -81,22 +79,7 @@ fn json_output_has_the_documented_shape() {
     assert!(v["perplexity"].as_f64().unwrap() >= 1.0);
 
     // --no-cache gives the same result.
-    let nc = gptdash(
-        dir.path(),
-        &[
-            "generate",
-            "--checkpoint",
-            &ck,
-            "--prompt",
-            "A dog",
-            "--max-new-tokens",
-            "4",
-            "--grid",
-            "3",
-            "--json",
-            "--no-cache",
-        ],
-    );
+    let nc = gptdash(dir.path(), &[&args[..], &["--no-cache"]].concat());
     let w: serde_json::Value = serde_json::from_str(stdout(&nc).trim()).unwrap();
     let ids = |x: &serde_json::Value| {
         x["tokens"]
