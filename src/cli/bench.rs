@@ -335,7 +335,7 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
         "device": device_name(device),
         "threads": threads,
         "dtype": a.dtype.name(),
-        "step": match a.step { StepKind::Fused => "fused", StepKind::Plain => "plain" },
+        "step": a.step.name(),
         "loss_chunk": a.loss_chunk,
         "model": {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "vocab_size": a.vocab_size, "block_size": a.block_size, "tied_lm_head": false},
         "params": params,
@@ -363,7 +363,7 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
             params as f64 / 1e6,
             device_name(device),
             a.dtype.name(),
-            match a.step { StepKind::Fused => "fused", StepKind::Plain => "plain" },
+            a.step.name(),
         );
         println!(
             "  {tokens_per_s:.0} tokens/s, {:.1} ms/step over {} steps (after {} warm-up)",

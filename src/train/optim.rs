@@ -349,11 +349,6 @@ impl FlatAdamW {
             .view(slot.shape.as_slice()))
     }
 
-    /// Sets every gradient to zero (only needed after a step that was not taken).
-    pub fn zero_grad(&mut self) {
-        let _ = self.grads.zero_();
-    }
-
     /// Clips the gradients to global norm `max_norm` (0 = no clipping), applies one
     /// AdamW update at learning rate `lr` and zeroes the gradients. Returns the norm
     /// before clipping as a 0-d f32 tensor on the parameters' device.

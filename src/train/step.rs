@@ -33,6 +33,15 @@ pub enum StepKind {
     Fused,
 }
 
+impl StepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Plain => "plain",
+            StepKind::Fused => "fused",
+        }
+    }
+}
+
 /// Loss and gradient norm of one step, as 0-d f32 tensors on the model's device (read
 /// them when needed; reading synchronises with the device).
 pub struct StepOutput {
@@ -82,13 +91,6 @@ impl LmStep {
         self
     }
 
-    pub fn kind(&self) -> StepKind {
-        match self {
-            LmStep::Plain(_) => StepKind::Plain,
-            LmStep::Fused(_) => StepKind::Fused,
-        }
-    }
-
     /// One optimizer step of `model` on inputs `x` and targets `y` (`[batch, time]`,
     /// targets [`IGNORE_INDEX`] where there is nothing to predict), at learning rate
     /// `lr`, clipping the gradient norm to `clip` (0 = no clipping). Dropout is active.
@@ -115,14 +117,6 @@ impl LmStep {
                 })
             }
             LmStep::Fused(fused) => fused.step(model, x, y, lr, clip),
-        }
-    }
-
-    /// Optimizer steps taken (restored by [`LmStep::load`]).
-    pub fn steps(&self) -> u64 {
-        match self {
-            LmStep::Plain(o) => o.steps,
-            LmStep::Fused(f) => f.optimizer.steps,
         }
     }
 
