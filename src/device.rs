@@ -107,6 +107,37 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Part length for a hand-written pass over `len` elements split across libtorch's
+/// thread count, with at least ~64k elements a part (below that, a thread costs more
+/// than it saves).
+pub fn pass_part_len(len: usize) -> usize {
+    let threads = (tch::get_num_threads().max(1) as usize).min(len.div_ceil(65_536).max(1));
+    len.div_ceil(threads).max(1)
+}
+
+/// Runs `work` on every item and returns the results in order: all items but the last
+/// on scoped threads, the last on the calling thread (so one item spawns nothing).
+pub fn split_work<T: Send, R: Send>(mut items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let last = items.pop();
+        let spawned: Vec<_> = items
+            .into_iter()
+            .map(|item| s.spawn(move || work(item)))
+            .collect();
+        let last = last.map(work);
+        let mut results: Vec<R> = spawned
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect();
+        results.extend(last);
+        results
+    })
+}
+
 pub fn set_threads(requested: usize) -> usize {
     let n = if requested == 0 {
         physical_cores()

@@ -94,26 +94,17 @@ fn fill_dropout_mask(values: &mut [f32], key: u64, p: f64) {
     // An element is dropped when the top 32 bits of its hash fall below this.
     let threshold = (p * 4_294_967_296.0) as u64;
     let keep = (1.0 / (1.0 - p)) as f32;
-    let threads =
-        (tch::get_num_threads().max(1) as usize).min(values.len().div_ceil(65_536).max(1));
-    let chunk = values.len().div_ceil(threads).max(1);
-    let fill = move |c: usize, part: &mut [f32]| {
-        let base = (c * chunk) as u64;
-        for (i, v) in part.iter_mut().enumerate() {
-            let h = crate::rng::mix(key, base + i as u64);
-            *v = if (h >> 32) < threshold { 0.0 } else { keep };
-        }
-    };
-    if threads == 1 {
-        // Small masks: a thread would cost more than it saves.
-        fill(0, values);
-        return;
-    }
-    std::thread::scope(|s| {
-        for (c, part) in values.chunks_mut(chunk).enumerate() {
-            s.spawn(move || fill(c, part));
-        }
-    });
+    let chunk = crate::device::pass_part_len(values.len());
+    crate::device::split_work(
+        values.chunks_mut(chunk).enumerate().collect(),
+        |(c, part)| {
+            let base = (c * chunk) as u64;
+            for (i, v) in part.iter_mut().enumerate() {
+                let h = crate::rng::mix(key, base + i as u64);
+                *v = if (h >> 32) < threshold { 0.0 } else { keep };
+            }
+        },
+    );
 }
 
 fn layer_norm(p: nn::Path, cfg: &GptConfig) -> nn::LayerNorm {

@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn::VarStore, Kind, Tensor};
 
+use crate::device::{pass_part_len, split_work};
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
     pub beta1: f64,
@@ -421,42 +423,25 @@ impl FlatAdamW {
                 std::slice::from_raw_parts_mut(self.exp_avg_sq.data_ptr() as *mut f32, n),
             )
         };
-        // Below ~64k elements per thread, spawning costs more than it saves.
-        let threads = (tch::get_num_threads().max(1) as usize).min(n.div_ceil(65_536).max(1));
-        if threads == 1 {
-            let sum_sq: f64 = g.iter().map(|&x| (x as f64) * (x as f64)).sum();
-            let norm = sum_sq.sqrt();
-            adamw_pass(p, g, m, v, decayed.min(n), clip_coef(u.max_norm, norm), *u);
-            return Ok(Tensor::from(norm as f32));
-        }
-        let chunk = n.div_ceil(threads).max(1);
-        let sum_sq: f64 = std::thread::scope(|s| {
-            let parts: Vec<_> = g
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || part.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-                })
-                .collect();
-            parts
-                .into_iter()
-                .map(|h| h.join().unwrap_or(f64::NAN))
-                .sum()
-        });
+        let chunk = pass_part_len(n);
+        let sum_sq: f64 = split_work(g.chunks(chunk).collect(), |part| {
+            part.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()
+        })
+        .into_iter()
+        .sum();
         let norm = sum_sq.sqrt();
         let coef = clip_coef(u.max_norm, norm);
-        std::thread::scope(|s| {
-            let parts = p
-                .chunks_mut(chunk)
-                .zip(g.chunks_mut(chunk))
-                .zip(m.chunks_mut(chunk))
-                .zip(v.chunks_mut(chunk))
-                .enumerate();
-            for (i, (((p, g), m), v)) in parts {
-                let start = i * chunk;
-                // Elements of this chunk that get weight decay.
-                let decay_end = decayed.saturating_sub(start).min(p.len());
-                s.spawn(move || adamw_pass(p, g, m, v, decay_end, coef, *u));
-            }
+        let parts: Vec<_> = p
+            .chunks_mut(chunk)
+            .zip(g.chunks_mut(chunk))
+            .zip(m.chunks_mut(chunk))
+            .zip(v.chunks_mut(chunk))
+            .enumerate()
+            .collect();
+        split_work(parts, |(i, (((p, g), m), v))| {
+            // Elements of this chunk that get weight decay.
+            let decay_end = decayed.saturating_sub(i * chunk).min(p.len());
+            adamw_pass(p, g, m, v, decay_end, coef, *u)
         });
         Ok(Tensor::from(norm as f32))
     }
