@@ -224,8 +224,10 @@ pub struct Finetuner {
 struct EpochProgress {
     order: Vec<usize>,
     next: usize,
-    loss_sum: f64,
-    correct: usize,
+    /// Sum of batch loss × batch size, and correct predictions, kept on the device and
+    /// read once at the end of the epoch (no host synchronisation per batch).
+    loss_sum: Tensor,
+    correct: Tensor,
     start: Instant,
 }
 
@@ -293,11 +295,12 @@ impl Finetuner {
             let mut order: Vec<usize> = (0..self.train.len()).collect();
             SplitMix64::new(mix(self.options.seed, self.epoch as u64)).shuffle(&mut order);
             tch::manual_seed((mix(self.options.seed, 1000 + self.epoch as u64) >> 1) as i64);
+            let device = self.loaded.model.device();
             EpochProgress {
                 order,
                 next: 0,
-                loss_sum: 0.0,
-                correct: 0,
+                loss_sum: Tensor::zeros([], (Kind::Double, device)),
+                correct: Tensor::zeros([], (Kind::Int64, device)),
                 start: Instant::now(),
             }
         });
@@ -322,27 +325,26 @@ impl Finetuner {
             .map_err(|e| anyhow!("backward pass failed: {e}"))?;
         let _ = self.optimizer.clip_grad_norm(1.0);
         self.optimizer.step(self.options.learning_rate);
-        progress.loss_sum += loss.double_value(&[]) * refs.len() as f64;
-        progress.correct += logits
-            .argmax(-1, false)
-            .eq_tensor(&labels)
-            .sum(Kind::Int64)
-            .int64_value(&[]) as usize;
+        tch::no_grad(|| {
+            progress.loss_sum += loss.detach().to_kind(Kind::Double) * refs.len() as f64;
+            progress.correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+        });
         if progress.next < progress.order.len() {
             return Ok(None);
         }
-        let EpochProgress {
+        let Some(EpochProgress {
             loss_sum,
             correct,
             start,
             ..
-        } = self.progress.take().unwrap_or(EpochProgress {
-            order: Vec::new(),
-            next: 0,
-            loss_sum: 0.0,
-            correct: 0,
-            start: Instant::now(),
-        });
+        }) = self.progress.take()
+        else {
+            bail!("fine-tuning lost track of its epoch");
+        };
+        let (loss_sum, correct) = (
+            loss_sum.double_value(&[]),
+            correct.int64_value(&[]) as usize,
+        );
         self.epoch += 1;
         let val = evaluate(
             &self.loaded.model,
