@@ -1,31 +1,20 @@
 //! Frame time of the Train tab at 200×60 with 100,000 loss points (target ≤ 5 ms).
 use criterion::{criterion_group, criterion_main, Criterion};
 use gptdash::config::Settings;
-use gptdash::train::lm::StepMetrics;
+use gptdash::protocol::{Event, RunInfo, RunStart, StepMetrics};
 use gptdash::tui::app::{App, Msg};
 use gptdash::tui::view;
-use gptdash::worker::{Event, RunInfo};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 fn app_with_history(points: u64) -> App {
     let mut app = App::new(Settings::default());
-    app.update(Msg::Worker(Event::RunStarted(RunInfo {
-        device: "cpu".into(),
-        threads: 2,
-        dtype: "f32",
-        params: 10_000_000,
-        vocab_size: 50257,
-        corpus: "tinyshakespeare".into(),
-        model: "gpt-mini".into(),
-        train_examples: 30_000,
-        test_examples: 7_000,
-        max_iters: points,
-        start_iter: 0,
-    })));
+    app.update(Msg::Worker(Event::Start(RunStart::Train(Box::new(
+        RunInfo::example(points),
+    )))));
     for i in 1..=points {
         let loss = 1.5 + 4.0 / (1.0 + i as f64 / 500.0) + 0.1 * ((i as f64) * 0.37).sin();
-        app.update(Msg::Worker(Event::Step(StepMetrics {
+        app.update(Msg::Worker(Event::Iter(StepMetrics {
             iter: i,
             loss,
             iter_ms: 20.0,

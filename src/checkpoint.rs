@@ -158,6 +158,8 @@ pub struct LoadedModel {
     pub model: Gpt,
     pub tokenizer: TextTokenizer,
     pub config: CheckpointConfig,
+    /// Where it came from: a checkpoint folder, or the run that trained it.
+    pub origin: String,
 }
 
 impl LoadedModel {
@@ -176,49 +178,51 @@ pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
 }
 
 /// [`load_model`] with another dropout rate (for fine-tuning); weights are unchanged.
+/// The one place a model is loaded: the folder's format decides where the sizes and the
+/// weights come from (`model::hf` reads GPT-2's); the rest is the same for both.
 pub fn load_model_with_dropout(
     dir: &Path,
     device: Device,
     dropout: Option<f64>,
 ) -> Result<LoadedModel> {
-    if crate::model::hf::is_hf_gpt2(dir) {
-        let tokenizer = TextTokenizer::from_file(&dir.join(TOKENIZER_FILE)).with_context(|| {
-            format!(
-                "the GPT-2 directory {} needs its tokenizer.json",
-                dir.display()
-            )
-        })?;
-        let (vs, model) = crate::model::hf::load_gpt2(dir, device, 2, dropout)?;
-        check_vocabulary(dir, &tokenizer, &model.config)?;
-        let config = CheckpointConfig {
+    let gpt2 = crate::model::hf::is_hf_gpt2(dir);
+    let mut config = if gpt2 {
+        CheckpointConfig {
             format_version: FORMAT_VERSION,
-            model: model.config,
-            eot_id: tokenizer.eot_id(),
+            model: crate::model::hf::read_config(dir, 2)?,
+            eot_id: None,
             corpus: format!("GPT-2 weights from {}", dir.display()),
             data_mode: DataMode::Pack,
-            parameters: crate::model::gpt::parameter_count(&vs),
-        };
-        return Ok(LoadedModel {
-            vs,
-            model,
-            tokenizer,
-            config,
-        });
-    }
-    let mut config = read_config(dir)?;
+            parameters: 0,
+        }
+    } else {
+        read_config(dir)?
+    };
     if let Some(d) = dropout {
         config.model.dropout = d;
     }
-    let tokenizer = TextTokenizer::from_file(&dir.join(TOKENIZER_FILE))?;
+    let tokenizer = TextTokenizer::from_file(&dir.join(TOKENIZER_FILE)).with_context(|| {
+        format!(
+            "the checkpoint {} needs its {TOKENIZER_FILE}",
+            dir.display()
+        )
+    })?;
     check_vocabulary(dir, &tokenizer, &config.model)?;
     let mut vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), config.model);
-    load_weights(&mut vs, &dir.join(MODEL_FILE))?;
+    if gpt2 {
+        crate::model::hf::load_weights(&vs, dir)?;
+        config.eot_id = tokenizer.eot_id();
+        config.parameters = crate::model::gpt::parameter_count(&vs);
+    } else {
+        load_weights(&mut vs, &dir.join(MODEL_FILE))?;
+    }
     Ok(LoadedModel {
         vs,
         model,
         tokenizer,
         config,
+        origin: dir.display().to_string(),
     })
 }
 

@@ -62,32 +62,13 @@ pub fn device_name(device: Device) -> String {
 }
 
 /// Physical cores of this machine (hyper-threads share matmul units, so libtorch runs
-/// fastest with one thread per core); falls back to the logical CPU count.
+/// fastest with one thread per core), never more than the CPUs this process may use.
+/// `num_cpus` reads the topology (it falls back to the logical count where it cannot).
 pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism()
+    let allowed = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
-        return logical;
-    };
-    let mut cores = std::collections::HashSet::new();
-    let mut physical = String::new();
-    for line in info.lines() {
-        if let Some((key, value)) = line.split_once(':') {
-            match key.trim() {
-                "physical id" => physical = value.trim().to_string(),
-                "core id" => {
-                    cores.insert((physical.clone(), value.trim().to_string()));
-                }
-                _ => {}
-            }
-        }
-    }
-    if cores.is_empty() {
-        logical
-    } else {
-        cores.len().min(logical)
-    }
+    num_cpus::get_physical().clamp(1, allowed)
 }
 
 /// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
@@ -163,12 +144,14 @@ mod tests {
     }
 
     #[test]
-    fn cuda_without_gpu_is_a_clear_error() {
+    fn cuda_is_used_when_present_and_a_clear_error_when_not() {
         if tch::Cuda::is_available() {
-            return; // only meaningful on a machine without a GPU
+            assert_eq!(resolve_device("cuda").unwrap(), Device::Cuda(0));
+            assert_eq!(resolve_device("auto").unwrap(), Device::Cuda(0));
+        } else {
+            let msg = format!("{:#}", resolve_device("cuda").unwrap_err());
+            assert!(msg.contains("CUDA is not available"), "{msg}");
+            assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
         }
-        let msg = format!("{:#}", resolve_device("cuda").unwrap_err());
-        assert!(msg.contains("CUDA is not available"), "{msg}");
-        assert_eq!(resolve_device("auto").unwrap(), Device::Cpu);
     }
 }

@@ -10,7 +10,7 @@
 //! draws from the same distribution, restricted to the `top_k` most probable tokens
 //! (renormalised) when `top_k` is set.
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::GenerateSettings;
@@ -18,7 +18,7 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::{Gpt, KvCache};
 use crate::rng::SplitMix64;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     /// ≥ 0; 0 means greedy.
@@ -96,7 +96,7 @@ impl GenerateOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub id: u32,
     /// Display text (see [`TextTokenizer::display`]).
@@ -104,7 +104,7 @@ pub struct Candidate {
     pub prob: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratedToken {
     pub id: u32,
     pub text: String,
@@ -134,7 +134,7 @@ impl GeneratedToken {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
     pub prompt: String,
     /// Prompt followed by the decoded continuation.

@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 pub mod checkpoint;
+pub mod classifier;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -14,6 +15,7 @@ pub mod device;
 pub mod generate;
 pub mod model;
 pub mod paths;
+pub mod protocol;
 pub mod rng;
 pub mod train;
 pub mod tui;

@@ -1,133 +1,24 @@
 //! The worker thread: it owns the model, tokenizer, optimizer and data, and talks to the
-//! UI only through channels of plain data. Commands are read between training steps, so
-//! a request made while training is answered within one step, with the current weights.
+//! dashboard only through channels of plain data ([`crate::protocol`]). Commands are read
+//! between training steps, so a request made while training is answered within one step,
+//! with the current weights. The runs own their rules; the worker only advances them
+//! and forwards their events.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use anyhow::bail;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::checkpoint::{load_model, LoadedModel};
-use crate::config::{DataMode, FinetuneSettings, Settings};
+use crate::classifier::sst2_labels;
+use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2;
-use crate::data::tokenizer::TextTokenizer;
-use crate::device::{device_name, resolve_device, set_threads};
-use crate::generate::{encode_prompt, generate_from, GenerateOptions, Generation};
-use crate::model::gpt::Gpt;
-use crate::train::finetune::{
-    class_probabilities, ClassifierInfo, EpochMetrics, Evaluation, FinetuneOptions, Finetuner,
-};
-use crate::train::lm::{LmTrainer, StepMetrics};
+use crate::device::{device_name, set_threads};
+use crate::protocol::{Command, Event, RunDone, RunStart, WorkerState};
+use crate::train::finetune::{FinetuneOptions, Finetuner};
+use crate::train::lm::LmTrainer;
 
-/// UI → worker.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Start a fresh training run with these settings (replacing any model held).
-    Start(Box<Settings>),
-    Pause,
-    Resume,
-    /// End the run; the model stays for generation.
-    Stop,
-    /// Save a checkpoint (to this directory, or the run's default).
-    Save(Option<PathBuf>),
-    /// Load a checkpoint for generation (and resume training if it has optimizer state).
-    Load(PathBuf),
-    /// Generate after `prompt`, first emitting `forced` tokens (branching).
-    Generate {
-        request: u64,
-        prompt: String,
-        forced: Vec<u32>,
-        options: GenerateOptions,
-    },
-    /// Fine-tune the model held (trained or loaded) on SST-2 as these settings say.
-    StartFinetune(Box<FinetuneSettings>),
-    /// P(positive) of a sentence, with the fine-tuned classifier.
-    ClassifyText(String),
-    Shutdown,
-}
-
-/// What the worker is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerState {
-    Idle,
-    Preparing,
-    Training,
-    Paused,
-    /// Training reached max_iters or was stopped; a model is loaded.
-    Finished,
-    /// A checkpoint is loaded for generation.
-    Loaded,
-    /// Fine-tuning the classifier on SST-2.
-    FineTuning,
-}
-
-/// Facts about a run, sent once when it starts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunInfo {
-    pub device: String,
-    pub threads: usize,
-    /// Precision of the matrix products: `f32` or `bf16`.
-    pub dtype: &'static str,
-    pub params: i64,
-    pub vocab_size: i64,
-    pub corpus: String,
-    pub model: String,
-    pub train_examples: usize,
-    pub test_examples: usize,
-    pub max_iters: u64,
-    pub start_iter: u64,
-}
-
-/// Worker → UI.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    State(WorkerState),
-    RunStarted(RunInfo),
-    Step(StepMetrics),
-    Eval {
-        iter: u64,
-        test_loss: f64,
-    },
-    Saved {
-        iter: u64,
-        path: PathBuf,
-    },
-    Generated {
-        request: u64,
-        prompt: String,
-        generation: Generation,
-    },
-    GenerateFailed {
-        request: u64,
-        error: String,
-    },
-    FinetuneStarted(FinetuneInfo),
-    FinetuneEpoch(EpochMetrics),
-    FinetuneDone {
-        best_epoch: usize,
-        val: Evaluation,
-        path: PathBuf,
-    },
-    Classified {
-        text: String,
-        p_positive: f64,
-    },
-    Log(String),
-    Error(String),
-}
-
-/// The data of a fine-tuning run, sent when it starts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FinetuneInfo {
-    pub source: String,
-    pub train_examples: usize,
-    pub val_examples: usize,
-    pub train_positive: f64,
-    pub val_positive: f64,
-    pub epochs: usize,
-}
-
-/// The UI's handle on the worker thread.
+/// The dashboard's handle on the worker thread.
 pub struct WorkerHandle {
     pub commands: Sender<Command>,
     pub events: Receiver<Event>,
@@ -149,7 +40,7 @@ pub fn spawn() -> std::io::Result<WorkerHandle> {
     spawn_with_output(PathBuf::from("checkpoints"))
 }
 
-/// Starts the worker with checkpoints (end of run, fine-tuned classifier) under `out_dir`.
+/// Starts the worker with checkpoints (training runs, fine-tuned classifier) under `out_dir`.
 pub fn spawn_with_output(out_dir: PathBuf) -> std::io::Result<WorkerHandle> {
     let (command_tx, command_rx) = crossbeam_channel::unbounded();
     let (event_tx, event_rx) = crossbeam_channel::unbounded();
@@ -163,23 +54,16 @@ pub fn spawn_with_output(out_dir: PathBuf) -> std::io::Result<WorkerHandle> {
     })
 }
 
-enum Engine {
-    Empty,
-    Training(Box<LmTrainer>),
-    Loaded(Box<LoadedModel>),
-    Finetuning(Box<Finetuner>),
-}
+mod engine;
+
+use engine::{Engine, Pace};
 
 struct Worker {
     events: Sender<Event>,
     engine: Engine,
-    state: WorkerState,
     out_dir: PathBuf,
-    /// Time spent in training steps and the real tokens they saw, for the end-of-run summary.
-    train_secs: f64,
-    train_tokens: usize,
-    /// The model held has a fine-tuned classifier head.
-    classifier_ready: bool,
+    /// The state the dashboard was last told, so only changes are sent.
+    told: WorkerState,
 }
 
 impl Worker {
@@ -187,35 +71,39 @@ impl Worker {
         Self {
             events,
             engine: Engine::Empty,
-            state: WorkerState::Idle,
             out_dir,
-            train_secs: 0.0,
-            train_tokens: 0,
-            classifier_ready: false,
+            told: WorkerState::Idle,
         }
     }
 
-    /// Sends an event; `false` when the UI is gone (the worker's signal to stop).
+    /// Sends an event; `false` when the dashboard is gone (the worker's signal to stop).
     fn send(&self, event: Event) -> bool {
         self.events.send(event).is_ok()
     }
 
-    fn set_state(&mut self, state: WorkerState) {
-        if self.state != state {
-            self.state = state;
-            self.send(Event::State(state));
+    fn tell(&mut self, state: WorkerState) {
+        if self.told != state {
+            self.told = state;
+            self.send(Event::State { state });
         }
+    }
+
+    /// Tells the dashboard the state the engine is in.
+    fn publish(&mut self) {
+        self.tell(self.engine.state());
     }
 
     fn run(mut self, commands: Receiver<Command>) {
         loop {
-            // Training: take every waiting command, then one step. Otherwise: sleep until a command.
-            let busy = matches!(self.state, WorkerState::Training | WorkerState::FineTuning);
+            // A running run: take every waiting command, then one step. Otherwise sleep
+            // until a command comes.
+            let busy = self.engine.state() == WorkerState::Training
+                || self.engine.state() == WorkerState::FineTuning;
             let command = if busy {
                 match commands.try_recv() {
                     Ok(c) => Some(c),
-                    Err(crossbeam_channel::TryRecvError::Empty) => None,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => return,
                 }
             } else {
                 match commands.recv() {
@@ -226,31 +114,23 @@ impl Worker {
             let keep_going = match command {
                 Some(Command::Shutdown) => return,
                 Some(c) => self.guarded(|w| w.handle(c)),
-                None if self.state == WorkerState::FineTuning => {
-                    self.guarded(|w| w.finetune_step())
-                }
-                None => self.guarded(|w| w.train_step()),
+                None => self.guarded(Worker::advance),
             };
+            self.publish();
             if !keep_going {
                 return;
             }
         }
     }
 
-    /// Runs `f`, turning an error or a panic into an error event (the UI stays up).
+    /// Runs `f`, turning an error or a panic into an error event (the dashboard stays up).
+    /// An error pauses a run; a panic drops the model, which may be half-updated.
     fn guarded(&mut self, f: impl FnOnce(&mut Self) -> anyhow::Result<bool>) -> bool {
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(Ok(keep_going)) => keep_going,
             Ok(Err(e)) => {
-                if self.state == WorkerState::Training || self.state == WorkerState::Preparing {
-                    let next = if matches!(self.engine, Engine::Training(_)) {
-                        WorkerState::Paused
-                    } else {
-                        WorkerState::Idle
-                    };
-                    self.set_state(next);
-                }
-                self.send(Event::Error(format!("{e:#}")))
+                self.engine.pause();
+                self.send(Event::error(format!("{e:#}")))
             }
             Err(panic) => {
                 let what = panic
@@ -259,78 +139,71 @@ impl Worker {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 self.engine = Engine::Empty;
-                self.set_state(WorkerState::Idle);
-                self.send(Event::Error(format!(
+                self.send(Event::error(format!(
                     "the worker hit an internal error and dropped its model: {what}"
                 )))
             }
         }
     }
 
+    /// Sends a run's events; `false` when the dashboard is gone.
+    fn forward(&self, events: Vec<Event>) -> bool {
+        events.into_iter().all(|e| self.send(e))
+    }
+
+    /// One step of the run held, and what its events mean for what the worker holds.
+    fn advance(&mut self) -> anyhow::Result<bool> {
+        let events = match &mut self.engine {
+            Engine::Training(run, _) => run.advance()?,
+            Engine::Finetuning(run, _) => run.advance()?,
+            _ => return Ok(true),
+        };
+        let diverged = events.iter().find_map(|e| match e {
+            Event::Diverged { message, .. } => Some(message.clone()),
+            _ => None,
+        });
+        if let Some(message) = diverged {
+            // The weights hold NaNs: nothing worth generating from or saving.
+            self.engine = Engine::Empty;
+            return Ok(self.forward(events) && self.send(Event::error(message)));
+        }
+        if matches!(&self.engine, Engine::Finetuning(run, _) if run.is_done()) {
+            return Ok(self.end_finetune(events));
+        }
+        Ok(self.forward(events))
+    }
+
     fn handle(&mut self, command: Command) -> anyhow::Result<bool> {
         match command {
             Command::Start(settings) => self.start(*settings),
             Command::Pause => {
-                if matches!(self.state, WorkerState::Training | WorkerState::FineTuning) {
-                    self.set_state(WorkerState::Paused);
-                }
+                self.engine.pause();
                 Ok(true)
             }
             Command::Resume => {
-                match (&self.engine, self.state) {
-                    (Engine::Training(t), WorkerState::Paused) if !t.is_done() => {
-                        self.set_state(WorkerState::Training)
-                    }
-                    (Engine::Training(t), WorkerState::Finished) if !t.is_done() => {
-                        self.set_state(WorkerState::Training)
-                    }
-                    _ => {
-                        self.send(Event::Log("nothing to resume".into()));
-                    }
-                }
-                Ok(true)
+                Ok(self.engine.resume() || self.send(Event::log("nothing to resume")))
             }
-            Command::Stop => {
-                if matches!(self.engine, Engine::Finetuning(_)) {
-                    return self.finish_finetune();
+            Command::Stop => Ok(match &mut self.engine {
+                Engine::Finetuning(run, _) => {
+                    let events = run.finish()?;
+                    self.end_finetune(events)
                 }
-                if matches!(self.state, WorkerState::Training | WorkerState::Paused) {
-                    self.set_state(WorkerState::Finished);
-                    self.send(Event::Log(
-                        "training stopped; the model stays loaded for generation".into(),
-                    ));
+                Engine::Training(run, pace) if *pace != Pace::Stopped && !run.is_done() => {
+                    *pace = Pace::Stopped;
+                    let events = run.interrupt()?;
+                    self.forward(events)
+                        && self.send(Event::log(
+                            "training stopped and saved; the model stays loaded for generation (space resumes)",
+                        ))
                 }
-                Ok(true)
-            }
-            Command::Save(dir) => {
-                match &self.engine {
-                    Engine::Training(t) => {
-                        let dir = dir.unwrap_or_else(|| self.out_dir.join(&t.corpus_name));
-                        t.save(&dir)?;
-                        let iter = t.step;
-                        self.send(Event::Saved { iter, path: dir });
-                    }
-                    Engine::Loaded(_) | Engine::Finetuning(_) => {
-                        anyhow::bail!("a loaded or fine-tuned model is saved already (see the log for its folder)")
-                    }
-                    Engine::Empty => anyhow::bail!("nothing to save: start training first"),
-                }
-                Ok(true)
-            }
+                _ => true,
+            }),
+            Command::Save(dir) => Ok(self.send(self.engine.save(dir)?)),
             Command::Load(dir) => {
-                self.set_state(WorkerState::Preparing);
-                let device = resolve_device("auto")?;
-                let loaded = load_model(&dir, device)?;
-                self.send(Event::Log(format!(
-                    "loaded {} ({:.2}M parameters) on {}",
-                    dir.display(),
-                    loaded.config.parameters as f64 / 1e6,
-                    device_name(device)
-                )));
-                self.classifier_ready = dir.join(crate::train::finetune::CLASSIFIER_FILE).is_file();
-                self.engine = Engine::Loaded(Box::new(loaded));
-                self.set_state(WorkerState::Loaded);
-                Ok(true)
+                self.tell(WorkerState::Preparing);
+                let (engine, message) = Engine::load(&dir)?;
+                self.engine = engine;
+                Ok(self.send(Event::log(message)))
             }
             Command::Generate {
                 request,
@@ -339,11 +212,10 @@ impl Worker {
                 options,
             } => {
                 let event = match catch_unwind(AssertUnwindSafe(|| {
-                    self.generate(&prompt, &forced, &options)
+                    self.engine.generate(&prompt, &forced, &options)
                 })) {
                     Ok(Ok(generation)) => Event::Generated {
-                        request,
-                        prompt,
+                        request: Some(request),
                         generation,
                     },
                     Ok(Err(e)) => Event::GenerateFailed {
@@ -358,216 +230,66 @@ impl Worker {
                 Ok(self.send(event))
             }
             Command::StartFinetune(settings) => self.start_finetune(*settings),
-            Command::ClassifyText(text) => {
-                let loaded = match &self.engine {
-                    Engine::Loaded(l) if self.classifier_ready => l.as_ref(),
-                    Engine::Finetuning(f) => &f.loaded,
-                    _ => anyhow::bail!(
-                        "no classifier yet: fine-tune one first (f on the Classify tab)"
-                    ),
-                };
-                let probs = class_probabilities(loaded, &text)?;
-                let p_positive = probs.get(1).copied().unwrap_or(0.0);
-                Ok(self.send(Event::Classified { text, p_positive }))
-            }
+            Command::ClassifyText(text) => Ok(self.send(self.engine.classify(text)?)),
             Command::Shutdown => Ok(false),
         }
     }
 
     fn start(&mut self, settings: Settings) -> anyhow::Result<bool> {
         self.engine = Engine::Empty;
-        self.set_state(WorkerState::Preparing);
-        self.send(Event::Log(format!(
+        self.tell(WorkerState::Preparing);
+        self.send(Event::log(format!(
             "preparing corpus {} and model {}",
             settings.data.corpus, settings.model.preset
         )));
         let threads = set_threads(settings.train.threads);
-        let trainer = LmTrainer::new(settings)?;
-        let c = trainer.model.config;
-        let info = RunInfo {
-            device: device_name(trainer.device),
-            threads,
-            dtype: trainer.settings.train.dtype.name(),
-            params: trainer.parameters(),
-            vocab_size: c.vocab_size,
-            corpus: trainer.corpus_name.clone(),
-            model: format!(
-                "{} ({}L {}H {}d)",
-                trainer.settings.model.preset, c.n_layer, c.n_head, c.n_embd
-            ),
-            train_examples: trainer.train.len(),
-            test_examples: trainer.test.len(),
-            max_iters: trainer.settings.train.max_iters,
-            start_iter: trainer.step,
-        };
-        self.engine = Engine::Training(Box::new(trainer));
-        self.train_secs = 0.0;
-        self.train_tokens = 0;
-        self.send(Event::RunStarted(info));
-        self.set_state(WorkerState::Training);
-        Ok(true)
-    }
-
-    fn train_step(&mut self) -> anyhow::Result<bool> {
-        let Engine::Training(trainer) = &mut self.engine else {
-            self.set_state(WorkerState::Idle);
-            return Ok(true);
-        };
-        let started = std::time::Instant::now();
-        let metrics = trainer.step()?;
-        self.train_secs += started.elapsed().as_secs_f64();
-        self.train_tokens += metrics.tokens;
-        let eval = if trainer.eval_due() {
-            Some(trainer.evaluate()?)
-        } else {
-            None
-        };
-        let done = trainer.is_done();
-        let iter = trainer.step;
-        let save_path =
-            (done || trainer.save_due()).then(|| self.out_dir.join(&trainer.corpus_name));
-        if let Some(path) = &save_path {
-            trainer.save(path)?;
-        }
-        let mut alive = self.send(Event::Step(metrics));
-        if !metrics.loss.is_finite() {
-            self.set_state(WorkerState::Paused);
-            return Ok(self.send(Event::Error(format!(
-                "loss is {} at step {}: training paused (try a lower learning rate)",
-                metrics.loss, metrics.iter
-            ))));
-        }
-        if let Some(test_loss) = eval {
-            alive &= self.send(Event::Eval { iter, test_loss });
-        }
-        if let Some(path) = save_path {
-            alive &= self.send(Event::Saved { iter, path });
-        }
-        if done {
-            alive &= self.send(Event::Log(format!(
-                "run finished: {iter} steps in {:.1} s of training, {:.0} tokens/s",
-                self.train_secs,
-                self.train_tokens as f64 / self.train_secs.max(1e-9)
-            )));
-            self.set_state(WorkerState::Finished);
-        }
+        let mut run = LmTrainer::new(settings)?;
+        run.set_out(self.out_dir.join(&run.corpus_name));
+        let alive = self.send(Event::Start(RunStart::Train(Box::new(run.info(threads)))));
+        self.engine = Engine::Training(Box::new(run), Pace::Running);
         Ok(alive)
     }
 
     fn start_finetune(&mut self, settings: FinetuneSettings) -> anyhow::Result<bool> {
         let loaded = match std::mem::replace(&mut self.engine, Engine::Empty) {
-            Engine::Training(t) => t.into_loaded(),
-            Engine::Loaded(l) => *l,
-            Engine::Finetuning(f) => f.loaded,
-            Engine::Empty => anyhow::bail!(
+            Engine::Training(run, _) => run.into_loaded(),
+            Engine::Loaded(model, _) => *model,
+            Engine::Finetuning(run, _) => run.loaded,
+            Engine::Empty => bail!(
                 "no model to fine-tune: train one on the Train tab or load a checkpoint first"
             ),
         };
         // Until the new run is set up the model stays available for generation.
-        self.engine = Engine::Loaded(Box::new(loaded));
-        self.set_state(WorkerState::Preparing);
+        self.engine = Engine::Loaded(Box::new(loaded), None);
+        self.tell(WorkerState::Preparing);
         let data = sst2::load_protocol(&settings, false)?;
-        let (train, val, file) = (data.train, data.val, data.train_file);
+        let Engine::Loaded(loaded, _) = std::mem::replace(&mut self.engine, Engine::Empty) else {
+            bail!("the model went away while fine-tuning was being set up");
+        };
+        let device = device_name(loaded.model.device());
+        let out = self.out_dir.join("classifier-sst2");
         let options = FinetuneOptions::from(&settings);
-        let Engine::Loaded(loaded) = std::mem::replace(&mut self.engine, Engine::Empty) else {
-            anyhow::bail!("the model went away while fine-tuning was being set up");
-        };
-        let info = FinetuneInfo {
-            source: file.display().to_string(),
-            train_examples: train.len(),
-            val_examples: val.len(),
-            train_positive: sst2::positive_share(&train),
-            val_positive: sst2::positive_share(&val),
-            epochs: options.epochs,
-        };
-        self.engine = Engine::Finetuning(Box::new(Finetuner::new(*loaded, &train, &val, options)?));
-        self.classifier_ready = false;
-        self.send(Event::FinetuneStarted(info));
-        self.set_state(WorkerState::FineTuning);
-        Ok(true)
+        let run = Finetuner::new(*loaded, &data.train, &data.val, options, out)?;
+        let info = run.info(
+            &data.train_file,
+            settings.samples,
+            device,
+            tch::get_num_threads() as usize,
+        );
+        self.engine = Engine::Finetuning(Box::new(run), Pace::Running);
+        Ok(self.send(Event::Start(RunStart::Finetune(Box::new(info)))))
     }
 
-    fn finetune_step(&mut self) -> anyhow::Result<bool> {
-        let Engine::Finetuning(tuner) = &mut self.engine else {
-            self.set_state(WorkerState::Idle);
-            return Ok(true);
-        };
-        let Some(metrics) = tuner.step()? else {
-            return Ok(true);
-        };
-        let done = tuner.is_done();
-        let alive = self.send(Event::FinetuneEpoch(metrics));
-        if done {
-            return Ok(alive && self.finish_finetune()?);
+    /// Forwards the end of a fine-tuning run and keeps its model (a classifier when the
+    /// run saved one) for generation and classification.
+    fn end_finetune(&mut self, events: Vec<Event>) -> bool {
+        let saved = events
+            .iter()
+            .any(|e| matches!(e, Event::Done(RunDone::Finetune(_))));
+        if let Engine::Finetuning(run, _) = std::mem::replace(&mut self.engine, Engine::Empty) {
+            let labels = saved.then(sst2_labels);
+            self.engine = Engine::Loaded(Box::new(run.loaded), labels);
         }
-        Ok(alive)
-    }
-
-    /// Restores the best epoch, saves the classifier and keeps it for classification.
-    fn finish_finetune(&mut self) -> anyhow::Result<bool> {
-        let Engine::Finetuning(mut tuner) = std::mem::replace(&mut self.engine, Engine::Empty)
-        else {
-            return Ok(true);
-        };
-        let Some((best_epoch, val)) = tuner.restore_best() else {
-            self.engine = Engine::Loaded(Box::new(tuner.loaded));
-            self.set_state(WorkerState::Loaded);
-            return Ok(self.send(Event::Log(
-                "fine-tuning stopped before its first epoch ended".into(),
-            )));
-        };
-        let info = ClassifierInfo {
-            source: tuner.loaded.config.corpus.clone(),
-            best_epoch,
-            val,
-            train_examples: tuner.train.len(),
-            val_examples: tuner.val.len(),
-            labels: ["negative".into(), "positive".into()],
-        };
-        let path = self.out_dir.join("classifier-sst2");
-        let saved = tuner.save(&path, &info);
-        self.engine = Engine::Loaded(Box::new(tuner.loaded));
-        self.classifier_ready = true;
-        self.set_state(WorkerState::Loaded);
-        saved?;
-        Ok(self.send(Event::FinetuneDone {
-            best_epoch,
-            val,
-            path,
-        }))
-    }
-
-    fn model(&self) -> anyhow::Result<(&Gpt, &TextTokenizer, bool)> {
-        match &self.engine {
-            Engine::Training(t) => Ok((
-                &t.model,
-                &t.tokenizer,
-                t.settings.data.mode == DataMode::Sentences,
-            )),
-            Engine::Loaded(l) => Ok((&l.model, &l.tokenizer, l.frames_sentences())),
-            Engine::Finetuning(f) => Ok((
-                &f.loaded.model,
-                &f.loaded.tokenizer,
-                f.loaded.frames_sentences(),
-            )),
-            Engine::Empty => anyhow::bail!(
-                "no model yet: start training (space on the Train tab) or load a checkpoint"
-            ),
-        }
-    }
-
-    fn generate(
-        &self,
-        prompt: &str,
-        forced: &[u32],
-        options: &GenerateOptions,
-    ) -> anyhow::Result<Generation> {
-        let (model, tokenizer, sentences) = self.model()?;
-        let ids = encode_prompt(tokenizer, model, prompt)?;
-        let options = GenerateOptions {
-            sentence_context: sentences,
-            ..options.clone()
-        };
-        generate_from(model, tokenizer, prompt, &ids, forced, &options)
+        self.forward(events)
     }
 }

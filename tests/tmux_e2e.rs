@@ -118,11 +118,17 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
     }
     assert!(screen.contains("rest"), "{screen}");
 
-    // Branch on the second-ranked token of the first step.
+    // Branch on the second-ranked token of the first step: the log names the forced
+    // token, and the continuation now starts with it (the grid's #2 of step 1).
+    let second = rank_two_of_first_step(&screen);
+    assert!(
+        !screen.contains(&format!("He and I{second} (")),
+        "greedy decoding starts with rank 1, not {second:?}:\n{screen}"
+    );
     tmux.keys(&["Escape", "Down", "Enter"]);
-    std::thread::sleep(Duration::from_millis(800));
-    let branched = tmux.screen();
-    assert!(branched.contains("perplexity"), "{branched}");
+    tmux.wait_for(&format!("He and I{second} ("), 30);
+    tmux.keys(&["1"]);
+    tmux.wait_for(&format!("branch: step 1 forced to \"{second}\""), 10);
 
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("EXITED:", 20);
@@ -145,6 +151,16 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
         d.join("checkpoints/small/model.safetensors").is_file(),
         "the finished run saved its checkpoint"
     );
+}
+
+/// The token text in the grid's row `#2`, first column: `│#2   " hold" 0.318 │...`.
+fn rank_two_of_first_step(screen: &str) -> String {
+    let row = screen
+        .lines()
+        .find(|l| l.contains("#2 "))
+        .unwrap_or_else(|| panic!("no #2 row:\n{screen}"));
+    let quoted = row.split('"').nth(1).unwrap_or_else(|| panic!("{row}"));
+    quoted.to_string()
 }
 
 #[test]

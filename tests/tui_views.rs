@@ -1,10 +1,10 @@
 //! Views rendered into ratatui's `TestBackend`, asserting on what is on screen.
 use gptdash::config::Settings;
 use gptdash::generate::{Candidate, GeneratedToken, Generation};
-use gptdash::train::lm::StepMetrics;
-use gptdash::tui::app::{App, Msg, Tab};
+use gptdash::protocol::{Event, RunInfo, RunStart, StepMetrics, WorkerState};
+use gptdash::tui::app::{App, Msg};
+use gptdash::tui::tabs::Tab;
 use gptdash::tui::view;
-use gptdash::worker::{Event, RunInfo, WorkerState};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -24,23 +24,18 @@ fn render(app: &App, width: u16, height: u16) -> String {
 
 fn trained_app() -> App {
     let mut app = App::new(Settings::default());
-    app.update(Msg::Worker(Event::RunStarted(RunInfo {
-        device: "cpu".into(),
-        threads: 2,
-        dtype: "bf16",
-        params: 882_434,
-        vocab_size: 313,
-        corpus: "small".into(),
-        model: "gpt-micro (4L 4H 128d)".into(),
-        train_examples: 320,
-        test_examples: 80,
-        max_iters: 200,
-        start_iter: 0,
-    })));
-    app.update(Msg::Worker(Event::State(WorkerState::Training)));
+    app.update(Msg::Worker(Event::Start(RunStart::Train(Box::new(
+        RunInfo {
+            dtype: "bf16".into(),
+            ..RunInfo::example(200)
+        },
+    )))));
+    app.update(Msg::Worker(Event::State {
+        state: WorkerState::Training,
+    }));
     for i in 1..=120u64 {
         let loss = 5.0 / (1.0 + i as f64 / 10.0);
-        app.update(Msg::Worker(Event::Step(StepMetrics {
+        app.update(Msg::Worker(Event::Iter(StepMetrics {
             iter: i,
             loss,
             iter_ms: 25.0,
@@ -119,8 +114,7 @@ fn generate_tab_shows_the_continuation_and_six_ranked_grid_rows() {
         perplexity: 1.82,
     };
     app.update(Msg::Worker(Event::Generated {
-        request: 1,
-        prompt: "He and I".into(),
+        request: Some(1),
         generation,
     }));
     let screen = render(&app, 140, 40);
@@ -150,13 +144,33 @@ fn generate_tab_shows_the_continuation_and_six_ranked_grid_rows() {
 #[test]
 fn a_small_terminal_gets_a_notice_not_a_panic() {
     let app = trained_app();
-    for (w, h) in [(40, 10), (79, 30), (100, 5), (1, 1)] {
+    for (w, h) in [
+        (40, 10),
+        (79, 30),
+        (100, 5),
+        (80, 23),
+        (60, 2),
+        (50, 1),
+        (1, 1),
+    ] {
         let screen = render(&app, w, h);
-        if h >= 3 {
+        assert!(
+            !screen.contains("1 Train"),
+            "{w}x{h} drew the dashboard:\n{screen}"
+        );
+        let flat: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+        // The size line comes first, so even one row says what is wrong.
+        let want = format!("{w}×{h}");
+        if w >= 60 {
             assert!(
-                screen.contains("too small") || screen.contains("Terminal"),
+                flat.contains("Terminal too small") && flat.contains(&want),
                 "{w}x{h}:\n{screen}"
             );
+        } else if w >= 10 {
+            assert!(flat.contains("Terminal"), "{w}x{h}:\n{screen}");
+        }
+        if h >= 2 && w >= 60 {
+            assert!(flat.contains("q to quit"), "{w}x{h}:\n{screen}");
         }
     }
 }
@@ -166,11 +180,31 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
     let mut app = trained_app();
     app.show_help = true;
     let screen = render(&app, 120, 40);
+    for needle in [
+        "start / pause / resume training",
+        "choose the corpus",
+        "Everywhere",
+        "Ctrl-C",
+    ] {
+        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
+    }
     assert!(
-        screen.contains("start / pause / resume training"),
-        "{screen}"
+        !screen.contains("branch"),
+        "only the shown tab's keys:\n{screen}"
     );
-    assert!(screen.contains("branch"), "{screen}");
+    app.tab = Tab::Generate;
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("branch: regenerate"), "{screen}");
+    assert!(screen.contains("temperature − / +"), "{screen}");
+    // The hint bar comes from the same list as the help screen.
+    app.show_help = false;
+    app.generate.editing = false;
+    let screen = render(&app, 120, 40);
+    let hints = screen.lines().last().unwrap_or_default();
+    assert!(
+        hints.contains("Enter branch here") && hints.contains("t/T temp"),
+        "{hints}"
+    );
     let mut app = App::new(Settings::default());
     app.tab = Tab::Classify;
     let screen = render(&app, 120, 40);
@@ -182,20 +216,26 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
 
 #[test]
 fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
-    use gptdash::train::finetune::{EpochMetrics, Evaluation};
-    use gptdash::worker::FinetuneInfo;
+    use gptdash::protocol::{EpochMetrics, FinetuneInfo, FinetuneSummary, RunDone};
     let mut app = App::new(Settings::default());
     app.tab = Tab::Classify;
-    app.update(Msg::Worker(Event::FinetuneStarted(FinetuneInfo {
-        source: "train.tsv".into(),
-        train_examples: 960,
-        val_examples: 240,
-        train_positive: 0.554,
-        val_positive: 0.554,
-        epochs: 5,
-    })));
+    app.update(Msg::Worker(Event::Start(RunStart::Finetune(Box::new(
+        FinetuneInfo {
+            device: "cpu".into(),
+            threads: 2,
+            model: "checkpoints/small".into(),
+            params: 881_922,
+            data: "train.tsv".into(),
+            samples: 1200,
+            train_examples: 960,
+            val_examples: 240,
+            train_positive: 0.554,
+            val_positive: 0.554,
+            epochs: 5,
+        },
+    )))));
     for e in 1..=3 {
-        app.update(Msg::Worker(Event::FinetuneEpoch(EpochMetrics {
+        app.update(Msg::Worker(Event::Epoch(EpochMetrics {
             epoch: e,
             train_loss: 0.7 - 0.1 * e as f64,
             train_acc: 0.6 + 0.05 * e as f64,
@@ -204,18 +244,19 @@ fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
             secs: 2.0,
         })));
     }
-    let val = Evaluation {
-        loss: 0.5,
-        acc: 0.8125,
-        confusion: [[90, 18], [27, 105]],
-    };
-    app.update(Msg::Worker(Event::FinetuneDone {
-        best_epoch: 3,
-        val,
-        path: "checkpoints/classifier-sst2".into(),
-    }));
+    app.update(Msg::Worker(Event::Done(RunDone::Finetune(
+        FinetuneSummary {
+            best_epoch: 3,
+            val_acc: 0.8125,
+            val_loss: 0.5,
+            confusion: [[90, 18], [27, 105]],
+            eval_acc: None,
+            checkpoint: "checkpoints/classifier-sst2".into(),
+        },
+    ))));
     app.update(Msg::Worker(Event::Classified {
         text: "a joy".into(),
+        label: "positive".into(),
         p_positive: 0.93,
     }));
     let screen = render(&app, 140, 40);

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 use gptdash::config::FinetuneSettings;
 use gptdash::config::Settings;
 use gptdash::generate::GenerateOptions;
-use gptdash::worker::{spawn, spawn_with_output, Command, Event, WorkerHandle, WorkerState};
+use gptdash::protocol::{Command, Event, RunDone, RunStart, WorkerState};
+use gptdash::worker::{spawn, spawn_with_output, WorkerHandle};
 
 fn tiny_settings(dir: &std::path::Path) -> Settings {
     let corpus = dir.join("tiny.txt");
@@ -56,21 +57,25 @@ fn generate(request: u64) -> Command {
 #[test]
 fn start_steps_generate_while_training_pause_resume_stop_save() {
     let dir = tempfile::tempdir().unwrap();
-    let w = spawn().unwrap();
+    let w = spawn_with_output(dir.path().join("out")).unwrap();
     w.commands
         .send(Command::Start(Box::new(tiny_settings(dir.path()))))
         .unwrap();
-    let (started, _) = wait_for(&w, "RunStarted", |e| matches!(e, Event::RunStarted(_)));
-    let Event::RunStarted(info) = started else {
+    let (started, _) = wait_for(&w, "RunStarted", |e| {
+        matches!(e, Event::Start(RunStart::Train(_)))
+    });
+    let Event::Start(RunStart::Train(info)) = started else {
         unreachable!()
     };
     assert_eq!(info.device, "cpu");
     assert!(info.params > 0 && info.train_examples > 0);
     wait_for(&w, "Training state", |e| {
-        *e == Event::State(WorkerState::Training)
+        *e == Event::State {
+            state: WorkerState::Training,
+        }
     });
-    let (first, _) = wait_for(&w, "a step", |e| matches!(e, Event::Step(_)));
-    let Event::Step(first) = first else {
+    let (first, _) = wait_for(&w, "a step", |e| matches!(e, Event::Iter(_)));
+    let Event::Iter(first) = first else {
         unreachable!()
     };
     assert_eq!(first.iter, 1);
@@ -80,7 +85,7 @@ fn start_steps_generate_while_training_pause_resume_stop_save() {
     let (answer, before) = wait_for(&w, "generation", |e| matches!(e, Event::Generated { .. }));
     let steps_before = before
         .iter()
-        .filter(|e| matches!(e, Event::Step(_)))
+        .filter(|e| matches!(e, Event::Iter(_)))
         .count();
     assert!(steps_before <= 2, "answered after {steps_before} steps");
     match answer {
@@ -89,7 +94,7 @@ fn start_steps_generate_while_training_pause_resume_stop_save() {
             generation,
             ..
         } => {
-            assert_eq!(request, 7);
+            assert_eq!(request, Some(7));
             assert_eq!(generation.tokens.len(), 3);
             assert_eq!(generation.tokens[0].top.len(), 6);
         }
@@ -99,13 +104,15 @@ fn start_steps_generate_while_training_pause_resume_stop_save() {
     // Pause really pauses: no step arrives while paused.
     w.commands.send(Command::Pause).unwrap();
     wait_for(&w, "Paused state", |e| {
-        *e == Event::State(WorkerState::Paused)
+        *e == Event::State {
+            state: WorkerState::Paused,
+        }
     });
     let quiet_until = Instant::now() + Duration::from_millis(600);
     while Instant::now() < quiet_until {
         if let Ok(e) = w.events.recv_timeout(Duration::from_millis(50)) {
             assert!(
-                !matches!(e, Event::Step(_)),
+                !matches!(e, Event::Iter(_)),
                 "a step arrived while paused: {e:?}"
             );
         }
@@ -113,38 +120,62 @@ fn start_steps_generate_while_training_pause_resume_stop_save() {
     // Generation works while paused, too.
     w.commands.send(generate(8)).unwrap();
     wait_for(&w, "generation while paused", |e| {
-        matches!(e, Event::Generated { request: 8, .. })
+        matches!(
+            e,
+            Event::Generated {
+                request: Some(8),
+                ..
+            }
+        )
     });
 
     w.commands.send(Command::Resume).unwrap();
     wait_for(&w, "Training state again", |e| {
-        *e == Event::State(WorkerState::Training)
+        *e == Event::State {
+            state: WorkerState::Training,
+        }
     });
-    wait_for(&w, "a step after resume", |e| matches!(e, Event::Step(_)));
+    wait_for(&w, "a step after resume", |e| matches!(e, Event::Iter(_)));
 
     let ckpt = dir.path().join("ck");
     w.commands.send(Command::Save(Some(ckpt.clone()))).unwrap();
-    let (saved, _) = wait_for(&w, "Saved", |e| matches!(e, Event::Saved { .. }));
-    assert!(matches!(saved, Event::Saved { ref path, .. } if *path == ckpt));
+    let (saved, _) = wait_for(&w, "Saved", |e| matches!(e, Event::Checkpoint { .. }));
+    assert!(matches!(saved, Event::Checkpoint { ref path, .. } if *path == ckpt));
     assert!(ckpt.join("model.safetensors").is_file());
 
     w.commands.send(Command::Stop).unwrap();
     wait_for(&w, "Finished state", |e| {
-        *e == Event::State(WorkerState::Finished)
+        *e == Event::State {
+            state: WorkerState::Finished,
+        }
     });
     w.commands.send(generate(9)).unwrap();
     wait_for(&w, "generation after stop", |e| {
-        matches!(e, Event::Generated { request: 9, .. })
+        matches!(
+            e,
+            Event::Generated {
+                request: Some(9),
+                ..
+            }
+        )
     });
 
     // Load the saved checkpoint and generate from it.
     w.commands.send(Command::Load(ckpt)).unwrap();
     wait_for(&w, "Loaded state", |e| {
-        *e == Event::State(WorkerState::Loaded)
+        *e == Event::State {
+            state: WorkerState::Loaded,
+        }
     });
     w.commands.send(generate(10)).unwrap();
     wait_for(&w, "generation from a loaded checkpoint", |e| {
-        matches!(e, Event::Generated { request: 10, .. })
+        matches!(
+            e,
+            Event::Generated {
+                request: Some(10),
+                ..
+            }
+        )
     });
     w.shutdown();
 }
@@ -164,9 +195,9 @@ fn errors_arrive_as_events_and_the_worker_survives() {
     bad.data.corpus = "/no/such/corpus.txt".into();
     bad.train.device = "cpu".into();
     w.commands.send(Command::Start(Box::new(bad))).unwrap();
-    let (e, _) = wait_for(&w, "Error", |e| matches!(e, Event::Error(_)));
+    let (e, _) = wait_for(&w, "Error", |e| matches!(e, Event::Error { .. }));
     assert!(
-        matches!(e, Event::Error(ref m) if m.contains("/no/such/corpus.txt")),
+        matches!(e, Event::Error { message: ref m } if m.contains("/no/such/corpus.txt")),
         "{e:?}"
     );
 
@@ -174,7 +205,7 @@ fn errors_arrive_as_events_and_the_worker_survives() {
     wait_for(
         &w,
         "Error for save without a model",
-        |e| matches!(e, Event::Error(m) if m.contains("nothing to save")),
+        |e| matches!(e, Event::Error { message: m } if m.contains("nothing to save")),
     );
     w.commands
         .send(Command::StartFinetune(Box::default()))
@@ -182,7 +213,7 @@ fn errors_arrive_as_events_and_the_worker_survives() {
     wait_for(
         &w,
         "Error for fine-tuning",
-        |e| matches!(e, Event::Error(m) if m.contains("no model to fine-tune")),
+        |e| matches!(e, Event::Error { message: m } if m.contains("no model to fine-tune")),
     );
     w.commands
         .send(Command::ClassifyText("fine".into()))
@@ -190,7 +221,7 @@ fn errors_arrive_as_events_and_the_worker_survives() {
     wait_for(
         &w,
         "Error for classify",
-        |e| matches!(e, Event::Error(m) if m.contains("no classifier yet")),
+        |e| matches!(e, Event::Error { message: m } if m.contains("no classifier yet")),
     );
 
     // Still alive: a good run starts.
@@ -198,7 +229,7 @@ fn errors_arrive_as_events_and_the_worker_survives() {
     w.commands
         .send(Command::Start(Box::new(tiny_settings(dir.path()))))
         .unwrap();
-    wait_for(&w, "a step", |e| matches!(e, Event::Step(_)));
+    wait_for(&w, "a step", |e| matches!(e, Event::Iter(_)));
     w.shutdown();
 }
 
@@ -211,7 +242,9 @@ fn fine_tunes_the_trained_model_live_and_classifies() {
     settings.train.max_iters = 20;
     w.commands.send(Command::Start(Box::new(settings))).unwrap();
     wait_for(&w, "Finished", |e| {
-        *e == Event::State(WorkerState::Finished)
+        *e == Event::State {
+            state: WorkerState::Finished,
+        }
     });
 
     let mut tsv = String::from("sentence\tlabel\n");
@@ -235,9 +268,9 @@ fn fine_tunes_the_trained_model_live_and_classifies() {
         .send(Command::StartFinetune(Box::new(finetune)))
         .unwrap();
     let (started, _) = wait_for(&w, "FinetuneStarted", |e| {
-        matches!(e, Event::FinetuneStarted(_))
+        matches!(e, Event::Start(RunStart::Finetune(_)))
     });
-    let Event::FinetuneStarted(info) = started else {
+    let Event::Start(RunStart::Finetune(info)) = started else {
         unreachable!()
     };
     assert_eq!((info.train_examples, info.val_examples), (24, 6));
@@ -245,18 +278,22 @@ fn fine_tunes_the_trained_model_live_and_classifies() {
     // Generation still answers while fine-tuning.
     w.commands.send(generate(3)).unwrap();
     let (_, before) = wait_for(&w, "FinetuneDone", |e| {
-        matches!(e, Event::FinetuneDone { .. })
+        matches!(e, Event::Done(RunDone::Finetune(_)))
     });
     assert!(
-        before
-            .iter()
-            .any(|e| matches!(e, Event::Generated { request: 3, .. })),
+        before.iter().any(|e| matches!(
+            e,
+            Event::Generated {
+                request: Some(3),
+                ..
+            }
+        )),
         "{before:?}"
     );
     assert_eq!(
         before
             .iter()
-            .filter(|e| matches!(e, Event::FinetuneEpoch(_)))
+            .filter(|e| matches!(e, Event::Epoch(_)))
             .count(),
         2
     );

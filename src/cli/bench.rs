@@ -3,7 +3,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{Dtype, ModelSettings};
@@ -14,6 +13,7 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device, set_threads};
 use crate::generate::{generate_from, GenerateOptions};
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
+use crate::protocol::{BenchModel, BenchReport, Event, GenerateBench, TrainBench};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -167,23 +167,32 @@ fn bench_generate(a: &GenerateBenchArgs) -> Result<()> {
     let cached = time(true)?;
     let uncached = time(false)?;
     let (ms, ms_nc) = (median(cached.clone()), median(uncached.clone()));
-    let summary = json!({
-        "bench": "generate",
-        "device": device_name(device),
-        "threads": threads,
-        "params": parameter_count(&vs),
-        "model": {"n_layer": a.n_layer, "n_head": a.n_head, "n_embd": a.n_embd, "vocab_size": a.vocab_size, "block_size": a.block_size},
-        "prompt_tokens": prompt.len(),
-        "new_tokens": a.new_tokens,
-        "grid": 6,
-        "repeats": a.repeats,
-        "ms_per_token": ms,
-        "ms_per_token_min": cached.iter().copied().fold(f64::INFINITY, f64::min),
-        "ms_per_token_no_cache": ms_nc,
-        "cache_speedup": ms_nc / ms,
-    });
+    let report = GenerateBench {
+        device: device_name(device),
+        threads,
+        params: parameter_count(&vs),
+        model: BenchModel {
+            n_layer: a.n_layer,
+            n_head: a.n_head,
+            n_embd: a.n_embd,
+            vocab_size: a.vocab_size,
+            block_size: a.block_size,
+            tied_lm_head: None,
+        },
+        prompt_tokens: prompt.len(),
+        new_tokens: a.new_tokens,
+        grid: 6,
+        repeats: a.repeats,
+        ms_per_token: ms,
+        ms_per_token_min: cached.iter().copied().fold(f64::INFINITY, f64::min),
+        ms_per_token_no_cache: ms_nc,
+        cache_speedup: ms_nc / ms,
+    };
     if a.json {
-        println!("{summary}");
+        println!(
+            "{}",
+            Event::Bench(Box::new(BenchReport::Generate(report))).to_json()
+        );
     } else {
         println!(
             "generate: {} layers, {} heads, {} dims, vocab {}, block {} ({:.2}M params) on {}, {} threads",
@@ -330,30 +339,39 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
     let model_gflops = 6.0 * matmul_params as f64 * tokens_per_s / 1e9;
     let peak = matmul_peak_gflops(device, a.dtype.kind());
     let final_loss = losses.last().copied().unwrap_or(f64::NAN);
-    let summary = json!({
-        "bench": "train",
-        "device": device_name(device),
-        "threads": threads,
-        "dtype": a.dtype.name(),
-        "step": a.step.name(),
-        "loss_chunk": a.loss_chunk,
-        "model": {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "vocab_size": a.vocab_size, "block_size": a.block_size, "tied_lm_head": false},
-        "params": params,
-        "matmul_params": matmul_params,
-        "batch_size": a.batch_size,
-        "warmup": a.warmup,
-        "iters": a.iters,
-        "tokens_per_s": tokens_per_s,
-        "ms_per_step": secs * 1e3 / a.iters as f64,
-        "first_loss": losses.first(),
-        "final_loss": final_loss,
-        "peak_rss_mib": peak_rss_mib(),
-        "model_gflops": model_gflops,
-        "matmul_peak_gflops": peak,
-        "mfu": model_gflops / peak,
-    });
+    let report = TrainBench {
+        device: device_name(device),
+        threads,
+        dtype: a.dtype.name().into(),
+        step: a.step.name().into(),
+        loss_chunk: a.loss_chunk,
+        model: BenchModel {
+            n_layer,
+            n_head,
+            n_embd,
+            vocab_size: a.vocab_size,
+            block_size: a.block_size,
+            tied_lm_head: Some(false),
+        },
+        params,
+        matmul_params,
+        batch_size: a.batch_size,
+        warmup: a.warmup,
+        iters: a.iters,
+        tokens_per_s,
+        ms_per_step: secs * 1e3 / a.iters as f64,
+        first_loss: losses.first().copied(),
+        final_loss,
+        peak_rss_mib: peak_rss_mib(),
+        model_gflops,
+        matmul_peak_gflops: peak,
+        mfu: model_gflops / peak,
+    };
     if a.json {
-        println!("{summary}");
+        println!(
+            "{}",
+            Event::Bench(Box::new(BenchReport::Train(report))).to_json()
+        );
     } else {
         println!(
             "train: {n_layer} layers, {n_head} heads, {n_embd} dims, vocab {}, block {}, batch {} ({:.2}M params) on {}, {threads} threads, {} {} step",

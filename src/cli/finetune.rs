@@ -3,16 +3,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
 
 use crate::checkpoint::load_model_with_dropout;
+use crate::classifier::load_classifier;
 use crate::config::{FinetuneSettings, Settings};
-use crate::data::sst2::{self, positive_share, Split};
+use crate::data::sst2::{self, Split};
 use crate::device::{device_name, resolve_device, set_threads};
-use crate::train::finetune::{
-    class_probabilities, evaluate, load_classifier, ClassifierInfo, Encoder, FinetuneOptions,
-    Finetuner,
-};
+use crate::protocol::{Event, RunDone, RunStart};
+use crate::train::finetune::{FinetuneOptions, Finetuner};
 
 #[derive(Debug, Clone, Args)]
 pub struct FinetuneArgs {
@@ -67,14 +65,6 @@ pub struct FinetuneArgs {
     pub device: Option<String>,
     #[arg(long)]
     pub json: bool,
-}
-
-fn emit(json_mode: bool, value: serde_json::Value, human: String) {
-    if json_mode {
-        println!("{value}");
-    } else {
-        println!("{human}");
-    }
 }
 
 impl FinetuneArgs {
@@ -133,16 +123,8 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
             bail!("--eval-split: unknown split {other:?}; the one supported is `validation`")
         }
     };
-    let options = FinetuneOptions::from(&f);
-    let (samples, dropout) = (f.samples, f.dropout);
-
     // Data: the first `samples` rows, then a stratified split.
-    let sst2::ProtocolData {
-        data_dir,
-        train_file,
-        train: train_rows,
-        val: val_rows,
-    } = sst2::load_protocol(&f, eval_validation)?;
+    let data = sst2::load_protocol(&f, eval_validation)?;
 
     // Model.
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
@@ -156,83 +138,83 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
         (None, Some(name)) => (crate::data::hub::fetch_gpt2(name)?, name.replace('/', "-")),
         (None, None) => bail!("give --checkpoint DIR or --init gpt2|distilgpt2|PATH"),
     };
-    let loaded = load_model_with_dropout(&model_dir, device, dropout)?;
+    let loaded = load_model_with_dropout(&model_dir, device, f.dropout)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("checkpoints").join(format!("{source_name}-sst2")));
-
-    emit(
-        args.json,
-        json!({"event": "start", "device": device_name(device), "threads": threads, "model": model_dir.display().to_string(),
-               "params": loaded.config.parameters, "data": train_file.display().to_string(), "samples": samples,
-               "train_examples": train_rows.len(), "val_examples": val_rows.len(),
-               "train_positive": positive_share(&train_rows), "val_positive": positive_share(&val_rows)}),
-        format!(
-            "SST-2: first {samples} rows of {}: train {} ({:.1}% positive), validation {} ({:.1}% positive)\nmodel: {} ({:.2}M parameters) on {}, {threads} threads",
-            train_file.display(),
-            train_rows.len(),
-            100.0 * positive_share(&train_rows),
-            val_rows.len(),
-            100.0 * positive_share(&val_rows),
-            model_dir.display(),
-            loaded.config.parameters as f64 / 1e6,
-            device_name(device)
-        ),
-    );
-
-    let mut tuner = Finetuner::new(loaded, &train_rows, &val_rows, options.clone())?;
-    while !tuner.is_done() {
-        let m = tuner.run_epoch()?;
-        emit(
-            args.json,
-            json!({"event": "epoch", "epoch": m.epoch, "train_loss": m.train_loss, "train_acc": m.train_acc,
-                   "val_loss": m.val_loss, "val_acc": m.val_acc, "secs": m.secs}),
-            format!(
-                "epoch {}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1}s",
-                m.epoch, options.epochs, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.secs
-            ),
-        );
+    let mut run = Finetuner::new(
+        loaded,
+        &data.train,
+        &data.val,
+        FinetuneOptions::from(&f),
+        out,
+    )?;
+    if eval_validation {
+        let file =
+            sst2::locate(&data.data_dir, Split::Validation).context("--eval-split validation")?;
+        run.evaluate_at_end(&sst2::read_file(&file)?)?;
     }
-    let Some((best_epoch, val)) = tuner.restore_best() else {
-        bail!("no epoch ran")
-    };
-    let eval = if eval_validation {
-        let file = sst2::locate(&data_dir, Split::Validation).context("--eval-split validation")?;
-        let rows = sst2::read_file(&file)?;
-        let examples = Encoder::for_model(&tuner.loaded).examples(&rows)?;
-        Some(evaluate(&tuner.loaded.model, &examples, 64))
-    } else {
-        None
-    };
-    let info = ClassifierInfo {
-        source: model_dir.display().to_string(),
-        best_epoch,
-        val,
-        train_examples: train_rows.len(),
-        val_examples: val_rows.len(),
-        labels: ["negative".into(), "positive".into()],
-    };
-    tuner.save(&out, &info)?;
-    let c = val.confusion;
-    emit(
+    let info = run.info(&data.train_file, f.samples, device_name(device), threads);
+    show(
         args.json,
-        json!({"event": "done", "val_acc": val.acc, "val_loss": val.loss, "best_epoch": best_epoch,
-               "eval_acc": eval.map(|e| e.acc), "confusion": c, "checkpoint": out.display().to_string()}),
-        format!(
-            "best epoch {best_epoch}: validation accuracy {:.4} (loss {:.4}){}\nconfusion (rows: true negative/positive, columns: predicted): [[{}, {}], [{}, {}]]\nclassifier saved to {} (curves in {}/curves.csv)",
-            val.acc,
-            val.loss,
-            eval.map(|e| format!(", whole validation split {:.4}", e.acc)).unwrap_or_default(),
-            c[0][0],
-            c[0][1],
-            c[1][0],
-            c[1][1],
-            out.display(),
-            out.display()
-        ),
-    );
+        f.epochs,
+        &Event::Start(RunStart::Finetune(Box::new(info))),
+    )?;
+    while !run.is_done() {
+        for event in run.advance()? {
+            show(args.json, f.epochs, &event)?;
+            if let Event::Diverged { message, .. } = event {
+                bail!("{message}");
+            }
+        }
+    }
     Ok(())
+}
+
+/// Prints a fine-tuning event: its JSON line, or a line for people.
+fn show(json: bool, epochs: usize, event: &Event) -> Result<()> {
+    let text = match event {
+        _ if json => event.to_json(),
+        Event::Start(RunStart::Finetune(i)) => format!(
+            "SST-2: first {} rows of {}: train {} ({:.1}% positive), validation {} ({:.1}% positive)\nmodel: {} ({:.2}M parameters) on {}, {} threads",
+            i.samples,
+            i.data,
+            i.train_examples,
+            100.0 * i.train_positive,
+            i.val_examples,
+            100.0 * i.val_positive,
+            i.model,
+            i.params as f64 / 1e6,
+            i.device,
+            i.threads
+        ),
+        Event::Epoch(m) => format!(
+            "epoch {}/{epochs}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1}s",
+            m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.secs
+        ),
+        Event::Done(RunDone::Finetune(d)) => {
+            let c = d.confusion;
+            format!(
+                "best epoch {}: validation accuracy {:.4} (loss {:.4}){}\nconfusion (rows: true negative/positive, columns: predicted): [[{}, {}], [{}, {}]]\nclassifier saved to {} (curves in {}/curves.csv)",
+                d.best_epoch,
+                d.val_acc,
+                d.val_loss,
+                d.eval_acc
+                    .map(|a| format!(", whole validation split {a:.4}"))
+                    .unwrap_or_default(),
+                c[0][0],
+                c[0][1],
+                c[1][0],
+                c[1][1],
+                d.checkpoint.display(),
+                d.checkpoint.display()
+            )
+        }
+        Event::Log { message } => message.clone(),
+        _ => return Ok(()),
+    };
+    super::print_stdout(&(text + "\n"))
 }
 
 fn dir_name(dir: &Path) -> String {
@@ -263,17 +245,16 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
         .context("--device")?;
     set_threads(settings.train.threads);
     let (loaded, info) = load_classifier(&args.checkpoint, device)?;
-    let probs = class_probabilities(&loaded, &args.text)?;
-    let p_positive = probs.get(1).copied().unwrap_or(0.0);
-    let label = if p_positive >= 0.5 {
-        &info.labels[1]
-    } else {
-        &info.labels[0]
-    };
+    let (label, p_positive) = crate::classifier::classify(&loaded, &info.labels, &args.text)?;
     let text = if args.json {
-        json!({"text": args.text, "label": label, "p_positive": p_positive}).to_string() + "\n"
+        Event::Classified {
+            text: args.text.clone(),
+            label,
+            p_positive,
+        }
+        .to_json()
     } else {
-        format!("{label} (P(positive) = {p_positive:.4})\n")
+        format!("{label} (P(positive) = {p_positive:.4})")
     };
-    super::print_stdout(&text)
+    super::print_stdout(&(text + "\n"))
 }

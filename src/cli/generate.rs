@@ -9,6 +9,7 @@ use crate::checkpoint::load_model;
 use crate::config::Settings;
 use crate::device::{resolve_device, set_threads};
 use crate::generate::{generate, GenerateOptions, Generation};
+use crate::protocol::Event;
 
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
@@ -80,7 +81,12 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
     };
     let generation = generate(&loaded.model, &loaded.tokenizer, &args.prompt, &options)?;
     let text = if args.json {
-        serde_json::to_string(&generation)? + "\n"
+        Event::Generated {
+            request: None,
+            generation,
+        }
+        .to_json()
+            + "\n"
     } else {
         format!(
             "{}\n\n{}mean log-probability {:.4}, perplexity {:.3} over {} tokens\n",

@@ -4,16 +4,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 use crate::config::{DataMode, Dtype, Settings};
-use crate::device::{device_name, set_threads};
-use crate::train::lm::{LmTrainer, StepMetrics};
+use crate::device::set_threads;
+use crate::protocol::{Event, RunDone, RunInfo, RunStart};
+use crate::train::lm::LmTrainer;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct TrainArgs {
@@ -164,10 +163,9 @@ impl TrainArgs {
     }
 }
 
-/// Runs `gptdash train`.
+/// Runs `gptdash train`: advances the run and shows its events.
 pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
-    let started = Instant::now();
-    let mut trainer = match &args.resume {
+    let mut run = match &args.resume {
         Some(dir) => {
             let flags = args.model_or_data_flags();
             if !flags.is_empty() {
@@ -184,14 +182,12 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             LmTrainer::new(settings)?
         }
     };
-    let threads = set_threads(trainer.settings.train.threads);
-    let out = args
-        .out
-        .clone()
-        .or_else(|| args.resume.clone())
-        .unwrap_or_else(|| PathBuf::from("checkpoints").join(&trainer.corpus_name));
-    let report = Reporter::new(args.json, &trainer);
-    report.start(&trainer, threads, &out);
+    let threads = set_threads(run.settings.train.threads);
+    if let Some(out) = &args.out {
+        run.set_out(out.clone());
+    }
+    let report = Reporter::new(args.json, run.settings.train.max_iters, run.step);
+    report.show(&Event::Start(RunStart::Train(Box::new(run.info(threads)))));
 
     // Ctrl-C finishes the current step, saves a checkpoint and exits; a second one quits at once.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -203,83 +199,46 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             }
         });
     }
-
-    let mut recent = Vec::new();
-    let mut tokens = 0usize;
-    let mut step_secs = 0.0;
-    let loop_start = Instant::now();
-    let mut last_eval = None;
-    while !trainer.is_done() && !interrupted.load(Ordering::SeqCst) {
-        let m = trainer.step()?;
-        if !m.loss.is_finite() {
-            bail!(
-                "training diverged: loss is {} at step {}; try a lower --lr",
-                m.loss,
-                m.iter
-            );
-        }
-        tokens += m.tokens;
-        step_secs += m.iter_ms / 1e3;
-        recent.push(m.loss);
-        report.iter(&m, trainer.settings.train.max_iters);
-        if trainer.eval_due() {
-            let test_loss = trainer.evaluate()?;
-            last_eval = Some(test_loss);
-            report.eval(m.iter, test_loss);
-        }
-        if trainer.save_due() && !trainer.is_done() {
-            trainer.save(&out)?;
-            report.checkpoint(m.iter, &out);
+    while !run.is_done() && !interrupted.load(Ordering::SeqCst) {
+        for event in run.advance()? {
+            report.show(&event);
+            if let Event::Diverged { message, .. } = event {
+                bail!("{message}");
+            }
         }
     }
-    trainer.save(&out)?;
-    report.checkpoint(trainer.step, &out);
-    if interrupted.load(Ordering::SeqCst) {
-        report.interrupted(trainer.step, &out);
+    if !run.is_done() {
+        for event in run.interrupt()? {
+            report.show(&event);
+        }
     }
-    let tail = &recent[recent.len().saturating_sub(20)..];
-    let train_loss = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
-    let train_secs = loop_start.elapsed().as_secs_f64();
-    report.done(json!({
-        "event": "done",
-        "iter": trainer.step,
-        "train_loss": train_loss,
-        "test_loss": last_eval,
-        "best_test_loss": trainer.best_test_loss,
-        "tokens_per_s": tokens as f64 / train_secs.max(1e-9),
-        "step_tokens_per_s": tokens as f64 / step_secs.max(1e-9),
-        "train_s": train_secs,
-        "wall_s": started.elapsed().as_secs_f64(),
-        "checkpoint": out.display().to_string(),
-    }));
     Ok(())
 }
 
-/// Human (progress bar) or JSON-lines output of a training run.
+/// Human (progress bar) or JSON-lines output of a training run's events.
 struct Reporter {
     json: bool,
     bar: Option<ProgressBar>,
+    max_iters: u64,
 }
 
 impl Reporter {
-    fn new(json: bool, trainer: &LmTrainer) -> Self {
+    fn new(json: bool, max_iters: u64, start: u64) -> Self {
         let bar = (!json).then(|| {
-            let bar = ProgressBar::new(trainer.settings.train.max_iters);
+            let bar = ProgressBar::new(max_iters);
             bar.set_style(
                 ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg} ETA {eta}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("█▉▊▋▌▍▎▏ "),
             );
-            bar.set_position(trainer.step);
+            bar.set_position(start);
             bar
         });
-        Self { json, bar }
-    }
-
-    fn line(&self, value: serde_json::Value) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{value}");
-        let _ = out.flush();
+        Self {
+            json,
+            bar,
+            max_iters,
+        }
     }
 
     fn say(&self, text: String) {
@@ -291,130 +250,83 @@ impl Reporter {
         }
     }
 
-    fn start(&self, t: &LmTrainer, threads: usize, out: &std::path::Path) {
-        let c = t.model.config;
-        let device = device_name(t.device);
+    fn show(&self, event: &Event) {
         if self.json {
-            self.line(json!({
-                "event": "start",
-                "device": device,
-                "threads": threads,
-                "dtype": t.settings.train.dtype.name(),
-                "params": t.parameters(),
-                "vocab_size": c.vocab_size,
-                "train_examples": t.train.len(),
-                "test_examples": t.test.len(),
-                "train_tokens": t.train.target_tokens(),
-                "corpus": t.corpus_spec,
-                "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.block_size, "dropout": c.dropout},
-                "max_iters": t.settings.train.max_iters,
-                "batch_size": t.settings.train.batch_size,
-                "start_iter": t.step,
-                "out": out.display().to_string(),
-            }));
-        } else {
-            self.say(format!(
-                "device {device}, {threads} CPU threads, {} matrix products",
-                t.settings.train.dtype.name()
-            ));
-            self.say(format!(
-                "corpus {}: {} train / {} test sentences, {} / {} examples ({} mode), {} train tokens",
-                t.corpus_name,
-                t.train_sentences,
-                t.test_sentences,
-                t.train.len(),
-                t.test.len(),
-                match t.settings.data.mode {
-                    DataMode::Sentences => "sentences",
-                    DataMode::Pack => "pack",
-                },
-                t.train.target_tokens()
-            ));
-            self.say(format!(
-                "model: {} layers, {} heads, {} dims, block {}, vocab {} — {:.2}M parameters",
-                c.n_layer,
-                c.n_head,
-                c.n_embd,
-                c.block_size,
-                c.vocab_size,
-                t.parameters() as f64 / 1e6
-            ));
-            if t.step > 0 {
-                self.say(format!("resuming at step {}", t.step));
-            }
-        }
-    }
-
-    fn iter(&self, m: &StepMetrics, max_iters: u64) {
-        if self.json {
-            self.line(json!({
-                "event": "iter", "iter": m.iter, "loss": m.loss, "iter_ms": m.iter_ms,
-                "tokens_per_s": m.tokens_per_s, "lr": m.lr, "grad_norm": m.grad_norm,
-            }));
-        } else if let Some(bar) = &self.bar {
-            bar.set_position(m.iter.min(max_iters));
-            bar.set_message(format!(
-                "loss {:.4} | {:.0} tok/s | lr {:.2e}",
-                m.loss, m.tokens_per_s, m.lr
-            ));
-        }
-    }
-
-    fn eval(&self, iter: u64, test_loss: f64) {
-        if self.json {
-            self.line(json!({"event": "eval", "iter": iter, "test_loss": test_loss}));
-        } else {
-            self.say(format!("step {iter}: test loss {test_loss:.4}"));
-        }
-    }
-
-    fn checkpoint(&self, iter: u64, path: &std::path::Path) {
-        if self.json {
-            self.line(
-                json!({"event": "checkpoint", "iter": iter, "path": path.display().to_string()}),
-            );
-        } else {
-            self.say(format!(
-                "step {iter}: checkpoint saved to {}",
-                path.display()
-            ));
-        }
-    }
-
-    fn interrupted(&self, iter: u64, path: &std::path::Path) {
-        if self.json {
-            self.line(
-                json!({"event": "interrupted", "iter": iter, "path": path.display().to_string()}),
-            );
-        } else {
-            self.say(format!(
-                "interrupted at step {iter}; continue with: gptdash train --resume {}",
-                path.display()
-            ));
-        }
-    }
-
-    fn done(&self, summary: serde_json::Value) {
-        if self.json {
-            self.line(summary);
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", event.to_json());
+            let _ = out.flush();
             return;
         }
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        match event {
+            Event::Start(RunStart::Train(info)) => self.start(info),
+            Event::Iter(m) => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(m.iter.min(self.max_iters));
+                    bar.set_message(format!(
+                        "loss {:.4} | {:.0} tok/s | lr {:.2e}",
+                        m.loss, m.tokens_per_s, m.lr
+                    ));
+                }
+            }
+            Event::Eval { iter, test_loss } => {
+                self.say(format!("step {iter}: test loss {test_loss:.4}"))
+            }
+            Event::Checkpoint { iter, path } => self.say(format!(
+                "step {iter}: checkpoint saved to {}",
+                path.display()
+            )),
+            Event::Interrupted { iter, path } => self.say(format!(
+                "interrupted at step {iter}; continue with: gptdash train --resume {}",
+                path.display()
+            )),
+            Event::Done(RunDone::Train(s)) => {
+                if let Some(bar) = &self.bar {
+                    bar.finish_and_clear();
+                }
+                let f = |x: Option<f64>| x.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+                println!(
+                    "done: {} steps, train loss {} (mean of last 20), test loss {}, {:.0} tokens/s, {:.1}s",
+                    s.iter,
+                    f(Some(s.train_loss)),
+                    f(s.test_loss),
+                    s.tokens_per_s,
+                    s.wall_s
+                );
+            }
+            _ => {}
         }
-        let f = |k: &str| {
-            summary[k]
-                .as_f64()
-                .map(|x| format!("{x:.4}"))
-                .unwrap_or_else(|| "-".into())
-        };
-        println!(
-            "done: {} steps, train loss {} (mean of last 20), test loss {}, {:.0} tokens/s, {:.1}s",
-            summary["iter"],
-            f("train_loss"),
-            f("test_loss"),
-            summary["tokens_per_s"].as_f64().unwrap_or(0.0),
-            summary["wall_s"].as_f64().unwrap_or(0.0)
-        );
+    }
+
+    fn start(&self, info: &RunInfo) {
+        let m = &info.model;
+        self.say(format!(
+            "device {}, {} CPU threads, {} matrix products",
+            info.device, info.threads, info.dtype
+        ));
+        self.say(format!(
+            "corpus {}: {} train / {} test sentences, {} / {} examples ({} mode), {} train tokens",
+            info.corpus_name,
+            info.train_sentences,
+            info.test_sentences,
+            info.train_examples,
+            info.test_examples,
+            match info.mode {
+                DataMode::Sentences => "sentences",
+                DataMode::Pack => "pack",
+            },
+            info.train_tokens
+        ));
+        self.say(format!(
+            "model: {} layers, {} heads, {} dims, block {}, vocab {} — {:.2}M parameters",
+            m.n_layer,
+            m.n_head,
+            m.n_embd,
+            m.block_size,
+            info.vocab_size,
+            info.params as f64 / 1e6
+        ));
+        if info.start_iter > 0 {
+            self.say(format!("resuming at step {}", info.start_iter));
+        }
     }
 }

@@ -281,13 +281,9 @@ mod tests {
     }
 
     #[test]
-    fn gpt2_tokenizer_when_available() {
-        // The GPT-2 tokenizer lives outside the repo; the test needs it only when present.
+    #[ignore = "needs ../shared/data/gpt2/tokenizer.json, outside the repo: cargo test -- --ignored"]
+    fn gpt2_tokenizer_ids_match_openai() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/gpt2/tokenizer.json");
-        if !path.exists() {
-            eprintln!("skipping: {} not present", path.display());
-            return;
-        }
         let tok = TextTokenizer::from_file(&path).unwrap();
         assert_eq!(tok.encode("He and I").unwrap(), vec![1544, 290, 314]);
         assert_eq!(tok.encode("Hello world").unwrap(), vec![15496, 995]);

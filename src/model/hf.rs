@@ -10,9 +10,9 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Tensor};
 
-use crate::model::gpt::{Gpt, GptConfig};
+use crate::model::gpt::GptConfig;
 
 /// The parts of a transformers `config.json` gptdash needs.
 #[derive(Debug, Deserialize)]
@@ -118,18 +118,10 @@ pub fn map_name(hf: &str) -> Option<(String, bool)> {
     Some((format!("transformer.{name}"), conv1d))
 }
 
-/// Builds a [`Gpt`] from a Hugging Face GPT-2 directory; every weight must be present
-/// with the right shape. The classifier head keeps its fresh initialisation.
-pub fn load_gpt2(
-    dir: &Path,
-    device: Device,
-    n_classes: i64,
-    dropout: Option<f64>,
-) -> Result<(nn::VarStore, Gpt)> {
-    let mut config = read_config(dir, n_classes)?;
-    if let Some(d) = dropout {
-        config.dropout = d;
-    }
+/// Copies the weights of a Hugging Face GPT-2 directory into `vs`, a [`Gpt`] built from
+/// [`read_config`]; every weight must be present with the right shape. The classifier head
+/// keeps its fresh initialisation.
+pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
     let path = dir.join("model.safetensors");
     if !path.is_file() {
         bail!(
@@ -139,8 +131,6 @@ pub fn load_gpt2(
     }
     let tensors = Tensor::read_safetensors(&path)
         .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
-    let vs = nn::VarStore::new(device);
-    let model = Gpt::new(&vs.root(), config);
     let mut vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut loaded = 0usize;
     tch::no_grad(|| -> Result<()> {
@@ -185,7 +175,7 @@ pub fn load_gpt2(
             .collect();
         bail!("{}: missing weights, e.g. {missing:?}", path.display());
     }
-    Ok((vs, model))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -225,6 +215,16 @@ mod tests {
             .join(name)
     }
 
+    use crate::model::gpt::Gpt;
+
+    /// A model built from a GPT-2 directory, as `checkpoint::load_model` builds it.
+    fn load(dir: &Path) -> Result<Gpt> {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = Gpt::new(&vs.root(), read_config(dir, 2)?);
+        load_weights(&vs, dir)?;
+        Ok(model)
+    }
+
     #[test]
     fn logits_equal_transformers_gpt2_on_the_same_weights() {
         let _rng = crate::torch_rng_lock();
@@ -236,7 +236,7 @@ mod tests {
         let want: Vec<Vec<Vec<f64>>> = serde_json::from_value(expected["logits"].clone()).unwrap();
         for dir in ["gpt2-tiny", "gpt2-tiny-hub"] {
             assert!(is_hf_gpt2(&fixture(dir)));
-            let (_vs, model) = load_gpt2(&fixture(dir), Device::Cpu, 2, None).unwrap();
+            let model = load(&fixture(dir)).unwrap();
             assert!(model.config.tie_lm_head);
             let flat: Vec<i64> = ids.iter().flatten().copied().collect();
             let x = Tensor::from_slice(&flat).view([ids.len() as i64, ids[0].len() as i64]);
@@ -262,7 +262,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::copy(fixture("gpt2-tiny/config.json"), d.join("config.json")).unwrap();
-        let msg = format!("{:#}", load_gpt2(d, Device::Cpu, 2, None).err().unwrap());
+        let msg = format!("{:#}", load(d).err().unwrap());
         assert!(msg.contains("model.safetensors"), "{msg}");
         // Weights of another size.
         let bigger = std::fs::read_to_string(fixture("gpt2-tiny/config.json"))
@@ -274,7 +274,7 @@ mod tests {
             d.join("model.safetensors"),
         )
         .unwrap();
-        let msg = format!("{:#}", load_gpt2(d, Device::Cpu, 2, None).err().unwrap());
+        let msg = format!("{:#}", load(d).err().unwrap());
         assert!(msg.contains("shape"), "{msg}");
     }
 }

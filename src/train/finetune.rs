@@ -1,24 +1,26 @@
-//! Sentiment fine-tuning: the language model with its classifier head, reading the last
-//! real token of each sentence, trained epoch by epoch with the best epoch kept.
+//! Sentiment fine-tuning as a run: the language model with its classifier head, trained
+//! batch by batch ([`Finetuner::advance`]), validated after each epoch, the best epoch kept
+//! and saved at the end. The run owns its rules; the CLI and the worker only loop and
+//! forward its events.
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, LoadedModel};
+use crate::classifier::{
+    batch_tensors, evaluate, sst2_labels, ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
+};
 use crate::config::FinetuneSettings;
 use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::Labeled;
-use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::Gpt;
+use crate::protocol::{EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSummary, RunDone};
 use crate::rng::{mix, SplitMix64};
 use crate::train::optim::{AdamW, AdamWConfig};
 
-/// Written beside a fine-tuned checkpoint's weights; its presence marks a classifier.
-pub const CLASSIFIER_FILE: &str = "classifier.json";
 pub const CURVES_FILE: &str = "curves.csv";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,107 +53,6 @@ impl From<&FinetuneSettings> for FinetuneOptions {
     }
 }
 
-/// A tokenised sentence and its label.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Example {
-    pub ids: Vec<i64>,
-    pub label: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    pub loss: f64,
-    pub acc: f64,
-    /// `confusion[true label][predicted label]`.
-    pub confusion: [[usize; 2]; 2],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub secs: f64,
-}
-
-/// What `classifier.json` records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassifierInfo {
-    pub source: String,
-    pub best_epoch: usize,
-    pub val: Evaluation,
-    pub train_examples: usize,
-    pub val_examples: usize,
-    pub labels: [String; 2],
-}
-
-/// Turns sentences into model inputs the way the model saw text in pretraining: models
-/// trained on `<|endoftext|>`-framed sentences get that token first.
-pub struct Encoder<'a> {
-    pub tokenizer: &'a TextTokenizer,
-    pub prefix: Option<i64>,
-    pub block_size: usize,
-}
-
-impl Encoder<'_> {
-    pub fn for_model(loaded: &LoadedModel) -> Encoder<'_> {
-        let prefix = loaded
-            .tokenizer
-            .eot_id()
-            .map(i64::from)
-            .filter(|_| loaded.frames_sentences());
-        Encoder {
-            tokenizer: &loaded.tokenizer,
-            prefix,
-            block_size: loaded.model.config.block_size as usize,
-        }
-    }
-
-    pub fn encode(&self, sentence: &str) -> Result<Vec<i64>> {
-        let mut ids: Vec<i64> = self.prefix.into_iter().collect();
-        ids.extend(self.tokenizer.encode(sentence)?.into_iter().map(i64::from));
-        if ids.is_empty() {
-            bail!("{sentence:?} encodes to no tokens");
-        }
-        // Framed as in pretraining: the closing <|endoftext|> is the last real token, the
-        // position that has read the whole sentence (GPT-1's "extract" token).
-        ids.truncate(self.block_size - usize::from(self.prefix.is_some()));
-        ids.extend(self.prefix);
-        Ok(ids)
-    }
-
-    pub fn examples(&self, rows: &[Labeled]) -> Result<Vec<Example>> {
-        rows.iter()
-            .map(|r| {
-                Ok(Example {
-                    ids: self.encode(&r.sentence)?,
-                    label: r.label as i64,
-                })
-            })
-            .collect()
-    }
-}
-
-/// Right-padded ids `[rows, longest]`, lengths and labels for a slice of examples.
-fn batch_tensors(examples: &[&Example], device: Device) -> (Tensor, Tensor, Tensor) {
-    let cols = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let mut ids = vec![0i64; examples.len() * cols];
-    for (r, e) in examples.iter().enumerate() {
-        ids[r * cols..r * cols + e.ids.len()].copy_from_slice(&e.ids);
-    }
-    let lengths: Vec<i64> = examples.iter().map(|e| e.ids.len() as i64).collect();
-    let labels: Vec<i64> = examples.iter().map(|e| e.label).collect();
-    (
-        Tensor::from_slice(&ids)
-            .view([examples.len() as i64, cols as i64])
-            .to_device(device),
-        Tensor::from_slice(&lengths).to_device(device),
-        Tensor::from_slice(&labels).to_device(device),
-    )
-}
-
 /// Next-token targets of right-padded rows, [`IGNORE_INDEX`] past each row's end.
 fn lm_targets(examples: &[&Example], device: Device) -> Tensor {
     let cols = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
@@ -165,48 +66,7 @@ fn lm_targets(examples: &[&Example], device: Device) -> Tensor {
         .to_device(device)
 }
 
-/// Loss, accuracy and confusion matrix of `model` on `examples` (no dropout, no gradients).
-pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluation {
-    let device = model.device();
-    let mut confusion = [[0usize; 2]; 2];
-    let mut loss_sum = 0.0;
-    tch::no_grad(|| {
-        for chunk in examples.chunks(batch_size.max(1)) {
-            let refs: Vec<&Example> = chunk.iter().collect();
-            let (ids, lengths, labels) = batch_tensors(&refs, device);
-            let logits = model.classify(&ids, &lengths, false);
-            loss_sum +=
-                logits.cross_entropy_for_logits(&labels).double_value(&[]) * chunk.len() as f64;
-            let predicted: Vec<i64> =
-                Vec::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default();
-            for (e, p) in chunk.iter().zip(predicted) {
-                confusion[e.label.clamp(0, 1) as usize][p.clamp(0, 1) as usize] += 1;
-            }
-        }
-    });
-    let n = examples.len().max(1) as f64;
-    Evaluation {
-        loss: loss_sum / n,
-        acc: (confusion[0][0] + confusion[1][1]) as f64 / n,
-        confusion,
-    }
-}
-
-/// Probability of each class for one sentence.
-pub fn class_probabilities(loaded: &LoadedModel, sentence: &str) -> Result<Vec<f64>> {
-    let ids = Encoder::for_model(loaded).encode(sentence)?;
-    let example = Example { ids, label: 0 };
-    let (x, lengths, _) = batch_tensors(&[&example], loaded.model.device());
-    let probs = tch::no_grad(|| {
-        loaded
-            .model
-            .classify(&x, &lengths, false)
-            .softmax(-1, Kind::Float)
-    });
-    Vec::<f64>::try_from(probs.get(0).to_kind(Kind::Double).to_device(Device::Cpu))
-        .map_err(|e| anyhow!("{e}"))
-}
-
+/// A fine-tuning run: model, examples, optimizer, and where the classifier goes.
 pub struct Finetuner {
     pub loaded: LoadedModel,
     pub options: FinetuneOptions,
@@ -218,6 +78,12 @@ pub struct Finetuner {
     best: Option<(usize, f64, Evaluation, BTreeMap<String, Tensor>)>,
     epochs_since_best: usize,
     progress: Option<EpochProgress>,
+    /// Where [`Finetuner::finish`] saves the classifier.
+    out: PathBuf,
+    /// A whole extra split evaluated once at the end (`--eval-split validation`).
+    extra_eval: Option<Vec<Example>>,
+    /// The training loss stopped being a number; the run is over.
+    diverged: bool,
 }
 
 /// Where the current epoch stands.
@@ -237,6 +103,7 @@ impl Finetuner {
         train_rows: &[Labeled],
         val_rows: &[Labeled],
         options: FinetuneOptions,
+        out: PathBuf,
     ) -> Result<Self> {
         if options.batch_size == 0 || options.epochs == 0 {
             bail!("batch size and epochs must be at least 1");
@@ -271,12 +138,113 @@ impl Finetuner {
             best: None,
             epochs_since_best: 0,
             progress: None,
+            out,
+            extra_eval: None,
+            diverged: false,
         })
     }
 
+    /// Also evaluates the best epoch on these rows at the end (their accuracy is the
+    /// summary's `eval_acc`).
+    pub fn evaluate_at_end(&mut self, rows: &[Labeled]) -> Result<()> {
+        self.extra_eval = Some(Encoder::for_model(&self.loaded).examples(rows)?);
+        Ok(())
+    }
+
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// The run's facts, for its `start` event.
+    pub fn info(
+        &self,
+        data: &Path,
+        samples: usize,
+        device: String,
+        threads: usize,
+    ) -> FinetuneInfo {
+        let share = |examples: &[Example]| {
+            examples.iter().filter(|e| e.label == 1).count() as f64 / examples.len().max(1) as f64
+        };
+        FinetuneInfo {
+            device,
+            threads,
+            model: self.loaded.origin.clone(),
+            params: self.loaded.config.parameters,
+            data: data.display().to_string(),
+            samples,
+            train_examples: self.train.len(),
+            val_examples: self.val.len(),
+            train_positive: share(&self.train),
+            val_positive: share(&self.val),
+            epochs: self.options.epochs,
+        }
+    }
+
     pub fn is_done(&self) -> bool {
-        self.epoch >= self.options.epochs
+        self.diverged
+            || self.epoch >= self.options.epochs
             || (self.options.patience > 0 && self.epochs_since_best >= self.options.patience)
+    }
+
+    /// One batch, and whatever follows it by the run's rules: at the end of an epoch its
+    /// metrics (`epoch`); when the run is over (all epochs, or `patience` epochs without a
+    /// better validation loss) the best epoch restored, the classifier saved and `done`;
+    /// a non-finite training loss ends the run with `diverged`, saving nothing.
+    pub fn advance(&mut self) -> Result<Vec<Event>> {
+        if self.is_done() {
+            bail!("the fine-tuning run is over (epoch {})", self.epoch);
+        }
+        let Some(m) = self.step()? else {
+            return Ok(Vec::new());
+        };
+        if self.diverged {
+            return Ok(vec![Event::Diverged {
+                iter: m.epoch as u64,
+                loss: m.train_loss,
+                message: format!(
+                    "fine-tuning diverged at epoch {} (loss {}); nothing was saved; try a lower --lr (finetune.learning_rate)",
+                    m.epoch, m.train_loss
+                ),
+            }]);
+        }
+        let mut events = vec![Event::Epoch(m)];
+        if self.is_done() {
+            events.extend(self.finish()?);
+        }
+        Ok(events)
+    }
+
+    /// Ends the run (when done, or stopped early): restores the best epoch, saves the
+    /// classifier to the run's folder and reports `done`. Before the first epoch has
+    /// ended there is nothing to keep, and nothing is saved.
+    pub fn finish(&mut self) -> Result<Vec<Event>> {
+        let Some((best_epoch, val)) = self.restore_best() else {
+            return Ok(vec![Event::log(
+                "fine-tuning stopped before its first epoch ended; nothing was saved",
+            )]);
+        };
+        let eval_acc = self
+            .extra_eval
+            .as_ref()
+            .map(|examples| evaluate(&self.loaded.model, examples, 64).acc);
+        let info = ClassifierInfo {
+            source: self.loaded.origin.clone(),
+            best_epoch,
+            val,
+            train_examples: self.train.len(),
+            val_examples: self.val.len(),
+            labels: sst2_labels(),
+        };
+        self.save(&self.out, &info)?;
+        Ok(vec![Event::Done(RunDone::Finetune(FinetuneSummary {
+            best_epoch,
+            val_acc: val.acc,
+            val_loss: val.loss,
+            confusion: val.confusion,
+            eval_acc,
+            checkpoint: self.out.clone(),
+        }))])
     }
 
     /// One pass over the training examples (seeded order), then validation.
@@ -289,8 +257,7 @@ impl Finetuner {
     }
 
     /// Trains on one batch; at the end of an epoch validates and returns its metrics.
-    /// (The dashboard's worker calls this, so commands are answered between batches.)
-    pub fn step(&mut self) -> Result<Option<EpochMetrics>> {
+    fn step(&mut self) -> Result<Option<EpochMetrics>> {
         let progress = self.progress.get_or_insert_with(|| {
             let mut order: Vec<usize> = (0..self.train.len()).collect();
             SplitMix64::new(mix(self.options.seed, self.epoch as u64)).shuffle(&mut order);
@@ -360,11 +327,8 @@ impl Finetuner {
             secs: start.elapsed().as_secs_f64(),
         };
         if !metrics.train_loss.is_finite() {
-            bail!(
-                "fine-tuning diverged at epoch {} (loss {}); try a lower --lr",
-                self.epoch,
-                metrics.train_loss
-            );
+            self.diverged = true;
+            return Ok(Some(metrics));
         }
         if self.best.as_ref().is_none_or(|b| val.loss < b.1) {
             let snapshot = self
@@ -426,23 +390,12 @@ impl Finetuner {
     }
 }
 
-/// Loads a classifier written by [`Finetuner::save`].
-pub fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, ClassifierInfo)> {
-    let loaded = checkpoint::load_model(dir, device)?;
-    let path = dir.join(CLASSIFIER_FILE);
-    if !path.is_file() {
-        bail!("{} has no trained classifier head ({CLASSIFIER_FILE} is missing); run `gptdash finetune` first", dir.display());
-    }
-    let text = std::fs::read_to_string(&path)?;
-    let info: ClassifierInfo =
-        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok((loaded, info))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classifier::{class_probabilities, load_classifier};
     use crate::config::DataMode;
+    use crate::data::tokenizer::TextTokenizer;
     use crate::model::gpt::GptConfig;
     use tch::nn;
 
@@ -466,6 +419,7 @@ mod tests {
             model,
             tokenizer,
             config,
+            origin: "test".into(),
         }
     }
 
@@ -502,7 +456,14 @@ mod tests {
     }
 
     fn tuner(rows: &[Labeled], options: FinetuneOptions) -> Finetuner {
-        Finetuner::new(tiny_model(rows), rows, &rows[..8], options).unwrap()
+        Finetuner::new(
+            tiny_model(rows),
+            rows,
+            &rows[..8],
+            options,
+            PathBuf::from("unused"),
+        )
+        .unwrap()
     }
 
     fn options() -> FinetuneOptions {

@@ -1,37 +1,29 @@
-//! Language-model training as a step function: the caller (the CLI loop, later the
-//! dashboard's worker) decides when to step, evaluate, save, pause or stop.
-use std::path::Path;
+//! Language-model training as a run that owns its rules: [`LmTrainer::advance`] takes one
+//! step and does what follows it (evaluate when due, save when due, save and summarise at
+//! the end, stop on a non-finite loss), returning the events. The CLI and the dashboard's
+//! worker only loop, forward the events, and decide when to pause or stop.
+//!
+//! **A non-finite loss** ends the run at that step, in the dashboard as headless: its
+//! weights are not saved (the last checkpoint, if any, stays as it was) and a `diverged`
+//! event names the step. `gptdash train` then exits with code 2; the dashboard shows the
+//! error and drops the broken model.
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
 use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
 use crate::config::Settings;
 use crate::data::corpus::{split_sentences, split_train_test, Batch, Corpus, EpochOrder, Examples};
 use crate::data::tokenizer::TextTokenizer;
-use crate::device::resolve_device;
+use crate::device::{device_name, resolve_device};
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
+use crate::protocol::{Event, ModelShape, RunDone, RunInfo, StepMetrics, TrainSummary};
 use crate::rng::mix;
 use crate::train::optim::{learning_rate, AdamWConfig};
 use crate::train::step::{LmStep, StepKind};
-
-/// What one training step measured.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct StepMetrics {
-    /// Steps completed, counting this one (1-based).
-    pub iter: u64,
-    /// Mean cross-entropy per real (non-padding) target token.
-    pub loss: f64,
-    pub iter_ms: f64,
-    pub tokens_per_s: f64,
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Real target tokens in the batch.
-    pub tokens: usize,
-}
 
 /// The corpus's sentences as the settings ask for them.
 fn sentences(corpus: &Corpus, settings: &Settings) -> Vec<String> {
@@ -68,11 +60,54 @@ pub struct LmTrainer {
     pub step: u64,
     pub best_test_loss: Option<f64>,
     pub last_train_loss: Option<f64>,
+    /// Where the run saves its checkpoints.
+    out: PathBuf,
+    stats: RunStats,
+    /// The loss stopped being a number; the run is over.
+    diverged: bool,
+}
+
+/// What the run's summary needs: recent losses, tokens and time.
+struct RunStats {
+    /// When the run was set up (corpus, tokenizer and model included).
+    created: Instant,
+    /// The last 20 training losses.
+    recent: VecDeque<f64>,
+    last_test_loss: Option<f64>,
+    tokens: usize,
+    /// Seconds inside training steps only, and inside `advance` as a whole.
+    step_secs: f64,
+    busy_secs: f64,
+}
+
+impl RunStats {
+    const RECENT: usize = 20;
+
+    fn new(created: Instant) -> Self {
+        Self {
+            created,
+            recent: VecDeque::with_capacity(Self::RECENT),
+            last_test_loss: None,
+            tokens: 0,
+            step_secs: 0.0,
+            busy_secs: 0.0,
+        }
+    }
+
+    fn record(&mut self, m: &StepMetrics) {
+        if self.recent.len() == Self::RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(m.loss);
+        self.tokens += m.tokens;
+        self.step_secs += m.iter_ms / 1e3;
+    }
 }
 
 impl LmTrainer {
     /// A fresh run: reads the corpus, trains (or loads) the tokenizer, builds the model.
     pub fn new(settings: Settings) -> Result<Self> {
+        let created = Instant::now();
         settings.validate()?;
         let corpus = Corpus::load(&settings.data.corpus).context("data.corpus / --corpus")?;
         let split = split_train_test(sentences(&corpus, &settings), settings.data.train_fraction)
@@ -93,13 +128,22 @@ impl LmTrainer {
             layer_norm_eps: 1e-5,
             tie_lm_head: false,
         };
-        Self::build(settings, corpus, split.train, split.test, tokenizer, config)
+        Self::build(
+            settings,
+            corpus,
+            split.train,
+            split.test,
+            tokenizer,
+            config,
+            created,
+        )
     }
 
     /// Continues a run from a training checkpoint: same model, tokenizer, corpus, step
     /// and optimizer state. `adjust` may change loop settings (more steps, another
     /// device); model sizes and data settings always come from the checkpoint.
     pub fn resume(dir: &Path, adjust: impl FnOnce(&mut Settings)) -> Result<Self> {
+        let created = Instant::now();
         let ckpt = checkpoint::read_config(dir)?;
         let state = checkpoint::read_train_state(dir)?;
         let mut settings = state.settings.clone();
@@ -128,7 +172,9 @@ impl LmTrainer {
             split.test,
             tokenizer,
             ckpt.model,
+            created,
         )?;
+        trainer.out = dir.to_path_buf();
         checkpoint::load_weights(&mut trainer.vs, &dir.join(checkpoint::MODEL_FILE))?;
         trainer
             .stepper
@@ -146,6 +192,7 @@ impl LmTrainer {
         test_sentences: Vec<String>,
         tokenizer: TextTokenizer,
         config: GptConfig,
+        created: Instant,
     ) -> Result<Self> {
         let device = resolve_device(&settings.train.device).context("train.device / --device")?;
         let block = config.block_size as usize;
@@ -193,26 +240,174 @@ impl LmTrainer {
             step: 0,
             best_test_loss: None,
             last_train_loss: None,
+            out: PathBuf::from("checkpoints").join(&corpus.name),
+            stats: RunStats::new(created),
+            diverged: false,
             settings,
         })
+    }
+
+    /// Where the run saves: `checkpoints/<corpus name>` unless set here (a resumed run:
+    /// the folder it resumed from).
+    pub fn set_out(&mut self, out: PathBuf) {
+        self.out = out;
+    }
+
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// The run's facts, for its `start` event.
+    pub fn info(&self, threads: usize) -> RunInfo {
+        let c = self.model.config;
+        RunInfo {
+            device: device_name(self.device),
+            threads,
+            dtype: self.settings.train.dtype.name().into(),
+            params: self.parameters(),
+            vocab_size: c.vocab_size,
+            train_examples: self.train.len(),
+            test_examples: self.test.len(),
+            train_tokens: self.train.target_tokens(),
+            train_sentences: self.train_sentences,
+            test_sentences: self.test_sentences,
+            corpus: self.corpus_spec.clone(),
+            corpus_name: self.corpus_name.clone(),
+            mode: self.settings.data.mode,
+            preset: self.settings.model.preset.clone(),
+            model: ModelShape {
+                n_layer: c.n_layer,
+                n_head: c.n_head,
+                n_embd: c.n_embd,
+                block_size: c.block_size,
+                dropout: c.dropout,
+            },
+            max_iters: self.settings.train.max_iters,
+            batch_size: self.settings.train.batch_size,
+            start_iter: self.step,
+            out: self.out.clone(),
+        }
+    }
+
+    /// One training step and what the run's rules make of it: `iter`; `eval` when due;
+    /// a `checkpoint` when `save_interval` says so; at `max_iters` the final checkpoint and
+    /// `done`. A non-finite loss gives `diverged` and ends the run without saving.
+    pub fn advance(&mut self) -> Result<Vec<Event>> {
+        let started = Instant::now();
+        let result = self.advance_inner(started);
+        self.stats.busy_secs += started.elapsed().as_secs_f64();
+        result
+    }
+
+    fn advance_inner(&mut self, started: Instant) -> Result<Vec<Event>> {
+        if self.is_done() {
+            bail!(
+                "the run is over (step {} of {})",
+                self.step,
+                self.settings.train.max_iters
+            );
+        }
+        let m = self.step()?;
+        let mut events = vec![Event::Iter(m)];
+        if !m.loss.is_finite() {
+            self.diverged = true;
+            events.push(Event::Diverged {
+                iter: m.iter,
+                loss: m.loss,
+                message: format!(
+                    "training diverged: loss is {} at step {}; the run stopped and that step was not saved; try a lower learning rate (--lr, train.learning_rate)",
+                    m.loss, m.iter
+                ),
+            });
+            return Ok(events);
+        }
+        self.stats.record(&m);
+        if self.eval_due() {
+            let test_loss = self.evaluate()?;
+            self.stats.last_test_loss = Some(test_loss);
+            events.push(Event::Eval {
+                iter: m.iter,
+                test_loss,
+            });
+        }
+        if self.is_done() {
+            events.extend(self.finish(started)?);
+        } else if self.save_due() {
+            events.push(self.checkpoint()?);
+        }
+        Ok(events)
+    }
+
+    /// Saves to the run's folder and reports it.
+    pub fn checkpoint(&self) -> Result<Event> {
+        self.save(&self.out)?;
+        Ok(Event::Checkpoint {
+            iter: self.step,
+            path: self.out.clone(),
+        })
+    }
+
+    /// Ends the run before `max_iters` (Ctrl-C, the dashboard's stop): a checkpoint to
+    /// resume from, `interrupted`, and the summary. Training may continue afterwards.
+    pub fn interrupt(&mut self) -> Result<Vec<Event>> {
+        let mut events = vec![self.checkpoint()?];
+        events.push(Event::Interrupted {
+            iter: self.step,
+            path: self.out.clone(),
+        });
+        events.push(self.summary(0.0));
+        Ok(events)
+    }
+
+    /// The final checkpoint and the summary.
+    fn finish(&mut self, advancing_since: Instant) -> Result<Vec<Event>> {
+        let checkpoint = self.checkpoint()?;
+        Ok(vec![
+            checkpoint,
+            self.summary(advancing_since.elapsed().as_secs_f64()),
+        ])
+    }
+
+    /// `done`; `pending_secs` is time of the current `advance` not yet counted.
+    fn summary(&self, pending_secs: f64) -> Event {
+        let s = &self.stats;
+        let train_s = s.busy_secs + pending_secs;
+        Event::Done(RunDone::Train(TrainSummary {
+            iter: self.step,
+            train_loss: s.recent.iter().sum::<f64>() / s.recent.len().max(1) as f64,
+            test_loss: s.last_test_loss,
+            best_test_loss: self.best_test_loss,
+            tokens_per_s: s.tokens as f64 / train_s.max(1e-9),
+            step_tokens_per_s: s.tokens as f64 / s.step_secs.max(1e-9),
+            train_s,
+            wall_s: s.created.elapsed().as_secs_f64(),
+            checkpoint: self.out.clone(),
+        }))
     }
 
     pub fn parameters(&self) -> i64 {
         parameter_count(&self.vs)
     }
 
+    /// Whether the model learns from single `<|endoftext|>`-framed sentences (`sentences`
+    /// mode), so generation frames its context the same way.
+    pub fn frames_sentences(&self) -> bool {
+        self.settings.data.mode == crate::config::DataMode::Sentences
+    }
+
+    /// At `max_iters`, or diverged.
     pub fn is_done(&self) -> bool {
-        self.step >= self.settings.train.max_iters
+        self.diverged || self.step >= self.settings.train.max_iters
     }
 
     /// Whether the step just completed should be followed by an evaluation.
-    pub fn eval_due(&self) -> bool {
+    fn eval_due(&self) -> bool {
         self.step > 0
             && (self.step.is_multiple_of(self.settings.train.eval_interval) || self.is_done())
     }
 
     /// Whether the step just completed should be followed by a checkpoint.
-    pub fn save_due(&self) -> bool {
+    fn save_due(&self) -> bool {
         let every = self.settings.train.save_interval;
         every > 0 && self.step > 0 && self.step.is_multiple_of(every)
     }
@@ -326,6 +521,7 @@ impl LmTrainer {
             model: self.model,
             tokenizer: self.tokenizer,
             config,
+            origin: format!("the model trained on {}", self.corpus_spec),
         }
     }
 

@@ -27,7 +27,8 @@ use crate::train::optim::{AdamW, AdamWConfig, FlatAdamW};
 pub const DEFAULT_LOSS_CHUNK_ROWS: i64 = 512;
 
 /// Which implementation of the training step to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum StepKind {
     Plain,
     Fused,
@@ -35,10 +36,7 @@ pub enum StepKind {
 
 impl StepKind {
     pub fn name(self) -> &'static str {
-        match self {
-            StepKind::Plain => "plain",
-            StepKind::Fused => "fused",
-        }
+        self.into()
     }
 }
 

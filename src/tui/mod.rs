@@ -1,8 +1,11 @@
 //! The dashboard: terminal set-up, the event loop and the views.
 pub mod app;
+pub mod keys;
+pub mod tabs;
 pub mod terminal;
 pub mod theme;
 pub mod view;
+pub mod widgets;
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

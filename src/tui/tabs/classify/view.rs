@@ -6,28 +6,29 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Borders, Chart, Gauge, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::line_series;
-use crate::tui::app::App;
+use super::ClassifyTab;
+use crate::tui::tabs::Shared;
 use crate::tui::theme;
+use crate::tui::widgets::line_series;
 
-pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
+pub fn draw(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
     let [top, bottom] = Layout::vertical([Constraint::Min(10), Constraint::Length(6)]).areas(area);
     let [charts, side] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(44)]).areas(top);
     let [loss, acc] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
-    if app.classify.epochs.is_empty() {
-        draw_intro(frame, app, charts);
+    if c.epochs.is_empty() {
+        draw_intro(frame, c, shared, charts);
     } else {
-        draw_curves(frame, app, loss, true);
-        draw_curves(frame, app, acc, false);
+        draw_curves(frame, c, loss, true);
+        draw_curves(frame, c, acc, false);
     }
-    draw_summary(frame, app, side);
-    draw_sentence(frame, app, bottom);
+    draw_summary(frame, c, side);
+    draw_sentence(frame, c, bottom);
 }
 
-fn draw_intro(frame: &mut Frame, app: &App, area: Rect) {
-    let f = &app.settings.finetune;
+fn draw_intro(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
+    let f = &shared.settings.finetune;
     let mut lines = vec![
         Line::styled("Sentiment fine-tuning on SST-2", theme::title()),
         Line::from(""),
@@ -54,7 +55,7 @@ fn draw_intro(frame: &mut Frame, app: &App, area: Rect) {
         Line::from(""),
         Line::styled("Press f to start.", theme::key()),
     ];
-    if let Some(message) = &app.classify.message {
+    if let Some(message) = &c.message {
         lines.push(Line::from(""));
         lines.push(Line::styled(message.clone(), theme::error()));
     }
@@ -66,9 +67,9 @@ fn draw_intro(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-fn draw_curves(frame: &mut Frame, app: &App, area: Rect, loss: bool) {
-    let epochs = &app.classify.epochs;
-    let pick = |f: fn(&crate::train::finetune::EpochMetrics) -> f64| -> Vec<(f64, f64)> {
+fn draw_curves(frame: &mut Frame, c: &ClassifyTab, area: Rect, loss: bool) {
+    let epochs = &c.epochs;
+    let pick = |f: fn(&crate::protocol::EpochMetrics) -> f64| -> Vec<(f64, f64)> {
         epochs.iter().map(|m| (m.epoch as f64, f(m))).collect()
     };
     let (train, val, title) = if loss {
@@ -84,8 +85,7 @@ fn draw_curves(frame: &mut Frame, app: &App, area: Rect, loss: bool) {
             " accuracy per epoch ",
         )
     };
-    let max_x = app
-        .classify
+    let max_x = c
         .info
         .as_ref()
         .map(|i| i.epochs as f64)
@@ -153,8 +153,7 @@ fn big_text(text: &str) -> Vec<String> {
     rows
 }
 
-fn draw_summary(frame: &mut Frame, app: &App, area: Rect) {
-    let c = &app.classify;
+fn draw_summary(frame: &mut Frame, c: &ClassifyTab, area: Rect) {
     let mut lines = Vec::new();
     let shown = c
         .done
@@ -229,8 +228,7 @@ fn draw_summary(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-fn draw_sentence(frame: &mut Frame, app: &App, area: Rect) {
-    let c = &app.classify;
+fn draw_sentence(frame: &mut Frame, c: &ClassifyTab, area: Rect) {
     let [input, result] =
         Layout::vertical([Constraint::Length(3), Constraint::Length(3)]).areas(area);
     let style = if c.editing {

@@ -7,14 +7,14 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 use unicode_width::UnicodeWidthStr;
 
+use super::GenerateTab;
 use crate::generate::Generation;
-use crate::tui::app::App;
 use crate::tui::theme;
 
 /// Widest grid column, in cells.
 const MAX_COLUMN: usize = 20;
 
-pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
+pub fn draw(frame: &mut Frame, g: &GenerateTab, area: Rect) {
     let [prompt, options, output, grid] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(1),
@@ -22,14 +22,13 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         Constraint::Min(9),
     ])
     .areas(area);
-    draw_prompt(frame, app, prompt);
-    draw_options(frame, app, options);
-    draw_output(frame, app, output);
-    draw_grid(frame, app, grid);
+    draw_prompt(frame, g, prompt);
+    draw_options(frame, g, options);
+    draw_output(frame, g, output);
+    draw_grid(frame, g, grid);
 }
 
-fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
-    let g = &app.generate;
+fn draw_prompt(frame: &mut Frame, g: &GenerateTab, area: Rect) {
     let style = if g.editing {
         theme::key()
     } else {
@@ -70,8 +69,8 @@ fn draw_prompt(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-fn draw_options(frame: &mut Frame, app: &App, area: Rect) {
-    let o = &app.generate.options;
+fn draw_options(frame: &mut Frame, g: &GenerateTab, area: Rect) {
+    let o = &g.options;
     let mut spans = vec![
         Span::styled(" temperature ", theme::muted()),
         Span::raw(format!("{:.1}", o.temperature)),
@@ -92,14 +91,13 @@ fn draw_options(frame: &mut Frame, app: &App, area: Rect) {
         Span::styled("  seed ", theme::muted()),
         Span::raw(o.seed.to_string()),
     ];
-    if app.generate.pending.is_some() {
+    if g.pending.is_some() {
         spans.push(Span::styled("  generating…", theme::key()));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn draw_output(frame: &mut Frame, app: &App, area: Rect) {
-    let g = &app.generate;
+fn draw_output(frame: &mut Frame, g: &GenerateTab, area: Rect) {
     let block = Block::default()
         .borders(Borders::ALL)
         .title(" continuation (colour = probability) ");
@@ -150,8 +148,7 @@ fn cell_text(text: &str, prob: f64) -> String {
     format!("{shown} {prob:.3}")
 }
 
-fn draw_grid(frame: &mut Frame, app: &App, area: Rect) {
-    let g = &app.generate;
+fn draw_grid(frame: &mut Frame, g: &GenerateTab, area: Rect) {
     let block = Block::default()
         .borders(Borders::ALL)
         .title(" top-6 per generated token (Enter on a cell branches there) ");

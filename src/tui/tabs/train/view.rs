@@ -8,11 +8,12 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::{format_duration, line_series};
-use crate::tui::app::{App, PathInput};
+use super::{PathInput, TrainTab};
+use crate::tui::tabs::Shared;
 use crate::tui::theme;
+use crate::tui::widgets::{format_duration, line_series};
 
-pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
+pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(38)]).areas(area);
     let [chart, spark, log] = Layout::vertical([
@@ -21,12 +22,12 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         Constraint::Min(3),
     ])
     .areas(left);
-    draw_chart(frame, app, chart);
-    draw_sparkline(frame, app, spark);
-    draw_log(frame, app, log);
+    draw_chart(frame, t, chart);
+    draw_sparkline(frame, t, spark);
+    draw_log(frame, shared, log);
     let [stats, gauge] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(right);
-    draw_stats(frame, app, stats);
-    draw_gauge(frame, app, gauge);
+    draw_stats(frame, t, shared, stats);
+    draw_gauge(frame, t, shared, gauge);
 }
 
 /// At most `target` points: the mean of equal index buckets.
@@ -62,8 +63,7 @@ pub fn smooth(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
     out
 }
 
-fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
-    let t = &app.train;
+fn draw_chart(frame: &mut Frame, t: &TrainTab, area: Rect) {
     let target = (area.width as usize).saturating_sub(10) * 2;
     let smoothed;
     let source: &[(f64, f64)] = if t.smoothing > 0.0 {
@@ -158,8 +158,8 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(chart, area);
 }
 
-fn draw_sparkline(frame: &mut Frame, app: &App, area: Rect) {
-    let recent = &app.train.recent;
+fn draw_sparkline(frame: &mut Frame, t: &TrainTab, area: Rect) {
+    let recent = &t.recent;
     let width = area.width.saturating_sub(2) as usize;
     let shown: Vec<f64> = recent
         .iter()
@@ -198,12 +198,12 @@ fn draw_sparkline(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
+fn draw_log(frame: &mut Frame, shared: &Shared, area: Rect) {
     let rows = area.height.saturating_sub(2) as usize;
-    let items: Vec<ListItem> = app
+    let items: Vec<ListItem> = shared
         .log
         .iter()
-        .skip(app.log.len().saturating_sub(rows))
+        .skip(shared.log.len().saturating_sub(rows))
         .map(|l| {
             let style = if l.starts_with("error") {
                 theme::error()
@@ -226,8 +226,7 @@ fn stat(name: &str, value: String) -> Line<'static> {
     ])
 }
 
-fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
-    let t = &app.train;
+fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let dash = || "—".to_string();
     let mut lines = Vec::new();
     let iter = t
@@ -239,7 +238,7 @@ fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
         .info
         .as_ref()
         .map(|i| i.max_iters)
-        .unwrap_or(app.settings.train.max_iters);
+        .unwrap_or(shared.settings.train.max_iters);
     lines.push(stat("step", format!("{iter} / {max}")));
     lines.push(stat(
         "loss",
@@ -260,7 +259,7 @@ fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
     ));
     lines.push(stat(
         "ETA",
-        app.eta_secs().map(format_duration).unwrap_or_else(dash),
+        t.eta_secs().map(format_duration).unwrap_or_else(dash),
     ));
     lines.push(stat(
         "ms/step",
@@ -292,10 +291,16 @@ fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
                 format!("{} ({} threads, {})", i.device, i.threads, i.dtype),
             ));
             lines.push(stat("params", format!("{:.2}M", i.params as f64 / 1e6)));
-            lines.push(stat("model", i.model.clone()));
+            lines.push(stat(
+                "model",
+                format!(
+                    "{} ({}L {}H {}d)",
+                    i.preset, i.model.n_layer, i.model.n_head, i.model.n_embd
+                ),
+            ));
             lines.push(stat(
                 "corpus",
-                format!("{} ({} ex.)", i.corpus, i.train_examples),
+                format!("{} ({} ex.)", i.corpus_name, i.train_examples),
             ));
         }
         None => lines.push(Line::styled("space starts training", theme::key())),
@@ -307,9 +312,9 @@ fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
             Span::styled(format!("{:<12}", "corpus"), theme::muted()),
             Span::styled(format!("{input}█"), theme::key()),
         ])),
-        _ => lines.push(stat("corpus", app.settings.data.corpus.clone())),
+        _ => lines.push(stat("corpus", shared.settings.data.corpus.clone())),
     }
-    lines.push(stat("preset", app.settings.model.preset.clone()));
+    lines.push(stat("preset", shared.settings.model.preset.clone()));
     if let Some(saved) = &t.last_saved {
         lines.push(stat("saved", saved.clone()));
     }
@@ -324,14 +329,13 @@ fn draw_stats(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-fn draw_gauge(frame: &mut Frame, app: &App, area: Rect) {
-    let t = &app.train;
+fn draw_gauge(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let iter = t.last.map(|m| m.iter).unwrap_or(0);
     let max = t
         .info
         .as_ref()
         .map(|i| i.max_iters)
-        .unwrap_or(app.settings.train.max_iters)
+        .unwrap_or(shared.settings.train.max_iters)
         .max(1);
     let ratio = (iter as f64 / max as f64).clamp(0.0, 1.0);
     frame.render_widget(

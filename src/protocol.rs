@@ -1,0 +1,491 @@
+//! What the parts of gptdash say to each other: the [`Command`]s the dashboard sends its
+//! worker, and the [`Event`]s every run reports. The same events reach the dashboard over
+//! a channel and the terminal as the `--json` lines of the headless commands (serialised
+//! as one object tagged by `event`), so a script, a test and the dashboard all read one
+//! schema. Plain data only: no tensors cross a thread.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::config::{DataMode, FinetuneSettings, Settings};
+use crate::generate::{GenerateOptions, Generation};
+
+/// Dashboard → worker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Command {
+    /// Start a fresh training run with these settings (replacing any model held).
+    Start(Box<Settings>),
+    Pause,
+    Resume,
+    /// End the run early: it saves a checkpoint; the model stays for generation.
+    Stop,
+    /// Save a checkpoint (to this directory, or the run's own).
+    Save(Option<PathBuf>),
+    /// Load a checkpoint for generation (and classification, if it is a classifier).
+    Load(PathBuf),
+    /// Generate after `prompt`, first emitting `forced` tokens (branching).
+    Generate {
+        request: u64,
+        prompt: String,
+        forced: Vec<u32>,
+        options: GenerateOptions,
+    },
+    /// Fine-tune the model held (trained or loaded) on SST-2 as these settings say.
+    StartFinetune(Box<FinetuneSettings>),
+    /// P(positive) of a sentence, with the fine-tuned classifier.
+    ClassifyText(String),
+    Shutdown,
+}
+
+/// What the worker is doing.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    #[strum(serialize = "idle")]
+    Idle,
+    #[strum(serialize = "preparing")]
+    Preparing,
+    #[strum(serialize = "training")]
+    Training,
+    #[strum(serialize = "paused")]
+    Paused,
+    /// Training reached max_iters or was stopped; a model is loaded.
+    #[strum(serialize = "finished")]
+    Finished,
+    /// A checkpoint is loaded for generation.
+    #[strum(serialize = "model loaded")]
+    Loaded,
+    /// Fine-tuning the classifier on SST-2.
+    #[strum(serialize = "fine-tuning")]
+    FineTuning,
+}
+
+/// Model sizes, as a run reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelShape {
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub n_embd: i64,
+    pub block_size: i64,
+    pub dropout: f64,
+}
+
+/// Facts about a language-model training run, reported once when it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub device: String,
+    pub threads: usize,
+    /// Precision of the matrix products: `f32` or `bf16`.
+    pub dtype: String,
+    pub params: i64,
+    pub vocab_size: i64,
+    pub train_examples: usize,
+    pub test_examples: usize,
+    /// Real target tokens in the training split.
+    pub train_tokens: usize,
+    pub train_sentences: usize,
+    pub test_sentences: usize,
+    /// `small` or the corpus path.
+    pub corpus: String,
+    /// The corpus's short name (the file stem).
+    pub corpus_name: String,
+    pub mode: DataMode,
+    pub preset: String,
+    pub model: ModelShape,
+    pub max_iters: u64,
+    pub batch_size: i64,
+    /// The step the run starts from (more than 0 when resumed).
+    pub start_iter: u64,
+    /// Where the run saves its checkpoints.
+    pub out: PathBuf,
+}
+
+impl RunInfo {
+    /// An example run (gpt-micro on the built-in corpus, on the CPU), for the tests and
+    /// benchmarks of the views.
+    pub fn example(max_iters: u64) -> Self {
+        Self {
+            device: "cpu".into(),
+            threads: 2,
+            dtype: "f32".into(),
+            params: 881_922,
+            vocab_size: 313,
+            train_examples: 320,
+            test_examples: 80,
+            train_tokens: 2172,
+            train_sentences: 320,
+            test_sentences: 80,
+            corpus: "small".into(),
+            corpus_name: "small".into(),
+            mode: DataMode::Sentences,
+            preset: "gpt-micro".into(),
+            model: ModelShape {
+                n_layer: 4,
+                n_head: 4,
+                n_embd: 128,
+                block_size: 64,
+                dropout: 0.1,
+            },
+            max_iters,
+            batch_size: 32,
+            start_iter: 0,
+            out: "checkpoints/small".into(),
+        }
+    }
+}
+
+/// Facts about a fine-tuning run, reported once when it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneInfo {
+    pub device: String,
+    pub threads: usize,
+    /// Where the model came from (a checkpoint folder, a hub name, a training run).
+    pub model: String,
+    pub params: i64,
+    /// The SST-2 file the rows were read from.
+    pub data: String,
+    /// Rows taken from the start of the train split.
+    pub samples: usize,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub train_positive: f64,
+    pub val_positive: f64,
+    pub epochs: usize,
+}
+
+/// What one training step measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// Steps completed, counting this one (1-based).
+    pub iter: u64,
+    /// Mean cross-entropy per real (non-padding) target token.
+    #[serde(deserialize_with = "nan_when_null")]
+    pub loss: f64,
+    pub iter_ms: f64,
+    pub tokens_per_s: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    #[serde(deserialize_with = "nan_when_null")]
+    pub grad_norm: f64,
+    /// Real target tokens in the batch.
+    pub tokens: usize,
+}
+
+/// A classifier's loss, accuracy and confusion matrix on a set of sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub acc: f64,
+    /// `confusion[true label][predicted label]`.
+    pub confusion: [[usize; 2]; 2],
+}
+
+/// One fine-tuning epoch: training pass, then validation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    #[serde(deserialize_with = "nan_when_null")]
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub secs: f64,
+}
+
+/// The end of a language-model training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub iter: u64,
+    /// Mean training loss of the last 20 steps.
+    pub train_loss: f64,
+    /// The last evaluation's test loss.
+    pub test_loss: Option<f64>,
+    pub best_test_loss: Option<f64>,
+    /// Real tokens over the run's busy time (steps, evaluations, saves).
+    pub tokens_per_s: f64,
+    /// Real tokens over the time spent in training steps only.
+    pub step_tokens_per_s: f64,
+    /// Seconds the run spent working (pauses excluded).
+    pub train_s: f64,
+    /// Seconds since the run was set up (corpus and tokenizer included).
+    pub wall_s: f64,
+    pub checkpoint: PathBuf,
+}
+
+/// The end of a fine-tuning run: the best epoch's validation result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneSummary {
+    pub best_epoch: usize,
+    pub val_acc: f64,
+    pub val_loss: f64,
+    pub confusion: [[usize; 2]; 2],
+    /// Accuracy on a whole extra split (`--eval-split validation`), when asked for.
+    pub eval_acc: Option<f64>,
+    pub checkpoint: PathBuf,
+}
+
+impl FinetuneSummary {
+    pub fn val(&self) -> Evaluation {
+        Evaluation {
+            loss: self.val_loss,
+            acc: self.val_acc,
+            confusion: self.confusion,
+        }
+    }
+}
+
+/// Model sizes in a benchmark report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchModel {
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub n_embd: i64,
+    pub vocab_size: i64,
+    pub block_size: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tied_lm_head: Option<bool>,
+}
+
+/// `gptdash bench generate`: decoding speed with and without the KV cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateBench {
+    pub device: String,
+    pub threads: usize,
+    pub params: i64,
+    pub model: BenchModel,
+    pub prompt_tokens: usize,
+    pub new_tokens: u64,
+    pub grid: usize,
+    pub repeats: u64,
+    /// Median over the repeats, with the cache.
+    pub ms_per_token: f64,
+    pub ms_per_token_min: f64,
+    pub ms_per_token_no_cache: f64,
+    pub cache_speedup: f64,
+}
+
+/// `gptdash bench train`: training speed, memory and model FLOP utilisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainBench {
+    pub device: String,
+    pub threads: usize,
+    pub dtype: String,
+    pub step: String,
+    pub loss_chunk: i64,
+    pub model: BenchModel,
+    pub params: i64,
+    pub matmul_params: i64,
+    pub batch_size: i64,
+    pub warmup: u64,
+    pub iters: u64,
+    pub tokens_per_s: f64,
+    pub ms_per_step: f64,
+    pub first_loss: Option<f64>,
+    #[serde(deserialize_with = "nan_when_null")]
+    pub final_loss: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub model_gflops: f64,
+    pub matmul_peak_gflops: f64,
+    pub mfu: f64,
+}
+
+/// A benchmark's result, tagged by `bench`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "bench", rename_all = "snake_case")]
+pub enum BenchReport {
+    Generate(GenerateBench),
+    Train(TrainBench),
+}
+
+/// The first event of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunStart {
+    Train(Box<RunInfo>),
+    Finetune(Box<FinetuneInfo>),
+}
+
+/// The last event of a run that ended normally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunDone {
+    Train(TrainSummary),
+    Finetune(FinetuneSummary),
+}
+
+/// Everything a run, the worker or a headless command reports. Serialised (the `--json`
+/// lines) as one object whose `event` field names the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The worker's state changed (dashboard only).
+    State {
+        state: WorkerState,
+    },
+    Start(RunStart),
+    /// One training step.
+    Iter(StepMetrics),
+    /// Mean test loss after step `iter`.
+    Eval {
+        iter: u64,
+        test_loss: f64,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        iter: u64,
+        path: PathBuf,
+    },
+    /// One fine-tuning epoch.
+    Epoch(EpochMetrics),
+    /// The loss stopped being a number: the run ended at step (or epoch) `iter`, and that
+    /// step's weights were not saved.
+    Diverged {
+        iter: u64,
+        #[serde(deserialize_with = "nan_when_null")]
+        loss: f64,
+        message: String,
+    },
+    /// The run was stopped before its end (Ctrl-C, `x`): a checkpoint was written to `path`.
+    Interrupted {
+        iter: u64,
+        path: PathBuf,
+    },
+    Done(RunDone),
+    /// A continuation with its probabilities; `request` pairs it with the dashboard's ask.
+    Generated {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        request: Option<u64>,
+        #[serde(flatten)]
+        generation: Generation,
+    },
+    GenerateFailed {
+        request: u64,
+        error: String,
+    },
+    Classified {
+        text: String,
+        label: String,
+        p_positive: f64,
+    },
+    /// A benchmark's result (`gptdash bench ... --json`).
+    Bench(Box<BenchReport>),
+    Log {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+impl Event {
+    pub fn log(message: impl Into<String>) -> Self {
+        Event::Log {
+            message: message.into(),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Event::Error {
+            message: message.into(),
+        }
+    }
+
+    /// The event as one JSON line (no newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            serde_json::json!({"event": "error", "message": format!("cannot serialise an event: {e}")})
+                .to_string()
+        })
+    }
+}
+
+/// JSON has no NaN: serde_json writes a non-finite number as `null`, read back as NaN.
+fn nan_when_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> TrainSummary {
+        TrainSummary {
+            iter: 200,
+            train_loss: 0.86,
+            test_loss: Some(0.94),
+            best_test_loss: Some(0.93),
+            tokens_per_s: 9046.0,
+            step_tokens_per_s: 9100.0,
+            train_s: 4.4,
+            wall_s: 4.5,
+            checkpoint: "checkpoints/small".into(),
+        }
+    }
+
+    #[test]
+    fn events_serialise_flat_and_tagged_as_the_readme_shows() {
+        let e = Event::Eval {
+            iter: 50,
+            test_loss: 1.5,
+        };
+        assert_eq!(e.to_json(), r#"{"event":"eval","iter":50,"test_loss":1.5}"#);
+        let done: serde_json::Value =
+            serde_json::from_str(&Event::Done(RunDone::Train(summary())).to_json()).unwrap();
+        assert_eq!(done["event"], "done");
+        assert_eq!(done["checkpoint"], "checkpoints/small");
+        assert_eq!(done["best_test_loss"], 0.93);
+        let state = Event::State {
+            state: WorkerState::FineTuning,
+        };
+        assert_eq!(
+            state.to_json(),
+            r#"{"event":"state","state":"fine_tuning"}"#
+        );
+        assert_eq!(WorkerState::Loaded.to_string(), "model loaded");
+    }
+
+    #[test]
+    fn events_read_back_including_both_kinds_of_start_and_done() {
+        let events = vec![
+            Event::Done(RunDone::Train(summary())),
+            Event::Done(RunDone::Finetune(FinetuneSummary {
+                best_epoch: 3,
+                val_acc: 0.65,
+                val_loss: 0.6,
+                confusion: [[1, 2], [3, 4]],
+                eval_acc: None,
+                checkpoint: "c".into(),
+            })),
+            Event::Epoch(EpochMetrics {
+                epoch: 1,
+                train_loss: 0.7,
+                train_acc: 0.5,
+                val_loss: 0.69,
+                val_acc: 0.55,
+                secs: 1.0,
+            }),
+            Event::log("hello"),
+        ];
+        for e in events {
+            let back: Event = serde_json::from_str(&e.to_json()).unwrap();
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn a_nan_loss_is_null_in_json_and_nan_when_read() {
+        let e = Event::Diverged {
+            iter: 3,
+            loss: f64::NAN,
+            message: "m".into(),
+        };
+        let json = e.to_json();
+        assert!(json.contains(r#""loss":null"#), "{json}");
+        let Event::Diverged { loss, .. } = serde_json::from_str(&json).unwrap() else {
+            panic!("{json}")
+        };
+        assert!(loss.is_nan());
+    }
+}

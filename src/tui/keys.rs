@@ -1,0 +1,325 @@
+//! Every key binding of the dashboard, as data. One list per [`Scope`] drives three
+//! things: what a key does ([`action`]), the hint bar under each tab ([`Scope::hints`]) and
+//! the help screen ([`help_sections`]), so they cannot disagree. (gitui's `key_list.rs`
+//! is the model.)
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::tabs::Tab;
+
+/// What a key asks for. Tabs handle their own actions; the first five are the app's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    Help,
+    NextTab,
+    PrevTab,
+    GoTo(Tab),
+    // Text fields.
+    Submit,
+    Cancel,
+    DeleteBack,
+    DeleteForward,
+    CursorLeft,
+    CursorRight,
+    CursorHome,
+    CursorEnd,
+    HistoryUp,
+    HistoryDown,
+    // Runs (Train and Classify tabs).
+    StartPauseResume,
+    PauseResume,
+    Stop,
+    Save,
+    ChooseCorpus,
+    OpenCheckpoint,
+    NextPreset,
+    ToggleLogScale,
+    ToggleSmoothing,
+    Finetune,
+    TypeSentence,
+    // The Generate tab's grid and options.
+    GridLeft,
+    GridRight,
+    GridUp,
+    GridDown,
+    GridHome,
+    GridEnd,
+    Branch,
+    EditPrompt,
+    Regenerate,
+    TemperatureDown,
+    TemperatureUp,
+    FewerTokens,
+    MoreTokens,
+    ToggleSampling,
+    TopKDown,
+    TopKUp,
+    NextSeed,
+}
+
+/// A key: its code, and whether Ctrl is held. Shift is not told apart (`T` is `T`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub code: KeyCode,
+    pub ctrl: bool,
+}
+
+const fn key(code: KeyCode) -> Key {
+    Key { code, ctrl: false }
+}
+
+const fn ch(c: char) -> Key {
+    key(KeyCode::Char(c))
+}
+
+const fn ctrl(c: char) -> Key {
+    Key {
+        code: KeyCode::Char(c),
+        ctrl: true,
+    }
+}
+
+impl Key {
+    fn matches(&self, event: &KeyEvent) -> bool {
+        self.code == event.code && self.ctrl == event.modifiers.contains(KeyModifiers::CONTROL)
+    }
+}
+
+/// Keys that do one thing (or a pair of opposite things, `t/T`), as shown to the user.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding {
+    pub keys: &'static [(Key, Action)],
+    /// How the keys are written in the hint bar and on the help screen.
+    pub label: &'static str,
+    /// The hint bar's short text; `None`: on the help screen only.
+    pub hint: Option<&'static str>,
+    /// The help screen's text.
+    pub help: &'static str,
+}
+
+const fn bind(
+    keys: &'static [(Key, Action)],
+    label: &'static str,
+    hint: Option<&'static str>,
+    help: &'static str,
+) -> Binding {
+    Binding {
+        keys,
+        label,
+        hint,
+        help,
+    }
+}
+
+/// Where keys are read: everywhere, or in one tab in one of its modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Always, even while typing.
+    Always,
+    /// Whenever no text field has the keys.
+    Navigation,
+    Train,
+    /// Typing a corpus or checkpoint path on the Train tab.
+    PathInput,
+    GeneratePrompt,
+    GenerateGrid,
+    Classify,
+    /// Typing a sentence on the Classify tab.
+    SentenceInput,
+}
+
+#[rustfmt::skip]
+const ALWAYS: &[Binding] = &[
+    bind(&[(ctrl('c'), Action::Quit), (ctrl('q'), Action::Quit)], "Ctrl-C", None, "quit, even while typing (the worker stops cleanly)"),
+    bind(&[(key(KeyCode::Tab), Action::NextTab), (key(KeyCode::BackTab), Action::PrevTab)], "Tab, Shift-Tab", None, "next / previous tab, even while typing"),
+];
+
+#[rustfmt::skip]
+const NAVIGATION: &[Binding] = &[
+    bind(&[(ch('1'), Action::GoTo(Tab::Train)), (ch('2'), Action::GoTo(Tab::Generate)), (ch('3'), Action::GoTo(Tab::Classify))], "1 2 3", None, "switch tabs"),
+    bind(&[(ch('?'), Action::Help)], "?", None, "this help (any key closes it)"),
+    bind(&[(ch('q'), Action::Quit)], "q", None, "quit (the worker stops cleanly)"),
+];
+
+#[rustfmt::skip]
+const TRAIN: &[Binding] = &[
+    bind(&[(ch(' '), Action::StartPauseResume)], "space", Some("start/pause/resume"), "start / pause / resume training"),
+    bind(&[(ch('x'), Action::Stop)], "x", Some("stop"), "stop the run: it saves; the model stays for generation"),
+    bind(&[(ch('s'), Action::Save)], "s", Some("save"), "save a checkpoint"),
+    bind(&[(ch('c'), Action::ChooseCorpus)], "c", Some("corpus"), "choose the corpus: small or a file path"),
+    bind(&[(ch('o'), Action::OpenCheckpoint)], "o", Some("open checkpoint"), "open (load) a checkpoint for generation"),
+    bind(&[(ch('p'), Action::NextPreset)], "p", Some("preset"), "next model preset (gpt-nano, gpt-micro, gpt-mini, gpt2)"),
+    bind(&[(ch('l'), Action::ToggleLogScale)], "l", Some("log scale"), "log-scale loss chart"),
+    bind(&[(ch('e'), Action::ToggleSmoothing)], "e", Some("smoothing"), "EMA smoothing of the loss chart"),
+];
+
+#[rustfmt::skip]
+const PATH_INPUT: &[Binding] = &[
+    bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("use this path"), "use the path typed"),
+    bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("cancel"), "cancel"),
+    bind(&[(key(KeyCode::Backspace), Action::DeleteBack)], "Backspace", None, "delete the last character"),
+];
+
+#[rustfmt::skip]
+const GENERATE_PROMPT: &[Binding] = &[
+    bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("generate"), "generate after the prompt"),
+    bind(&[(key(KeyCode::Up), Action::HistoryUp), (key(KeyCode::Down), Action::HistoryDown)], "↑/↓", Some("history"), "earlier / later prompts"),
+    bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("to grid"), "leave the prompt, move over the grid"),
+    bind(&[(key(KeyCode::Left), Action::CursorLeft), (key(KeyCode::Right), Action::CursorRight), (key(KeyCode::Home), Action::CursorHome), (key(KeyCode::End), Action::CursorEnd)], "←→ Home End", None, "move in the prompt"),
+    bind(&[(key(KeyCode::Backspace), Action::DeleteBack), (key(KeyCode::Delete), Action::DeleteForward)], "Backspace Del", None, "delete before / under the cursor"),
+];
+
+#[rustfmt::skip]
+const GENERATE_GRID: &[Binding] = &[
+    bind(&[(key(KeyCode::Left), Action::GridLeft), (key(KeyCode::Right), Action::GridRight), (key(KeyCode::Up), Action::GridUp), (key(KeyCode::Down), Action::GridDown), (key(KeyCode::Home), Action::GridHome), (key(KeyCode::End), Action::GridEnd)], "←→↑↓", Some("grid"), "move the grid cursor (Home, End: first, last token)"),
+    bind(&[(key(KeyCode::Enter), Action::Branch)], "Enter", Some("branch here"), "branch: regenerate with the token under the cursor"),
+    bind(&[(ch('i'), Action::EditPrompt), (ch('/'), Action::EditPrompt), (ch('e'), Action::EditPrompt)], "i", Some("edit prompt"), "edit the prompt (also / and e)"),
+    bind(&[(ch('g'), Action::Regenerate)], "g", Some("regenerate"), "regenerate the prompt"),
+    bind(&[(ch('t'), Action::TemperatureDown), (ch('T'), Action::TemperatureUp)], "t/T", Some("temp"), "temperature − / +"),
+    bind(&[(ch('n'), Action::FewerTokens), (ch('N'), Action::MoreTokens)], "n/N", Some("tokens"), "max new tokens − / +"),
+    bind(&[(ch('m'), Action::ToggleSampling)], "m", Some("greedy/sample"), "greedy ↔ sample"),
+    bind(&[(ch('k'), Action::TopKDown), (ch('K'), Action::TopKUp)], "k/K", Some("top-k"), "top-k − / + (below 1: off)"),
+    bind(&[(ch('r'), Action::NextSeed)], "r", Some("seed"), "next sampling seed"),
+];
+
+#[rustfmt::skip]
+const CLASSIFY: &[Binding] = &[
+    bind(&[(ch('f'), Action::Finetune)], "f", Some("fine-tune on SST-2"), "fine-tune the current model on SST-2 ([finetune] in config.toml)"),
+    bind(&[(ch(' '), Action::PauseResume)], "space", Some("pause/resume"), "pause or resume fine-tuning"),
+    bind(&[(ch('x'), Action::Stop)], "x", Some("stop"), "stop fine-tuning (keeps and saves the best epoch)"),
+    bind(&[(ch('i'), Action::TypeSentence), (ch('/'), Action::TypeSentence), (key(KeyCode::Enter), Action::TypeSentence)], "i", Some("classify a sentence"), "type a sentence (also / and Enter)"),
+];
+
+#[rustfmt::skip]
+const SENTENCE_INPUT: &[Binding] = &[
+    bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("classify"), "show P(positive) of the sentence"),
+    bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("leave the text box"), "leave the text box"),
+    bind(&[(key(KeyCode::Backspace), Action::DeleteBack)], "Backspace", None, "delete the last character"),
+];
+
+impl Scope {
+    pub fn bindings(self) -> &'static [Binding] {
+        match self {
+            Scope::Always => ALWAYS,
+            Scope::Navigation => NAVIGATION,
+            Scope::Train => TRAIN,
+            Scope::PathInput => PATH_INPUT,
+            Scope::GeneratePrompt => GENERATE_PROMPT,
+            Scope::GenerateGrid => GENERATE_GRID,
+            Scope::Classify => CLASSIFY,
+            Scope::SentenceInput => SENTENCE_INPUT,
+        }
+    }
+
+    /// A text field: unbound printable characters are typed into it, and the
+    /// navigation keys (`q`, `?`, digits) are letters.
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            Scope::PathInput | Scope::GeneratePrompt | Scope::SentenceInput
+        )
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scope::Always | Scope::Navigation => "Everywhere",
+            Scope::Train => "Train",
+            Scope::PathInput => "Train (typing a path)",
+            Scope::GeneratePrompt => "Generate (prompt)",
+            Scope::GenerateGrid => "Generate (grid)",
+            Scope::Classify => "Classify",
+            Scope::SentenceInput => "Classify (typing a sentence)",
+        }
+    }
+
+    /// The hint bar: `(keys, what)` for the bindings that have a hint.
+    pub fn hints(self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        self.bindings()
+            .iter()
+            .filter_map(|b| b.hint.map(|h| (b.label, h)))
+    }
+}
+
+/// What `event` does in `scope`: the always-bindings first, then (outside text fields)
+/// navigation, then the scope's own.
+pub fn action(scope: Scope, event: &KeyEvent) -> Option<Action> {
+    let navigation = (!scope.is_text()).then_some(Scope::Navigation);
+    [Some(Scope::Always), navigation, Some(scope)]
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.bindings())
+        .flat_map(|b| b.keys)
+        .find(|(k, _)| k.matches(event))
+        .map(|(_, a)| *a)
+}
+
+/// The help screen for a tab: the keys that work everywhere, then the tab's.
+pub fn help_sections(tab: Tab) -> Vec<(&'static str, Vec<&'static Binding>)> {
+    let everywhere = ALWAYS.iter().chain(NAVIGATION).collect();
+    let mut sections = vec![(Scope::Always.title(), everywhere)];
+    for scope in tab.scopes() {
+        sections.push((scope.title(), scope.bindings().iter().collect()));
+    }
+    sections
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Scope; 8] = [
+        Scope::Always,
+        Scope::Navigation,
+        Scope::Train,
+        Scope::PathInput,
+        Scope::GeneratePrompt,
+        Scope::GenerateGrid,
+        Scope::Classify,
+        Scope::SentenceInput,
+    ];
+
+    #[test]
+    fn no_key_means_two_things_where_it_is_read() {
+        for scope in ALL {
+            let mut layers = vec![Scope::Always, scope];
+            if !scope.is_text() && scope != Scope::Always {
+                layers.push(Scope::Navigation);
+            }
+            layers.dedup();
+            let keys: Vec<Key> = layers
+                .iter()
+                .flat_map(|s| s.bindings())
+                .flat_map(|b| b.keys.iter().map(|(k, _)| *k))
+                .collect();
+            for (i, k) in keys.iter().enumerate() {
+                assert!(!keys[i + 1..].contains(k), "{k:?} bound twice in {scope:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_tab_scope_has_hints_and_help_text() {
+        for tab in [Tab::Train, Tab::Generate, Tab::Classify] {
+            for scope in tab.scopes() {
+                assert!(scope.hints().count() >= 2, "{scope:?}");
+                assert!(scope.bindings().iter().all(|b| !b.help.is_empty()));
+            }
+        }
+    }
+
+    #[test]
+    fn text_fields_take_q_and_digits_as_letters() {
+        let q = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+        assert_eq!(action(Scope::Train, &q), Some(Action::Quit));
+        assert_eq!(action(Scope::GeneratePrompt, &q), None);
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(action(Scope::GeneratePrompt, &ctrl_c), Some(Action::Quit));
+        let c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE);
+        assert_eq!(action(Scope::Train, &c), Some(Action::ChooseCorpus));
+        let upper_t = KeyEvent::new(KeyCode::Char('T'), KeyModifiers::SHIFT);
+        assert_eq!(
+            action(Scope::GenerateGrid, &upper_t),
+            Some(Action::TemperatureUp)
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The Classify tab: fine-tune the model held on SST-2 live (per-epoch curves, the
+//! validation accuracy, the confusion matrix) and classify typed sentences ([`view`]).
+mod view;
+
+use ratatui::layout::Rect;
+use ratatui::Frame;
+
+use super::{Page, Shared};
+use crate::protocol::{
+    Command, EpochMetrics, Evaluation, Event, FinetuneInfo, RunDone, RunStart, WorkerState,
+};
+use crate::tui::keys::{Action, Scope};
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClassifyTab {
+    pub info: Option<FinetuneInfo>,
+    pub epochs: Vec<EpochMetrics>,
+    /// Best epoch, its validation result and where the classifier was saved.
+    pub done: Option<(usize, Evaluation, String)>,
+    /// The sentence to classify.
+    pub input: String,
+    pub editing: bool,
+    /// The last sentence classified and its P(positive).
+    pub last: Option<(String, f64)>,
+    pub message: Option<String>,
+}
+
+impl Page for ClassifyTab {
+    fn scope(&self) -> Scope {
+        if self.editing {
+            Scope::SentenceInput
+        } else {
+            Scope::Classify
+        }
+    }
+
+    fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command> {
+        match action {
+            Action::Submit => {
+                let text = self.input.trim().to_string();
+                if !text.is_empty() {
+                    return vec![Command::ClassifyText(text)];
+                }
+            }
+            Action::Cancel => self.editing = false,
+            Action::DeleteBack => {
+                self.input.pop();
+            }
+            Action::Finetune => {
+                return vec![Command::StartFinetune(Box::new(
+                    shared.settings.finetune.clone(),
+                ))]
+            }
+            Action::PauseResume => {
+                return match shared.state {
+                    WorkerState::FineTuning => vec![Command::Pause],
+                    WorkerState::Paused => vec![Command::Resume],
+                    _ => Vec::new(),
+                }
+            }
+            Action::Stop => return vec![Command::Stop],
+            Action::TypeSentence => self.editing = true,
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn on_char(&mut self, c: char) {
+        self.input.push(c);
+    }
+
+    fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) {
+        match event {
+            Event::Start(RunStart::Finetune(info)) => {
+                shared.log(format!(
+                    "fine-tuning on {}: train {} ({:.1}% positive), validation {} ({:.1}% positive)",
+                    info.data,
+                    info.train_examples,
+                    100.0 * info.train_positive,
+                    info.val_examples,
+                    100.0 * info.val_positive
+                ));
+                *self = Self {
+                    info: Some(info.as_ref().clone()),
+                    input: std::mem::take(&mut self.input),
+                    editing: self.editing,
+                    last: self.last.take(),
+                    ..Self::default()
+                };
+            }
+            Event::Epoch(m) => {
+                shared.log(format!(
+                    "epoch {}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3}",
+                    m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc
+                ));
+                self.epochs.push(*m);
+            }
+            Event::Done(RunDone::Finetune(d)) => {
+                shared.log(format!(
+                    "fine-tuning done: best epoch {}, validation accuracy {:.4}; saved to {}",
+                    d.best_epoch,
+                    d.val_acc,
+                    d.checkpoint.display()
+                ));
+                self.done = Some((d.best_epoch, d.val(), d.checkpoint.display().to_string()));
+            }
+            Event::Classified {
+                text, p_positive, ..
+            } => self.last = Some((text.clone(), *p_positive)),
+            Event::Error { message } if focused => self.message = Some(message.clone()),
+            _ => {}
+        }
+    }
+
+    fn draw(&self, frame: &mut Frame, area: Rect, shared: &Shared) {
+        view::draw(frame, self, shared, area);
+    }
+}

@@ -1,0 +1,95 @@
+//! The dashboard's tabs. Each owns its state, handles its own keys (as [`Action`]s) and
+//! worker events, and draws itself; [`Shared`] is what they all read: the settings of
+//! the next run, the worker's state and the log.
+pub mod classify;
+pub mod generate;
+pub mod train;
+
+use std::collections::VecDeque;
+
+use ratatui::layout::Rect;
+use ratatui::Frame;
+use strum::{EnumCount, IntoEnumIterator};
+
+use super::keys::{Action, Scope};
+use crate::config::Settings;
+use crate::protocol::{Command, Event, WorkerState};
+
+const LOG_LINES: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::EnumCount, strum::FromRepr)]
+pub enum Tab {
+    Train,
+    Generate,
+    Classify,
+}
+
+impl Tab {
+    pub fn all() -> impl Iterator<Item = Tab> {
+        Tab::iter()
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Train => "1 Train",
+            Tab::Generate => "2 Generate",
+            Tab::Classify => "3 Classify",
+        }
+    }
+
+    pub fn next(self) -> Tab {
+        Tab::from_repr((self as usize + 1) % Tab::COUNT).unwrap_or(Tab::Train)
+    }
+
+    pub fn prev(self) -> Tab {
+        Tab::from_repr((self as usize + Tab::COUNT - 1) % Tab::COUNT).unwrap_or(Tab::Train)
+    }
+
+    /// The key scopes the tab reads, in help-screen order.
+    pub fn scopes(self) -> &'static [Scope] {
+        match self {
+            Tab::Train => &[Scope::Train, Scope::PathInput],
+            Tab::Generate => &[Scope::GeneratePrompt, Scope::GenerateGrid],
+            Tab::Classify => &[Scope::Classify, Scope::SentenceInput],
+        }
+    }
+}
+
+/// What every tab reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shared {
+    /// The settings of the next run (the Train tab changes corpus and preset).
+    pub settings: Settings,
+    pub state: WorkerState,
+    pub log: VecDeque<String>,
+}
+
+impl Shared {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            state: WorkerState::Idle,
+            log: VecDeque::new(),
+        }
+    }
+
+    pub fn log(&mut self, line: impl Into<String>) {
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+        }
+        self.log.push_back(line.into());
+    }
+}
+
+/// A tab's behaviour.
+pub trait Page {
+    /// Where its keys are read now (a text field, or the tab's commands).
+    fn scope(&self) -> Scope;
+    /// A key's action; returns the commands for the worker.
+    fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command>;
+    /// A character typed into the tab's text field (only in a text scope).
+    fn on_char(&mut self, c: char);
+    /// A worker event; `focused` when the tab is the one shown.
+    fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool);
+    fn draw(&self, frame: &mut Frame, area: Rect, shared: &Shared);
+}

@@ -1,0 +1,149 @@
+//! What the worker holds, as one enum whose variants carry their own state.
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+
+use crate::checkpoint::{load_model, LoadedModel};
+use crate::classifier::{self, sst2_labels};
+use crate::device::{device_name, resolve_device};
+use crate::generate::{encode_prompt, generate_from, GenerateOptions, Generation};
+use crate::protocol::{Event, WorkerState};
+use crate::train::finetune::Finetuner;
+use crate::train::lm::LmTrainer;
+
+/// Whether a run advances by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    Running,
+    Paused,
+    /// Stopped before its end; it may be resumed.
+    Stopped,
+}
+
+/// What the worker holds. Each variant carries its own state: the worker's state is a
+/// function of it ([`Engine::state`]).
+pub enum Engine {
+    Empty,
+    Training(Box<LmTrainer>, Pace),
+    /// A model for generation; `labels` when it is a fine-tuned classifier.
+    Loaded(Box<LoadedModel>, Option<[String; 2]>),
+    Finetuning(Box<Finetuner>, Pace),
+}
+
+impl Engine {
+    pub fn state(&self) -> WorkerState {
+        match self {
+            Engine::Empty => WorkerState::Idle,
+            Engine::Training(run, _) if run.is_done() => WorkerState::Finished,
+            Engine::Training(_, Pace::Running) => WorkerState::Training,
+            Engine::Training(_, Pace::Paused) => WorkerState::Paused,
+            Engine::Training(_, Pace::Stopped) => WorkerState::Finished,
+            Engine::Loaded(..) => WorkerState::Loaded,
+            Engine::Finetuning(_, Pace::Running) => WorkerState::FineTuning,
+            Engine::Finetuning(..) => WorkerState::Paused,
+        }
+    }
+
+    pub fn pace(&mut self) -> Option<&mut Pace> {
+        match self {
+            Engine::Training(_, pace) | Engine::Finetuning(_, pace) => Some(pace),
+            _ => None,
+        }
+    }
+
+    /// Continues `prompt` with the model held.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        forced: &[u32],
+        options: &GenerateOptions,
+    ) -> anyhow::Result<Generation> {
+        let (model, tokenizer, sentences) = match self {
+            Engine::Training(run, _) => (&run.model, &run.tokenizer, run.frames_sentences()),
+            Engine::Loaded(l, _) => (&l.model, &l.tokenizer, l.frames_sentences()),
+            Engine::Finetuning(run, _) => (
+                &run.loaded.model,
+                &run.loaded.tokenizer,
+                run.loaded.frames_sentences(),
+            ),
+            Engine::Empty => {
+                bail!("no model yet: start training (space on the Train tab) or load a checkpoint")
+            }
+        };
+        let ids = encode_prompt(tokenizer, model, prompt)?;
+        let options = GenerateOptions {
+            sentence_context: sentences,
+            ..options.clone()
+        };
+        generate_from(model, tokenizer, prompt, &ids, forced, &options)
+    }
+
+    /// Pauses a running run.
+    pub fn pause(&mut self) {
+        if let Some(pace @ Pace::Running) = self.pace() {
+            *pace = Pace::Paused;
+        }
+    }
+
+    /// Sets a paused or stopped run going again; `false` when there is none.
+    pub fn resume(&mut self) -> bool {
+        match self {
+            Engine::Training(run, pace) if !run.is_done() => *pace = Pace::Running,
+            Engine::Finetuning(_, pace) => *pace = Pace::Running,
+            _ => return false,
+        }
+        true
+    }
+
+    /// A checkpoint folder loaded for generation (and classification, if it is a
+    /// classifier), with a line for the log.
+    pub fn load(dir: &Path) -> anyhow::Result<(Engine, String)> {
+        let device = resolve_device("auto")?;
+        let loaded = load_model(dir, device)?;
+        let labels = classifier::read_info(dir)?.map(|info| info.labels);
+        let message = format!(
+            "loaded {} ({:.2}M parameters{}) on {}",
+            dir.display(),
+            loaded.config.parameters as f64 / 1e6,
+            if labels.is_some() {
+                ", a classifier"
+            } else {
+                ""
+            },
+            device_name(device)
+        );
+        Ok((Engine::Loaded(Box::new(loaded), labels), message))
+    }
+
+    /// Saves the training run held: to its own folder, or to `dir`.
+    pub fn save(&self, dir: Option<PathBuf>) -> anyhow::Result<Event> {
+        match (self, dir) {
+            (Engine::Training(run, _), None) => run.checkpoint(),
+            (Engine::Training(run, _), Some(dir)) => {
+                run.save(&dir)?;
+                Ok(Event::Checkpoint {
+                    iter: run.step,
+                    path: dir,
+                })
+            }
+            (Engine::Loaded(..) | Engine::Finetuning(..), _) => {
+                bail!("a loaded or fine-tuned model is saved already (see the log for its folder)")
+            }
+            (Engine::Empty, _) => bail!("nothing to save: start training first"),
+        }
+    }
+
+    /// A sentence's label and P(positive), with the classifier held.
+    pub fn classify(&self, text: String) -> anyhow::Result<Event> {
+        let (label, p_positive) = match self {
+            Engine::Loaded(model, Some(labels)) => classifier::classify(model, labels, &text)?,
+            Engine::Finetuning(run, _) => classifier::classify(&run.loaded, &sst2_labels(), &text)?,
+            _ => bail!("no classifier yet: fine-tune one first (f on the Classify tab)"),
+        };
+        Ok(Event::Classified {
+            text,
+            label,
+            p_positive,
+        })
+    }
+}
