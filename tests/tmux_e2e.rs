@@ -125,7 +125,11 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
         !screen.contains(&format!("He and I{second} (")),
         "greedy decoding starts with rank 1, not {second:?}:\n{screen}"
     );
-    tmux.keys(&["Escape", "Down", "Enter"]);
+    // One key at a time: Escape followed at once by Down's escape sequence reads as Alt.
+    for key in ["Escape", "Down", "Enter"] {
+        tmux.keys(&[key]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     tmux.wait_for(&format!("He and I{second} ("), 30);
     tmux.keys(&["1"]);
     tmux.wait_for(&format!("branch: step 1 forced to \"{second}\""), 10);

@@ -196,6 +196,19 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
     let screen = render(&app, 120, 40);
     assert!(screen.contains("branch: regenerate"), "{screen}");
     assert!(screen.contains("temperature − / +"), "{screen}");
+    // Every key of the busiest tab fits the smallest terminal.
+    let small = render(&app, 80, 24);
+    for needle in [
+        "Everywhere",
+        "Ctrl-C",
+        "earlier / later prompts",
+        "next sampling seed",
+    ] {
+        assert!(
+            small.contains(needle),
+            "{needle:?} missing at 80x24:\n{small}"
+        );
+    }
     // The hint bar comes from the same list as the help screen.
     app.show_help = false;
     app.generate.editing = false;

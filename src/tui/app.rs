@@ -122,8 +122,9 @@ impl App {
                 self.tab = self.tab.prev();
                 Vec::new()
             }
-            Some(Action::GoTo(tab)) => {
-                self.tab = tab;
+            Some(Action::GoTo(number)) => {
+                self.tab =
+                    Tab::from_repr(usize::from(number).saturating_sub(1)).unwrap_or(self.tab);
                 Vec::new()
             }
             Some(action) => {

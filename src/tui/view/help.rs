@@ -10,9 +10,13 @@ use crate::tui::tabs::Tab;
 use crate::tui::theme;
 
 pub fn draw(frame: &mut Frame, area: Rect, tab: Tab) {
+    let sections = help_sections(tab.scopes());
+    // Blank lines between sections only where they fit (80×24 shows every key).
+    let rows: usize = sections.iter().map(|(_, b)| b.len() + 1).sum();
+    let spaced = rows + sections.len() + 1 < area.height as usize;
     let mut lines: Vec<Line> = Vec::new();
-    for (title, bindings) in help_sections(tab) {
-        if !lines.is_empty() {
+    for (title, bindings) in sections {
+        if spaced && !lines.is_empty() {
             lines.push(Line::from(""));
         }
         lines.push(Line::from(Span::styled(title, theme::title())));
