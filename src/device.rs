@@ -71,7 +71,6 @@ pub fn physical_cores() -> usize {
     num_cpus::get_physical().clamp(1, allowed)
 }
 
-/// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
 /// Tells glibc's allocator to keep freed memory for reuse instead of handing it back to
 /// the kernel: a training step frees and reallocates activations of a few MB each, and
 /// every round trip through the kernel comes back as fresh pages to fault in and clear
@@ -119,6 +118,7 @@ pub fn split_work<T: Send, R: Send>(mut items: Vec<T>, work: impl Fn(T) -> R + S
     })
 }
 
+/// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
 pub fn set_threads(requested: usize) -> usize {
     let n = if requested == 0 {
         physical_cores()

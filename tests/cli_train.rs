@@ -88,6 +88,36 @@ fn train_json_reports_start_iters_eval_checkpoint_done() {
 }
 
 #[test]
+fn a_diverging_run_stops_keeps_the_last_checkpoint_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let corpus = write_corpus(d);
+    std::fs::write(d.join("c.toml"), "[train]\nsave_interval = 1\n").unwrap();
+    let mut args = vec![
+        "--config", "c.toml", "train", "--corpus", &corpus, "--lr", "1e30", "--out", "ck", "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let out = gptdash(d, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("training diverged"),
+        "{}",
+        stderr(&out)
+    );
+    let events = events(&out);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "diverged", "{last}");
+    assert!(last["loss"].is_null(), "NaN is null in JSON: {last}");
+    let step = last["iter"].as_u64().unwrap();
+    assert!(step >= 2, "the first step is finite: {last}");
+    // The checkpoint of the step before is intact; the diverged step was not saved.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("ck/train_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"].as_u64(), Some(step - 1));
+}
+
+#[test]
 fn human_output_names_device_and_threads() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());

@@ -143,7 +143,16 @@ fn start_steps_generate_while_training_pause_resume_stop_save() {
     assert!(matches!(saved, Event::Checkpoint { ref path, .. } if *path == ckpt));
     assert!(ckpt.join("model.safetensors").is_file());
 
+    // Stop saves the run to its own folder (out/<corpus>) before it finishes.
     w.commands.send(Command::Stop).unwrap();
+    let (stopped, _) = wait_for(&w, "Interrupted", |e| {
+        matches!(e, Event::Interrupted { .. })
+    });
+    let Event::Interrupted { path, .. } = stopped else {
+        unreachable!()
+    };
+    assert_eq!(path, dir.path().join("out").join("tiny"));
+    assert!(path.join("optimizer.safetensors").is_file());
     wait_for(&w, "Finished state", |e| {
         *e == Event::State {
             state: WorkerState::Finished,
@@ -303,5 +312,46 @@ fn fine_tunes_the_trained_model_live_and_classifies() {
         .unwrap();
     let (c, _) = wait_for(&w, "Classified", |e| matches!(e, Event::Classified { .. }));
     assert!(matches!(c, Event::Classified { p_positive, .. } if (0.0..=1.0).contains(&p_positive)));
+    w.shutdown();
+}
+
+#[test]
+fn a_diverging_run_ends_and_drops_its_model_as_headless_runs_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = spawn_with_output(dir.path().join("out")).unwrap();
+    let mut settings = tiny_settings(dir.path());
+    settings.train.learning_rate = 1e30;
+    settings.train.min_lr = 1e29;
+    w.commands.send(Command::Start(Box::new(settings))).unwrap();
+    let (diverged, before) = wait_for(&w, "Diverged", |e| matches!(e, Event::Diverged { .. }));
+    let Event::Diverged { iter, loss, .. } = diverged else {
+        unreachable!()
+    };
+    assert!(!loss.is_finite());
+    let steps = before
+        .iter()
+        .filter(|e| matches!(e, Event::Iter(_)))
+        .count() as u64;
+    assert_eq!(steps, iter, "the run stops at the step that diverged");
+    wait_for(
+        &w,
+        "the error",
+        |e| matches!(e, Event::Error { message } if message.contains("lower learning rate")),
+    );
+    wait_for(&w, "Idle", |e| {
+        *e == Event::State {
+            state: WorkerState::Idle,
+        }
+    });
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing of the broken run is saved"
+    );
+    w.commands.send(generate(1)).unwrap();
+    wait_for(
+        &w,
+        "no model",
+        |e| matches!(e, Event::GenerateFailed { error, .. } if error.contains("no model")),
+    );
     w.shutdown();
 }

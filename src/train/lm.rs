@@ -38,28 +38,28 @@ fn sentences(corpus: &Corpus, settings: &Settings) -> Vec<String> {
 /// The corpus, tokenizer, model and optimizer of one training run.
 pub struct LmTrainer {
     pub settings: Settings,
-    pub device: Device,
+    device: Device,
     pub corpus_name: String,
     /// `small` or the corpus path, as stored in checkpoints.
-    pub corpus_spec: String,
+    corpus_spec: String,
     pub tokenizer: TextTokenizer,
-    pub vs: nn::VarStore,
+    vs: nn::VarStore,
     pub model: Gpt,
     /// The optimizer and the step implementation (fused unless a test asks otherwise).
     stepper: LmStep,
-    pub train: Examples,
+    train: Examples,
     /// The training examples' order in the current epoch.
     order: EpochOrder,
-    pub test: Examples,
+    test: Examples,
     /// The evaluation batches as device tensors `(inputs, targets, real tokens)`, made
     /// on the first evaluation.
     eval_set: Option<Vec<(Tensor, Tensor, usize)>>,
-    pub train_sentences: usize,
-    pub test_sentences: usize,
+    train_sentences: usize,
+    test_sentences: usize,
     /// Optimizer steps taken so far.
     pub step: u64,
-    pub best_test_loss: Option<f64>,
-    pub last_train_loss: Option<f64>,
+    best_test_loss: Option<f64>,
+    last_train_loss: Option<f64>,
     /// Where the run saves its checkpoints.
     out: PathBuf,
     stats: RunStats,
