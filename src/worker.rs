@@ -189,8 +189,8 @@ impl Worker {
                     self.end_finetune(events)
                 }
                 Engine::Training(run, pace) if *pace != Pace::Stopped && !run.is_done() => {
-                    *pace = Pace::Stopped;
                     let events = run.interrupt()?;
+                    *pace = Pace::Stopped;
                     self.forward(events)
                         && self.send(Event::log(
                             "training stopped and saved; the model stays loaded for generation (space resumes)",
