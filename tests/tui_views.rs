@@ -22,6 +22,13 @@ fn render(app: &App, width: u16, height: u16) -> String {
     text
 }
 
+/// Fails naming the first of `needles` that `screen` lacks.
+fn shows_all(screen: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
+    }
+}
+
 fn trained_app() -> App {
     let mut app = App::new(Settings::default());
     app.update(Msg::Worker(Event::Start(RunStart::Train(Box::new(
@@ -180,14 +187,15 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
     let mut app = trained_app();
     app.show_help = true;
     let screen = render(&app, 120, 40);
-    for needle in [
-        "start / pause / resume training",
-        "choose the corpus",
-        "Everywhere",
-        "Ctrl-C",
-    ] {
-        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
-    }
+    shows_all(
+        &screen,
+        &[
+            "start / pause / resume training",
+            "choose the corpus",
+            "Everywhere",
+            "Ctrl-C",
+        ],
+    );
     assert!(
         !screen.contains("branch"),
         "only the shown tab's keys:\n{screen}"
@@ -198,17 +206,15 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
     assert!(screen.contains("temperature − / +"), "{screen}");
     // Every key of the busiest tab fits the smallest terminal.
     let small = render(&app, 80, 24);
-    for needle in [
-        "Everywhere",
-        "Ctrl-C",
-        "earlier / later prompts",
-        "next sampling seed",
-    ] {
-        assert!(
-            small.contains(needle),
-            "{needle:?} missing at 80x24:\n{small}"
-        );
-    }
+    shows_all(
+        &small,
+        &[
+            "Everywhere",
+            "Ctrl-C",
+            "earlier / later prompts",
+            "next sampling seed",
+        ],
+    );
     // The hint bar comes from the same list as the help screen.
     app.show_help = false;
     app.generate.editing = false;
@@ -273,18 +279,19 @@ fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
         p_positive: 0.93,
     }));
     let screen = render(&app, 140, 40);
-    for needle in [
-        "accuracy per epoch",
-        "loss per epoch",
-        "best epoch 3",
-        "train 960 (55.4% pos.)",
-        "negative    90     18",
-        "positive    27    105",
-        "P(positive) = 0.930",
-        "positive: a joy",
-    ] {
-        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
-    }
+    shows_all(
+        &screen,
+        &[
+            "accuracy per epoch",
+            "loss per epoch",
+            "best epoch 3",
+            "train 960 (55.4% pos.)",
+            "negative    90     18",
+            "positive    27    105",
+            "P(positive) = 0.930",
+            "positive: a joy",
+        ],
+    );
     // 0.812 in block digits: the top rows of 0 . 8 1 2, and the bottom row with the point.
     assert!(screen.contains("███     ███  █  ███"), "{screen}");
     assert!(screen.contains("███  █  ███ ███ ███"), "{screen}");
