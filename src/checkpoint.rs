@@ -163,10 +163,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Whether the model was trained on single sentences framed by `<|endoftext|>`
-    /// (gptdash's `sentences` mode), so its inputs should be framed the same way.
+    /// Whether the model was trained on sentences or documents framed by
+    /// `<|endoftext|>` (gptdash's `sentences` and `documents` modes), so its inputs
+    /// should be framed the same way.
     pub fn frames_sentences(&self) -> bool {
-        self.config.data_mode == DataMode::Sentences && self.tokenizer.eot_id().is_some()
+        self.config.data_mode.frames_text() && self.tokenizer.eot_id().is_some()
     }
 }
 

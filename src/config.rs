@@ -170,11 +170,31 @@ impl Default for DataSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DataMode {
+    /// One padded example per sentence, framed by `<|endoftext|>`.
     Sentences,
+    /// The sentences' token stream cut into block-size chunks.
     Pack,
+    /// One document per line (a review, an article), each framed by `<|endoftext|>` as
+    /// GPT-2 frames documents, the stream packed into block-size chunks.
+    Documents,
+}
+
+impl DataMode {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// Whether every example starts after `<|endoftext|>` (sentences or documents), so
+    /// inference should frame its input the same way.
+    pub fn frames_text(self) -> bool {
+        matches!(self, DataMode::Sentences | DataMode::Documents)
+    }
 }
 
 /// `[generate]`: defaults of `gptdash generate` and the Generate tab.

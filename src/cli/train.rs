@@ -50,7 +50,8 @@ pub struct TrainArgs {
     pub dtype: Option<Dtype>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `sentences` (padded, one per example) or `pack` (block-size chunks).
+    /// `sentences` (padded, one per example), `pack` (block-size chunks) or `documents`
+    /// (one document per line, framed by <|endoftext|>, packed).
     #[arg(long, value_enum)]
     pub mode: Option<DataMode>,
     /// Lower-case every sentence (e.g. to match lower-cased SST-2).
@@ -304,16 +305,18 @@ impl Reporter {
             info.device, info.threads, info.dtype
         ));
         self.say(format!(
-            "corpus {}: {} train / {} test sentences, {} / {} examples ({} mode), {} train tokens",
+            "corpus {}: {} train / {} test {}, {} / {} examples ({} mode), {} train tokens",
             info.corpus_name,
             info.train_sentences,
             info.test_sentences,
+            if info.mode == DataMode::Documents {
+                "documents"
+            } else {
+                "sentences"
+            },
             info.train_examples,
             info.test_examples,
-            match info.mode {
-                DataMode::Sentences => "sentences",
-                DataMode::Pack => "pack",
-            },
+            info.mode.name(),
             info.train_tokens
         ));
         self.say(format!(

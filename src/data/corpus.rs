@@ -24,7 +24,8 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// `small` is the built-in corpus; anything else is a path to a UTF-8 text file.
+    /// `small` is the built-in corpus; anything else is a path to a UTF-8 text file,
+    /// read through gzip when its name ends in `.gz`.
     pub fn load(spec: &str) -> Result<Self> {
         if spec == "small" {
             return Ok(Self {
@@ -34,8 +35,7 @@ impl Corpus {
             });
         }
         let path = PathBuf::from(spec);
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("cannot read corpus file {}", path.display()))?;
+        let bytes = read_maybe_gzip(&path)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             anyhow::anyhow!(
                 "corpus file {} is not UTF-8 text (bad byte at offset {})",
@@ -66,10 +66,56 @@ impl Corpus {
     }
 }
 
+/// The file's bytes; a `.gz` file is decompressed as it is read (all its members), and a
+/// truncated or corrupt one is an error naming it.
+fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read corpus file {}", path.display()))?;
+    let mut bytes = Vec::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file))
+            .read_to_end(&mut bytes)
+            .with_context(|| {
+                format!(
+                    "corpus file {} is not a complete gzip file (truncated or corrupt)",
+                    path.display()
+                )
+            })?;
+    } else {
+        std::io::BufReader::new(file)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read corpus file {}", path.display()))?;
+    }
+    Ok(bytes)
+}
+
+/// The corpus's short name: the file name without `.gz` and its extension
+/// (`imdb-reviews.txt.gz` → `imdb-reviews`).
 fn corpus_name(path: &Path) -> String {
-    path.file_stem()
+    let name = path
+        .file_name()
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "corpus".into())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let stem = Path::new(name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if stem.is_empty() {
+        "corpus".into()
+    } else {
+        stem
+    }
+}
+
+/// One document per non-empty line (a review, an article), trimmed, in file order.
+pub fn split_documents(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Words after which a period does not end a sentence (lower case, without the period).
@@ -191,10 +237,13 @@ pub struct Examples {
 }
 
 impl Examples {
-    /// One example per sentence, truncated to `block_size + 1` tokens. When the tokenizer
-    /// has an end-of-text token, it separates sentences as GPT-2 separates documents:
-    /// each example is `<|endoftext|> sentence <|endoftext|>`, so the model learns how
-    /// sentences start and end, and what follows an end.
+    /// `sentences` mode: one example per sentence, truncated to `block_size + 1` tokens.
+    /// When the tokenizer has an end-of-text token, it separates sentences as GPT-2
+    /// separates documents: each example is `<|endoftext|> sentence <|endoftext|>`, so the
+    /// model learns how sentences start and end, and what follows an end. `pack`: the
+    /// texts' token stream (each followed by `<|endoftext|>`) in block-size windows.
+    /// `documents`: the same stream starting with `<|endoftext|>`, so every document is
+    /// framed by it on both sides, as GPT-2 trains.
     pub fn from_sentences(
         sentences: &[String],
         tokenizer: &TextTokenizer,
@@ -202,7 +251,10 @@ impl Examples {
         mode: DataMode,
     ) -> Result<Self> {
         let eot = tokenizer.eot_id().map(i64::from);
-        let mut encoded = Vec::with_capacity(sentences.len());
+        let mut encoded = Vec::with_capacity(sentences.len() + 1);
+        if mode == DataMode::Documents {
+            encoded.extend(eot.map(|id| vec![id]));
+        }
         for s in sentences {
             let mut ids: Vec<i64> = Vec::new();
             if mode == DataMode::Sentences {
@@ -221,7 +273,7 @@ impl Examples {
                     ids
                 })
                 .collect(),
-            DataMode::Pack => {
+            DataMode::Pack | DataMode::Documents => {
                 // The token stream cut into windows of block_size + 1 that overlap by one
                 // token, so every token is a target exactly once.
                 let stream: Vec<i64> = encoded.into_iter().flatten().collect();
@@ -444,5 +496,87 @@ mod tests {
     fn missing_corpus_names_the_file() {
         let msg = format!("{:#}", Corpus::load("/no/such/corpus.txt").unwrap_err());
         assert!(msg.contains("/no/such/corpus.txt"), "{msg}");
+    }
+
+    const REVIEWS: &str =
+        "A fine film, well acted.\n\nDull and far too long!\nI laughed; I cried. Ten out of ten.\n";
+
+    fn write_gz(path: &Path, text: &str) {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        std::fs::write(path, gz.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn gz_and_plain_copies_give_the_same_token_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("reviews.txt");
+        let packed = dir.path().join("reviews.txt.gz");
+        std::fs::write(&plain, REVIEWS).unwrap();
+        write_gz(&packed, REVIEWS);
+        let a = Corpus::load(plain.to_str().unwrap()).unwrap();
+        let b = Corpus::load(packed.to_str().unwrap()).unwrap();
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("reviews", "reviews"));
+        let tok = TextTokenizer::train_bpe(&split_documents(&a.text), 300).unwrap();
+        let ids = |c: &Corpus| {
+            Examples::from_sentences(&split_documents(&c.text), &tok, 8, DataMode::Documents)
+                .unwrap()
+                .rows
+        };
+        assert_eq!(ids(&a), ids(&b));
+        assert!(!ids(&a).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_gz_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.txt.gz");
+        write_gz(&path, &REVIEWS.repeat(50));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 12]).unwrap();
+        let msg = format!("{:#}", Corpus::load(path.to_str().unwrap()).unwrap_err());
+        assert!(
+            msg.contains("cut.txt.gz") && msg.contains("truncated"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn documents_are_framed_by_end_of_text_and_packed() {
+        let docs = split_documents(REVIEWS);
+        assert_eq!(docs.len(), 3, "{docs:?}");
+        let tok = TextTokenizer::train_bpe(&docs, 300).unwrap();
+        let eot = i64::from(tok.eot_id().unwrap());
+        let enc =
+            |t: &str| -> Vec<i64> { tok.encode(t).unwrap().into_iter().map(i64::from).collect() };
+        let mut stream = vec![eot];
+        for d in &docs {
+            stream.extend(enc(d));
+            stream.push(eot);
+        }
+        let block = 5;
+        let rows = Examples::from_sentences(&docs, &tok, block, DataMode::Documents)
+            .unwrap()
+            .rows;
+        // Windows of block + 1 overlapping by one token: every token a target once.
+        for (k, row) in rows.iter().enumerate() {
+            let start = k * block;
+            assert_eq!(
+                row[..],
+                stream[start..(start + block + 1).min(stream.len())]
+            );
+        }
+        let targets: usize = rows.iter().map(|r| r.len() - 1).sum();
+        assert_eq!(targets, stream.len() - 1);
+        // Pack mode does not open with <|endoftext|>; sentences mode frames each text.
+        let pack = Examples::from_sentences(&docs, &tok, block, DataMode::Pack).unwrap();
+        assert_eq!(pack.rows[0][0], enc(&docs[0])[0]);
+        let sentences = Examples::from_sentences(&docs, &tok, 64, DataMode::Sentences).unwrap();
+        assert_eq!(sentences.rows.len(), 3);
+        assert!(sentences
+            .rows
+            .iter()
+            .all(|r| r[0] == eot && r[r.len() - 1] == eot));
     }
 }

@@ -15,8 +15,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
-use crate::config::Settings;
-use crate::data::corpus::{split_sentences, split_train_test, Batch, Corpus, EpochOrder, Examples};
+use crate::config::{DataMode, Settings};
+use crate::data::corpus::{
+    split_documents, split_sentences, split_train_test, Batch, Corpus, EpochOrder, Examples,
+};
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device};
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
@@ -25,9 +27,12 @@ use crate::rng::mix;
 use crate::train::optim::{learning_rate, AdamWConfig};
 use crate::train::step::{LmStep, StepKind};
 
-/// The corpus's sentences as the settings ask for them.
+/// The corpus's texts as the settings ask for them: sentences, or one document per line.
 fn sentences(corpus: &Corpus, settings: &Settings) -> Vec<String> {
-    let sentences = split_sentences(&corpus.text);
+    let sentences = match settings.data.mode {
+        DataMode::Documents => split_documents(&corpus.text),
+        DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
+    };
     if settings.data.lowercase {
         sentences.into_iter().map(|s| s.to_lowercase()).collect()
     } else {
@@ -392,7 +397,7 @@ impl LmTrainer {
     /// Whether the model learns from single `<|endoftext|>`-framed sentences (`sentences`
     /// mode), so generation frames its context the same way.
     pub fn frames_sentences(&self) -> bool {
-        self.settings.data.mode == crate::config::DataMode::Sentences
+        self.settings.data.mode.frames_text()
     }
 
     /// At `max_iters`, or diverged.
