@@ -255,12 +255,12 @@ impl Examples {
         if mode == DataMode::Documents {
             encoded.extend(eot.map(|id| vec![id]));
         }
-        for s in sentences {
-            let mut ids: Vec<i64> = Vec::new();
+        for tokens in tokenizer.encode_batch(sentences)? {
+            let mut ids: Vec<i64> = Vec::with_capacity(tokens.len() + 2);
             if mode == DataMode::Sentences {
                 ids.extend(eot);
             }
-            ids.extend(tokenizer.encode(s)?.into_iter().map(i64::from));
+            ids.extend(tokens.into_iter().map(i64::from));
             ids.extend(eot);
             encoded.push(ids);
         }
