@@ -155,6 +155,8 @@ pub struct DataSettings {
     pub vocab_size: usize,
     /// Lower-case every sentence (after splitting), e.g. to match lower-cased SST-2.
     pub lowercase: bool,
+    /// Keep the prepared corpus (tokenizer and token ids) in the per-user cache.
+    pub cache: bool,
 }
 
 impl Default for DataSettings {
@@ -166,6 +168,7 @@ impl Default for DataSettings {
             tokenizer: None,
             vocab_size: 2000,
             lowercase: false,
+            cache: true,
         }
     }
 }

@@ -16,3 +16,8 @@ pub fn config_dir() -> Option<PathBuf> {
 pub fn data_dir() -> Option<PathBuf> {
     project_dirs().map(|d| d.data_dir().to_path_buf())
 }
+
+/// Per-user cache (e.g. `~/.cache/gptdash`): prepared corpora.
+pub fn cache_dir() -> Option<PathBuf> {
+    project_dirs().map(|d| d.cache_dir().to_path_buf())
+}

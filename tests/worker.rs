@@ -17,6 +17,7 @@ fn tiny_settings(dir: &std::path::Path) -> Settings {
     let mut s = Settings::default();
     s.data.corpus = corpus.display().to_string();
     s.data.vocab_size = 300;
+    s.data.cache = false; // never write to the user's cache from a test
     s.model.preset = "gpt-nano".into();
     s.model.block_size = 16;
     s.train.device = "cpu".into();

@@ -250,12 +250,27 @@ impl Examples {
         block_size: usize,
         mode: DataMode,
     ) -> Result<Self> {
-        let eot = tokenizer.eot_id().map(i64::from);
-        let mut encoded = Vec::with_capacity(sentences.len() + 1);
+        Ok(Self::from_encoded(
+            tokenizer.encode_batch(sentences)?,
+            tokenizer.eot_id(),
+            block_size,
+            mode,
+        ))
+    }
+
+    /// [`Examples::from_sentences`] from texts already encoded.
+    pub fn from_encoded(
+        texts: Vec<Vec<u32>>,
+        eot: Option<u32>,
+        block_size: usize,
+        mode: DataMode,
+    ) -> Self {
+        let eot = eot.map(i64::from);
+        let mut encoded = Vec::with_capacity(texts.len() + 1);
         if mode == DataMode::Documents {
             encoded.extend(eot.map(|id| vec![id]));
         }
-        for tokens in tokenizer.encode_batch(sentences)? {
+        for tokens in texts {
             let mut ids: Vec<i64> = Vec::with_capacity(tokens.len() + 2);
             if mode == DataMode::Sentences {
                 ids.extend(eot);
@@ -287,7 +302,7 @@ impl Examples {
                 rows
             }
         };
-        Ok(Self { rows })
+        Self { rows }
     }
 
     pub fn len(&self) -> usize {

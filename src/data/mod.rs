@@ -1,5 +1,6 @@
 //! Text in, token batches out: corpora and sentence splitting, the tokenizer.
 pub mod corpus;
 pub mod hub;
+pub mod prepare;
 pub mod sst2;
 pub mod tokenizer;

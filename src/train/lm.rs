@@ -15,10 +15,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
-use crate::config::{DataMode, Settings};
-use crate::data::corpus::{
-    split_documents, split_sentences, split_train_test, Batch, Corpus, EpochOrder, Examples,
-};
+use crate::config::Settings;
+use crate::data::corpus::{Batch, Corpus, EpochOrder, Examples};
+use crate::data::prepare::{self, Prepared};
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device};
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
@@ -27,17 +26,16 @@ use crate::rng::mix;
 use crate::train::optim::{learning_rate, AdamWConfig};
 use crate::train::step::{LmStep, StepKind};
 
-/// The corpus's texts as the settings ask for them: sentences, or one document per line.
-fn sentences(corpus: &Corpus, settings: &Settings) -> Vec<String> {
-    let sentences = match settings.data.mode {
-        DataMode::Documents => split_documents(&corpus.text),
-        DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
-    };
-    if settings.data.lowercase {
-        sentences.into_iter().map(|s| s.to_lowercase()).collect()
-    } else {
-        sentences
-    }
+/// Prepares the corpus: from the per-user cache when it can (file corpora, `data.cache`).
+fn prepare_corpus(
+    corpus: &Corpus,
+    settings: &Settings,
+    tokenizer: Option<TextTokenizer>,
+) -> Result<Prepared> {
+    let cache = (settings.data.cache && corpus.path.is_some())
+        .then(prepare::default_cache_dir)
+        .flatten();
+    prepare::prepare(corpus, &settings.data, tokenizer, cache.as_deref())
 }
 
 /// The corpus, tokenizer, model and optimizer of one training run.
@@ -115,15 +113,16 @@ impl LmTrainer {
         let created = Instant::now();
         settings.validate()?;
         let corpus = Corpus::load(&settings.data.corpus).context("data.corpus / --corpus")?;
-        let split = split_train_test(sentences(&corpus, &settings), settings.data.train_fraction)
-            .with_context(|| format!("corpus {}", corpus.name))?;
-        let tokenizer = match &settings.data.tokenizer {
-            Some(path) => TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?,
-            None => TextTokenizer::train_bpe(&split.train, settings.data.vocab_size)?,
+        let given = match &settings.data.tokenizer {
+            Some(path) => {
+                Some(TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?)
+            }
+            None => None,
         };
+        let prepared = prepare_corpus(&corpus, &settings, given)?;
         let dims = settings.model.dims()?;
         let config = GptConfig {
-            vocab_size: tokenizer.vocab_size() as i64,
+            vocab_size: prepared.tokenizer.vocab_size() as i64,
             block_size: settings.model.block_size,
             n_layer: dims.n_layer,
             n_head: dims.n_head,
@@ -133,15 +132,7 @@ impl LmTrainer {
             layer_norm_eps: 1e-5,
             tie_lm_head: false,
         };
-        Self::build(
-            settings,
-            corpus,
-            split.train,
-            split.test,
-            tokenizer,
-            config,
-            created,
-        )
+        Self::build(settings, corpus, prepared, config, created)
     }
 
     /// Continues a run from a training checkpoint: same model, tokenizer, corpus, step
@@ -169,16 +160,8 @@ impl LmTrainer {
         let tokenizer = TextTokenizer::from_file(&dir.join(checkpoint::TOKENIZER_FILE))?;
         let corpus = Corpus::load(&ckpt.corpus)
             .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
-        let split = split_train_test(sentences(&corpus, &settings), settings.data.train_fraction)?;
-        let mut trainer = Self::build(
-            settings,
-            corpus,
-            split.train,
-            split.test,
-            tokenizer,
-            ckpt.model,
-            created,
-        )?;
+        let prepared = prepare_corpus(&corpus, &settings, Some(tokenizer))?;
+        let mut trainer = Self::build(settings, corpus, prepared, ckpt.model, created)?;
         trainer.out = dir.to_path_buf();
         checkpoint::load_weights(&mut trainer.vs, &dir.join(checkpoint::MODEL_FILE))?;
         trainer
@@ -193,17 +176,23 @@ impl LmTrainer {
     fn build(
         settings: Settings,
         corpus: Corpus,
-        train_sentences: Vec<String>,
-        test_sentences: Vec<String>,
-        tokenizer: TextTokenizer,
+        prepared: Prepared,
         config: GptConfig,
         created: Instant,
     ) -> Result<Self> {
         let device = resolve_device(&settings.train.device).context("train.device / --device")?;
         let block = config.block_size as usize;
         let mode = settings.data.mode;
-        let train = Examples::from_sentences(&train_sentences, &tokenizer, block, mode)?;
-        let test = Examples::from_sentences(&test_sentences, &tokenizer, block, mode)?;
+        let Prepared {
+            tokenizer,
+            train: train_ids,
+            test: test_ids,
+            ..
+        } = prepared;
+        let (train_sentences, test_sentences) = (train_ids.len(), test_ids.len());
+        let eot = tokenizer.eot_id();
+        let train = Examples::from_encoded(train_ids, eot, block, mode);
+        let test = Examples::from_encoded(test_ids, eot, block, mode);
         if train.is_empty() {
             bail!(
                 "corpus {}: no training example has two or more tokens",
@@ -240,8 +229,8 @@ impl LmTrainer {
             train,
             test,
             eval_set: None,
-            train_sentences: train_sentences.len(),
-            test_sentences: test_sentences.len(),
+            train_sentences,
+            test_sentences,
             step: 0,
             best_test_loss: None,
             last_train_loss: None,
@@ -569,6 +558,7 @@ mod tests {
         let mut s = Settings::default();
         s.data.corpus = corpus;
         s.data.vocab_size = 300;
+        s.data.cache = false; // never write to the user's cache from a test
         s.model.preset = "custom".into();
         s.model.n_layer = Some(2);
         s.model.n_head = Some(2);
