@@ -155,6 +155,9 @@ pub struct DataSettings {
     pub vocab_size: usize,
     /// Lower-case every sentence (after splitting), e.g. to match lower-cased SST-2.
     pub lowercase: bool,
+    /// Split punctuation and clitics off words Penn-Treebank style (`it 's a film ,`),
+    /// as SST-2's text is.
+    pub ptb_split: bool,
     /// Keep the prepared corpus (tokenizer and token ids) in the per-user cache.
     pub cache: bool,
 }
@@ -168,6 +171,7 @@ impl Default for DataSettings {
             tokenizer: None,
             vocab_size: 2000,
             lowercase: false,
+            ptb_split: false,
             cache: true,
         }
     }

@@ -57,6 +57,9 @@ pub struct TrainArgs {
     /// Lower-case every sentence (e.g. to match lower-cased SST-2).
     #[arg(long)]
     pub lowercase: bool,
+    /// Split punctuation and clitics Penn-Treebank style, as SST-2's text is.
+    #[arg(long)]
+    pub ptb_split: bool,
     /// Upper bound on the trained BPE vocabulary.
     #[arg(long, value_parser = clap::value_parser!(u64).range(260..))]
     pub vocab_size: Option<u64>,
@@ -78,7 +81,7 @@ impl TrainArgs {
     /// Flags that change the model or data; they cannot be combined with --resume.
     fn model_or_data_flags(&self) -> Vec<&'static str> {
         let mut flags = Vec::new();
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 12] = [
             ("--corpus", self.corpus.is_some()),
             ("--model", self.model.is_some()),
             ("--n-layer", self.n_layer.is_some()),
@@ -89,6 +92,7 @@ impl TrainArgs {
             ("--tokenizer", self.tokenizer.is_some()),
             ("--seed", self.seed.is_some()),
             ("--lowercase", self.lowercase),
+            ("--ptb-split", self.ptb_split),
             ("--vocab-size", self.vocab_size.is_some()),
         ];
         for (flag, set) in checks {
@@ -156,6 +160,9 @@ impl TrainArgs {
         }
         if self.lowercase {
             s.data.lowercase = true;
+        }
+        if self.ptb_split {
+            s.data.ptb_split = true;
         }
         if let Some(v) = self.vocab_size {
             s.data.vocab_size = v as usize;

@@ -1,6 +1,7 @@
 //! Text in, token batches out: corpora and sentence splitting, the tokenizer.
 pub mod corpus;
 pub mod hub;
+pub mod normalize;
 pub mod prepare;
 pub mod sst2;
 pub mod tokenizer;

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{DataMode, DataSettings};
 use crate::data::corpus::{split_documents, split_sentences, split_train_test, Corpus};
+use crate::data::normalize::ptb_split;
 use crate::data::tokenizer::TextTokenizer;
 
 /// The corpus as training needs it.
@@ -33,17 +34,17 @@ pub struct Prepared {
 }
 
 /// The corpus's texts as the data settings ask for them: sentences, or one document per
-/// line; lower-cased when asked.
+/// line; split Penn-Treebank style and lower-cased when asked.
 pub fn texts(corpus: &Corpus, data: &DataSettings) -> Vec<String> {
     let texts = match data.mode {
         DataMode::Documents => split_documents(&corpus.text),
         DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
     };
-    if data.lowercase {
-        texts.into_iter().map(|s| s.to_lowercase()).collect()
-    } else {
-        texts
-    }
+    texts
+        .into_iter()
+        .map(|t| if data.ptb_split { ptb_split(&t) } else { t })
+        .map(|t| if data.lowercase { t.to_lowercase() } else { t })
+        .collect()
 }
 
 /// Splits, tokenizes and encodes `corpus`; `tokenizer` is the one to use, or `None` to
@@ -118,7 +119,7 @@ fn base_key(corpus: &Corpus, data: &DataSettings) -> impl Fn(&[&[u8]]) -> [u8; 3
     base.update(b"gptdash corpus cache v1\0");
     base.update(Sha256::digest(corpus.text.as_bytes()));
     base.update(data.mode.name().as_bytes());
-    base.update([u8::from(data.lowercase)]);
+    base.update([u8::from(data.lowercase), u8::from(data.ptb_split)]);
     base.update(data.train_fraction.to_le_bytes());
     move |parts: &[&[u8]]| {
         let mut h = base.clone();
