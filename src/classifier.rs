@@ -11,7 +11,7 @@ use crate::checkpoint::{self, LoadedModel};
 use crate::data::sst2::Labeled;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::Gpt;
-use crate::protocol::Evaluation;
+use crate::protocol::{Evaluation, Mistake, ReliabilityBin};
 
 /// Written beside a fine-tuned checkpoint's weights; its presence marks a classifier.
 pub const CLASSIFIER_FILE: &str = "classifier.json";
@@ -131,6 +131,103 @@ pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluat
     }
 }
 
+/// P(positive) of every example (no dropout, no gradients).
+pub fn p_positive(model: &Gpt, examples: &[Example], batch_size: usize) -> Result<Vec<f64>> {
+    let device = model.device();
+    let mut out = Vec::with_capacity(examples.len());
+    tch::no_grad(|| -> Result<()> {
+        for chunk in examples.chunks(batch_size.max(1)) {
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let (ids, lengths, _) = batch_tensors(&refs, device);
+            let probs = model
+                .classify(&ids, &lengths, false)
+                .softmax(-1, Kind::Double)
+                .select(1, 1)
+                .to_device(Device::Cpu);
+            out.extend(Vec::<f64>::try_from(probs).map_err(|e| anyhow!("{e}"))?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Precision, recall and F1 of each class from `confusion[true][predicted]` (0 where a
+/// ratio has nothing to count).
+pub fn per_class(confusion: &[[usize; 2]; 2]) -> ([f64; 2], [f64; 2], [f64; 2]) {
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let mut precision = [0.0; 2];
+    let mut recall = [0.0; 2];
+    let mut f1 = [0.0; 2];
+    for c in 0..2 {
+        let right = confusion[c][c];
+        precision[c] = ratio(right, confusion[0][c] + confusion[1][c]);
+        recall[c] = ratio(right, confusion[c][0] + confusion[c][1]);
+        let sum = precision[c] + recall[c];
+        f1[c] = if sum == 0.0 {
+            0.0
+        } else {
+            2.0 * precision[c] * recall[c] / sum
+        };
+    }
+    (precision, recall, f1)
+}
+
+/// Expected calibration error over `bins` equal-width bins of confidence (the predicted
+/// class's probability), and the bins themselves (a reliability diagram).
+pub fn calibration(p_positive: &[f64], labels: &[i64], bins: usize) -> (f64, Vec<ReliabilityBin>) {
+    let mut table: Vec<ReliabilityBin> = (0..bins)
+        .map(|b| ReliabilityBin {
+            lo: b as f64 / bins as f64,
+            hi: (b + 1) as f64 / bins as f64,
+            count: 0,
+            confidence: 0.0,
+            accuracy: 0.0,
+        })
+        .collect();
+    for (&p, &label) in p_positive.iter().zip(labels) {
+        let predicted = i64::from(p >= 0.5);
+        let confidence = if predicted == 1 { p } else { 1.0 - p };
+        let b = ((confidence * bins as f64) as usize).min(bins - 1);
+        table[b].count += 1;
+        table[b].confidence += confidence;
+        table[b].accuracy += f64::from(u8::from(predicted == label));
+    }
+    let n = p_positive.len().max(1) as f64;
+    let mut ece = 0.0;
+    for bin in &mut table {
+        if bin.count > 0 {
+            bin.confidence /= bin.count as f64;
+            bin.accuracy /= bin.count as f64;
+            ece += bin.count as f64 / n * (bin.accuracy - bin.confidence).abs();
+        }
+    }
+    (ece, table)
+}
+
+/// The `most` most confident wrong predictions, most confident first.
+pub fn worst_mistakes(
+    texts: &[String],
+    labels: &[i64],
+    p_positive: &[f64],
+    most: usize,
+) -> Vec<Mistake> {
+    let mut wrong: Vec<Mistake> = texts
+        .iter()
+        .zip(labels)
+        .zip(p_positive)
+        .filter(|((_, &label), &p)| i64::from(p >= 0.5) != label)
+        .map(|((text, &label), &p)| Mistake {
+            text: text.clone(),
+            label: label.clamp(0, 1) as usize,
+            p_positive: p,
+        })
+        .collect();
+    let confidence = |m: &Mistake| (m.p_positive - 0.5).abs();
+    wrong.sort_by(|a, b| confidence(b).total_cmp(&confidence(a)));
+    wrong.truncate(most);
+    wrong
+}
+
 /// Probability of each class for one sentence.
 pub fn class_probabilities(loaded: &LoadedModel, sentence: &str) -> Result<Vec<f64>> {
     let ids = Encoder::for_model(loaded).encode(sentence)?;
@@ -173,4 +270,42 @@ pub fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, Class
         bail!("{} has no trained classifier head ({CLASSIFIER_FILE} is missing); run `gptdash finetune` first", dir.display());
     };
     Ok((loaded, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_recall_and_f1_by_hand() {
+        // 90 true negatives, 18 negatives called positive, 27 positives called negative,
+        // 105 true positives.
+        let (p, r, f) = per_class(&[[90, 18], [27, 105]]);
+        assert!((p[0] - 90.0 / 117.0).abs() < 1e-12 && (p[1] - 105.0 / 123.0).abs() < 1e-12);
+        assert!((r[0] - 90.0 / 108.0).abs() < 1e-12 && (r[1] - 105.0 / 132.0).abs() < 1e-12);
+        let f1 = |p: f64, r: f64| 2.0 * p * r / (p + r);
+        assert!((f[0] - f1(90.0 / 117.0, 90.0 / 108.0)).abs() < 1e-12);
+        assert!((f[1] - f1(105.0 / 123.0, 105.0 / 132.0)).abs() < 1e-12);
+        // A class never predicted: precision and F1 0, not NaN.
+        let (p, _, f) = per_class(&[[0, 10], [0, 10]]);
+        assert_eq!((p[0], f[0]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn calibration_error_by_hand() {
+        // Confidences 0.95 (right), 0.95 (wrong), 0.65 (right), 0.75 (right: p = 0.25 → negative).
+        let p = [0.95, 0.95, 0.65, 0.25];
+        let labels = [1, 0, 1, 0];
+        let (ece, bins) = calibration(&p, &labels, 10);
+        // Bin [0.9,1): 2 predictions, confidence 0.95, accuracy 0.5 → |0.5-0.95| = 0.45.
+        // Bin [0.6,0.7): 1, 0.65 vs 1.0 → 0.35. Bin [0.7,0.8): 1, 0.75 vs 1.0 → 0.25.
+        let want = 2.0 / 4.0 * 0.45 + 1.0 / 4.0 * 0.35 + 1.0 / 4.0 * 0.25;
+        assert!((ece - want).abs() < 1e-12, "{ece} vs {want}");
+        assert_eq!(bins[9].count, 2);
+        assert_eq!(bins.iter().map(|b| b.count).sum::<usize>(), 4);
+        let texts: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let worst = worst_mistakes(&texts, &labels, &p, 5);
+        assert_eq!(worst.len(), 1);
+        assert_eq!((worst[0].text.as_str(), worst[0].label), ("b", 0));
+    }
 }

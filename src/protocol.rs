@@ -214,26 +214,52 @@ pub struct TrainSummary {
     pub checkpoint: PathBuf,
 }
 
-/// The end of a fine-tuning run: the best epoch's validation result.
+/// One bin of a reliability diagram: predictions whose confidence fell in `[lo, hi)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub count: usize,
+    /// Mean confidence (probability of the predicted class) in the bin.
+    pub confidence: f64,
+    /// Share of the bin's predictions that were right.
+    pub accuracy: f64,
+}
+
+/// A validation sentence the classifier got wrong.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mistake {
+    pub text: String,
+    /// The true label (0 negative, 1 positive).
+    pub label: usize,
+    pub p_positive: f64,
+}
+
+/// The end of a fine-tuning run: the best epoch's validation result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneSummary {
     pub best_epoch: usize,
     pub val_acc: f64,
     pub val_loss: f64,
     pub confusion: [[usize; 2]; 2],
+    /// Per class (negative, positive), from the confusion matrix.
+    #[serde(default)]
+    pub precision: [f64; 2],
+    #[serde(default)]
+    pub recall: [f64; 2],
+    #[serde(default)]
+    pub f1: [f64; 2],
+    /// Expected calibration error over 10 equal-width confidence bins.
+    #[serde(default)]
+    pub ece: f64,
+    #[serde(default)]
+    pub reliability: Vec<ReliabilityBin>,
+    /// The most confident mistakes on the validation set, most confident first.
+    #[serde(default)]
+    pub mistakes: Vec<Mistake>,
     /// Accuracy on a whole extra split (`--eval-split validation`), when asked for.
     pub eval_acc: Option<f64>,
     pub checkpoint: PathBuf,
-}
-
-impl FinetuneSummary {
-    pub fn val(&self) -> Evaluation {
-        Evaluation {
-            loss: self.val_loss,
-            acc: self.val_acc,
-            confusion: self.confusion,
-        }
-    }
 }
 
 /// Model sizes in a benchmark report.
@@ -457,6 +483,7 @@ mod tests {
                 confusion: [[1, 2], [3, 4]],
                 eval_acc: None,
                 checkpoint: "c".into(),
+                ..Default::default()
             })),
             Event::Epoch(EpochMetrics {
                 epoch: 1,

@@ -75,6 +75,28 @@ fn finetune_then_classify() {
     assert_eq!(done["event"], "done");
     assert!(done["val_acc"].as_f64().unwrap() >= 0.0);
     assert_eq!(done["confusion"].as_array().unwrap().len(), 2);
+    // Per-class F1 agrees with the confusion matrix; ECE is a share; mistakes are wrong.
+    let c: [[f64; 2]; 2] = serde_json::from_value(done["confusion"].clone()).unwrap();
+    let f1 = done["f1"].as_array().unwrap();
+    for k in 0..2 {
+        let (tp, fp, fneg) = (c[k][k], c[1 - k][k], c[k][1 - k]);
+        let want = if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (2.0 * tp + fp + fneg)
+        };
+        assert!((f1[k].as_f64().unwrap() - want).abs() < 1e-9, "{done}");
+    }
+    let ece = done["ece"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ece), "{done}");
+    assert_eq!(done["reliability"].as_array().unwrap().len(), 10);
+    let wrong = (c[0][1] + c[1][0]) as usize;
+    let mistakes = done["mistakes"].as_array().unwrap();
+    assert_eq!(mistakes.len(), wrong.min(20), "{done}");
+    for m in mistakes {
+        let p = m["p_positive"].as_f64().unwrap();
+        assert_ne!(u64::from(p >= 0.5), m["label"].as_u64().unwrap(), "{m}");
+    }
     for f in [
         "model.safetensors",
         "config.json",

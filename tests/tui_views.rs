@@ -271,6 +271,7 @@ fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
             confusion: [[90, 18], [27, 105]],
             eval_acc: None,
             checkpoint: "checkpoints/classifier-sst2".into(),
+            ..Default::default()
         },
     ))));
     app.update(Msg::Worker(Event::Classified {

@@ -194,8 +194,38 @@ fn show(json: bool, epochs: usize, event: &Event) -> Result<()> {
             m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.secs
         ),
         Event::Done(RunDone::Finetune(d)) => {
-            let c = d.confusion;
+            let mut mistakes = String::new();
+            for m in d.mistakes.iter().take(5) {
+                mistakes.push_str(&format!(
+                    "\n  P(positive) {:.3}, truly {}: {}",
+                    m.p_positive,
+                    ["negative", "positive"][m.label.min(1)],
+                    m.text
+                ));
+            }
             format!(
+                "{}\nnegative: precision {:.3} recall {:.3} F1 {:.3} | positive: precision {:.3} recall {:.3} F1 {:.3} | calibration error (ECE, 10 bins) {:.3}\nmost confident mistakes:{}",
+                summary_lines(d),
+                d.precision[0],
+                d.recall[0],
+                d.f1[0],
+                d.precision[1],
+                d.recall[1],
+                d.f1[1],
+                d.ece,
+                if mistakes.is_empty() { " none".into() } else { mistakes }
+            )
+        }
+        Event::Log { message } => message.clone(),
+        _ => return Ok(()),
+    };
+    super::print_stdout(&(text + "\n"))
+}
+
+/// The best epoch, its accuracy and confusion matrix, and where the classifier went.
+fn summary_lines(d: &crate::protocol::FinetuneSummary) -> String {
+    let c = d.confusion;
+    format!(
                 "best epoch {}: validation accuracy {:.4} (loss {:.4}){}\nconfusion (rows: true negative/positive, columns: predicted): [[{}, {}], [{}, {}]]\nclassifier saved to {} (curves in {}/curves.csv)",
                 d.best_epoch,
                 d.val_acc,
@@ -210,11 +240,6 @@ fn show(json: bool, epochs: usize, event: &Event) -> Result<()> {
                 d.checkpoint.display(),
                 d.checkpoint.display()
             )
-        }
-        Event::Log { message } => message.clone(),
-        _ => return Ok(()),
-    };
-    super::print_stdout(&(text + "\n"))
 }
 
 fn dir_name(dir: &Path) -> String {

@@ -11,7 +11,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, LoadedModel};
 use crate::classifier::{
-    batch_tensors, evaluate, sst2_labels, ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
+    batch_tensors, calibration, evaluate, p_positive, per_class, sst2_labels, worst_mistakes,
+    ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
 };
 use crate::config::FinetuneSettings;
 use crate::data::corpus::IGNORE_INDEX;
@@ -22,6 +23,8 @@ use crate::rng::{mix, SplitMix64};
 use crate::train::optim::{AdamW, AdamWConfig};
 
 pub const CURVES_FILE: &str = "curves.csv";
+/// Mistakes the summary lists.
+const MISTAKES: usize = 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinetuneOptions {
@@ -69,6 +72,8 @@ fn lm_targets(examples: &[&Example], device: Device) -> Tensor {
 /// A fine-tuning run: model, examples, optimizer, and where the classifier goes.
 pub struct Finetuner {
     pub loaded: LoadedModel,
+    /// The validation sentences, for the summary's mistakes.
+    val_texts: Vec<String>,
     options: FinetuneOptions,
     train: Vec<Example>,
     val: Vec<Example>,
@@ -129,6 +134,7 @@ impl Finetuner {
         );
         Ok(Self {
             loaded,
+            val_texts: val_rows.iter().map(|r| r.sentence.clone()).collect(),
             options,
             train,
             val,
@@ -237,11 +243,21 @@ impl Finetuner {
             labels: sst2_labels(),
         };
         self.save(&self.out, &info)?;
+        let labels: Vec<i64> = self.val.iter().map(|e| e.label).collect();
+        let p = p_positive(&self.loaded.model, &self.val, 64)?;
+        let (precision, recall, f1) = per_class(&val.confusion);
+        let (ece, reliability) = calibration(&p, &labels, 10);
         Ok(vec![Event::Done(RunDone::Finetune(FinetuneSummary {
             best_epoch,
             val_acc: val.acc,
             val_loss: val.loss,
             confusion: val.confusion,
+            precision,
+            recall,
+            f1,
+            ece,
+            reliability,
+            mistakes: worst_mistakes(&self.val_texts, &labels, &p, MISTAKES),
             eval_acc,
             checkpoint: self.out.clone(),
         }))])

@@ -36,6 +36,8 @@ pub enum Action {
     ToggleSmoothing,
     Finetune,
     TypeSentence,
+    ScrollUp,
+    ScrollDown,
     // The Generate tab's grid and options.
     GridLeft,
     GridRight,
@@ -187,6 +189,7 @@ const CLASSIFY: &[Binding] = &[
     bind(&[(ch(' '), Action::PauseResume)], "space", Some("pause/resume"), "pause or resume fine-tuning"),
     bind(&[(ch('x'), Action::Stop)], "x", Some("stop"), "stop fine-tuning (keeps and saves the best epoch)"),
     bind(&[(ch('i'), Action::TypeSentence), (ch('/'), Action::TypeSentence), (key(KeyCode::Enter), Action::TypeSentence)], "i", Some("classify a sentence"), "type a sentence (also / and Enter)"),
+    bind(&[(key(KeyCode::Up), Action::ScrollUp), (key(KeyCode::Down), Action::ScrollDown)], "↑/↓", Some("mistakes"), "scroll the most confident mistakes"),
 ];
 
 #[rustfmt::skip]

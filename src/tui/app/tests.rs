@@ -384,9 +384,10 @@ fn classify_tab_fine_tunes_and_classifies() {
             confusion: val.confusion,
             eval_acc: None,
             checkpoint: "checkpoints/classifier-sst2".into(),
+            ..Default::default()
         },
     ))));
-    assert_eq!(a.classify.done.as_ref().map(|d| d.0), Some(1));
+    assert_eq!(a.classify.done.as_ref().map(|d| d.best_epoch), Some(1));
     a.update(Msg::Worker(Event::State {
         state: WorkerState::FineTuning,
     }));

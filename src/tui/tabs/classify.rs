@@ -7,7 +7,7 @@ use ratatui::Frame;
 
 use super::{Page, Shared};
 use crate::protocol::{
-    Command, EpochMetrics, Evaluation, Event, FinetuneInfo, RunDone, RunStart, WorkerState,
+    Command, EpochMetrics, Event, FinetuneInfo, FinetuneSummary, RunDone, RunStart, WorkerState,
 };
 use crate::tui::keys::{Action, Scope};
 
@@ -15,8 +15,11 @@ use crate::tui::keys::{Action, Scope};
 pub struct ClassifyTab {
     pub info: Option<FinetuneInfo>,
     pub epochs: Vec<EpochMetrics>,
-    /// Best epoch, its validation result and where the classifier was saved.
-    pub done: Option<(usize, Evaluation, String)>,
+    /// The finished run's result: best epoch, accuracy, per-class scores, calibration,
+    /// mistakes, where the classifier was saved.
+    pub done: Option<FinetuneSummary>,
+    /// The first mistake shown (the list scrolls).
+    pub mistake_row: usize,
     /// The sentence to classify.
     pub input: String,
     pub editing: bool,
@@ -60,6 +63,11 @@ impl Page for ClassifyTab {
             }
             Action::Stop => return vec![Command::Stop],
             Action::TypeSentence => self.editing = true,
+            Action::ScrollUp => self.mistake_row = self.mistake_row.saturating_sub(1),
+            Action::ScrollDown => {
+                let n = self.done.as_ref().map_or(0, |d| d.mistakes.len());
+                self.mistake_row = (self.mistake_row + 1).min(n.saturating_sub(1));
+            }
             _ => {}
         }
         Vec::new()
@@ -102,7 +110,8 @@ impl Page for ClassifyTab {
                     d.val_acc,
                     d.checkpoint.display()
                 ));
-                self.done = Some((d.best_epoch, d.val(), d.checkpoint.display().to_string()));
+                self.done = Some(d.clone());
+                self.mistake_row = 0;
             }
             Event::Classified {
                 text, p_positive, ..

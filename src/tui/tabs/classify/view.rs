@@ -158,7 +158,7 @@ fn draw_summary(frame: &mut Frame, c: &ClassifyTab, area: Rect) {
     let shown = c
         .done
         .as_ref()
-        .map(|d| (d.1.acc, format!("best epoch {}", d.0)))
+        .map(|d| (d.val_acc, format!("best epoch {}", d.best_epoch)))
         .or_else(|| {
             c.epochs
                 .iter()
@@ -199,23 +199,39 @@ fn draw_summary(frame: &mut Frame, c: &ClassifyTab, area: Rect) {
             info.epochs
         )));
     }
-    if let Some((_, eval, path)) = &c.done {
-        let m = eval.confusion;
+    if let Some(d) = &c.done {
+        let m = d.confusion;
         lines.push(Line::from(""));
         lines.push(Line::styled(
             "confusion (rows: true, cols: predicted)",
             theme::muted(),
         ));
-        lines.push(Line::from("            neg    pos"));
-        lines.push(Line::from(format!(
-            "  negative {:>5}  {:>5}",
-            m[0][0], m[0][1]
-        )));
-        lines.push(Line::from(format!(
-            "  positive {:>5}  {:>5}",
-            m[1][0], m[1][1]
-        )));
-        lines.push(Line::styled(format!("saved to {path}"), theme::muted()));
+        lines.push(Line::from("            neg    pos     F1"));
+        for (k, name) in ["negative", "positive"].iter().enumerate() {
+            lines.push(Line::from(format!(
+                "  {name} {:>5}  {:>5}  {:.3}",
+                m[k][0], m[k][1], d.f1[k]
+            )));
+        }
+        lines.push(Line::from(format!("calibration error (ECE) {:.3}", d.ece)));
+        lines.push(Line::styled(
+            format!("saved to {}", d.checkpoint.display()),
+            theme::muted(),
+        ));
+        if !d.mistakes.is_empty() {
+            lines.push(Line::styled(
+                format!("most confident mistakes (↑↓, {})", d.mistakes.len()),
+                theme::muted(),
+            ));
+            for mistake in d.mistakes.iter().skip(c.mistake_row) {
+                lines.push(Line::from(format!(
+                    "{:.2} {}: {}",
+                    mistake.p_positive,
+                    ["neg", "pos"][mistake.label.min(1)],
+                    mistake.text
+                )));
+            }
+        }
     }
     if let Some(message) = &c.message {
         if !c.epochs.is_empty() {
