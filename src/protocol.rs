@@ -350,6 +350,14 @@ pub enum Event {
     State {
         state: WorkerState,
     },
+    /// Preparing a run's data: `stage` is `read` (the corpus), `tokenizer` (BPE training),
+    /// `encode` (texts tokenized, `done` of `total`) or `cache` (ids read from or written
+    /// to the per-user cache).
+    Prepare {
+        stage: String,
+        done: u64,
+        total: u64,
+    },
     Start(RunStart),
     /// One training step.
     Iter(StepMetrics),
@@ -406,6 +414,14 @@ pub enum Event {
 }
 
 impl Event {
+    pub fn prepare(stage: &str, done: u64, total: u64) -> Self {
+        Event::Prepare {
+            stage: stage.into(),
+            done,
+            total,
+        }
+    }
+
     pub fn log(message: impl Into<String>) -> Self {
         Event::Log {
             message: message.into(),

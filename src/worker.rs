@@ -243,7 +243,10 @@ impl Worker {
             settings.data.corpus, settings.model.preset
         )));
         let threads = set_threads(settings.train.threads);
-        let mut run = LmTrainer::new(settings)?;
+        let tx = self.events.clone();
+        let mut run = LmTrainer::new_with_progress(settings, &mut |e| {
+            let _ = tx.send(e);
+        })?;
         run.set_out(self.out_dir.join(&run.corpus_name));
         let alive = self.send(Event::Start(RunStart::Train(Box::new(run.info(threads)))));
         self.engine = Engine::Training(Box::new(run), Pace::Running);

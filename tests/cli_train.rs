@@ -20,7 +20,11 @@ fn train_json_reports_start_iters_eval_checkpoint_done() {
     args.extend_from_slice(TINY);
     let out = gptdash(dir.path(), &args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let ev = events(&out);
+    let all = events(&out);
+    // The data's preparation comes first (read, tokenizer, encode, cache), then the run.
+    let start = all.iter().position(|e| e["event"] != "prepare").unwrap();
+    assert!(start >= 4, "{:?}", &all[..start]);
+    let ev = &all[start..];
     let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(kinds[0], "start");
     assert_eq!(kinds.iter().filter(|k| **k == "iter").count(), 12);
@@ -115,6 +119,58 @@ fn a_diverging_run_stops_keeps_the_last_checkpoint_and_exits_2() {
         serde_json::from_str(&std::fs::read_to_string(d.join("ck/train_state.json")).unwrap())
             .unwrap();
     assert_eq!(state["step"].as_u64(), Some(step - 1));
+}
+
+#[test]
+fn preparation_reports_progress_and_a_second_run_comes_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let docs: String = (0..40)
+        .map(|i| format!("Review {i}: the film was fine, wasn't it? I'd say so.\n"))
+        .collect();
+    std::fs::write(d.join("reviews.txt"), docs).unwrap();
+    let mut args = vec![
+        "train",
+        "--corpus",
+        "reviews.txt",
+        "--mode",
+        "documents",
+        "--ptb-split",
+        "--max-iters",
+        "2",
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let stages = |out: &std::process::Output| -> Vec<(String, u64, u64)> {
+        assert!(out.status.success(), "{}", stderr(out));
+        let events = events(out);
+        let start = events.iter().position(|e| e["event"] == "start").unwrap();
+        assert!(events[..start].iter().all(|e| e["event"] == "prepare"));
+        events[..start]
+            .iter()
+            .map(|e| {
+                let n = |k: &str| e[k].as_u64().unwrap();
+                (
+                    e["stage"].as_str().unwrap().to_string(),
+                    n("done"),
+                    n("total"),
+                )
+            })
+            .collect()
+    };
+    let cold = stages(&gptdash(d, &args));
+    let names: Vec<&str> = cold.iter().map(|s| s.0.as_str()).collect();
+    for stage in ["read", "tokenizer", "encode", "cache"] {
+        assert!(names.contains(&stage), "{cold:?}");
+    }
+    assert!(cold.contains(&("encode".into(), 40, 40)), "{cold:?}");
+    let warm = stages(&gptdash(d, &args));
+    assert!(warm.contains(&("cache".into(), 1, 1)), "{warm:?}");
+    assert!(
+        !warm.iter().any(|s| s.0 == "encode" || s.0 == "tokenizer"),
+        "{warm:?}"
+    );
+    assert!(d.join(".cache/gptdash/corpora").is_dir());
 }
 
 #[test]

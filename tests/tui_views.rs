@@ -149,6 +149,23 @@ fn generate_tab_shows_the_continuation_and_six_ranked_grid_rows() {
 }
 
 #[test]
+fn preparation_shows_in_the_gauge_and_the_log() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Worker(Event::prepare("tokenizer", 1, 1)));
+    app.update(Msg::Worker(Event::prepare("encode", 2048, 98_463)));
+    let screen = render(&app, 140, 40);
+    shows_all(
+        &screen,
+        &["preparing: encode 2048/98463", "prepared: tokenizer (1/1)"],
+    );
+    app.update(Msg::Worker(Event::Start(RunStart::Train(Box::new(
+        RunInfo::example(200),
+    )))));
+    let screen = render(&app, 140, 40);
+    assert!(!screen.contains("preparing:"), "{screen}");
+}
+
+#[test]
 fn a_small_terminal_gets_a_notice_not_a_panic() {
     let app = trained_app();
     for (w, h) in [

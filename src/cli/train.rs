@@ -187,7 +187,30 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             settings
                 .validate()
                 .map_err(|e| e.context("invalid settings (config file and flags)"))?;
-            LmTrainer::new(settings)?
+            let bar = (!args.json).then(|| {
+                let bar = ProgressBar::new(1);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "preparing the corpus: {msg} {bar:30.cyan/blue} {pos}/{len}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            let run = LmTrainer::new_with_progress(settings, &mut |event| match &bar {
+                None => print_event(&event),
+                Some(bar) => {
+                    if let Event::Prepare { stage, done, total } = event {
+                        bar.set_message(stage);
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    }
+                }
+            });
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            run?
         }
     };
     let threads = set_threads(run.settings.train.threads);
@@ -221,6 +244,13 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One event as a JSON line on stdout, flushed.
+fn print_event(event: &Event) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", event.to_json());
+    let _ = out.flush();
 }
 
 /// Human (progress bar) or JSON-lines output of a training run's events.
@@ -260,9 +290,7 @@ impl Reporter {
 
     fn show(&self, event: &Event) {
         if self.json {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", event.to_json());
-            let _ = out.flush();
+            print_event(event);
             return;
         }
         match event {

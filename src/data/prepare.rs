@@ -49,12 +49,13 @@ pub fn texts(corpus: &Corpus, data: &DataSettings) -> Vec<String> {
 
 /// Splits, tokenizes and encodes `corpus`; `tokenizer` is the one to use, or `None` to
 /// train a BPE of `data.vocab_size` on the training split. `cache_dir` `None` turns the
-/// cache off.
+/// cache off. `progress` hears `(stage, done, total)`: `tokenizer`, `encode`, `cache`.
 pub fn prepare(
     corpus: &Corpus,
     data: &DataSettings,
     tokenizer: Option<TextTokenizer>,
     cache_dir: Option<&Path>,
+    progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<Prepared> {
     let base = base_key(corpus, data);
     let bpe_key = hex(&base(&[b"bpe", &(data.vocab_size as u64).to_le_bytes()]));
@@ -69,7 +70,9 @@ pub fn prepare(
             Some(t) => t,
             None => {
                 let s = split_texts(corpus, data)?;
+                progress("tokenizer", 0, 1);
                 let t = TextTokenizer::train_bpe(&s.0, data.vocab_size)?;
+                progress("tokenizer", 1, 1);
                 if let Some(f) = &tokenizer_file {
                     write_atomically(f, |w| Ok(w.write_all(t.to_json()?.as_bytes())?));
                 }
@@ -82,6 +85,7 @@ pub fn prepare(
     let ids_key = hex(&base(&[b"ids", tokenizer_json.as_bytes()]));
     let ids_file = cache_dir.map(|d| d.join(format!("{ids_key}.ids")));
     if let Some((train, test)) = ids_file.as_deref().and_then(|f| read_ids(f).ok()) {
+        progress("cache", 1, 1);
         return Ok(Prepared {
             tokenizer,
             train,
@@ -93,11 +97,19 @@ pub fn prepare(
         Some(s) => s,
         None => split_texts(corpus, data)?,
     };
-    let train = tokenizer.encode_batch(&train_texts)?;
-    let test = tokenizer.encode_batch(&test_texts)?;
+    let total = (train_texts.len() + test_texts.len()) as u64;
+    let n_train = train_texts.len() as u64;
+    progress("encode", 0, total);
+    let train =
+        tokenizer.encode_batch_with(&train_texts, |n| progress("encode", n as u64, total))?;
+    let test = tokenizer.encode_batch_with(&test_texts, |n| {
+        progress("encode", n_train + n as u64, total)
+    })?;
     if let Some(f) = &ids_file {
+        progress("cache", 0, 1);
         let wide = tokenizer.vocab_size() > usize::from(u16::MAX) + 1;
         write_atomically(f, |w| write_ids(w, &train, &test, wide));
+        progress("cache", 1, 1);
     }
     Ok(Prepared {
         tokenizer,
@@ -253,9 +265,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache");
         let c = corpus(dir.path(), DOCS);
-        let first = prepare(&c, &settings(), None, Some(&cache)).unwrap();
+        let first = prepare(&c, &settings(), None, Some(&cache), &mut |_, _, _| {}).unwrap();
         assert!(!first.cached);
-        let second = prepare(&c, &settings(), None, Some(&cache)).unwrap();
+        let second = prepare(&c, &settings(), None, Some(&cache), &mut |_, _, _| {}).unwrap();
         assert!(second.cached);
         assert_eq!((&first.train, &first.test), (&second.train, &second.test));
         assert_eq!(
@@ -263,12 +275,12 @@ mod tests {
             second.tokenizer.to_json().unwrap()
         );
         // Without a cache, the same ids.
-        let fresh = prepare(&c, &settings(), None, None).unwrap();
+        let fresh = prepare(&c, &settings(), None, None, &mut |_, _, _| {}).unwrap();
         assert_eq!((&fresh.train, &fresh.test), (&first.train, &first.test));
         // An edited corpus, or other settings, miss.
         let edited = corpus(dir.path(), &DOCS.replace("fine", "fun"));
         assert!(
-            !prepare(&edited, &settings(), None, Some(&cache))
+            !prepare(&edited, &settings(), None, Some(&cache), &mut |_, _, _| {})
                 .unwrap()
                 .cached
         );
@@ -276,15 +288,32 @@ mod tests {
             lowercase: true,
             ..settings()
         };
-        assert!(!prepare(&c, &lower, None, Some(&cache)).unwrap().cached);
+        assert!(
+            !prepare(&c, &lower, None, Some(&cache), &mut |_, _, _| {})
+                .unwrap()
+                .cached
+        );
         // A given tokenizer keys the ids by itself: the trained one hits, another misses.
-        let again = prepare(&c, &settings(), Some(first.tokenizer.clone()), Some(&cache)).unwrap();
+        let again = prepare(
+            &c,
+            &settings(),
+            Some(first.tokenizer.clone()),
+            Some(&cache),
+            &mut |_, _, _| {},
+        )
+        .unwrap();
         assert!(again.cached);
         let other = TextTokenizer::train_bpe(&["something else entirely".into()], 280).unwrap();
         assert!(
-            !prepare(&c, &settings(), Some(other), Some(&cache))
-                .unwrap()
-                .cached
+            !prepare(
+                &c,
+                &settings(),
+                Some(other),
+                Some(&cache),
+                &mut |_, _, _| {}
+            )
+            .unwrap()
+            .cached
         );
     }
 

@@ -156,6 +156,16 @@ impl TextTokenizer {
     /// batch API, without offsets) in chunks, so per-text encodings never pile up.
     /// The same ids as [`TextTokenizer::encode`] one by one.
     pub fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+        self.encode_batch_with(texts, |_| {})
+    }
+
+    /// [`TextTokenizer::encode_batch`], telling `done` the texts encoded so far after
+    /// each chunk.
+    pub fn encode_batch_with(
+        &self,
+        texts: &[String],
+        mut done: impl FnMut(usize),
+    ) -> Result<Vec<Vec<u32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(2048) {
             let inputs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -164,6 +174,7 @@ impl TextTokenizer {
                 .encode_batch_fast(inputs, false)
                 .map_err(|e| anyhow!("cannot tokenize the corpus: {e}"))?;
             out.extend(encodings.into_iter().map(|e| e.get_ids().to_vec()));
+            done(out.len());
         }
         Ok(out)
     }

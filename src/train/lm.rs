@@ -31,11 +31,18 @@ fn prepare_corpus(
     corpus: &Corpus,
     settings: &Settings,
     tokenizer: Option<TextTokenizer>,
+    progress: &mut dyn FnMut(Event),
 ) -> Result<Prepared> {
     let cache = (settings.data.cache && corpus.path.is_some())
         .then(prepare::default_cache_dir)
         .flatten();
-    prepare::prepare(corpus, &settings.data, tokenizer, cache.as_deref())
+    prepare::prepare(
+        corpus,
+        &settings.data,
+        tokenizer,
+        cache.as_deref(),
+        &mut |stage, done, total| progress(Event::prepare(stage, done, total)),
+    )
 }
 
 /// The corpus, tokenizer, model and optimizer of one training run.
@@ -110,16 +117,23 @@ impl RunStats {
 impl LmTrainer {
     /// A fresh run: reads the corpus, trains (or loads) the tokenizer, builds the model.
     pub fn new(settings: Settings) -> Result<Self> {
+        Self::new_with_progress(settings, &mut |_| {})
+    }
+
+    /// [`LmTrainer::new`], reporting the data preparation's progress (`prepare` events).
+    pub fn new_with_progress(settings: Settings, progress: &mut dyn FnMut(Event)) -> Result<Self> {
         let created = Instant::now();
         settings.validate()?;
+        progress(Event::prepare("read", 0, 1));
         let corpus = Corpus::load(&settings.data.corpus).context("data.corpus / --corpus")?;
+        progress(Event::prepare("read", 1, 1));
         let given = match &settings.data.tokenizer {
             Some(path) => {
                 Some(TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?)
             }
             None => None,
         };
-        let prepared = prepare_corpus(&corpus, &settings, given)?;
+        let prepared = prepare_corpus(&corpus, &settings, given, progress)?;
         let dims = settings.model.dims()?;
         let config = GptConfig {
             vocab_size: prepared.tokenizer.vocab_size() as i64,
@@ -160,7 +174,7 @@ impl LmTrainer {
         let tokenizer = TextTokenizer::from_file(&dir.join(checkpoint::TOKENIZER_FILE))?;
         let corpus = Corpus::load(&ckpt.corpus)
             .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
-        let prepared = prepare_corpus(&corpus, &settings, Some(tokenizer))?;
+        let prepared = prepare_corpus(&corpus, &settings, Some(tokenizer), &mut |_| {})?;
         let mut trainer = Self::build(settings, corpus, prepared, ckpt.model, created)?;
         trainer.out = dir.to_path_buf();
         checkpoint::load_weights(&mut trainer.vs, &dir.join(checkpoint::MODEL_FILE))?;

@@ -69,6 +69,8 @@ pub struct TrainTab {
     /// A path being typed (after `c` or `o`), if any.
     pub input: Option<(PathInput, String)>,
     pub last_saved: Option<String>,
+    /// The data preparation under way: stage, done, total.
+    pub preparing: Option<(String, u64, u64)>,
 }
 
 impl TrainTab {
@@ -85,6 +87,7 @@ impl TrainTab {
             smoothing,
             input: None,
             last_saved: None,
+            preparing: None,
         }
     }
 
@@ -216,6 +219,12 @@ impl Page for TrainTab {
             Event::State {
                 state: WorkerState::Finished,
             } => shared.log("training finished; the model is ready on the Generate tab"),
+            Event::Prepare { stage, done, total } => {
+                if done == total {
+                    shared.log(format!("prepared: {stage} ({done}/{total})"));
+                }
+                self.preparing = Some((stage.clone(), *done, *total));
+            }
             Event::Start(RunStart::Train(info)) => self.start(info, shared),
             Event::Iter(m) => self.step(m),
             Event::Eval { iter, test_loss } => {

@@ -337,13 +337,22 @@ fn draw_gauge(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
         .map(|i| i.max_iters)
         .unwrap_or(shared.settings.train.max_iters)
         .max(1);
-    let ratio = (iter as f64 / max as f64).clamp(0.0, 1.0);
+    let (ratio, label) = match (&t.info, &t.preparing) {
+        (None, Some((stage, done, total))) => {
+            let ratio = (*done as f64 / (*total).max(1) as f64).clamp(0.0, 1.0);
+            (ratio, format!("preparing: {stage} {done}/{total}"))
+        }
+        _ => {
+            let ratio = (iter as f64 / max as f64).clamp(0.0, 1.0);
+            (ratio, format!("{:.0}%", ratio * 100.0))
+        }
+    };
     frame.render_widget(
         Gauge::default()
             .block(Block::default().borders(Borders::ALL))
             .gauge_style(Style::default().fg(theme::ACCENT))
             .ratio(ratio)
-            .label(format!("{:.0}%", ratio * 100.0)),
+            .label(label),
         area,
     );
 }
