@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{self, LoadedModel};
 use crate::data::sst2::Labeled;
 use crate::data::tokenizer::TextTokenizer;
-use crate::model::gpt::Gpt;
+use crate::model::gpt::{Gpt, Readout};
 use crate::protocol::{Evaluation, Mistake, ReliabilityBin};
 
 /// Written beside a fine-tuned checkpoint's weights; its presence marks a classifier.
@@ -25,6 +25,9 @@ pub struct ClassifierInfo {
     pub train_examples: usize,
     pub val_examples: usize,
     pub labels: [String; 2],
+    /// What the head reads (older classifiers: the last token).
+    #[serde(default)]
+    pub readout: Readout,
 }
 
 /// The two SST-2 labels, in label order.
@@ -265,10 +268,11 @@ pub fn read_info(dir: &Path) -> Result<Option<ClassifierInfo>> {
 
 /// Loads a classifier written by fine-tuning.
 pub fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, ClassifierInfo)> {
-    let loaded = checkpoint::load_model(dir, device)?;
+    let mut loaded = checkpoint::load_model(dir, device)?;
     let Some(info) = read_info(dir)? else {
         bail!("{} has no trained classifier head ({CLASSIFIER_FILE} is missing); run `gptdash finetune` first", dir.display());
     };
+    loaded.model.set_readout(info.readout);
     Ok((loaded, info))
 }
 

@@ -250,6 +250,8 @@ pub struct FinetuneSettings {
     pub dropout: Option<f64>,
     /// Weight of an auxiliary language-modelling loss while fine-tuning; 0 = off.
     pub lm_weight: f64,
+    /// What the classifier reads: the last token's hidden state, or the mean over tokens.
+    pub readout: crate::model::gpt::Readout,
     /// Where SST-2 comes from: `hub`, or a TSV/parquet file or a folder holding them.
     pub sst2: String,
 }
@@ -268,6 +270,7 @@ impl Default for FinetuneSettings {
             patience: 3,
             dropout: None,
             lm_weight: 0.0,
+            readout: crate::model::gpt::Readout::Last,
             sst2: "hub".into(),
         }
     }

@@ -50,6 +50,9 @@ pub struct FinetuneArgs {
     /// Weight of an auxiliary language-modelling loss while fine-tuning (0 = off).
     #[arg(long, value_parser = super::non_negative_f64)]
     pub lm_weight: Option<f64>,
+    /// What the classifier reads: the last token's hidden state, or the mean over tokens.
+    #[arg(long, value_enum)]
+    pub readout: Option<crate::model::gpt::Readout>,
     /// Epochs without a better validation loss before stopping (0 = never).
     #[arg(long)]
     pub patience: Option<usize>,
@@ -97,6 +100,9 @@ impl FinetuneArgs {
         }
         if let Some(v) = self.lm_weight {
             f.lm_weight = v;
+        }
+        if let Some(v) = self.readout {
+            f.readout = v;
         }
         if self.dropout.is_some() {
             f.dropout = self.dropout;

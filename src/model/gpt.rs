@@ -291,9 +291,21 @@ impl KvCache {
 }
 
 /// The GPT: embeddings, blocks, final LayerNorm, LM head (no bias) and a classifier head.
+/// What the classifier head reads from the final hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Readout {
+    /// The last real token's state (GPT-1's "extract" token): it has read the whole text.
+    #[default]
+    Last,
+    /// The mean of every real token's state.
+    Mean,
+}
+
 #[derive(Debug)]
 pub struct Gpt {
     pub config: GptConfig,
+    readout: Readout,
     wte: nn::Embedding,
     wpe: nn::Embedding,
     h: Vec<Block>,
@@ -337,6 +349,7 @@ impl Gpt {
             )
         };
         Self {
+            readout: Readout::Last,
             wte,
             wpe,
             h,
@@ -472,11 +485,34 @@ impl Gpt {
         self.classify_hidden(&self.hidden(idx, train), lengths, train)
     }
 
+    pub fn readout(&self) -> Readout {
+        self.readout
+    }
+
+    pub fn set_readout(&mut self, readout: Readout) {
+        self.readout = readout;
+    }
+
     /// [`Gpt::classify`] from hidden states already computed (`[batch, time, n_embd]`).
     pub fn classify_hidden(&self, h: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        let rows = Tensor::arange(h.size()[0], (Kind::Int64, h.device()));
-        let last = (lengths.to_device(h.device()) - 1).to_kind(Kind::Int64);
-        let pooled = h.index(&[Some(rows), Some(last)]);
+        let lengths = lengths.to_device(h.device());
+        let pooled = match self.readout {
+            Readout::Last => {
+                let rows = Tensor::arange(h.size()[0], (Kind::Int64, h.device()));
+                let last = (&lengths - 1).to_kind(Kind::Int64);
+                h.index(&[Some(rows), Some(last)])
+            }
+            Readout::Mean => {
+                let positions = Tensor::arange(h.size()[1], (Kind::Int64, h.device()));
+                let mask = positions
+                    .unsqueeze(0)
+                    .lt_tensor(&lengths.unsqueeze(1))
+                    .to_kind(h.kind())
+                    .unsqueeze(-1);
+                let sum = (h * &mask).sum_dim_intlist(1, false, h.kind());
+                sum / mask.sum_dim_intlist(1, false, h.kind())
+            }
+        };
         self.classifier
             .forward(&dropout(&pooled, self.config.dropout, train))
     }
@@ -680,6 +716,28 @@ mod tests {
         let both = model.classify(&batch, &lens, false);
         assert!((both.get(0) - a.get(0)).abs().max().double_value(&[]) < 1e-6);
         assert_eq!(both.size(), vec![2, 2]);
+    }
+
+    #[test]
+    fn mean_readout_averages_the_real_tokens_whatever_the_padding() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs.root(), tiny());
+        model.set_readout(Readout::Mean);
+        let tight = Tensor::from_slice(&[3i64, 9, 4]).view([1, 3]);
+        let padded = Tensor::from_slice(&[3i64, 9, 4, 17, 17, 17]).view([1, 6]);
+        let len = Tensor::from_slice(&[3i64]);
+        let a = model.classify(&tight, &len, false);
+        let b = model.classify(&padded, &len, false);
+        assert!((&a - &b).abs().max().double_value(&[]) < 1e-6);
+        // It is the head applied to the mean of the three hidden states.
+        let h = model.hidden(&tight, false).mean_dim(1, false, Kind::Float);
+        let want = model.classifier.forward(&h);
+        assert!((&a - &want).abs().max().double_value(&[]) < 1e-6);
+        model.set_readout(Readout::Last);
+        let last = model.classify(&tight, &len, false);
+        assert!((&a - &last).abs().max().double_value(&[]) > 1e-6);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::classifier::{
 use crate::config::FinetuneSettings;
 use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::Labeled;
-use crate::model::gpt::Gpt;
+use crate::model::gpt::{Gpt, Readout};
 use crate::protocol::{EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSummary, RunDone};
 use crate::rng::{mix, SplitMix64};
 use crate::train::optim::{AdamW, AdamWConfig};
@@ -39,6 +39,7 @@ pub struct FinetuneOptions {
     /// Weight of an auxiliary language-modelling loss on the same sentences (GPT-1's
     /// fine-tuning objective); 0 trains the classifier alone.
     pub lm_weight: f64,
+    pub readout: Readout,
 }
 
 impl From<&FinetuneSettings> for FinetuneOptions {
@@ -52,6 +53,7 @@ impl From<&FinetuneSettings> for FinetuneOptions {
             seed: f.seed,
             patience: f.patience,
             lm_weight: f.lm_weight,
+            readout: f.readout,
         }
     }
 }
@@ -104,7 +106,7 @@ struct EpochProgress {
 
 impl Finetuner {
     pub fn new(
-        loaded: LoadedModel,
+        mut loaded: LoadedModel,
         train_rows: &[Labeled],
         val_rows: &[Labeled],
         options: FinetuneOptions,
@@ -113,6 +115,7 @@ impl Finetuner {
         if options.batch_size == 0 || options.epochs == 0 {
             bail!("batch size and epochs must be at least 1");
         }
+        loaded.model.set_readout(options.readout);
         let encoder = Encoder::for_model(&loaded);
         let train = encoder.examples(train_rows)?;
         let val = encoder.examples(val_rows)?;
@@ -241,6 +244,7 @@ impl Finetuner {
             train_examples: self.train.len(),
             val_examples: self.val.len(),
             labels: sst2_labels(),
+            readout: self.options.readout,
         };
         self.save(&self.out, &info)?;
         let labels: Vec<i64> = self.val.iter().map(|e| e.label).collect();
@@ -494,6 +498,7 @@ mod tests {
             seed: 1,
             patience: 0,
             lm_weight: 0.0,
+            readout: Readout::Last,
         }
     }
 
@@ -537,6 +542,7 @@ mod tests {
             train_examples: 48,
             val_examples: 8,
             labels: ["negative".into(), "positive".into()],
+            readout: Readout::Last,
         };
         f.save(&dir.path().join("clf"), &info).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("clf").join(CURVES_FILE)).unwrap();

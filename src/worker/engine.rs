@@ -99,8 +99,12 @@ impl Engine {
     /// classifier), with a line for the log.
     pub fn load(dir: &Path) -> anyhow::Result<(Engine, String)> {
         let device = resolve_device("auto")?;
-        let loaded = load_model(dir, device)?;
-        let labels = classifier::read_info(dir)?.map(|info| info.labels);
+        let mut loaded = load_model(dir, device)?;
+        let info = classifier::read_info(dir)?;
+        if let Some(info) = &info {
+            loaded.model.set_readout(info.readout);
+        }
+        let labels = info.map(|info| info.labels);
         let message = format!(
             "loaded {} ({:.2}M parameters{}) on {}",
             dir.display(),
