@@ -231,6 +231,17 @@ impl Default for GenerateSettings {
     }
 }
 
+/// Which epoch a fine-tuning run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The epoch with the lowest validation loss (its weights are restored at the end).
+    #[default]
+    Best,
+    /// The last epoch: a fixed number of epochs, no choice made on the validation set.
+    Last,
+}
+
 /// `[finetune]`: SST-2 sentiment fine-tuning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -252,6 +263,8 @@ pub struct FinetuneSettings {
     pub lm_weight: f64,
     /// What the classifier reads: the last token's hidden state, or the mean over tokens.
     pub readout: crate::model::gpt::Readout,
+    /// The epoch the run ends with: the one with the best validation loss, or the last.
+    pub keep: Keep,
     /// Where SST-2 comes from: `hub`, or a TSV/parquet file or a folder holding them.
     pub sst2: String,
 }
@@ -271,6 +284,7 @@ impl Default for FinetuneSettings {
             dropout: None,
             lm_weight: 0.0,
             readout: crate::model::gpt::Readout::Last,
+            keep: Keep::Best,
             sst2: "hub".into(),
         }
     }

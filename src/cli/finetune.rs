@@ -53,6 +53,9 @@ pub struct FinetuneArgs {
     /// What the classifier reads: the last token's hidden state, or the mean over tokens.
     #[arg(long, value_enum)]
     pub readout: Option<crate::model::gpt::Readout>,
+    /// The epoch to end with: `best` (lowest validation loss) or `last`.
+    #[arg(long, value_enum)]
+    pub keep: Option<crate::config::Keep>,
     /// Epochs without a better validation loss before stopping (0 = never).
     #[arg(long)]
     pub patience: Option<usize>,
@@ -103,6 +106,9 @@ impl FinetuneArgs {
         }
         if let Some(v) = self.readout {
             f.readout = v;
+        }
+        if let Some(v) = self.keep {
+            f.keep = v;
         }
         if self.dropout.is_some() {
             f.dropout = self.dropout;

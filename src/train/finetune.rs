@@ -14,7 +14,7 @@ use crate::classifier::{
     batch_tensors, calibration, evaluate, p_positive, per_class, sst2_labels, worst_mistakes,
     ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
 };
-use crate::config::FinetuneSettings;
+use crate::config::{FinetuneSettings, Keep};
 use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::Labeled;
 use crate::model::gpt::{Gpt, Readout};
@@ -40,6 +40,8 @@ pub struct FinetuneOptions {
     /// fine-tuning objective); 0 trains the classifier alone.
     pub lm_weight: f64,
     pub readout: Readout,
+    /// Which epoch's weights the run ends with.
+    pub keep: Keep,
 }
 
 impl From<&FinetuneSettings> for FinetuneOptions {
@@ -54,6 +56,7 @@ impl From<&FinetuneSettings> for FinetuneOptions {
             patience: f.patience,
             lm_weight: f.lm_weight,
             readout: f.readout,
+            keep: f.keep,
         }
     }
 }
@@ -82,7 +85,10 @@ pub struct Finetuner {
     optimizer: AdamW,
     epoch: usize,
     history: Vec<EpochMetrics>,
+    /// The epoch with the lowest validation loss (its weights only when they are kept).
     best: Option<(usize, f64, Evaluation, BTreeMap<String, Tensor>)>,
+    /// The last epoch and its validation result.
+    last: Option<(usize, Evaluation)>,
     epochs_since_best: usize,
     progress: Option<EpochProgress>,
     /// Where [`Finetuner::finish`] saves the classifier.
@@ -145,6 +151,7 @@ impl Finetuner {
             epoch: 0,
             history: Vec::new(),
             best: None,
+            last: None,
             epochs_since_best: 0,
             progress: None,
             out,
@@ -228,7 +235,7 @@ impl Finetuner {
     /// classifier to the run's folder and reports `done`. Before the first epoch has
     /// ended there is nothing to keep, and nothing is saved.
     pub fn finish(&mut self) -> Result<Vec<Event>> {
-        let Some((best_epoch, val)) = self.restore_best() else {
+        let Some((best_epoch, val)) = self.kept() else {
             return Ok(vec![Event::log(
                 "fine-tuning stopped before its first epoch ended; nothing was saved",
             )]);
@@ -352,14 +359,18 @@ impl Finetuner {
             self.diverged = true;
             return Ok(Some(metrics));
         }
+        self.last = Some((self.epoch, val));
         if self.best.as_ref().is_none_or(|b| val.loss < b.1) {
-            let snapshot = self
-                .loaded
-                .vs
-                .variables()
-                .into_iter()
-                .map(|(n, t)| (n, t.detach().copy()))
-                .collect();
+            let snapshot = match self.options.keep {
+                Keep::Best => self
+                    .loaded
+                    .vs
+                    .variables()
+                    .into_iter()
+                    .map(|(n, t)| (n, t.detach().copy()))
+                    .collect(),
+                Keep::Last => BTreeMap::new(),
+            };
             self.best = Some((self.epoch, val.loss, val, snapshot));
             self.epochs_since_best = 0;
         } else {
@@ -367,6 +378,15 @@ impl Finetuner {
         }
         self.history.push(metrics);
         Ok(Some(metrics))
+    }
+
+    /// The epoch the run ends with, and its validation result: the best one's weights
+    /// put back (`keep = best`), or the last one's as they are (`keep = last`).
+    pub fn kept(&mut self) -> Option<(usize, Evaluation)> {
+        match self.options.keep {
+            Keep::Best => self.restore_best(),
+            Keep::Last => self.last,
+        }
     }
 
     /// Puts the best epoch's weights back; returns that epoch and its validation result.
@@ -499,6 +519,7 @@ mod tests {
             patience: 0,
             lm_weight: 0.0,
             readout: Readout::Last,
+            keep: Keep::Best,
         }
     }
 
@@ -560,6 +581,45 @@ mod tests {
                 .unwrap()
         );
         assert!(msg.contains("does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn keep_last_ends_with_the_last_epoch_and_best_with_the_lowest_loss() {
+        let _rng = crate::torch_rng_lock();
+        let rows = synthetic_rows();
+        let dir = tempfile::tempdir().unwrap();
+        for keep in [Keep::Last, Keep::Best] {
+            let o = FinetuneOptions {
+                epochs: 4,
+                keep,
+                ..options()
+            };
+            let out = dir.path().join(format!("{keep:?}"));
+            let mut f = Finetuner::new(tiny_model(&rows), &rows, &rows[..8], o, out).unwrap();
+            let mut events = Vec::new();
+            while !f.is_done() {
+                events.extend(f.advance().unwrap());
+            }
+            let epochs: Vec<EpochMetrics> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Epoch(m) => Some(*m),
+                    _ => None,
+                })
+                .collect();
+            let Some(Event::Done(RunDone::Finetune(done))) = events.last() else {
+                panic!("{events:?}")
+            };
+            let want = match keep {
+                Keep::Last => epochs[3],
+                Keep::Best => *epochs
+                    .iter()
+                    .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+                    .unwrap(),
+            };
+            assert_eq!(done.best_epoch, want.epoch, "{keep:?}");
+            assert_eq!((done.val_acc, done.val_loss), (want.val_acc, want.val_loss));
+        }
     }
 
     #[test]
