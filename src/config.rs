@@ -550,6 +550,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_recipes_parse_and_validate() {
+        let text = include_str!("../configs/imdb-sst2.toml");
+        let s = Settings::from_toml(text).expect("configs/imdb-sst2.toml parses");
+        s.validate().expect("configs/imdb-sst2.toml is valid");
+        assert_eq!(s.data.mode, DataMode::Documents);
+        assert!(s.data.lowercase && s.data.ptb_split);
+    }
+
+    #[test]
     fn shipped_config_toml_equals_the_defaults() {
         let text = include_str!("../config.toml");
         let parsed = Settings::from_toml(text).expect("config.toml parses");
