@@ -254,6 +254,8 @@ pub struct FinetuneSettings {
     pub batch_size: i64,
     pub weight_decay: f64,
     pub freeze_body: bool,
+    /// Keep the token and position embeddings as pretrained.
+    pub freeze_embeddings: bool,
     pub seed: u64,
     /// Stop after this many epochs without a better validation loss; 0 = never.
     pub patience: usize,
@@ -279,6 +281,7 @@ impl Default for FinetuneSettings {
             batch_size: 16,
             weight_decay: 0.01,
             freeze_body: false,
+            freeze_embeddings: false,
             seed: 1337,
             patience: 3,
             dropout: None,

@@ -47,6 +47,9 @@ pub struct FinetuneArgs {
     /// Train the classifier head only.
     #[arg(long)]
     pub freeze_body: bool,
+    /// Keep the token and position embeddings as pretrained.
+    #[arg(long)]
+    pub freeze_embeddings: bool,
     /// Weight of an auxiliary language-modelling loss while fine-tuning (0 = off).
     #[arg(long, value_parser = super::non_negative_f64)]
     pub lm_weight: Option<f64>,
@@ -95,6 +98,7 @@ impl FinetuneArgs {
             f.weight_decay = v;
         }
         f.freeze_body |= self.freeze_body;
+        f.freeze_embeddings |= self.freeze_embeddings;
         if let Some(v) = self.seed {
             f.seed = v;
         }

@@ -33,6 +33,8 @@ pub struct FinetuneOptions {
     pub batch_size: usize,
     pub weight_decay: f64,
     pub freeze_body: bool,
+    /// Keep the token and position embeddings as pretrained (the rest trains).
+    pub freeze_embeddings: bool,
     pub seed: u64,
     /// Stop after this many epochs without a better validation loss (0 = never).
     pub patience: usize,
@@ -52,6 +54,7 @@ impl From<&FinetuneSettings> for FinetuneOptions {
             batch_size: f.batch_size as usize,
             weight_decay: f.weight_decay,
             freeze_body: f.freeze_body,
+            freeze_embeddings: f.freeze_embeddings,
             seed: f.seed,
             patience: f.patience,
             lm_weight: f.lm_weight,
@@ -125,6 +128,13 @@ impl Finetuner {
         let encoder = Encoder::for_model(&loaded);
         let train = encoder.examples(train_rows)?;
         let val = encoder.examples(val_rows)?;
+        if options.freeze_embeddings {
+            for (name, t) in loaded.vs.variables() {
+                if name.starts_with("transformer.wte.") || name.starts_with("transformer.wpe.") {
+                    let _ = t.set_requires_grad(false);
+                }
+            }
+        }
         if options.freeze_body {
             for (name, t) in loaded.vs.variables() {
                 if !name.starts_with("classifier.") {
@@ -515,6 +525,7 @@ mod tests {
             batch_size: 8,
             weight_decay: 0.0,
             freeze_body: false,
+            freeze_embeddings: false,
             seed: 1,
             patience: 0,
             lm_weight: 0.0,
@@ -645,28 +656,42 @@ mod tests {
     }
 
     #[test]
-    fn freezing_the_body_trains_only_the_head() {
+    fn freezing_the_body_or_the_embeddings_keeps_them_as_pretrained() {
         let _rng = crate::torch_rng_lock();
         let rows = synthetic_rows();
-        let mut f = tuner(
-            &rows,
-            FinetuneOptions {
-                epochs: 1,
-                freeze_body: true,
-                ..options()
-            },
-        );
-        let before: BTreeMap<String, Tensor> = f
-            .loaded
-            .vs
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect();
-        f.run_epoch().unwrap();
-        for (name, t) in f.loaded.vs.variables() {
-            let changed = (&t - &before[&name]).abs().max().double_value(&[]) > 0.0;
-            assert_eq!(changed, name.starts_with("classifier."), "{name}");
+        /// Freeze the body, freeze the embeddings, and which weights still train.
+        type Case = (bool, bool, fn(&str) -> bool);
+        let cases: [Case; 2] = [
+            (true, false, |n| n.starts_with("classifier.")),
+            // The LM head gets no gradient without the auxiliary loss either.
+            (false, true, |n| {
+                !(n.starts_with("transformer.wte.")
+                    || n.starts_with("transformer.wpe.")
+                    || n.starts_with("lm_head."))
+            }),
+        ];
+        for (freeze_body, freeze_embeddings, trains) in cases {
+            let mut f = tuner(
+                &rows,
+                FinetuneOptions {
+                    epochs: 1,
+                    freeze_body,
+                    freeze_embeddings,
+                    ..options()
+                },
+            );
+            let before: BTreeMap<String, Tensor> = f
+                .loaded
+                .vs
+                .variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.copy()))
+                .collect();
+            f.run_epoch().unwrap();
+            for (name, t) in f.loaded.vs.variables() {
+                let changed = (&t - &before[&name]).abs().max().double_value(&[]) > 0.0;
+                assert_eq!(changed, trains(&name), "{name}");
+            }
         }
     }
 }
