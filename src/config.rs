@@ -256,7 +256,11 @@ pub struct FinetuneSettings {
     pub freeze_body: bool,
     /// Keep the token and position embeddings as pretrained.
     pub freeze_embeddings: bool,
+    /// Seeds the head's initialisation, the batch order and dropout.
     pub seed: u64,
+    /// Seeds the stratified train/validation split; unset: `seed`. Fix it to compare
+    /// fine-tuning seeds on one validation set.
+    pub split_seed: Option<u64>,
     /// Stop after this many epochs without a better validation loss; 0 = never.
     pub patience: usize,
     /// Dropout while fine-tuning; unset keeps the model's own.
@@ -283,6 +287,7 @@ impl Default for FinetuneSettings {
             freeze_body: false,
             freeze_embeddings: false,
             seed: 1337,
+            split_seed: None,
             patience: 3,
             dropout: None,
             lm_weight: 0.0,

@@ -64,6 +64,10 @@ pub struct FinetuneArgs {
     pub patience: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Seed of the stratified split (default: --seed); fix it to compare seeds on one
+    /// validation set.
+    #[arg(long)]
+    pub split_seed: Option<u64>,
     /// Also evaluate on a whole split: `validation`.
     #[arg(long, value_name = "validation")]
     pub eval_split: Option<String>,
@@ -101,6 +105,9 @@ impl FinetuneArgs {
         f.freeze_embeddings |= self.freeze_embeddings;
         if let Some(v) = self.seed {
             f.seed = v;
+        }
+        if self.split_seed.is_some() {
+            f.split_seed = self.split_seed;
         }
         if let Some(v) = self.patience {
             f.patience = v;

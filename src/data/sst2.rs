@@ -312,7 +312,8 @@ pub fn load_protocol(settings: &FinetuneSettings, with_validation: bool) -> Resu
         );
     }
     rows.truncate(settings.samples);
-    let (train, val) = stratified_split(&rows, settings.val_fraction, settings.seed)?;
+    let split_seed = settings.split_seed.unwrap_or(settings.seed);
+    let (train, val) = stratified_split(&rows, settings.val_fraction, split_seed)?;
     Ok(ProtocolData {
         data_dir,
         train_file,
@@ -444,6 +445,27 @@ mod tests {
             format!("{:#}", locate(&d.join("nope"), Split::Train).unwrap_err())
                 .contains("does not exist")
         );
+    }
+
+    #[test]
+    fn a_fixed_split_seed_keeps_the_validation_set_across_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsv = dir.path().join("train.tsv");
+        let rows: String = (0..40)
+            .map(|i| format!("sentence number {i}\t{}\n", i % 2))
+            .collect();
+        std::fs::write(&tsv, format!("sentence\tlabel\n{rows}")).unwrap();
+        let settings = |seed, split_seed| FinetuneSettings {
+            sst2: tsv.display().to_string(),
+            samples: 40,
+            seed,
+            split_seed,
+            ..FinetuneSettings::default()
+        };
+        let val = |s: FinetuneSettings| load_protocol(&s, false).unwrap().val;
+        assert_eq!(val(settings(1, Some(7))), val(settings(2, Some(7))));
+        assert_eq!(val(settings(7, None)), val(settings(1, Some(7))));
+        assert_ne!(val(settings(1, None)), val(settings(2, None)));
     }
 
     #[test]
