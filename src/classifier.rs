@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LoadedModel};
+use crate::config::Readout;
 use crate::data::sst2::Labeled;
 use crate::data::tokenizer::TextTokenizer;
-use crate::model::gpt::{Gpt, Readout};
+use crate::model::gpt::Gpt;
 use crate::protocol::{Evaluation, Mistake, ReliabilityBin};
 
 /// Written beside a fine-tuned checkpoint's weights; its presence marks a classifier.

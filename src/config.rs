@@ -231,6 +231,17 @@ impl Default for GenerateSettings {
     }
 }
 
+/// What the classifier head reads from the final hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Readout {
+    /// The last real token's state (GPT-1's "extract" token): it has read the whole text.
+    #[default]
+    Last,
+    /// The mean of every real token's state.
+    Mean,
+}
+
 /// Which epoch a fine-tuning run keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -268,7 +279,7 @@ pub struct FinetuneSettings {
     /// Weight of an auxiliary language-modelling loss while fine-tuning; 0 = off.
     pub lm_weight: f64,
     /// What the classifier reads: the last token's hidden state, or the mean over tokens.
-    pub readout: crate::model::gpt::Readout,
+    pub readout: Readout,
     /// The epoch the run ends with: the one with the best validation loss, or the last.
     pub keep: Keep,
     /// Where SST-2 comes from: `hub`, or a TSV/parquet file or a folder holding them.
@@ -291,7 +302,7 @@ impl Default for FinetuneSettings {
             patience: 3,
             dropout: None,
             lm_weight: 0.0,
-            readout: crate::model::gpt::Readout::Last,
+            readout: Readout::Last,
             keep: Keep::Best,
             sst2: "hub".into(),
         }

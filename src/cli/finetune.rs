@@ -55,7 +55,7 @@ pub struct FinetuneArgs {
     pub lm_weight: Option<f64>,
     /// What the classifier reads: the last token's hidden state, or the mean over tokens.
     #[arg(long, value_enum)]
-    pub readout: Option<crate::model::gpt::Readout>,
+    pub readout: Option<crate::config::Readout>,
     /// The epoch to end with: `best` (lowest validation loss) or `last`.
     #[arg(long, value_enum)]
     pub keep: Option<crate::config::Keep>,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+use crate::config::Readout;
 use crate::data::corpus::IGNORE_INDEX;
 
 /// Everything needed to build a GPT; stored in each checkpoint's `config.json`.
@@ -291,17 +292,6 @@ impl KvCache {
 }
 
 /// The GPT: embeddings, blocks, final LayerNorm, LM head (no bias) and a classifier head.
-/// What the classifier head reads from the final hidden states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Readout {
-    /// The last real token's state (GPT-1's "extract" token): it has read the whole text.
-    #[default]
-    Last,
-    /// The mean of every real token's state.
-    Mean,
-}
-
 #[derive(Debug)]
 pub struct Gpt {
     pub config: GptConfig,

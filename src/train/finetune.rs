@@ -14,10 +14,10 @@ use crate::classifier::{
     batch_tensors, calibration, evaluate, p_positive, per_class, sst2_labels, worst_mistakes,
     ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
 };
-use crate::config::{FinetuneSettings, Keep};
+use crate::config::{FinetuneSettings, Keep, Readout};
 use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::Labeled;
-use crate::model::gpt::{Gpt, Readout};
+use crate::model::gpt::Gpt;
 use crate::protocol::{EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSummary, RunDone};
 use crate::rng::{mix, SplitMix64};
 use crate::train::optim::{AdamW, AdamWConfig};
