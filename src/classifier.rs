@@ -108,24 +108,37 @@ pub fn batch_tensors(examples: &[&Example], device: Device) -> (Tensor, Tensor, 
     )
 }
 
-/// Loss, accuracy and confusion matrix of `model` on `examples` (no dropout, no gradients).
-pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluation {
+/// Runs the classifier over `examples` in batches (no dropout, no gradients), handing
+/// each batch's examples and logits `[rows, classes]` to `f`.
+fn for_each_batch(
+    model: &Gpt,
+    examples: &[Example],
+    batch_size: usize,
+    mut f: impl FnMut(&[Example], &Tensor, &Tensor) -> Result<()>,
+) -> Result<()> {
     let device = model.device();
-    let mut confusion = [[0usize; 2]; 2];
-    let mut loss_sum = 0.0;
     tch::no_grad(|| {
         for chunk in examples.chunks(batch_size.max(1)) {
             let refs: Vec<&Example> = chunk.iter().collect();
             let (ids, lengths, labels) = batch_tensors(&refs, device);
-            let logits = model.classify(&ids, &lengths, false);
-            loss_sum +=
-                logits.cross_entropy_for_logits(&labels).double_value(&[]) * chunk.len() as f64;
-            let predicted: Vec<i64> =
-                Vec::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default();
-            for (e, p) in chunk.iter().zip(predicted) {
-                confusion[e.label.clamp(0, 1) as usize][p.clamp(0, 1) as usize] += 1;
-            }
+            f(chunk, &model.classify(&ids, &lengths, false), &labels)?;
         }
+        Ok(())
+    })
+}
+
+/// Loss, accuracy and confusion matrix of `model` on `examples` (no dropout, no gradients).
+pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluation {
+    let mut confusion = [[0usize; 2]; 2];
+    let mut loss_sum = 0.0;
+    let _ = for_each_batch(model, examples, batch_size, |chunk, logits, labels| {
+        loss_sum += logits.cross_entropy_for_logits(labels).double_value(&[]) * chunk.len() as f64;
+        let predicted: Vec<i64> =
+            Vec::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default();
+        for (e, p) in chunk.iter().zip(predicted) {
+            confusion[e.label.clamp(0, 1) as usize][p.clamp(0, 1) as usize] += 1;
+        }
+        Ok(())
     });
     let n = examples.len().max(1) as f64;
     Evaluation {
@@ -137,19 +150,13 @@ pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluat
 
 /// P(positive) of every example (no dropout, no gradients).
 pub fn p_positive(model: &Gpt, examples: &[Example], batch_size: usize) -> Result<Vec<f64>> {
-    let device = model.device();
     let mut out = Vec::with_capacity(examples.len());
-    tch::no_grad(|| -> Result<()> {
-        for chunk in examples.chunks(batch_size.max(1)) {
-            let refs: Vec<&Example> = chunk.iter().collect();
-            let (ids, lengths, _) = batch_tensors(&refs, device);
-            let probs = model
-                .classify(&ids, &lengths, false)
-                .softmax(-1, Kind::Double)
-                .select(1, 1)
-                .to_device(Device::Cpu);
-            out.extend(Vec::<f64>::try_from(probs).map_err(|e| anyhow!("{e}"))?);
-        }
+    for_each_batch(model, examples, batch_size, |_, logits, _| {
+        let probs = logits
+            .softmax(-1, Kind::Double)
+            .select(1, 1)
+            .to_device(Device::Cpu);
+        out.extend(Vec::<f64>::try_from(probs).map_err(|e| anyhow!("{e}"))?);
         Ok(())
     })?;
     Ok(out)

@@ -97,8 +97,10 @@ impl Worker {
         loop {
             // A running run: take every waiting command, then one step. Otherwise sleep
             // until a command comes.
-            let busy = self.engine.state() == WorkerState::Training
-                || self.engine.state() == WorkerState::FineTuning;
+            let busy = matches!(
+                self.engine.state(),
+                WorkerState::Training | WorkerState::FineTuning
+            );
             let command = if busy {
                 match commands.try_recv() {
                     Ok(c) => Some(c),

@@ -249,20 +249,20 @@ fn show(json: bool, epochs: usize, event: &Event) -> Result<()> {
 fn summary_lines(d: &crate::protocol::FinetuneSummary) -> String {
     let c = d.confusion;
     format!(
-                "best epoch {}: validation accuracy {:.4} (loss {:.4}){}\nconfusion (rows: true negative/positive, columns: predicted): [[{}, {}], [{}, {}]]\nclassifier saved to {} (curves in {}/curves.csv)",
-                d.best_epoch,
-                d.val_acc,
-                d.val_loss,
-                d.eval_acc
-                    .map(|a| format!(", whole validation split {a:.4}"))
-                    .unwrap_or_default(),
-                c[0][0],
-                c[0][1],
-                c[1][0],
-                c[1][1],
-                d.checkpoint.display(),
-                d.checkpoint.display()
-            )
+        "best epoch {}: validation accuracy {:.4} (loss {:.4}){}\nconfusion (rows: true negative/positive, columns: predicted): [[{}, {}], [{}, {}]]\nclassifier saved to {} (curves in {}/curves.csv)",
+        d.best_epoch,
+        d.val_acc,
+        d.val_loss,
+        d.eval_acc
+            .map(|a| format!(", whole validation split {a:.4}"))
+            .unwrap_or_default(),
+        c[0][0],
+        c[0][1],
+        c[1][0],
+        c[1][1],
+        d.checkpoint.display(),
+        d.checkpoint.display()
+    )
 }
 
 fn dir_name(dir: &Path) -> String {

@@ -16,7 +16,7 @@ use crate::classifier::{
 };
 use crate::config::{FinetuneSettings, Keep, Readout};
 use crate::data::corpus::IGNORE_INDEX;
-use crate::data::sst2::Labeled;
+use crate::data::sst2::{positive_share, Labeled};
 use crate::model::gpt::Gpt;
 use crate::protocol::{EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSummary, RunDone};
 use crate::rng::{mix, SplitMix64};
@@ -82,6 +82,8 @@ pub struct Finetuner {
     pub loaded: LoadedModel,
     /// The validation sentences, for the summary's mistakes.
     val_texts: Vec<String>,
+    /// Share of positive rows in the train and validation splits.
+    positive: [f64; 2],
     options: FinetuneOptions,
     train: Vec<Example>,
     val: Vec<Example>,
@@ -154,6 +156,7 @@ impl Finetuner {
         Ok(Self {
             loaded,
             val_texts: val_rows.iter().map(|r| r.sentence.clone()).collect(),
+            positive: [positive_share(train_rows), positive_share(val_rows)],
             options,
             train,
             val,
@@ -189,9 +192,6 @@ impl Finetuner {
         device: String,
         threads: usize,
     ) -> FinetuneInfo {
-        let share = |examples: &[Example]| {
-            examples.iter().filter(|e| e.label == 1).count() as f64 / examples.len().max(1) as f64
-        };
         FinetuneInfo {
             device,
             threads,
@@ -201,8 +201,8 @@ impl Finetuner {
             samples,
             train_examples: self.train.len(),
             val_examples: self.val.len(),
-            train_positive: share(&self.train),
-            val_positive: share(&self.val),
+            train_positive: self.positive[0],
+            val_positive: self.positive[1],
             epochs: self.options.epochs,
         }
     }
