@@ -160,6 +160,9 @@ pub struct LoadedModel {
     pub config: CheckpointConfig,
     /// Where it came from: a checkpoint folder, or the run that trained it.
     pub origin: String,
+    /// A prompt classifier's template, appended to every sentence it reads
+    /// (`Readout::Prompt`); `None` for plain models and other read-outs.
+    pub template: Option<String>,
 }
 
 impl LoadedModel {
@@ -168,6 +171,73 @@ impl LoadedModel {
     /// should be framed the same way.
     pub fn frames_sentences(&self) -> bool {
         self.config.data_mode.frames_text() && self.tokenizer.eot_id().is_some()
+    }
+}
+
+/// A model to start from, as `[finetune] base` or `--init` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// The model the dashboard holds.
+    Held,
+    /// A gptdash checkpoint or a Hugging Face GPT-2 folder.
+    Folder(PathBuf),
+    /// A Hugging Face model id (`gpt2`, `distilgpt2`, `owner/name`).
+    Hub(String),
+}
+
+impl Base {
+    /// `held`; a folder that exists, or anything written as a path (`./x`, `../x`, `/x`,
+    /// `~/x`, `x/`: a missing one is an error when loaded, never a hub id); else a hub
+    /// model id.
+    pub fn parse(spec: &str) -> Base {
+        let spec = spec.trim();
+        if spec == crate::config::HELD_BASE {
+            return Base::Held;
+        }
+        let path = Path::new(spec);
+        let written_as_path = [".", "/", "~"].iter().any(|p| spec.starts_with(p))
+            || spec.ends_with('/')
+            || spec.matches('/').count() > 1;
+        if path.is_dir() || written_as_path {
+            Base::Folder(crate::paths::expand_home(spec))
+        } else {
+            Base::Hub(spec.to_string())
+        }
+    }
+
+    /// How the log and the `start` event name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Base::Held => "the model held".into(),
+            Base::Folder(dir) => dir.display().to_string(),
+            Base::Hub(id) => format!("{id} (Hugging Face hub)"),
+        }
+    }
+
+    /// The folder to load (a hub model is fetched into the Hugging Face cache first) and
+    /// a short name for output folders; `None` for [`Base::Held`].
+    pub fn locate(&self) -> Result<Option<(PathBuf, String)>> {
+        Ok(match self {
+            Base::Held => None,
+            Base::Folder(dir) => {
+                if !dir.is_dir() {
+                    bail!("no checkpoint folder at {}", dir.display());
+                }
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into());
+                Some((dir.clone(), name))
+            }
+            Base::Hub(id) => {
+                let dir = crate::data::hub::fetch_gpt2(id).with_context(|| {
+                    format!(
+                        "{id:?} is not a folder here, so it was taken for a Hugging Face model id"
+                    )
+                })?;
+                Some((dir, id.replace('/', "-")))
+            }
+        })
     }
 }
 
@@ -224,6 +294,7 @@ pub fn load_model_with_dropout(
         tokenizer,
         config,
         origin: dir.display().to_string(),
+        template: None,
     })
 }
 

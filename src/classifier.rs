@@ -29,6 +29,20 @@ pub struct ClassifierInfo {
     /// What the head reads (older classifiers: the last token).
     #[serde(default)]
     pub readout: Readout,
+    /// `readout = prompt`: the template appended to each sentence, and the label words
+    /// the head started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_words: Option<[String; 2]>,
+}
+
+impl ClassifierInfo {
+    /// Makes `loaded` read sentences as this classifier was trained to.
+    pub fn apply(&self, loaded: &mut LoadedModel) {
+        loaded.model.set_readout(self.readout);
+        loaded.template = self.template.clone();
+    }
 }
 
 /// The two SST-2 labels, in label order.
@@ -44,32 +58,61 @@ pub struct Example {
 }
 
 /// Turns sentences into model inputs the way the model saw text in pretraining: models
-/// trained on `<|endoftext|>`-framed sentences get that token first.
+/// trained on `<|endoftext|>`-framed sentences get that token first. A prompt
+/// classifier's template follows the sentence; otherwise a framed sentence is closed by
+/// `<|endoftext|>`.
 pub struct Encoder<'a> {
     pub tokenizer: &'a TextTokenizer,
     pub prefix: Option<i64>,
+    /// The template's tokens, the last of them the position the head reads.
+    pub template: Vec<i64>,
     pub block_size: usize,
 }
 
 impl Encoder<'_> {
-    pub fn for_model(loaded: &LoadedModel) -> Encoder<'_> {
+    pub fn for_model(loaded: &LoadedModel) -> Result<Encoder<'_>> {
         let prefix = loaded
             .tokenizer
             .eot_id()
             .map(i64::from)
             .filter(|_| loaded.frames_sentences());
-        Encoder {
+        let template: Vec<i64> = match &loaded.template {
+            Some(text) => loaded
+                .tokenizer
+                .encode(text)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let block_size = loaded.model.config.block_size as usize;
+        if template.len() + usize::from(prefix.is_some()) >= block_size {
+            bail!(
+                "the template {:?} is {} tokens, too long for the block size {block_size}",
+                loaded.template.as_deref().unwrap_or_default(),
+                template.len()
+            );
+        }
+        Ok(Encoder {
             tokenizer: &loaded.tokenizer,
             prefix,
-            block_size: loaded.model.config.block_size as usize,
-        }
+            template,
+            block_size,
+        })
     }
 
     pub fn encode(&self, sentence: &str) -> Result<Vec<i64>> {
         let mut ids: Vec<i64> = self.prefix.into_iter().collect();
         ids.extend(self.tokenizer.encode(sentence)?.into_iter().map(i64::from));
-        if ids.is_empty() {
+        if ids.is_empty() && self.template.is_empty() {
             bail!("{sentence:?} encodes to no tokens");
+        }
+        if !self.template.is_empty() {
+            // The sentence's end is cut so that the whole template fits: the head reads
+            // the template's last token.
+            ids.truncate(self.block_size - self.template.len());
+            ids.extend(&self.template);
+            return Ok(ids);
         }
         // Framed as in pretraining: the closing <|endoftext|> is the last real token, the
         // position that has read the whole sentence (GPT-1's "extract" token).
@@ -241,7 +284,7 @@ pub fn worst_mistakes(
 
 /// Probability of each class for one sentence.
 pub fn class_probabilities(loaded: &LoadedModel, sentence: &str) -> Result<Vec<f64>> {
-    let ids = Encoder::for_model(loaded).encode(sentence)?;
+    let ids = Encoder::for_model(loaded)?.encode(sentence)?;
     let example = Example { ids, label: 0 };
     let (x, lengths, _) = batch_tensors(&[&example], loaded.model.device());
     let probs = tch::no_grad(|| {
@@ -280,7 +323,7 @@ pub fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, Class
     let Some(info) = read_info(dir)? else {
         bail!("{} has no trained classifier head ({CLASSIFIER_FILE} is missing); run `gptdash finetune` first", dir.display());
     };
-    loaded.model.set_readout(info.readout);
+    info.apply(&mut loaded);
     Ok((loaded, info))
 }
 

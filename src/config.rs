@@ -240,6 +240,42 @@ pub enum Readout {
     Last,
     /// The mean of every real token's state.
     Mean,
+    /// The language model's own judgement: `template` is appended to the sentence and
+    /// the head starts as the LM head's rows of the two `label_words`, so before any
+    /// fine-tuning it compares P(label word | sentence + template) (PET / LM-BFF's
+    /// prompt-based fine-tuning). The head then trains as `last` does.
+    Prompt,
+}
+
+/// How the fine-tuning learning rate moves over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The same rate for every batch.
+    #[default]
+    Constant,
+    /// Warm up linearly over the first 6% of the batches, then fall linearly to zero at
+    /// the last (GPT-1's and BERT's fine-tuning schedule).
+    Linear,
+}
+
+impl Schedule {
+    /// The rate's multiplier at `step` (from 0) of `total` steps.
+    pub fn factor(self, step: usize, total: usize) -> f64 {
+        match self {
+            Schedule::Constant => 1.0,
+            Schedule::Linear => {
+                let total = total.max(1) as f64;
+                let warmup = (0.06 * total).ceil();
+                let s = step as f64;
+                if s < warmup {
+                    (s + 1.0) / warmup
+                } else {
+                    ((total - s) / (total - warmup).max(1.0)).clamp(0.0, 1.0)
+                }
+            }
+        }
+    }
 }
 
 /// Which epoch a fine-tuning run keeps.
@@ -253,6 +289,9 @@ pub enum Keep {
     Last,
 }
 
+/// `[finetune] base` for the model the dashboard holds.
+pub const HELD_BASE: &str = "held";
+
 /// `[finetune]`: SST-2 sentiment fine-tuning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -262,6 +301,8 @@ pub struct FinetuneSettings {
     pub val_fraction: f64,
     pub epochs: usize,
     pub learning_rate: f64,
+    /// `constant`, or `linear`: warm-up then linear decay to zero.
+    pub schedule: Schedule,
     pub batch_size: i64,
     pub weight_decay: f64,
     pub freeze_body: bool,
@@ -282,8 +323,18 @@ pub struct FinetuneSettings {
     pub readout: Readout,
     /// The epoch the run ends with: the one with the best validation loss, or the last.
     pub keep: Keep,
+    /// `readout = "prompt"`: the text appended to each sentence, written as the model's
+    /// pretraining text was normalised (SST-2 style: lower case, punctuation split).
+    pub template: String,
+    /// `readout = "prompt"`: the words for the negative and the positive class, whose
+    /// LM-head rows start the classifier (the first token of a word that is several).
+    pub label_words: [String; 2],
     /// Where SST-2 comes from: `hub`, or a TSV/parquet file or a folder holding them.
     pub sst2: String,
+    /// What is fine-tuned: `held` (the dashboard's model; headless `finetune` then needs
+    /// `--checkpoint` or `--init`), a checkpoint folder, or a Hugging Face GPT-2 model
+    /// (`gpt2`, `distilgpt2`, `owner/name`), fetched through the hub cache.
+    pub base: String,
 }
 
 impl Default for FinetuneSettings {
@@ -293,6 +344,7 @@ impl Default for FinetuneSettings {
             val_fraction: 0.2,
             epochs: 10,
             learning_rate: 1e-4,
+            schedule: Schedule::Constant,
             batch_size: 16,
             weight_decay: 0.01,
             freeze_body: false,
@@ -304,7 +356,10 @@ impl Default for FinetuneSettings {
             lm_weight: 0.0,
             readout: Readout::Last,
             keep: Keep::Best,
+            template: " . in short , this movie is".into(),
+            label_words: ["terrible".into(), "great".into()],
             sst2: "hub".into(),
+            base: HELD_BASE.into(),
         }
     }
 }
@@ -544,6 +599,17 @@ impl Settings {
             "finetune.learning_rate",
             "must be > 0",
         )?;
+        ensure_key(
+            !f.base.trim().is_empty(),
+            "finetune.base",
+            "must be `held`, a checkpoint folder, or a hub model such as `gpt2`",
+        )?;
+        ensure_key(
+            f.label_words.iter().all(|w| !w.trim().is_empty())
+                && f.label_words[0] != f.label_words[1],
+            "finetune.label_words",
+            "must be two different, non-empty words (negative first)",
+        )?;
 
         let u = &self.ui;
         ensure_key(u.fps >= 1 && u.fps <= 240, "ui.fps", "must be in 1..=240")?;
@@ -622,6 +688,29 @@ mod tests {
             let msg = format!("{:#}", Settings::from_toml(text).unwrap_err());
             assert!(msg.contains(key), "{text:?} gave {msg}");
         }
+    }
+
+    #[test]
+    fn the_linear_schedule_warms_up_then_falls_to_zero() {
+        let total = 100;
+        let f = |s| Schedule::Linear.factor(s, total);
+        // 6 warm-up steps: 1/6 … 6/6.
+        assert!((f(0) - 1.0 / 6.0).abs() < 1e-12);
+        assert!((f(5) - 1.0).abs() < 1e-12);
+        assert!((f(6) - 1.0).abs() < 1e-12);
+        assert!((f(53) - 0.5).abs() < 1e-12);
+        assert!(f(99) > 0.0 && f(99) < 0.02);
+        assert!((1..total).all(|s| s < 6 || f(s) <= f(s - 1)));
+        assert_eq!(Schedule::Constant.factor(99, total), 1.0);
+        let s = Settings::from_toml("[finetune]\nschedule = \"linear\"\nreadout = \"prompt\"\n")
+            .unwrap();
+        assert_eq!(s.finetune.schedule, Schedule::Linear);
+        assert_eq!(s.finetune.readout, Readout::Prompt);
+        let msg = format!(
+            "{:#}",
+            Settings::from_toml("[finetune]\nlabel_words = [\"good\", \"good\"]\n").unwrap_err()
+        );
+        assert!(msg.contains("finetune.label_words"), "{msg}");
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::thread::JoinHandle;
 use anyhow::bail;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use crate::checkpoint::{load_model_with_dropout, Base};
 use crate::classifier::sst2_labels;
 use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2;
-use crate::device::{device_name, set_threads};
+use crate::device::{device_name, resolve_device, set_threads};
 use crate::protocol::{Command, Event, RunDone, RunStart, WorkerState};
 use crate::train::finetune::{FinetuneOptions, Finetuner};
 use crate::train::lm::LmTrainer;
@@ -256,13 +257,26 @@ impl Worker {
     }
 
     fn start_finetune(&mut self, settings: FinetuneSettings) -> anyhow::Result<bool> {
-        let loaded = match std::mem::replace(&mut self.engine, Engine::Empty) {
-            Engine::Training(run, _) => run.into_loaded(),
-            Engine::Loaded(model, _) => *model,
-            Engine::Finetuning(run, _) => run.loaded,
-            Engine::Empty => bail!(
-                "no model to fine-tune: train one on the Train tab or load a checkpoint first"
-            ),
+        let base = Base::parse(&settings.base);
+        let loaded = match base.locate()? {
+            // Another base: the model held gives way, unless it is a run still going.
+            Some((dir, _)) => {
+                if matches!(&self.engine, Engine::Training(run, _) if !run.is_done()) {
+                    bail!("a training run is in progress: stop it first (x saves it) to fine-tune {}", base.describe());
+                }
+                self.tell(WorkerState::Preparing);
+                let device = resolve_device("auto")?;
+                self.send(Event::log(format!("fine-tuning base: {}", base.describe())));
+                load_model_with_dropout(&dir, device, settings.dropout)?
+            }
+            None => match std::mem::replace(&mut self.engine, Engine::Empty) {
+                Engine::Training(run, _) => run.into_loaded(),
+                Engine::Loaded(model, _) => *model,
+                Engine::Finetuning(run, _) => run.loaded,
+                Engine::Empty => bail!(
+                    "no model to fine-tune: train one on the Train tab, load a checkpoint, or choose another base (b on the Classify tab)"
+                ),
+            },
         };
         // Until the new run is set up the model stays available for generation.
         self.engine = Engine::Loaded(Box::new(loaded), None);

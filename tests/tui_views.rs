@@ -22,6 +22,13 @@ fn render(app: &App, width: u16, height: u16) -> String {
     text
 }
 
+fn key(c: char) -> Msg {
+    Msg::Key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char(c),
+        crossterm::event::KeyModifiers::NONE,
+    ))
+}
+
 /// Fails naming the first of `needles` that `screen` lacks.
 fn shows_all(screen: &str, needles: &[&str]) {
     for needle in needles {
@@ -252,7 +259,7 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
 
 #[test]
 fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
-    use gptdash::protocol::{EpochMetrics, FinetuneInfo, FinetuneSummary, RunDone};
+    use gptdash::protocol::{EpochMetrics, FinetuneInfo, FinetuneSummary, ReliabilityBin, RunDone};
     let mut app = App::new(Settings::default());
     app.tab = Tab::Classify;
     app.update(Msg::Worker(Event::Start(RunStart::Finetune(Box::new(
@@ -288,6 +295,16 @@ fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
             confusion: [[90, 18], [27, 105]],
             eval_acc: None,
             checkpoint: "checkpoints/classifier-sst2".into(),
+            ece: 0.123,
+            reliability: (0..10)
+                .map(|b| ReliabilityBin {
+                    lo: b as f64 / 10.0,
+                    hi: (b + 1) as f64 / 10.0,
+                    count: if b >= 5 { 40 } else { 0 },
+                    confidence: b as f64 / 10.0 + 0.05,
+                    accuracy: 0.6,
+                })
+                .collect(),
             ..Default::default()
         },
     ))));
@@ -313,4 +330,47 @@ fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
     // 0.812 in block digits: the top rows of 0 . 8 1 2, and the bottom row with the point.
     assert!(screen.contains("███     ███  █  ███"), "{screen}");
     assert!(screen.contains("███  █  ███ ███ ███"), "{screen}");
+    // The reliability diagram: titled with the ECE, the base the run fine-tuned.
+    shows_all(
+        &screen,
+        &[
+            "reliability (ECE 0.123)",
+            "confidence",
+            "base checkpoints/small",
+        ],
+    );
+    let chart_rows: Vec<&str> = screen
+        .lines()
+        .skip_while(|l| !l.contains("reliability (ECE"))
+        .take(12)
+        .collect();
+    assert!(
+        chart_rows.iter().any(|l| l.contains('█')),
+        "the bins are drawn:\n{screen}"
+    );
+}
+
+#[test]
+fn classify_tab_chooses_its_base_by_keys() {
+    let mut app = App::new(Settings::default());
+    app.update(key('3'));
+    let screen = render(&app, 120, 40);
+    shows_all(&screen, &["base: the model held", "b: model held / gpt2"]);
+    app.update(key('b'));
+    let screen = render(&app, 120, 40);
+    shows_all(&screen, &["base: gpt2 (Hugging Face hub)"]);
+    app.update(key('B'));
+    let screen = render(&app, 120, 40);
+    shows_all(
+        &screen,
+        &["base: a checkpoint folder or a hub model id", "gpt2█"],
+    );
+    // Esc leaves the base as it was.
+    app.update(Msg::Key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Esc,
+        crossterm::event::KeyModifiers::NONE,
+    )));
+    assert_eq!(app.shared.settings.finetune.base, "gpt2");
+    let screen = render(&app, 120, 40);
+    assert!(!screen.contains("gpt2█"), "{screen}");
 }

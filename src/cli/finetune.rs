@@ -1,10 +1,10 @@
 //! `gptdash finetune` and `gptdash classify`: SST-2 sentiment classification.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::checkpoint::load_model_with_dropout;
+use crate::checkpoint::{load_model_with_dropout, Base};
 use crate::classifier::load_classifier;
 use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2::{self, Split};
@@ -15,15 +15,11 @@ use crate::train::finetune::{FinetuneOptions, Finetuner};
 #[derive(Debug, Clone, Args)]
 pub struct FinetuneArgs {
     /// A gptdash checkpoint to start from (its own tokenizer).
-    #[arg(
-        long,
-        value_name = "DIR",
-        conflicts_with = "init",
-        required_unless_present = "init"
-    )]
+    /// Without it or --init: `[finetune] base` of the settings.
+    #[arg(long, value_name = "DIR", conflicts_with = "init")]
     pub checkpoint: Option<PathBuf>,
-    /// GPT-2 weights: `gpt2`, `distilgpt2` (fetched through the Hugging Face cache) or a folder
-    /// with config.json, model.safetensors and tokenizer.json.
+    /// GPT-2 weights: `gpt2`, `distilgpt2`, `owner/name` (fetched through the Hugging Face
+    /// cache) or a folder with config.json, model.safetensors and tokenizer.json.
     #[arg(long, value_name = "NAME|PATH")]
     pub init: Option<String>,
     /// `hub`, or train.tsv / a parquet file / a folder holding SST-2.
@@ -38,6 +34,9 @@ pub struct FinetuneArgs {
     pub epochs: Option<u64>,
     #[arg(long, value_parser = super::positive_f64, allow_hyphen_values = true)]
     pub lr: Option<f64>,
+    /// `constant`, or `linear` (warm-up over 6% of the batches, then linear decay to 0).
+    #[arg(long, value_enum)]
+    pub schedule: Option<crate::config::Schedule>,
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
     #[arg(long, value_parser = super::non_negative_f64)]
@@ -53,9 +52,16 @@ pub struct FinetuneArgs {
     /// Weight of an auxiliary language-modelling loss while fine-tuning (0 = off).
     #[arg(long, value_parser = super::non_negative_f64)]
     pub lm_weight: Option<f64>,
-    /// What the classifier reads: the last token's hidden state, or the mean over tokens.
+    /// What the classifier reads: the last token's hidden state, the mean over tokens,
+    /// or `prompt`: the LM's next word after --template, between --label-words.
     #[arg(long, value_enum)]
     pub readout: Option<crate::config::Readout>,
+    /// With `--readout prompt`: the text appended to each sentence.
+    #[arg(long, value_name = "TEXT")]
+    pub template: Option<String>,
+    /// With `--readout prompt`: the negative and the positive word, e.g. `terrible,great`.
+    #[arg(long, value_name = "NEG,POS", value_parser = label_words)]
+    pub label_words: Option<[String; 2]>,
     /// The epoch to end with: `best` (lowest validation loss) or `last`.
     #[arg(long, value_enum)]
     pub keep: Option<crate::config::Keep>,
@@ -80,6 +86,18 @@ pub struct FinetuneArgs {
     pub json: bool,
 }
 
+/// `NEG,POS`: two different, non-empty words.
+fn label_words(text: &str) -> Result<[String; 2], String> {
+    match text.split(',').map(str::trim).collect::<Vec<_>>()[..] {
+        [neg, pos] if !neg.is_empty() && !pos.is_empty() && neg != pos => {
+            Ok([neg.to_string(), pos.to_string()])
+        }
+        _ => Err(format!(
+            "{text:?}: want two different words, negative first, e.g. terrible,great"
+        )),
+    }
+}
+
 impl FinetuneArgs {
     /// Applies the flags on top of the `[finetune]` settings.
     fn apply(&self, f: &mut FinetuneSettings) {
@@ -94,6 +112,9 @@ impl FinetuneArgs {
         }
         if let Some(v) = self.lr {
             f.learning_rate = v;
+        }
+        if let Some(v) = self.schedule {
+            f.schedule = v;
         }
         if let Some(v) = self.batch_size {
             f.batch_size = v as i64;
@@ -120,6 +141,12 @@ impl FinetuneArgs {
         }
         if let Some(v) = self.keep {
             f.keep = v;
+        }
+        if let Some(v) = &self.template {
+            f.template = v.clone();
+        }
+        if let Some(v) = &self.label_words {
+            f.label_words = v.clone();
         }
         if self.dropout.is_some() {
             f.dropout = self.dropout;
@@ -153,13 +180,13 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
         .context("--device")?;
     let threads = set_threads(settings.train.threads);
-    let (model_dir, source_name) = match (&args.checkpoint, &args.init) {
-        (Some(dir), _) => (dir.clone(), dir_name(dir)),
-        (None, Some(init)) if Path::new(init).is_dir() => {
-            (PathBuf::from(init), dir_name(Path::new(init)))
-        }
-        (None, Some(name)) => (crate::data::hub::fetch_gpt2(name)?, name.replace('/', "-")),
-        (None, None) => bail!("give --checkpoint DIR or --init gpt2|distilgpt2|PATH"),
+    let (base, flag) = match (&args.checkpoint, &args.init) {
+        (Some(dir), _) => (Base::Folder(dir.clone()), "--checkpoint"),
+        (None, Some(init)) => (Base::parse(init), "--init"),
+        (None, None) => (Base::parse(&f.base), "finetune.base"),
+    };
+    let Some((model_dir, source_name)) = base.locate().context(flag)? else {
+        bail!("nothing to fine-tune: give --checkpoint DIR or --init gpt2|distilgpt2|PATH (or set base in [finetune] of config.toml)");
     };
     let loaded = load_model_with_dropout(&model_dir, device, f.dropout)?;
     let out = args
@@ -263,12 +290,6 @@ fn summary_lines(d: &crate::protocol::FinetuneSummary) -> String {
         d.checkpoint.display(),
         d.checkpoint.display()
     )
-}
-
-fn dir_name(dir: &Path) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into())
 }
 
 #[derive(Debug, Clone, Args)]

@@ -483,11 +483,39 @@ impl Gpt {
         self.readout = readout;
     }
 
+    /// Starts the classifier head as the LM head's rows `tokens` (one per class) and a
+    /// zero bias: its logits are then the language model's logits of those tokens, so
+    /// class probabilities are the LM's next-token judgement between them
+    /// ([`Readout::Prompt`]). Out-of-vocabulary ids are an error.
+    pub fn start_head_from_lm_head(&mut self, tokens: &[i64]) -> anyhow::Result<()> {
+        let vocab = self.config.vocab_size;
+        if tokens.len() as i64 != self.config.n_classes {
+            anyhow::bail!(
+                "{} label tokens for {} classes",
+                tokens.len(),
+                self.config.n_classes
+            );
+        }
+        if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t >= vocab) {
+            anyhow::bail!("label token {bad} is outside the vocabulary of {vocab}");
+        }
+        let index = Tensor::from_slice(tokens).to_device(self.device());
+        tch::no_grad(|| {
+            self.classifier
+                .ws
+                .copy_(&self.lm_head.ws.index_select(0, &index));
+            if let Some(bs) = &mut self.classifier.bs {
+                let _ = bs.zero_();
+            }
+        });
+        Ok(())
+    }
+
     /// [`Gpt::classify`] from hidden states already computed (`[batch, time, n_embd]`).
     pub fn classify_hidden(&self, h: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let lengths = lengths.to_device(h.device());
         let pooled = match self.readout {
-            Readout::Last => {
+            Readout::Last | Readout::Prompt => {
                 let rows = Tensor::arange(h.size()[0], (Kind::Int64, h.device()));
                 let last = (&lengths - 1).to_kind(Kind::Int64);
                 h.index(&[Some(rows), Some(last)])
@@ -728,6 +756,29 @@ mod tests {
         model.set_readout(Readout::Last);
         let last = model.classify(&tight, &len, false);
         assert!((&a - &last).abs().max().double_value(&[]) > 1e-6);
+    }
+
+    #[test]
+    fn a_head_started_from_the_lm_head_gives_the_lm_logits_of_the_label_tokens() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(6);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs.root(), tiny());
+        model.set_readout(Readout::Prompt);
+        model.start_head_from_lm_head(&[11, 5]).unwrap();
+        let ids = Tensor::from_slice(&[3i64, 9, 4, 17, 0, 0]).view([1, 6]);
+        let len = Tensor::from_slice(&[4i64]);
+        let head = model.classify(&ids, &len, false);
+        let lm = model.forward(&ids, false).get(0).get(3);
+        let want = Tensor::stack(&[lm.get(11), lm.get(5)], 0).unsqueeze(0);
+        assert!((&head - &want).abs().max().double_value(&[]) < 1e-5);
+        // So the class probabilities are the LM's next-token odds between the two words.
+        let p = head.softmax(-1, Kind::Double).double_value(&[0, 1]);
+        let (a, b) = (lm.double_value(&[11]), lm.double_value(&[5]));
+        assert!((p - 1.0 / (1.0 + (a - b).exp())).abs() < 1e-5);
+        let vocab = model.config.vocab_size;
+        assert!(model.start_head_from_lm_head(&[1, vocab]).is_err());
+        assert!(model.start_head_from_lm_head(&[1]).is_err());
     }
 
     #[test]

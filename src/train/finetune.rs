@@ -14,7 +14,7 @@ use crate::classifier::{
     batch_tensors, calibration, evaluate, p_positive, per_class, sst2_labels, worst_mistakes,
     ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
 };
-use crate::config::{FinetuneSettings, Keep, Readout};
+use crate::config::{FinetuneSettings, Keep, Readout, Schedule};
 use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::{positive_share, Labeled};
 use crate::model::gpt::Gpt;
@@ -30,6 +30,7 @@ const MISTAKES: usize = 20;
 pub struct FinetuneOptions {
     pub epochs: usize,
     pub learning_rate: f64,
+    pub schedule: Schedule,
     pub batch_size: usize,
     pub weight_decay: f64,
     pub freeze_body: bool,
@@ -42,6 +43,10 @@ pub struct FinetuneOptions {
     /// fine-tuning objective); 0 trains the classifier alone.
     pub lm_weight: f64,
     pub readout: Readout,
+    /// `Readout::Prompt`: the text appended to each sentence, and the negative and
+    /// positive words whose LM-head rows start the head.
+    pub template: String,
+    pub label_words: [String; 2],
     /// Which epoch's weights the run ends with.
     pub keep: Keep,
 }
@@ -51,6 +56,7 @@ impl From<&FinetuneSettings> for FinetuneOptions {
         Self {
             epochs: f.epochs,
             learning_rate: f.learning_rate,
+            schedule: f.schedule,
             batch_size: f.batch_size as usize,
             weight_decay: f.weight_decay,
             freeze_body: f.freeze_body,
@@ -59,6 +65,8 @@ impl From<&FinetuneSettings> for FinetuneOptions {
             patience: f.patience,
             lm_weight: f.lm_weight,
             readout: f.readout,
+            template: f.template.clone(),
+            label_words: f.label_words.clone(),
             keep: f.keep,
         }
     }
@@ -89,6 +97,8 @@ pub struct Finetuner {
     val: Vec<Example>,
     optimizer: AdamW,
     epoch: usize,
+    /// Batches trained so far (the learning-rate schedule's clock).
+    steps: usize,
     history: Vec<EpochMetrics>,
     /// The epoch with the lowest validation loss (its weights only when they are kept).
     best: Option<(usize, f64, Evaluation, BTreeMap<String, Tensor>)>,
@@ -102,6 +112,8 @@ pub struct Finetuner {
     extra_eval: Option<Vec<Example>>,
     /// The training loss stopped being a number; the run is over.
     diverged: bool,
+    /// Lines for the log, sent with the first batch's events.
+    notes: Vec<String>,
 }
 
 /// Where the current epoch stands.
@@ -127,9 +139,48 @@ impl Finetuner {
             bail!("batch size and epochs must be at least 1");
         }
         loaded.model.set_readout(options.readout);
-        let encoder = Encoder::for_model(&loaded);
+        let mut notes = Vec::new();
+        if options.readout == Readout::Prompt {
+            loaded.template = Some(options.template.clone());
+            let mut tokens = Vec::new();
+            for word in &options.label_words {
+                let ids = loaded.tokenizer.encode(&format!(" {}", word.trim()))?;
+                let Some(&first) = ids.first() else {
+                    bail!("finetune.label_words: {word:?} encodes to no tokens");
+                };
+                if ids.len() > 1 {
+                    notes.push(format!(
+                        "label word {word:?} is {} tokens for this tokenizer; its first, {:?}, stands for it",
+                        ids.len(),
+                        loaded.tokenizer.display(first)
+                    ));
+                }
+                tokens.push(i64::from(first));
+            }
+            if tokens[0] == tokens[1] {
+                bail!(
+                    "finetune.label_words: {:?} and {:?} start with the same token for this tokenizer; pick words that differ in it",
+                    options.label_words[0],
+                    options.label_words[1]
+                );
+            }
+            loaded.model.start_head_from_lm_head(&tokens)?;
+        } else {
+            loaded.template = None;
+        }
+        let encoder = Encoder::for_model(&loaded)?;
         let train = encoder.examples(train_rows)?;
         let val = encoder.examples(val_rows)?;
+        if options.readout == Readout::Prompt {
+            let before = evaluate(&loaded.model, &val, 64);
+            notes.push(format!(
+                "before fine-tuning, the language model's own judgement ({:?} → {} / {}): validation accuracy {:.3}",
+                options.template.trim(),
+                options.label_words[0],
+                options.label_words[1],
+                before.acc
+            ));
+        }
         if options.freeze_embeddings {
             for (name, t) in loaded.vs.variables() {
                 if name.starts_with("transformer.wte.") || name.starts_with("transformer.wpe.") {
@@ -162,6 +213,7 @@ impl Finetuner {
             val,
             optimizer,
             epoch: 0,
+            steps: 0,
             history: Vec::new(),
             best: None,
             last: None,
@@ -170,13 +222,14 @@ impl Finetuner {
             out,
             extra_eval: None,
             diverged: false,
+            notes,
         })
     }
 
     /// Also evaluates the best epoch on these rows at the end (their accuracy is the
     /// summary's `eval_acc`).
     pub fn evaluate_at_end(&mut self, rows: &[Labeled]) -> Result<()> {
-        self.extra_eval = Some(Encoder::for_model(&self.loaded).examples(rows)?);
+        self.extra_eval = Some(Encoder::for_model(&self.loaded)?.examples(rows)?);
         Ok(())
     }
 
@@ -221,20 +274,22 @@ impl Finetuner {
         if self.is_done() {
             bail!("the fine-tuning run is over (epoch {})", self.epoch);
         }
+        let mut events: Vec<Event> = self.notes.drain(..).map(Event::log).collect();
         let Some(m) = self.step()? else {
-            return Ok(Vec::new());
+            return Ok(events);
         };
         if self.diverged {
-            return Ok(vec![Event::Diverged {
+            events.push(Event::Diverged {
                 iter: m.epoch as u64,
                 loss: m.train_loss,
                 message: format!(
                     "fine-tuning diverged at epoch {} (loss {}); nothing was saved; try a lower --lr (finetune.learning_rate)",
                     m.epoch, m.train_loss
                 ),
-            }]);
+            });
+            return Ok(events);
         }
-        let mut events = vec![Event::Epoch(m)];
+        events.push(Event::Epoch(m));
         if self.is_done() {
             events.extend(self.finish()?);
         }
@@ -262,6 +317,9 @@ impl Finetuner {
             val_examples: self.val.len(),
             labels: sst2_labels(),
             readout: self.options.readout,
+            template: self.loaded.template.clone(),
+            label_words: (self.options.readout == Readout::Prompt)
+                .then(|| self.options.label_words.clone()),
         };
         self.save(&self.out, &info)?;
         let labels: Vec<i64> = self.val.iter().map(|e| e.label).collect();
@@ -330,7 +388,10 @@ impl Finetuner {
         loss.f_backward()
             .map_err(|e| anyhow!("backward pass failed: {e}"))?;
         let _ = self.optimizer.clip_grad_norm(1.0);
-        self.optimizer.step(self.options.learning_rate);
+        let total = self.options.epochs * self.train.len().div_ceil(self.options.batch_size);
+        let lr = self.options.learning_rate * self.options.schedule.factor(self.steps, total);
+        self.optimizer.step(lr);
+        self.steps += 1;
         tch::no_grad(|| {
             progress.loss_sum += loss.detach().to_kind(Kind::Double) * refs.len() as f64;
             progress.correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
@@ -472,6 +533,7 @@ mod tests {
             tokenizer,
             config,
             origin: "test".into(),
+            template: None,
         }
     }
 
@@ -522,6 +584,7 @@ mod tests {
         FinetuneOptions {
             epochs: 30,
             learning_rate: 3e-3,
+            schedule: Schedule::Constant,
             batch_size: 8,
             weight_decay: 0.0,
             freeze_body: false,
@@ -530,6 +593,8 @@ mod tests {
             patience: 0,
             lm_weight: 0.0,
             readout: Readout::Last,
+            template: String::new(),
+            label_words: ["bad".into(), "good".into()],
             keep: Keep::Best,
         }
     }
@@ -575,6 +640,8 @@ mod tests {
             val_examples: 8,
             labels: ["negative".into(), "positive".into()],
             readout: Readout::Last,
+            template: None,
+            label_words: None,
         };
         f.save(&dir.path().join("clf"), &info).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("clf").join(CURVES_FILE)).unwrap();
@@ -592,6 +659,92 @@ mod tests {
                 .unwrap()
         );
         assert!(msg.contains("does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn a_prompt_readout_appends_the_template_and_starts_from_the_lm_judgement() {
+        let _rng = crate::torch_rng_lock();
+        let rows = synthetic_rows();
+        let prompt = FinetuneOptions {
+            epochs: 2,
+            readout: Readout::Prompt,
+            template: " so it was".into(),
+            label_words: ["bad".into(), "good".into()],
+            ..options()
+        };
+        let mut f = tuner(&rows, prompt.clone());
+        // Every example ends with the template; none is closed by <|endoftext|>.
+        let tokenizer = &f.loaded.tokenizer;
+        let template: Vec<i64> = tokenizer
+            .encode(" so it was")
+            .unwrap()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let eot = i64::from(tokenizer.eot_id().unwrap());
+        for e in f.train.iter().chain(&f.val) {
+            assert!(e.ids.ends_with(&template), "{:?}", e.ids);
+            assert_eq!(e.ids[0], eot);
+        }
+        // A sentence too long for the block loses its end, never the template.
+        let long = "good ".repeat(40);
+        let ids = Encoder::for_model(&f.loaded)
+            .unwrap()
+            .encode(&long)
+            .unwrap();
+        assert_eq!(ids.len(), 16);
+        assert!(ids.ends_with(&template));
+        // Before training, P(positive) is the LM's odds of " good" over " bad" after the
+        // template.
+        let good = i64::from(tokenizer.encode(" good").unwrap()[0]);
+        let bad = i64::from(tokenizer.encode(" bad").unwrap()[0]);
+        let x = &f.train[0];
+        let lm = f
+            .loaded
+            .model
+            .forward(&Tensor::from_slice(&x.ids).unsqueeze(0), false)
+            .get(0)
+            .get(x.ids.len() as i64 - 1);
+        let want = 1.0 / (1.0 + (lm.double_value(&[bad]) - lm.double_value(&[good])).exp());
+        let p = p_positive(&f.loaded.model, &f.train[..1], 1).unwrap()[0];
+        assert!((p - want).abs() < 1e-5, "{p} vs {want}");
+        // The first batch reports that judgement on the validation set.
+        let events = f.advance().unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Log { message } if message.contains("own judgement"))),
+            "{events:?}"
+        );
+        // Saved and loaded back, the classifier reads sentences the same way.
+        while !f.is_done() {
+            f.advance().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        f.out = dir.path().join("clf");
+        f.finish().unwrap();
+        let (loaded, info) = load_classifier(&f.out, Device::Cpu).unwrap();
+        assert_eq!(info.readout, Readout::Prompt);
+        assert_eq!(info.template.as_deref(), Some(" so it was"));
+        assert_eq!(loaded.template.as_deref(), Some(" so it was"));
+        let before = class_probabilities(&f.loaded, "the film was good").unwrap();
+        let after = class_probabilities(&loaded, "the film was good").unwrap();
+        assert!((before[1] - after[1]).abs() < 1e-6);
+        // Label words that share their first token cannot tell the classes apart.
+        let same = FinetuneOptions {
+            label_words: ["good".into(), "good!".into()],
+            ..prompt
+        };
+        let err = Finetuner::new(
+            tiny_model(&rows),
+            &rows,
+            &rows[..8],
+            same,
+            PathBuf::from("unused"),
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{err:#}").contains("label_words"), "{err:#}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Action {
     ToggleLogScale,
     ToggleSmoothing,
     Finetune,
+    NextBase,
+    TypeBase,
     TypeSentence,
     ScrollUp,
     ScrollDown,
@@ -185,7 +187,8 @@ const GENERATE_GRID: &[Binding] = &[
 
 #[rustfmt::skip]
 const CLASSIFY: &[Binding] = &[
-    bind(&[(ch('f'), Action::Finetune)], "f", Some("fine-tune on SST-2"), "fine-tune the current model on SST-2 ([finetune] in config.toml)"),
+    bind(&[(ch('f'), Action::Finetune)], "f", Some("fine-tune on SST-2"), "fine-tune the base on SST-2 ([finetune] in config.toml)"),
+    bind(&[(ch('b'), Action::NextBase), (ch('B'), Action::TypeBase)], "b/B", Some("base"), "what to fine-tune: b cycles the model held, gpt2, distilgpt2; B types a checkpoint folder or hub id"),
     bind(&[(ch(' '), Action::PauseResume)], "space", Some("pause/resume"), "pause or resume fine-tuning"),
     bind(&[(ch('x'), Action::Stop)], "x", Some("stop"), "stop fine-tuning (keeps and saves the best epoch)"),
     bind(&[(ch('i'), Action::TypeSentence), (ch('/'), Action::TypeSentence), (key(KeyCode::Enter), Action::TypeSentence)], "i", Some("classify a sentence"), "type a sentence (also / and Enter)"),

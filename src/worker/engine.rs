@@ -102,7 +102,7 @@ impl Engine {
         let mut loaded = load_model(dir, device)?;
         let info = classifier::read_info(dir)?;
         if let Some(info) = &info {
-            loaded.model.set_readout(info.readout);
+            info.apply(&mut loaded);
         }
         let labels = info.map(|info| info.labels);
         let message = format!(

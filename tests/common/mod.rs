@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary in a scratch directory.
 #![allow(dead_code)]
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn gptdash(dir: &Path, args: &[&str]) -> Output {
@@ -79,4 +81,88 @@ pub fn tiny_checkpoint(dir: &Path) -> String {
     let out = gptdash(dir, &args);
     assert!(out.status.success(), "{}", stderr(&out));
     "ck".into()
+}
+
+/// A file of `tests/fixtures`.
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+/// A word-level tokenizer with exactly `n` tokens (`w0`..), the last `<|endoftext|>`.
+pub fn word_tokenizer(n: usize) -> String {
+    let mut vocab = serde_json::Map::new();
+    for i in 0..n - 1 {
+        vocab.insert(format!("w{i}"), i.into());
+    }
+    vocab.insert("<|endoftext|>".into(), (n - 1).into());
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": n - 1, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": false},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|endoftext|>"}
+    })
+    .to_string()
+}
+
+/// A minimal stand-in for the hub's file endpoint: `GET [/datasets]/{repo}/resolve/{rev}/{file}`
+/// with `Range` support and the headers `hf-hub` reads (etag, x-repo-commit, content-range).
+pub fn serve(files: Vec<(String, Vec<u8>)>) -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut range = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("range: bytes=") {
+                    let v = v.trim();
+                    let (a, b) = v.split_once('-').unwrap();
+                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let found = files.iter().find(|(p, _)| *p == path);
+            let response = match found {
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+                Some((_, body)) => {
+                    let (start, end) = match range {
+                        Some((a, b)) => (a, b.unwrap_or(body.len() - 1).min(body.len() - 1)),
+                        None => (0, body.len() - 1),
+                    };
+                    let chunk = &body[start..=end];
+                    let mut r = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\n\
+                         ETag: \"etag-{}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
+                        chunk.len(),
+                        body.len(),
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(chunk);
+                    r
+                }
+            };
+            let _ = stream.write_all(&response);
+            let mut sink = Vec::new();
+            let _ = stream.flush();
+            let _ = reader.read_to_end(&mut sink).ok().filter(|_| false);
+        }
+    });
+    (addr, handle)
 }

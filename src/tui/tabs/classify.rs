@@ -6,10 +6,24 @@ use ratatui::layout::Rect;
 use ratatui::Frame;
 
 use super::{Page, Shared};
+use crate::checkpoint::Base;
+use crate::config::HELD_BASE;
 use crate::protocol::{
     Command, EpochMetrics, Event, FinetuneInfo, FinetuneSummary, RunDone, RunStart, WorkerState,
 };
 use crate::tui::keys::{Action, Scope};
+
+/// The bases `b` cycles through (`B` types any other).
+const CHOICES: [&str; 3] = [HELD_BASE, "gpt2", "distilgpt2"];
+
+/// Sets the base of the next fine-tuning run, and says so in the log.
+fn set_base(shared: &mut Shared, base: &str) {
+    shared.settings.finetune.base = base.to_string();
+    shared.log(format!(
+        "fine-tuning base: {} (f starts)",
+        Base::parse(base).describe()
+    ));
+}
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClassifyTab {
@@ -20,6 +34,8 @@ pub struct ClassifyTab {
     pub done: Option<FinetuneSummary>,
     /// The first mistake shown (the list scrolls).
     pub mistake_row: usize,
+    /// A base being typed (a checkpoint folder or a hub id).
+    pub base_input: Option<String>,
     /// The sentence to classify.
     pub input: String,
     pub editing: bool,
@@ -30,7 +46,9 @@ pub struct ClassifyTab {
 
 impl Page for ClassifyTab {
     fn scope(&self) -> Scope {
-        if self.editing {
+        if self.base_input.is_some() {
+            Scope::PathInput
+        } else if self.editing {
             Scope::SentenceInput
         } else {
             Scope::Classify
@@ -40,14 +58,37 @@ impl Page for ClassifyTab {
     fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command> {
         match action {
             Action::Submit => {
+                if let Some(typed) = self.base_input.take() {
+                    if !typed.trim().is_empty() {
+                        set_base(shared, typed.trim());
+                    }
+                    return Vec::new();
+                }
                 let text = self.input.trim().to_string();
                 if !text.is_empty() {
                     return vec![Command::ClassifyText(text)];
                 }
             }
-            Action::Cancel => self.editing = false,
+            Action::Cancel if self.base_input.take().is_none() => self.editing = false,
             Action::DeleteBack => {
-                self.input.pop();
+                match &mut self.base_input {
+                    Some(typed) => typed.pop(),
+                    None => self.input.pop(),
+                };
+            }
+            Action::NextBase => {
+                let now = shared.settings.finetune.base.clone();
+                let at = CHOICES.iter().position(|&b| b == now);
+                let next = CHOICES[at.map_or(0, |i| (i + 1) % CHOICES.len())];
+                set_base(shared, next);
+            }
+            Action::TypeBase => {
+                let now = &shared.settings.finetune.base;
+                self.base_input = Some(if now == HELD_BASE {
+                    "checkpoints/".into()
+                } else {
+                    now.clone()
+                });
             }
             Action::Finetune => {
                 return vec![Command::StartFinetune(Box::new(
@@ -74,7 +115,10 @@ impl Page for ClassifyTab {
     }
 
     fn on_char(&mut self, c: char) {
-        self.input.push(c);
+        match &mut self.base_input {
+            Some(typed) => typed.push(c),
+            None => self.input.push(c),
+        }
     }
 
     fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) {
@@ -90,6 +134,7 @@ impl Page for ClassifyTab {
                 ));
                 *self = Self {
                     info: Some(info.as_ref().clone()),
+                    base_input: self.base_input.take(),
                     input: std::mem::take(&mut self.input),
                     editing: self.editing,
                     last: self.last.take(),

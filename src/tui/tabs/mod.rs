@@ -50,7 +50,7 @@ impl Tab {
         match self {
             Tab::Train => &[Scope::Train, Scope::PathInput],
             Tab::Generate => &[Scope::GeneratePrompt, Scope::GenerateGrid],
-            Tab::Classify => &[Scope::Classify, Scope::SentenceInput],
+            Tab::Classify => &[Scope::Classify, Scope::SentenceInput, Scope::PathInput],
         }
     }
 }

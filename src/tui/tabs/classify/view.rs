@@ -2,11 +2,15 @@
 //! validation accuracy in large type, the confusion matrix, and a sentence box.
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::Style;
+use ratatui::symbols;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Borders, Chart, Gauge, Paragraph, Wrap};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::ClassifyTab;
+use crate::checkpoint::Base;
+use crate::config::{FinetuneSettings, Keep, Readout};
+use crate::protocol::ReliabilityBin;
 use crate::tui::tabs::Shared;
 use crate::tui::theme;
 use crate::tui::widgets::line_series;
@@ -21,10 +25,77 @@ pub fn draw(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
         draw_intro(frame, c, shared, charts);
     } else {
         draw_curves(frame, c, loss, true);
-        draw_curves(frame, c, acc, false);
+        match &c.done {
+            Some(done) => {
+                let [acc, reliability] =
+                    Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                        .areas(acc);
+                draw_curves(frame, c, acc, false);
+                draw_reliability(frame, &done.reliability, done.ece, reliability);
+            }
+            None => draw_curves(frame, c, acc, false),
+        }
     }
-    draw_summary(frame, c, side);
-    draw_sentence(frame, c, bottom);
+    draw_summary(frame, c, shared, side);
+    match &c.base_input {
+        Some(typed) => draw_base_input(frame, typed, bottom),
+        None => draw_sentence(frame, c, bottom),
+    }
+}
+
+/// The reliability diagram: each confidence bin's accuracy against the diagonal a
+/// calibrated classifier follows (binary: confidence from 0.5).
+fn draw_reliability(frame: &mut Frame, bins: &[ReliabilityBin], ece: f64, area: Rect) {
+    let observed: Vec<(f64, f64)> = bins
+        .iter()
+        .filter(|b| b.count > 0)
+        .map(|b| (b.confidence, b.accuracy))
+        .collect();
+    let diagonal = [(0.5, 0.5), (1.0, 1.0)];
+    let datasets = vec![
+        line_series("calibrated", theme::MUTED, &diagonal),
+        Dataset::default()
+            .name("bins")
+            .marker(symbols::Marker::Block)
+            .graph_type(GraphType::Scatter)
+            .style(Style::default().fg(theme::TEST_LOSS))
+            .data(&observed),
+    ];
+    let chart = Chart::new(datasets)
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" reliability (ECE {ece:.3}) ")),
+        )
+        .x_axis(
+            Axis::default()
+                .title("confidence")
+                .bounds([0.5, 1.0])
+                .labels(vec![Span::raw("0.5"), Span::raw("1")])
+                .style(theme::muted()),
+        )
+        .y_axis(
+            Axis::default()
+                .title("accuracy")
+                .bounds([0.0, 1.0])
+                .labels(vec![Span::raw("0"), Span::raw("1")])
+                .style(theme::muted()),
+        );
+    frame.render_widget(chart, area);
+}
+
+fn draw_base_input(frame: &mut Frame, typed: &str, area: Rect) {
+    frame.render_widget(
+        Paragraph::new(format!("{typed}█")).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme::key())
+                .title(
+                    " base: a checkpoint folder or a hub model id (Enter uses it, Esc cancels) ",
+                ),
+        ),
+        area,
+    );
 }
 
 fn draw_intro(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
@@ -33,11 +104,25 @@ fn draw_intro(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
         Line::styled("Sentiment fine-tuning on SST-2", theme::title()),
         Line::from(""),
         Line::from(
-            "Turns the model on the Train tab (or a loaded checkpoint) into a classifier that reads the hidden \
-             state of each sentence's last token. The first SST-2 training sentences are split, stratified, into \
-             train and validation; the best epoch (by validation loss) is kept.",
+            "Turns a language model into a classifier: a head on the hidden state of each sentence's last token \
+             (readout = last), on the mean over its tokens (mean), or the model's own next word after a template \
+             between two label words (prompt). The first SST-2 training sentences are split, stratified, into \
+             train and validation.",
         ),
         Line::from(""),
+        Line::from(vec![
+            Span::styled("base: ", theme::muted()),
+            Span::raw(Base::parse(&f.base).describe()),
+            Span::styled("  (b: model held / gpt2 / distilgpt2, B: type a folder or hub id)", theme::muted()),
+        ]),
+        Line::from(format!(
+            "readout {}, keep {} epoch",
+            readout_name(f),
+            match f.keep {
+                Keep::Best => "the best (lowest validation loss)",
+                Keep::Last => "the last",
+            }
+        )),
         Line::from(format!(
             "settings ([finetune] in config.toml): data {}, {} samples, validation {:.0}%, {} epochs, lr {:.0e}, batch {}",
             f.sst2,
@@ -49,7 +134,7 @@ fn draw_intro(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
         )),
         Line::from(""),
         Line::from(
-            "What it needs: a model (train one, or press o on the Train tab to load a checkpoint) and SST-2 \
+            "What it needs: a base (the model held: train one, or press o on the Train tab to load a checkpoint) and SST-2 \
              (\"hub\" fetches nyu-mll/glue; a path reads train.tsv or the Hugging Face parquet files).",
         ),
         Line::from(""),
@@ -153,8 +238,26 @@ fn big_text(text: &str) -> Vec<String> {
     rows
 }
 
-fn draw_summary(frame: &mut Frame, c: &ClassifyTab, area: Rect) {
-    let mut lines = Vec::new();
+/// `last`, `mean`, or the prompt with its template and label words.
+fn readout_name(f: &FinetuneSettings) -> String {
+    match f.readout {
+        Readout::Last => "last".into(),
+        Readout::Mean => "mean".into(),
+        Readout::Prompt => format!(
+            "prompt \"…{}\" → {} / {}",
+            f.template, f.label_words[0], f.label_words[1]
+        ),
+    }
+}
+
+fn draw_summary(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
+    let mut lines = vec![Line::from(vec![
+        Span::styled("base ", theme::muted()),
+        Span::raw(c.info.as_ref().map_or_else(
+            || Base::parse(&shared.settings.finetune.base).describe(),
+            |i| i.model.clone(),
+        )),
+    ])];
     let shown = c
         .done
         .as_ref()
