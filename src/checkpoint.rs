@@ -160,9 +160,17 @@ pub struct LoadedModel {
     pub config: CheckpointConfig,
     /// Where it came from: a checkpoint folder, or the run that trained it.
     pub origin: String,
-    /// A prompt classifier's template, appended to every sentence it reads
-    /// (`Readout::Prompt`); `None` for plain models and other read-outs.
-    pub template: Option<String>,
+    /// A prompt classifier's template and label words (`Readout::Prompt`); `None` for
+    /// plain models and other read-outs.
+    pub prompt: Option<Prompt>,
+}
+
+/// What a prompt classifier appends to every sentence, and the words whose next-token
+/// logits are its classes (negative first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prompt {
+    pub template: String,
+    pub label_words: [String; 2],
 }
 
 impl LoadedModel {
@@ -294,7 +302,7 @@ pub fn load_model_with_dropout(
         tokenizer,
         config,
         origin: dir.display().to_string(),
-        template: None,
+        prompt: None,
     })
 }
 

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, LoadedModel};
+use crate::checkpoint::{self, LoadedModel, Prompt};
 use crate::config::Readout;
 use crate::data::sst2::Labeled;
 use crate::data::tokenizer::TextTokenizer;
@@ -31,17 +31,15 @@ pub struct ClassifierInfo {
     pub readout: Readout,
     /// `readout = prompt`: the template appended to each sentence, and the label words
     /// the head started from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_words: Option<[String; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub prompt: Option<Prompt>,
 }
 
 impl ClassifierInfo {
     /// Makes `loaded` read sentences as this classifier was trained to.
     pub fn apply(&self, loaded: &mut LoadedModel) {
         loaded.model.set_readout(self.readout);
-        loaded.template = self.template.clone();
+        loaded.prompt = self.prompt.clone();
     }
 }
 
@@ -76,20 +74,19 @@ impl Encoder<'_> {
             .eot_id()
             .map(i64::from)
             .filter(|_| loaded.frames_sentences());
-        let template: Vec<i64> = match &loaded.template {
-            Some(text) => loaded
-                .tokenizer
-                .encode(text)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
+        let template = match &loaded.prompt {
+            Some(prompt) => prompt_tokens(&loaded.tokenizer, prompt)?.template,
             None => Vec::new(),
         };
         let block_size = loaded.model.config.block_size as usize;
         if template.len() + usize::from(prefix.is_some()) >= block_size {
             bail!(
                 "the template {:?} is {} tokens, too long for the block size {block_size}",
-                loaded.template.as_deref().unwrap_or_default(),
+                loaded
+                    .prompt
+                    .as_ref()
+                    .map(|p| p.template.as_str())
+                    .unwrap_or_default(),
                 template.len()
             );
         }
@@ -131,6 +128,75 @@ impl Encoder<'_> {
             })
             .collect()
     }
+}
+
+/// A prompt in token ids: the template's, and the token each class is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptTokens {
+    /// The template's tokens, then the tokens the two label words share at their start
+    /// (a small vocabulary may split `" great"` into `" "` + `"great"`: the `" "` joins
+    /// the template and the classes are read at the first token where the words differ).
+    pub template: Vec<i64>,
+    pub labels: [i64; 2],
+    /// Said once in the log: how the words were read.
+    pub notes: Vec<String>,
+}
+
+/// The ids of `prompt` for `tokenizer`. Each label word is taken as the next word after
+/// the template (a space before it); if the words share their first tokens those join
+/// the template. Words that are the same, or one a token-prefix of the other, are an
+/// error naming `finetune.label_words`.
+pub fn prompt_tokens(tokenizer: &TextTokenizer, prompt: &Prompt) -> Result<PromptTokens> {
+    let mut template: Vec<i64> = tokenizer
+        .encode(&prompt.template)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let words = prompt
+        .label_words
+        .iter()
+        .map(|w| {
+            let ids = tokenizer.encode(&format!(" {}", w.trim()))?;
+            Ok(ids.into_iter().map(i64::from).collect::<Vec<_>>())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shared = words[0]
+        .iter()
+        .zip(&words[1])
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (Some(&neg), Some(&pos)) = (words[0].get(shared), words[1].get(shared)) else {
+        bail!(
+            "finetune.label_words: {:?} and {:?} are the same tokens, or one starts the other, for this tokenizer; pick two words that differ",
+            prompt.label_words[0],
+            prompt.label_words[1]
+        );
+    };
+    let mut notes = Vec::new();
+    if shared > 0 {
+        let text: Vec<String> = words[0][..shared]
+            .iter()
+            .map(|&t| tokenizer.display(t as u32))
+            .collect();
+        notes.push(format!(
+            "the label words start with the same token(s) {text:?} for this tokenizer: those follow the template, and the classes are read at the next token"
+        ));
+    }
+    template.extend_from_slice(&words[0][..shared]);
+    for (word, ids) in prompt.label_words.iter().zip(&words) {
+        if ids.len() > shared + 1 {
+            notes.push(format!(
+                "label word {word:?} is {} tokens for this tokenizer; {:?} stands for it",
+                ids.len(),
+                tokenizer.display(ids[shared] as u32)
+            ));
+        }
+    }
+    Ok(PromptTokens {
+        template,
+        labels: [neg, pos],
+        notes,
+    })
 }
 
 /// Right-padded ids `[rows, longest]`, lengths and labels for a slice of examples.
@@ -344,6 +410,54 @@ mod tests {
         // A class never predicted: precision and F1 0, not NaN.
         let (p, _, f) = per_class(&[[0, 10], [0, 10]]);
         assert_eq!((p[0], f[0]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn label_words_that_share_a_first_token_are_read_where_they_differ() {
+        let texts: Vec<String> = vec!["the cat sat on the mat".into(); 4];
+        let tokenizer = TextTokenizer::train_bpe(&texts, 300).unwrap();
+        let ids = |t: &str| -> Vec<i64> {
+            tokenizer
+                .encode(t)
+                .unwrap()
+                .into_iter()
+                .map(i64::from)
+                .collect()
+        };
+        // Neither word is in this tiny vocabulary: both start with the bare space.
+        let (great, terrible) = (ids(" great"), ids(" terrible"));
+        assert_eq!(great[0], terrible[0]);
+        let prompt = Prompt {
+            template: " it was".into(),
+            label_words: ["terrible".into(), "great".into()],
+        };
+        let t = prompt_tokens(&tokenizer, &prompt).unwrap();
+        let mut want = ids(" it was");
+        want.push(great[0]);
+        assert_eq!(t.template, want);
+        assert_eq!(t.labels, [terrible[1], great[1]]);
+        assert!(
+            t.notes.iter().any(|n| n.contains("same token")),
+            "{:?}",
+            t.notes
+        );
+        // Words in the vocabulary are one token each, read right after the template.
+        let cat = Prompt {
+            template: " it was".into(),
+            label_words: ["mat".into(), "cat".into()],
+        };
+        let t = prompt_tokens(&tokenizer, &cat).unwrap();
+        assert_eq!(t.template, ids(" it was"));
+        assert_eq!(t.labels, [ids(" mat")[0], ids(" cat")[0]]);
+        // The same word twice, or one word the start of the other, is an error.
+        for words in [["cat", "cat"], ["cat", "cats"]] {
+            let p = Prompt {
+                template: " it was".into(),
+                label_words: words.map(String::from),
+            };
+            let err = format!("{:#}", prompt_tokens(&tokenizer, &p).unwrap_err());
+            assert!(err.contains("finetune.label_words"), "{err}");
+        }
     }
 
     #[test]

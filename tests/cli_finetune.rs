@@ -184,6 +184,68 @@ fn finetune_then_classify() {
         &["--eval-split"],
     );
     expect_error(d, &["finetune", "--sst2", &data], &["--checkpoint"]);
+    // A path that is not there is an error naming it, never a hub id to download.
+    expect_error(
+        d,
+        &["finetune", "--init", "./no-such-model", "--sst2", &data],
+        &["--init", "no checkpoint folder at ./no-such-model"],
+    );
+    // Without --checkpoint or --init, `base` of [finetune] says what to fine-tune, and
+    // the prompt read-out is recorded for `classify`.
+    std::fs::write(
+        d.join("base.toml"),
+        format!("[finetune]\nbase = \"{ck}\"\nreadout = \"prompt\"\ntemplate = \" it was\"\nsamples = 40\nepochs = 1\n"),
+    )
+    .unwrap();
+    let out = gptdash(
+        d,
+        &[
+            "--config",
+            "base.toml",
+            "finetune",
+            "--sst2",
+            &data,
+            "--out",
+            "clf-base",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&out);
+    assert!(
+        ev[0]["model"].as_str().unwrap().ends_with(&ck),
+        "{:?}",
+        ev[0]
+    );
+    assert!(
+        ev.iter().any(
+            |e| e["event"] == "log" && e["message"].as_str().unwrap().contains("own judgement")
+        ),
+        "{ev:?}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("clf-base/classifier.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["readout"], "prompt");
+    assert_eq!(info["template"], " it was");
+    assert_eq!(
+        info["label_words"],
+        serde_json::json!(["terrible", "great"])
+    );
+    let out = gptdash(
+        d,
+        &[
+            "classify",
+            "--checkpoint",
+            "clf-base",
+            "--text",
+            "the cat sat",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

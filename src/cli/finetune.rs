@@ -173,13 +173,7 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
             bail!("--eval-split: unknown split {other:?}; the one supported is `validation`")
         }
     };
-    // Data: the first `samples` rows, then a stratified split.
-    let data = sst2::load_protocol(&f, eval_validation)?;
-
-    // Model.
-    let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
-        .context("--device")?;
-    let threads = set_threads(settings.train.threads);
+    // The base first: a missing model fails before any data is read.
     let (base, flag) = match (&args.checkpoint, &args.init) {
         (Some(dir), _) => (Base::Folder(dir.clone()), "--checkpoint"),
         (None, Some(init)) => (Base::parse(init), "--init"),
@@ -188,6 +182,13 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     let Some((model_dir, source_name)) = base.locate().context(flag)? else {
         bail!("nothing to fine-tune: give --checkpoint DIR or --init gpt2|distilgpt2|PATH (or set base in [finetune] of config.toml)");
     };
+    // Data: the first `samples` rows, then a stratified split.
+    let data = sst2::load_protocol(&f, eval_validation)?;
+
+    // Model.
+    let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
+        .context("--device")?;
+    let threads = set_threads(settings.train.threads);
     let loaded = load_model_with_dropout(&model_dir, device, f.dropout)?;
     let out = args
         .out

@@ -9,10 +9,10 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, CheckpointConfig, LoadedModel};
+use crate::checkpoint::{self, CheckpointConfig, LoadedModel, Prompt};
 use crate::classifier::{
-    batch_tensors, calibration, evaluate, p_positive, per_class, sst2_labels, worst_mistakes,
-    ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
+    batch_tensors, calibration, evaluate, p_positive, per_class, prompt_tokens, sst2_labels,
+    worst_mistakes, ClassifierInfo, Encoder, Example, CLASSIFIER_FILE,
 };
 use crate::config::{FinetuneSettings, Keep, Readout, Schedule};
 use crate::data::corpus::IGNORE_INDEX;
@@ -141,32 +141,16 @@ impl Finetuner {
         loaded.model.set_readout(options.readout);
         let mut notes = Vec::new();
         if options.readout == Readout::Prompt {
-            loaded.template = Some(options.template.clone());
-            let mut tokens = Vec::new();
-            for word in &options.label_words {
-                let ids = loaded.tokenizer.encode(&format!(" {}", word.trim()))?;
-                let Some(&first) = ids.first() else {
-                    bail!("finetune.label_words: {word:?} encodes to no tokens");
-                };
-                if ids.len() > 1 {
-                    notes.push(format!(
-                        "label word {word:?} is {} tokens for this tokenizer; its first, {:?}, stands for it",
-                        ids.len(),
-                        loaded.tokenizer.display(first)
-                    ));
-                }
-                tokens.push(i64::from(first));
-            }
-            if tokens[0] == tokens[1] {
-                bail!(
-                    "finetune.label_words: {:?} and {:?} start with the same token for this tokenizer; pick words that differ in it",
-                    options.label_words[0],
-                    options.label_words[1]
-                );
-            }
-            loaded.model.start_head_from_lm_head(&tokens)?;
+            let prompt = Prompt {
+                template: options.template.clone(),
+                label_words: options.label_words.clone(),
+            };
+            let tokens = prompt_tokens(&loaded.tokenizer, &prompt)?;
+            notes.extend(tokens.notes);
+            loaded.model.start_head_from_lm_head(&tokens.labels)?;
+            loaded.prompt = Some(prompt);
         } else {
-            loaded.template = None;
+            loaded.prompt = None;
         }
         let encoder = Encoder::for_model(&loaded)?;
         let train = encoder.examples(train_rows)?;
@@ -317,9 +301,7 @@ impl Finetuner {
             val_examples: self.val.len(),
             labels: sst2_labels(),
             readout: self.options.readout,
-            template: self.loaded.template.clone(),
-            label_words: (self.options.readout == Readout::Prompt)
-                .then(|| self.options.label_words.clone()),
+            prompt: self.loaded.prompt.clone(),
         };
         self.save(&self.out, &info)?;
         let labels: Vec<i64> = self.val.iter().map(|e| e.label).collect();
@@ -533,7 +515,7 @@ mod tests {
             tokenizer,
             config,
             origin: "test".into(),
-            template: None,
+            prompt: None,
         }
     }
 
@@ -640,8 +622,7 @@ mod tests {
             val_examples: 8,
             labels: ["negative".into(), "positive".into()],
             readout: Readout::Last,
-            template: None,
-            label_words: None,
+            prompt: None,
         };
         f.save(&dir.path().join("clf"), &info).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("clf").join(CURVES_FILE)).unwrap();
@@ -673,14 +654,20 @@ mod tests {
             ..options()
         };
         let mut f = tuner(&rows, prompt.clone());
-        // Every example ends with the template; none is closed by <|endoftext|>.
+        // Every example ends with the template (and whatever tokens both label words
+        // start with); none is closed by <|endoftext|>.
         let tokenizer = &f.loaded.tokenizer;
-        let template: Vec<i64> = tokenizer
-            .encode(" so it was")
-            .unwrap()
-            .into_iter()
-            .map(i64::from)
-            .collect();
+        let tokens = prompt_tokens(
+            tokenizer,
+            &Prompt {
+                template: " so it was".into(),
+                label_words: ["bad".into(), "good".into()],
+            },
+        )
+        .unwrap();
+        let template = tokens.template.clone();
+        let words: Vec<u32> = tokenizer.encode(" so it was").unwrap();
+        assert!(template.len() >= words.len());
         let eot = i64::from(tokenizer.eot_id().unwrap());
         for e in f.train.iter().chain(&f.val) {
             assert!(e.ids.ends_with(&template), "{:?}", e.ids);
@@ -696,8 +683,7 @@ mod tests {
         assert!(ids.ends_with(&template));
         // Before training, P(positive) is the LM's odds of " good" over " bad" after the
         // template.
-        let good = i64::from(tokenizer.encode(" good").unwrap()[0]);
-        let bad = i64::from(tokenizer.encode(" bad").unwrap()[0]);
+        let [bad, good] = tokens.labels;
         let x = &f.train[0];
         let lm = f
             .loaded
@@ -725,12 +711,16 @@ mod tests {
         f.finish().unwrap();
         let (loaded, info) = load_classifier(&f.out, Device::Cpu).unwrap();
         assert_eq!(info.readout, Readout::Prompt);
-        assert_eq!(info.template.as_deref(), Some(" so it was"));
-        assert_eq!(loaded.template.as_deref(), Some(" so it was"));
+        let want = Prompt {
+            template: " so it was".into(),
+            label_words: ["bad".into(), "good".into()],
+        };
+        assert_eq!(info.prompt.as_ref(), Some(&want));
+        assert_eq!(loaded.prompt.as_ref(), Some(&want));
         let before = class_probabilities(&f.loaded, "the film was good").unwrap();
         let after = class_probabilities(&loaded, "the film was good").unwrap();
         assert!((before[1] - after[1]).abs() < 1e-6);
-        // Label words that share their first token cannot tell the classes apart.
+        // Label words where one is the other and more cannot tell the classes apart.
         let same = FinetuneOptions {
             label_words: ["good".into(), "good!".into()],
             ..prompt

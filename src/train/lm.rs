@@ -530,7 +530,7 @@ impl LmTrainer {
             tokenizer: self.tokenizer,
             config,
             origin: format!("the model trained on {}", self.corpus_spec),
-            template: None,
+            prompt: None,
         }
     }
 
