@@ -9,6 +9,9 @@ use tch::{Kind, Tensor};
 use crate::config::Readout;
 use crate::data::corpus::IGNORE_INDEX;
 
+mod inspect;
+pub use inspect::Inspection;
+
 /// Everything needed to build a GPT; stored in each checkpoint's `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {

@@ -1,0 +1,206 @@
+//! One introspecting forward pass (issue 12's groundwork): per layer and head the
+//! attention probabilities, per layer the logit lens (the residual stream after each
+//! block read through the final LayerNorm and the LM head), per position the loss and
+//! rank of the actual next token. Attention is computed explicitly here; training and
+//! generation keep their fused path.
+use anyhow::{bail, Result};
+use tch::nn::Module;
+use tch::{Kind, Tensor};
+
+use super::{CausalSelfAttention, Gpt};
+
+/// What one forward pass over a token sequence shows (tensors on the CPU, no gradients;
+/// the worker turns them into plain data for the dashboard).
+#[derive(Debug)]
+pub struct Inspection {
+    /// Per layer: attention probabilities `[heads, time, time]`, row = query position;
+    /// each row sums to 1 and is zero above the diagonal.
+    pub attention: Vec<Tensor>,
+    /// Per layer: log-probabilities of the next token `[time, vocab]` read from the
+    /// residual stream after that block; the last layer's is the model's own.
+    pub lens: Vec<Tensor>,
+    /// Per layer: the attention branch's output `[time, n_embd]` (after the output
+    /// projection), what the block adds to the residual stream.
+    pub attention_out: Vec<Tensor>,
+    /// Per position but the last: −log P(actual next token), in nats.
+    pub token_loss: Vec<f64>,
+    /// Per position but the last: the actual next token's rank under the model (1 = top).
+    pub token_rank: Vec<usize>,
+}
+
+impl CausalSelfAttention {
+    /// The attention branch written out: its output after the projection
+    /// `[batch, time, n_embd]` and the probabilities `[batch, heads, time, time]`.
+    fn forward_explained(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (q, k, v) = self.heads(x);
+        let t = q.size()[2];
+        let scale = 1.0 / (q.size()[3] as f64).sqrt();
+        let future = Tensor::ones([t, t], (Kind::Bool, q.device())).triu(1);
+        let att = (q.matmul(&k.transpose(-2, -1)) * scale)
+            .masked_fill(&future, f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float);
+        let y = att.to_kind(v.kind()).matmul(&v);
+        (self.merge(&y), att)
+    }
+}
+
+impl Gpt {
+    /// Inspects the model on `ids` (1 to block-size tokens, each in the vocabulary).
+    pub fn inspect(&self, ids: &[i64]) -> Result<Inspection> {
+        let t = ids.len() as i64;
+        if t == 0 || t > self.config.block_size {
+            bail!(
+                "inspect takes 1 to {} tokens (the block size), got {t}",
+                self.config.block_size
+            );
+        }
+        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= self.config.vocab_size) {
+            bail!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            );
+        }
+        tch::no_grad(|| {
+            let device = self.device();
+            let idx = Tensor::from_slice(ids).to_device(device).unsqueeze(0);
+            let pos = Tensor::arange(t, (Kind::Int64, device));
+            let mut x = self.wte.forward(&idx) + self.wpe.forward(&pos);
+            let mut attention = Vec::new();
+            let mut attention_out = Vec::new();
+            let mut lens = Vec::new();
+            for block in &self.h {
+                let (out, att) = block.attn.forward_explained(&block.ln_1.forward(&x));
+                x = &x + &out;
+                x = &x + block.mlp.forward(&block.ln_2.forward(&x), false);
+                attention.push(att.squeeze_dim(0).to_device(tch::Device::Cpu));
+                attention_out.push(
+                    out.squeeze_dim(0)
+                        .to_kind(Kind::Float)
+                        .to_device(tch::Device::Cpu),
+                );
+                let logits = self.lm_head.forward(&self.ln_f.forward(&x));
+                lens.push(
+                    logits
+                        .squeeze_dim(0)
+                        .log_softmax(-1, Kind::Float)
+                        .to_device(tch::Device::Cpu),
+                );
+            }
+            let mut token_loss = Vec::new();
+            let mut token_rank = Vec::new();
+            if let Some(last) = lens.last() {
+                for p in 0..(t - 1) {
+                    let row = last.get(p);
+                    let target = ids[p as usize + 1];
+                    let logp = row.double_value(&[target]);
+                    let above = row.gt(logp).sum(Kind::Int64).int64_value(&[]);
+                    token_loss.push(-logp);
+                    token_rank.push(above as usize + 1);
+                }
+            }
+            Ok(Inspection {
+                attention,
+                lens,
+                attention_out,
+                token_loss,
+                token_rank,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn;
+    use tch::Device;
+
+    use crate::model::gpt::GptConfig;
+
+    fn model() -> (nn::VarStore, Gpt) {
+        tch::manual_seed(11);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = GptConfig {
+            vocab_size: 50,
+            block_size: 12,
+            n_layer: 3,
+            n_head: 4,
+            n_embd: 32,
+            dropout: 0.0,
+            n_classes: 2,
+            layer_norm_eps: 1e-5,
+            tie_lm_head: false,
+        };
+        let model = Gpt::new(&vs.root(), config);
+        (vs, model)
+    }
+
+    const IDS: [i64; 9] = [3, 17, 4, 4, 29, 0, 11, 42, 8];
+
+    #[test]
+    fn attention_rows_are_distributions_over_the_past() {
+        let _rng = crate::torch_rng_lock();
+        let (_vs, model) = model();
+        let seen = model.inspect(&IDS).unwrap();
+        assert_eq!(seen.attention.len(), 3);
+        for att in &seen.attention {
+            assert_eq!(att.size(), vec![4, 9, 9]);
+            let sums = att.sum_dim_intlist(-1, false, Kind::Double);
+            assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-6);
+            let future = att.triu(1).abs().max().double_value(&[]);
+            assert_eq!(future, 0.0);
+        }
+    }
+
+    #[test]
+    fn the_explicit_attention_reproduces_the_normal_forward_and_the_last_lens_the_model() {
+        let _rng = crate::torch_rng_lock();
+        let (_vs, model) = model();
+        let seen = model.inspect(&IDS).unwrap();
+        // Each block's attention output equals the fused path's on the same input.
+        let idx = Tensor::from_slice(&IDS).unsqueeze(0);
+        let pos = Tensor::arange(9, (Kind::Int64, Device::Cpu));
+        let mut x = model.wte.forward(&idx) + model.wpe.forward(&pos);
+        for (block, out) in model.h.iter().zip(&seen.attention_out) {
+            let fused = block.attn.forward(&block.ln_1.forward(&x), false);
+            let diff = (fused.squeeze_dim(0) - out).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "attention output differs by {diff}");
+            x = block.forward(&x, false);
+        }
+        // The last layer's lens is the model's own next-token distribution.
+        let own = model
+            .forward(&idx, false)
+            .squeeze_dim(0)
+            .log_softmax(-1, Kind::Float);
+        let last = seen.lens.last().unwrap();
+        let diff = (&own - last).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "lens differs by {diff}");
+        // Per-token loss and rank of the actual next token.
+        assert_eq!(seen.token_loss.len(), 8);
+        for (p, (&loss, &rank)) in seen.token_loss.iter().zip(&seen.token_rank).enumerate() {
+            let row = own.get(p as i64);
+            let target = IDS[p + 1];
+            assert!((loss + row.double_value(&[target])).abs() < 1e-6);
+            let above = (0..50)
+                .filter(|&v| row.double_value(&[v]) > row.double_value(&[target]))
+                .count();
+            assert_eq!(rank, above + 1);
+        }
+        // The mean token loss is the model's LM loss on the sequence.
+        let targets = Tensor::from_slice(&IDS[1..]).unsqueeze(0);
+        let lm = Gpt::lm_loss(&model.forward(&idx.narrow(1, 0, 8), false), &targets);
+        let mean = seen.token_loss.iter().sum::<f64>() / 8.0;
+        assert!((mean - lm.double_value(&[])).abs() < 1e-5);
+    }
+
+    #[test]
+    fn too_long_empty_or_unknown_tokens_are_errors() {
+        let _rng = crate::torch_rng_lock();
+        let (_vs, model) = model();
+        assert!(model.inspect(&[]).is_err());
+        assert!(model.inspect(&[1; 13]).is_err());
+        let err = format!("{:#}", model.inspect(&[1, 50]).unwrap_err());
+        assert!(err.contains("vocabulary"), "{err}");
+        assert_eq!(model.inspect(&[5]).unwrap().token_loss.len(), 0);
+    }
+}
