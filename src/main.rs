@@ -24,6 +24,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(bench)) => cli::bench::run(&bench),
         Some(Command::Finetune(args)) => cli::finetune::run(&args, settings),
         Some(Command::Classify(args)) => cli::finetune::classify(&args, settings),
+        Some(Command::Inspect(args)) => cli::inspect::run(&args, settings),
         Some(Command::Tui) | None => gptdash::tui::run(settings),
     }
 }

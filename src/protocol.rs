@@ -226,6 +226,30 @@ pub struct ReliabilityBin {
     pub accuracy: f64,
 }
 
+/// One cell of the logit lens: what the residual stream after a layer predicts next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LensCell {
+    /// The most probable next token and its probability.
+    pub token: String,
+    pub prob: f64,
+    /// Entropy of the whole next-token distribution, in nats.
+    pub entropy: f64,
+}
+
+/// One introspecting forward pass over a text, as plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectReport {
+    /// The text's tokens, as the tokenizer cut them.
+    pub tokens: Vec<String>,
+    /// Per position but the last: −log P(actual next token) in nats, and its rank (1 = top).
+    pub token_loss: Vec<f64>,
+    pub token_rank: Vec<usize>,
+    /// `lens[layer][position]`.
+    pub lens: Vec<Vec<LensCell>>,
+    /// `attention[layer][head][query][key]`, each row summing to 1.
+    pub attention: Vec<Vec<Vec<Vec<f32>>>>,
+}
+
 /// A validation sentence the classifier got wrong.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mistake {
@@ -403,6 +427,8 @@ pub enum Event {
         label: String,
         p_positive: f64,
     },
+    /// What one introspecting forward pass shows (`gptdash inspect --json`).
+    Inspected(Box<InspectReport>),
     /// A benchmark's result (`gptdash bench ... --json`).
     Bench(Box<BenchReport>),
     Log {

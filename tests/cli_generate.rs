@@ -245,3 +245,120 @@ fn every_error_path_is_a_clear_message_with_exit_code_2() {
         &["cannot be encoded"],
     );
 }
+
+#[test]
+fn inspect_shows_loss_lens_and_attention_and_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = tiny_checkpoint(d);
+    let out = gptdash(
+        d,
+        &[
+            "inspect",
+            "--checkpoint",
+            &ck,
+            "--text",
+            "The cat sat.",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["event"], "inspected");
+    let tokens = v["tokens"].as_array().unwrap().len();
+    assert!(tokens >= 2);
+    assert_eq!(v["token_loss"].as_array().unwrap().len(), tokens - 1);
+    assert_eq!(v["token_rank"].as_array().unwrap().len(), tokens - 1);
+    // gpt-nano: 3 layers × 3 heads, every row a distribution over the past.
+    let attention = v["attention"].as_array().unwrap();
+    assert_eq!(attention.len(), 3);
+    for layer in attention {
+        assert_eq!(layer.as_array().unwrap().len(), 3);
+        for head in layer.as_array().unwrap() {
+            for (q, row) in head.as_array().unwrap().iter().enumerate() {
+                let row: Vec<f64> = row
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                assert_eq!(row.len(), tokens);
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{row:?}");
+                assert!(row[q + 1..].iter().all(|&a| a == 0.0), "{row:?}");
+            }
+        }
+    }
+    let lens = v["lens"].as_array().unwrap();
+    assert_eq!(lens.len(), 3);
+    assert_eq!(lens[2].as_array().unwrap().len(), tokens);
+    let cell = &lens[2][0];
+    assert!(cell["prob"].as_f64().unwrap() > 0.0 && cell["entropy"].as_f64().unwrap() >= 0.0);
+
+    let out = gptdash(
+        d,
+        &[
+            "inspect",
+            "--checkpoint",
+            &ck,
+            "--text",
+            "The dog ran.",
+            "--layer",
+            "2",
+            "--head",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "per-token loss",
+        "mean loss",
+        "logit lens",
+        "layer 3",
+        "attention, layer 2 head 3",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    expect_error(
+        d,
+        &[
+            "inspect",
+            "--checkpoint",
+            &ck,
+            "--text",
+            "The cat",
+            "--layer",
+            "9",
+        ],
+        &["--layer 9", "3 layers"],
+    );
+    expect_error(
+        d,
+        &[
+            "inspect",
+            "--checkpoint",
+            &ck,
+            "--text",
+            "The cat",
+            "--head",
+            "4",
+        ],
+        &["--head 4", "3 heads"],
+    );
+    expect_error(
+        d,
+        &[
+            "inspect",
+            "--checkpoint",
+            &ck,
+            "--text",
+            &"The cat sat. ".repeat(20),
+        ],
+        &["--text", "block size 16"],
+    );
+    expect_error(
+        d,
+        &["inspect", "--checkpoint", "nope", "--text", "The cat"],
+        &["nope"],
+    );
+}

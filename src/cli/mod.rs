@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod finetune;
 pub mod generate;
+pub mod inspect;
 pub mod train;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Classify a sentence with a fine-tuned classifier.
     Classify(finetune::ClassifyArgs),
+    /// Look inside a model on a text: attention, logit lens, per-token loss.
+    Inspect(inspect::InspectArgs),
     /// Speed benchmarks.
     Bench(bench::BenchArgs),
     /// The dashboard (also what `gptdash` alone starts).

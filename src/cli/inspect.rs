@@ -1,0 +1,233 @@
+//! `gptdash inspect`: one introspecting forward pass over a text — the text coloured by
+//! each token's loss, the logit lens (layers × positions: the top next token and its
+//! probability) and one head's attention as a character heatmap; `--json` gives all of
+//! it (every layer and head).
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use tch::Kind;
+
+use crate::checkpoint::load_model;
+use crate::config::Settings;
+use crate::data::tokenizer::TextTokenizer;
+use crate::device::{resolve_device, set_threads};
+use crate::generate::encode_prompt;
+use crate::model::gpt::{Gpt, Inspection};
+use crate::protocol::{Event, InspectReport, LensCell};
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// A checkpoint folder (gptdash's, or a Hugging Face GPT-2 folder).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// The text to look at (at most the model's block size in tokens).
+    #[arg(long, allow_hyphen_values = true)]
+    pub text: String,
+    /// The layer whose attention is drawn (from 1; default the last).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub layer: Option<u64>,
+    /// The head drawn (from 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub head: u64,
+    /// auto, cpu, cuda or cuda:N (default: the config's train.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The report of `model` on `ids`: tensors turned into plain data.
+pub fn report(model: &Gpt, tokenizer: &TextTokenizer, ids: &[u32]) -> Result<InspectReport> {
+    let ids64: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    let seen: Inspection = model.inspect(&ids64)?;
+    let mut lens = Vec::new();
+    for layer in &seen.lens {
+        let probs = layer.exp();
+        let entropy = -(&probs * layer).sum_dim_intlist(-1, false, Kind::Double);
+        let (top, at) = probs.max_dim(-1, false);
+        let top: Vec<f64> = Vec::try_from(top.to_kind(Kind::Double)).map_err(|e| anyhow!("{e}"))?;
+        let at: Vec<i64> = Vec::try_from(at).map_err(|e| anyhow!("{e}"))?;
+        let entropy: Vec<f64> = Vec::try_from(entropy).map_err(|e| anyhow!("{e}"))?;
+        lens.push(
+            top.iter()
+                .zip(&at)
+                .zip(&entropy)
+                .map(|((&prob, &id), &entropy)| LensCell {
+                    token: tokenizer.display(id as u32),
+                    prob,
+                    entropy,
+                })
+                .collect(),
+        );
+    }
+    let mut attention = Vec::new();
+    for layer in &seen.attention {
+        let size = layer.size();
+        let flat: Vec<f32> = Vec::try_from(layer.flatten(0, -1)).map_err(|e| anyhow!("{e}"))?;
+        let (heads, t) = (size[0] as usize, size[1] as usize);
+        attention.push(
+            (0..heads)
+                .map(|h| {
+                    (0..t)
+                        .map(|q| flat[(h * t + q) * t..(h * t + q + 1) * t].to_vec())
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    Ok(InspectReport {
+        tokens: ids.iter().map(|&i| tokenizer.display(i)).collect(),
+        token_loss: seen.token_loss,
+        token_rank: seen.token_rank,
+        lens,
+        attention,
+    })
+}
+
+pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
+    let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
+        .context("--device")?;
+    set_threads(settings.train.threads);
+    let loaded = load_model(&args.checkpoint, device)?;
+    let mut ids = encode_prompt(&loaded.tokenizer, &loaded.model, &args.text).context("--text")?;
+    // A model pretrained on <|endoftext|>-framed text reads it after that token, as
+    // generation does; the first word then has a loss too.
+    if let Some(eot) = loaded
+        .tokenizer
+        .eot_id()
+        .filter(|_| loaded.frames_sentences())
+    {
+        ids.insert(0, eot);
+    }
+    let block = loaded.model.config.block_size as usize;
+    if ids.len() > block {
+        bail!(
+            "--text is {} tokens, more than the model's block size {block}; shorten it",
+            ids.len()
+        );
+    }
+    let (layers, heads) = (loaded.model.config.n_layer, loaded.model.config.n_head);
+    let layer = args.layer.unwrap_or(layers as u64);
+    if layer > layers as u64 {
+        bail!("--layer {layer}: the model has {layers} layers (1 to {layers})");
+    }
+    if args.head > heads as u64 {
+        bail!(
+            "--head {}: the model has {heads} heads (1 to {heads})",
+            args.head
+        );
+    }
+    let report = report(&loaded.model, &loaded.tokenizer, &ids)?;
+    let text = if args.json {
+        Event::Inspected(Box::new(report)).to_json() + "\n"
+    } else {
+        human(&report, layer as usize - 1, args.head as usize - 1)
+    };
+    super::print_stdout(&text)
+}
+
+/// The text coloured by loss, the lens table and one head's attention heatmap.
+pub fn human(r: &InspectReport, layer: usize, head: usize) -> String {
+    let mut out =
+        String::from("per-token loss (nats; green low, red high; the first token has none):\n");
+    for (i, token) in r.tokens.iter().enumerate() {
+        match i.checked_sub(1).and_then(|p| r.token_loss.get(p)) {
+            Some(&loss) => out.push_str(&format!("{}{token}\x1b[0m", loss_colour(loss))),
+            None => out.push_str(token),
+        }
+    }
+    if !r.token_loss.is_empty() {
+        let mean = r.token_loss.iter().sum::<f64>() / r.token_loss.len() as f64;
+        out.push_str(&format!(
+            "\nmean loss {mean:.3} over {} predictions\n",
+            r.token_loss.len()
+        ));
+    } else {
+        out.push('\n');
+    }
+    out.push_str("\nlogit lens: the top next token (probability) read after each layer\n");
+    let mut header = format!("{:<16}{:>8}", "position", "loss");
+    for l in 0..r.lens.len() {
+        header.push_str(&format!(" {:<18}", format!("layer {}", l + 1)));
+    }
+    out.push_str(header.trim_end());
+    out.push('\n');
+    for (p, token) in r.tokens.iter().enumerate() {
+        let loss = r
+            .token_loss
+            .get(p)
+            .map_or_else(|| "-".into(), |l| format!("{l:.2}"));
+        let mut row = format!("{:<16}{loss:>8}", clip(&format!("{p} {token:?}"), 15));
+        for layer in &r.lens {
+            let c = &layer[p];
+            row.push_str(&format!(
+                " {:<18}",
+                clip(&format!("{:?} {:.2}", c.token, c.prob), 18)
+            ));
+        }
+        out.push_str(row.trim_end());
+        out.push('\n');
+    }
+    if let Some(att) = r.attention.get(layer).and_then(|l| l.get(head)) {
+        out.push_str(&format!(
+            "\nattention, layer {} head {} (rows: query, columns: key; ' ░▒▓█' = 0 … 1)\n",
+            layer + 1,
+            head + 1
+        ));
+        for (q, row) in att.iter().enumerate() {
+            let cells: String = row.iter().map(|&a| shade(a)).collect();
+            out.push_str(&format!(
+                "{:<16}|{cells}|\n",
+                clip(&format!("{q} {:?}", r.tokens[q]), 15)
+            ));
+        }
+    }
+    out
+}
+
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut c: String = s.chars().take(width - 1).collect();
+        c.push('…');
+        c
+    }
+}
+
+/// A character for an attention weight in [0, 1].
+fn shade(a: f32) -> char {
+    match a {
+        a if a < 0.05 => ' ',
+        a if a < 0.25 => '░',
+        a if a < 0.5 => '▒',
+        a if a < 0.75 => '▓',
+        _ => '█',
+    }
+}
+
+/// An ANSI colour from green (loss ≤ 1 nat) through yellow to red (≥ 6 nats).
+fn loss_colour(loss: f64) -> &'static str {
+    match loss {
+        l if l < 1.0 => "\x1b[32m",
+        l if l < 3.0 => "\x1b[33m",
+        l if l < 6.0 => "\x1b[31m",
+        _ => "\x1b[1;31m",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shades_and_clipping() {
+        assert_eq!(shade(0.0), ' ');
+        assert_eq!(shade(1.0), '█');
+        assert_eq!(shade(0.3), '▒');
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("ab", 4), "ab");
+    }
+}
