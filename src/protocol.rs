@@ -347,6 +347,21 @@ pub struct TrainBench {
 pub enum BenchReport {
     Generate(GenerateBench),
     Train(TrainBench),
+    Inspect(InspectBench),
+}
+
+/// `gptdash bench inspect`: one introspecting pass, as the `inspect` report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectBench {
+    pub device: String,
+    pub threads: usize,
+    pub params: i64,
+    pub model: BenchModel,
+    pub tokens: u64,
+    pub repeats: u64,
+    /// Median and fastest of the repeats, in milliseconds.
+    pub ms: f64,
+    pub ms_min: f64,
 }
 
 /// The first event of a run.

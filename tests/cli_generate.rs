@@ -362,3 +362,41 @@ fn inspect_shows_loss_lens_and_attention_and_says_what_is_wrong() {
         &["nope"],
     );
 }
+
+#[test]
+fn bench_inspect_reports_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gptdash(
+        dir.path(),
+        &[
+            "bench",
+            "inspect",
+            "--tokens",
+            "16",
+            "--repeats",
+            "2",
+            "--n-layer",
+            "2",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "32",
+            "--vocab-size",
+            "300",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (v["event"].as_str(), v["bench"].as_str()),
+        (Some("bench"), Some("inspect"))
+    );
+    assert_eq!(v["tokens"], 16);
+    assert!(v["ms"].as_f64().unwrap() > 0.0);
+    expect_error(
+        dir.path(),
+        &["bench", "inspect", "--n-embd", "10", "--n-head", "3"],
+        &["--n-embd"],
+    );
+}

@@ -13,7 +13,7 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device, set_threads};
 use crate::generate::{generate_from, GenerateOptions};
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
-use crate::protocol::{BenchModel, BenchReport, Event, GenerateBench, TrainBench};
+use crate::protocol::{BenchModel, BenchReport, Event, GenerateBench, InspectBench, TrainBench};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -28,6 +28,34 @@ pub enum BenchCommand {
     /// Training steps on random tokens (AdamW lr 5e-4, weight decay 0.1, clip 1.0,
     /// dropout 0.1): tokens/s, ms per step, final loss, peak memory, model FLOP utilisation.
     Train(TrainBenchArgs),
+    /// One introspecting pass (attention, logit lens, per-token loss) over a text, turned
+    /// into the report `inspect` prints, on a random gpt-mini-sized model.
+    Inspect(InspectBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectBenchArgs {
+    /// Tokens in the text inspected.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub tokens: u64,
+    /// Timed runs (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub repeats: u64,
+    #[arg(long, default_value_t = 6)]
+    pub n_layer: i64,
+    #[arg(long, default_value_t = 6)]
+    pub n_head: i64,
+    #[arg(long, default_value_t = 192)]
+    pub n_embd: i64,
+    #[arg(long, default_value_t = 50257)]
+    pub vocab_size: i64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch CPU threads (0 = one per physical core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -103,6 +131,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchCommand::Generate(a) => bench_generate(a),
         BenchCommand::Train(a) => bench_train(a),
+        BenchCommand::Inspect(a) => bench_inspect(a),
     }
 }
 
@@ -215,6 +244,80 @@ fn bench_generate(a: &GenerateBenchArgs) -> Result<()> {
         println!(
             "  without cache     {ms_nc:.3} ms/token  ({:.1}x slower)",
             ms_nc / ms
+        );
+    }
+    Ok(())
+}
+
+fn bench_inspect(a: &InspectBenchArgs) -> Result<()> {
+    let device = resolve_device(&a.device)?;
+    let threads = set_threads(a.threads);
+    let t = a.tokens as i64;
+    let config = GptConfig {
+        vocab_size: a.vocab_size,
+        block_size: t,
+        n_layer: a.n_layer,
+        n_head: a.n_head,
+        n_embd: a.n_embd,
+        dropout: 0.0,
+        n_classes: 2,
+        layer_norm_eps: 1e-5,
+        tie_lm_head: false,
+    };
+    if config.n_embd % config.n_head != 0 || a.vocab_size < 2 {
+        anyhow::bail!("--n-embd must be divisible by --n-head, and --vocab-size at least 2");
+    }
+    let tokenizer = TextTokenizer::synthetic_byte_level(a.vocab_size as usize)?;
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let model = Gpt::new(&vs.root(), config);
+    let ids: Vec<u32> = (0..a.tokens)
+        .map(|i| ((i * 7919 + 13) % a.vocab_size as u64) as u32)
+        .collect();
+    crate::cli::inspect::report(&model, &tokenizer, &ids)?; // warm-up
+    let mut ms = Vec::new();
+    for _ in 0..a.repeats {
+        let start = Instant::now();
+        let report = crate::cli::inspect::report(&model, &tokenizer, &ids)?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(report);
+    }
+    let report = InspectBench {
+        device: device_name(device),
+        threads,
+        params: parameter_count(&vs),
+        model: BenchModel {
+            n_layer: a.n_layer,
+            n_head: a.n_head,
+            n_embd: a.n_embd,
+            vocab_size: a.vocab_size,
+            block_size: t,
+            tied_lm_head: None,
+        },
+        tokens: a.tokens,
+        repeats: a.repeats,
+        ms: median(ms.clone()),
+        ms_min: ms.iter().copied().fold(f64::INFINITY, f64::min),
+    };
+    if a.json {
+        println!(
+            "{}",
+            Event::Bench(Box::new(BenchReport::Inspect(report))).to_json()
+        );
+    } else {
+        println!(
+            "inspect: {} layers, {} heads, {} dims, vocab {} ({:.2}M params) on {}, {} threads",
+            a.n_layer,
+            a.n_head,
+            a.n_embd,
+            a.vocab_size,
+            report.params as f64 / 1e6,
+            report.device,
+            threads
+        );
+        println!(
+            "{} tokens: attention, logit lens (top token, probability, entropy), per-token loss, as plain data; median of {}: {:.2} ms (min {:.2})",
+            a.tokens, a.repeats, report.ms, report.ms_min
         );
     }
     Ok(())

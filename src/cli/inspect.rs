@@ -42,22 +42,22 @@ pub struct InspectArgs {
 pub fn report(model: &Gpt, tokenizer: &TextTokenizer, ids: &[u32]) -> Result<InspectReport> {
     let ids64: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
     let seen: Inspection = model.inspect(&ids64)?;
+    // Per layer: the top token (its probability from the top log-probability) and the
+    // entropy of each position's distribution.
     let mut lens = Vec::new();
     for layer in &seen.lens {
-        let probs = layer.exp();
-        let entropy = -(&probs * layer).sum_dim_intlist(-1, false, Kind::Double);
-        let (top, at) = probs.max_dim(-1, false);
-        let top: Vec<f64> = Vec::try_from(top.to_kind(Kind::Double)).map_err(|e| anyhow!("{e}"))?;
+        let (top, at) = layer.max_dim(-1, false);
+        let entropy = -(layer.exp() * layer).sum_dim_intlist(-1, false, Kind::Double);
+        let top: Vec<f64> =
+            Vec::try_from(top.exp().to_kind(Kind::Double)).map_err(|e| anyhow!("{e}"))?;
         let at: Vec<i64> = Vec::try_from(at).map_err(|e| anyhow!("{e}"))?;
         let entropy: Vec<f64> = Vec::try_from(entropy).map_err(|e| anyhow!("{e}"))?;
         lens.push(
-            top.iter()
-                .zip(&at)
-                .zip(&entropy)
-                .map(|((&prob, &id), &entropy)| LensCell {
-                    token: tokenizer.display(id as u32),
-                    prob,
-                    entropy,
+            (0..top.len())
+                .map(|i| LensCell {
+                    token: tokenizer.display(at[i] as u32),
+                    prob: top[i],
+                    entropy: entropy[i],
                 })
                 .collect(),
         );

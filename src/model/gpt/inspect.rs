@@ -17,7 +17,9 @@ pub struct Inspection {
     /// each row sums to 1 and is zero above the diagonal.
     pub attention: Vec<Tensor>,
     /// Per layer: log-probabilities of the next token `[time, vocab]` read from the
-    /// residual stream after that block; the last layer's is the model's own.
+    /// residual stream after that block; the last layer's are the model's own. (One
+    /// tensor per layer: at GPT-2's vocabulary a stacked one is too big for the
+    /// allocator to reuse, and made the pass twice as slow.)
     pub lens: Vec<Tensor>,
     /// Per layer: the attention branch's output `[time, n_embd]` (after the output
     /// projection), what the block adds to the residual stream.
@@ -67,7 +69,7 @@ impl Gpt {
             let mut x = self.wte.forward(&idx) + self.wpe.forward(&pos);
             let mut attention = Vec::new();
             let mut attention_out = Vec::new();
-            let mut lens = Vec::new();
+            let mut streams = Vec::new();
             for block in &self.h {
                 let (out, att) = block.attn.forward_explained(&block.ln_1.forward(&x));
                 x = &x + &out;
@@ -78,25 +80,28 @@ impl Gpt {
                         .to_kind(Kind::Float)
                         .to_device(tch::Device::Cpu),
                 );
-                let logits = self.lm_head.forward(&self.ln_f.forward(&x));
-                lens.push(
-                    logits
-                        .squeeze_dim(0)
-                        .log_softmax(-1, Kind::Float)
-                        .to_device(tch::Device::Cpu),
-                );
+                streams.push(x.squeeze_dim(0));
             }
-            let mut token_loss = Vec::new();
-            let mut token_rank = Vec::new();
-            if let Some(last) = lens.last() {
-                for p in 0..(t - 1) {
-                    let row = last.get(p);
-                    let target = ids[p as usize + 1];
-                    let logp = row.double_value(&[target]);
-                    let above = row.gt(logp).sum(Kind::Int64).int64_value(&[]);
-                    token_loss.push(-logp);
-                    token_rank.push(above as usize + 1);
-                }
+            let lens: Vec<Tensor> = streams
+                .iter()
+                .map(|x| {
+                    self.lm_head
+                        .forward(&self.ln_f.forward(x))
+                        .log_softmax(-1, Kind::Float)
+                        .to_device(tch::Device::Cpu)
+                })
+                .collect();
+            // Loss and rank of each actual next token under the last layer (the model).
+            let (mut token_loss, mut token_rank) = (Vec::new(), Vec::new());
+            if let Some(last) = lens.last().filter(|_| t > 1) {
+                let last = last.narrow(0, 0, t - 1);
+                let targets = Tensor::from_slice(&ids[1..]).unsqueeze(1);
+                let logp = last.gather(1, &targets, false);
+                let above = last.gt_tensor(&logp).sum_dim_intlist(1, false, Kind::Int64);
+                let logp: Vec<f64> = Vec::try_from(logp.squeeze_dim(1).to_kind(Kind::Double))?;
+                let above: Vec<i64> = Vec::try_from(above)?;
+                token_loss = logp.iter().map(|l| -l).collect();
+                token_rank = above.iter().map(|&a| a as usize + 1).collect();
             }
             Ok(Inspection {
                 attention,
@@ -172,7 +177,7 @@ mod tests {
             .forward(&idx, false)
             .squeeze_dim(0)
             .log_softmax(-1, Kind::Float);
-        let last = seen.lens.last().unwrap();
+        let last = &seen.lens[2];
         let diff = (&own - last).abs().max().double_value(&[]);
         assert!(diff < 1e-6, "lens differs by {diff}");
         // Per-token loss and rank of the actual next token.
