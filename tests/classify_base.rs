@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fixture, serve, tiny_checkpoint, word_tokenizer};
+use common::{fixture, serve, tiny_checkpoint, word_tokenizer, write_word_sst2};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use gptdash::config::Settings;
 use gptdash::protocol::{Command, Event, RunDone, RunStart};
@@ -71,16 +71,7 @@ fn the_classify_tabs_base_drives_fine_tuning_from_the_hub_and_from_a_folder() {
     std::env::set_var("HF_HOME", d.join("hf"));
     std::env::remove_var("HF_HUB_OFFLINE");
 
-    let mut tsv = String::from("sentence\tlabel\n");
-    for i in 0..24 {
-        let (words, label) = if i % 2 == 0 {
-            ("w1 w2 w3", 1)
-        } else {
-            ("w7 w8 w9", 0)
-        };
-        tsv.push_str(&format!("{words} w{} \t{label}\n", 10 + i));
-    }
-    std::fs::write(d.join("train.tsv"), tsv).unwrap();
+    write_word_sst2(&d.join("train.tsv"));
     let mut settings = Settings::default();
     settings.finetune.sst2 = d.join("train.tsv").display().to_string();
     settings.finetune.samples = 24;

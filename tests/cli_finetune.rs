@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use common::{
     events, expect_error, fixture, gptdash, serve, stderr, stdout, tiny_checkpoint, word_tokenizer,
+    write_word_sst2,
 };
 
 /// A small labelled set in GLUE TSV layout.
@@ -291,16 +292,7 @@ fn gpt2_weights_from_a_folder_generate_and_fine_tune() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
 
-    let mut tsv = String::from("sentence\tlabel\n");
-    for i in 0..24 {
-        let (words, label) = if i % 2 == 0 {
-            ("w1 w2 w3", 1)
-        } else {
-            ("w7 w8 w9", 0)
-        };
-        tsv.push_str(&format!("{words} w{} \t{label}\n", 10 + i));
-    }
-    std::fs::write(d.join("train.tsv"), tsv).unwrap();
+    write_word_sst2(&d.join("train.tsv"));
     let out = gptdash(
         d,
         &[

@@ -145,23 +145,35 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-fn bench_generate(a: &GenerateBenchArgs) -> Result<()> {
-    let device = resolve_device(&a.device)?;
-    let threads = set_threads(a.threads);
-    let config = GptConfig {
-        vocab_size: a.vocab_size,
-        block_size: a.block_size,
-        n_layer: a.n_layer,
-        n_head: a.n_head,
-        n_embd: a.n_embd,
+/// The randomly initialised model the inference benchmarks time (no dropout), its sizes
+/// checked as the flags name them.
+fn inference_config(
+    n_layer: i64,
+    n_head: i64,
+    n_embd: i64,
+    vocab_size: i64,
+    block_size: i64,
+) -> Result<GptConfig> {
+    if n_head < 1 || n_embd % n_head != 0 || vocab_size < 2 {
+        anyhow::bail!("--n-embd must be divisible by --n-head, and --vocab-size at least 2");
+    }
+    Ok(GptConfig {
+        vocab_size,
+        block_size,
+        n_layer,
+        n_head,
+        n_embd,
         dropout: 0.0,
         n_classes: 2,
         layer_norm_eps: 1e-5,
         tie_lm_head: false,
-    };
-    if config.n_embd % config.n_head != 0 {
-        anyhow::bail!("--n-embd must be divisible by --n-head");
-    }
+    })
+}
+
+fn bench_generate(a: &GenerateBenchArgs) -> Result<()> {
+    let device = resolve_device(&a.device)?;
+    let threads = set_threads(a.threads);
+    let config = inference_config(a.n_layer, a.n_head, a.n_embd, a.vocab_size, a.block_size)?;
     let tokenizer = TextTokenizer::synthetic_byte_level(a.vocab_size as usize)?;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
@@ -253,20 +265,7 @@ fn bench_inspect(a: &InspectBenchArgs) -> Result<()> {
     let device = resolve_device(&a.device)?;
     let threads = set_threads(a.threads);
     let t = a.tokens as i64;
-    let config = GptConfig {
-        vocab_size: a.vocab_size,
-        block_size: t,
-        n_layer: a.n_layer,
-        n_head: a.n_head,
-        n_embd: a.n_embd,
-        dropout: 0.0,
-        n_classes: 2,
-        layer_norm_eps: 1e-5,
-        tie_lm_head: false,
-    };
-    if config.n_embd % config.n_head != 0 || a.vocab_size < 2 {
-        anyhow::bail!("--n-embd must be divisible by --n-head, and --vocab-size at least 2");
-    }
+    let config = inference_config(a.n_layer, a.n_head, a.n_embd, a.vocab_size, t)?;
     let tokenizer = TextTokenizer::synthetic_byte_level(a.vocab_size as usize)?;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);

@@ -90,6 +90,21 @@ pub fn fixture(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// 24 SST-2 rows in `word_tokenizer`'s words (`w1 w2 w3 …` positive, `w7 w8 w9 …`
+/// negative), written as a GLUE TSV at `path`.
+pub fn write_word_sst2(path: &Path) {
+    let mut tsv = String::from("sentence\tlabel\n");
+    for i in 0..24 {
+        let (words, label) = if i % 2 == 0 {
+            ("w1 w2 w3", 1)
+        } else {
+            ("w7 w8 w9", 0)
+        };
+        tsv.push_str(&format!("{words} w{} \t{label}\n", 10 + i));
+    }
+    std::fs::write(path, tsv).unwrap();
+}
+
 /// A word-level tokenizer with exactly `n` tokens (`w0`..), the last `<|endoftext|>`.
 pub fn word_tokenizer(n: usize) -> String {
     let mut vocab = serde_json::Map::new();

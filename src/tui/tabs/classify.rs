@@ -69,7 +69,13 @@ impl Page for ClassifyTab {
                     return vec![Command::ClassifyText(text)];
                 }
             }
-            Action::Cancel if self.base_input.take().is_none() => self.editing = false,
+            Action::Cancel => {
+                if self.base_input.is_some() {
+                    self.base_input = None;
+                } else {
+                    self.editing = false;
+                }
+            }
             Action::DeleteBack => {
                 match &mut self.base_input {
                     Some(typed) => typed.pop(),
