@@ -373,6 +373,9 @@ pub struct UiSettings {
     pub log_scale: bool,
     /// EMA smoothing of the loss chart, 0 (off) to <1.
     pub smoothing: f64,
+    /// While training, the Inspect tab (when shown) inspects again every this many
+    /// steps; 0: only when asked (r).
+    pub inspect_every: u64,
 }
 
 impl Default for UiSettings {
@@ -381,6 +384,7 @@ impl Default for UiSettings {
             fps: 30,
             log_scale: false,
             smoothing: 0.0,
+            inspect_every: 25,
         }
     }
 }

@@ -34,6 +34,15 @@ pub enum Command {
     StartFinetune(Box<FinetuneSettings>),
     /// P(positive) of a sentence, with the fine-tuned classifier.
     ClassifyText(String),
+    /// One introspecting pass over a text with the current weights (`Inspected` or
+    /// `InspectFailed` answers, with the same `request`).
+    Inspect {
+        request: u64,
+        text: InspectText,
+    },
+    /// Keep a copy of the current weights (`true`) to compare later inspections with, or
+    /// drop it.
+    Pin(bool),
     Shutdown,
 }
 
@@ -236,9 +245,36 @@ pub struct LensCell {
     pub entropy: f64,
 }
 
+/// What to inspect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InspectText {
+    /// The n-th test example of the corpus the model held was trained on (wrapping).
+    Corpus(usize),
+    /// A text, read as generation reads a prompt.
+    Typed(String),
+}
+
+/// The per-token loss of the pinned weights on the same tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PinnedLoss {
+    /// The training step the weights were pinned at (`None`: a loaded model).
+    pub step: Option<u64>,
+    pub token_loss: Vec<f64>,
+}
+
 /// One introspecting forward pass over a text, as plain data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InspectReport {
+    /// Pairs the report with the dashboard's ask.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request: Option<u64>,
+    /// The text inspected.
+    #[serde(default)]
+    pub text: String,
+    /// The training step of the weights (`None`: a loaded or fine-tuned model).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub step: Option<u64>,
     /// The text's tokens, as the tokenizer cut them.
     pub tokens: Vec<String>,
     /// Per position but the last: −log P(actual next token) in nats, and its rank (1 = top).
@@ -248,6 +284,9 @@ pub struct InspectReport {
     pub lens: Vec<Vec<LensCell>>,
     /// `attention[layer][head][query][key]`, each row summing to 1.
     pub attention: Vec<Vec<Vec<Vec<f32>>>>,
+    /// The pinned weights' per-token loss, when weights are pinned.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pinned: Option<PinnedLoss>,
 }
 
 /// A validation sentence the classifier got wrong.
@@ -444,6 +483,10 @@ pub enum Event {
     },
     /// What one introspecting forward pass shows (`gptdash inspect --json`).
     Inspected(Box<InspectReport>),
+    InspectFailed {
+        request: u64,
+        error: String,
+    },
     /// A benchmark's result (`gptdash bench ... --json`).
     Bench(Box<BenchReport>),
     Log {

@@ -57,7 +57,7 @@ pub fn spawn_with_output(out_dir: PathBuf) -> std::io::Result<WorkerHandle> {
 
 mod engine;
 
-use engine::{Engine, Pace};
+use engine::{Engine, Pace, Pinned};
 
 struct Worker {
     events: Sender<Event>,
@@ -65,6 +65,8 @@ struct Worker {
     out_dir: PathBuf,
     /// The state the dashboard was last told, so only changes are sent.
     told: WorkerState,
+    /// Weights kept to compare inspections against (the Inspect tab's pin).
+    pinned: Option<Pinned>,
 }
 
 impl Worker {
@@ -74,6 +76,7 @@ impl Worker {
             engine: Engine::Empty,
             out_dir,
             told: WorkerState::Idle,
+            pinned: None,
         }
     }
 
@@ -206,6 +209,7 @@ impl Worker {
                 self.tell(WorkerState::Preparing);
                 let (engine, message) = Engine::load(&dir)?;
                 self.engine = engine;
+                self.unpin();
                 Ok(self.send(Event::log(message)))
             }
             Command::Generate {
@@ -234,12 +238,53 @@ impl Worker {
             }
             Command::StartFinetune(settings) => self.start_finetune(*settings),
             Command::ClassifyText(text) => Ok(self.send(self.engine.classify(text)?)),
+            Command::Inspect { request, text } => {
+                let event = match catch_unwind(AssertUnwindSafe(|| {
+                    self.engine.inspect(&text, self.pinned.as_ref())
+                })) {
+                    Ok(Ok(mut report)) => {
+                        report.request = Some(request);
+                        Event::Inspected(Box::new(report))
+                    }
+                    Ok(Err(e)) => Event::InspectFailed {
+                        request,
+                        error: format!("{e:#}"),
+                    },
+                    Err(_) => Event::InspectFailed {
+                        request,
+                        error: "inspection hit an internal error".into(),
+                    },
+                };
+                Ok(self.send(event))
+            }
+            Command::Pin(true) => {
+                let pin = self.engine.pin()?;
+                let at = pin
+                    .step
+                    .map_or_else(|| "of the model held".into(), |s| format!("at step {s}"));
+                self.pinned = Some(pin);
+                Ok(self.send(Event::log(format!(
+                    "pinned the weights {at}: the Inspect tab compares each token's loss with them"
+                ))))
+            }
+            Command::Pin(false) => {
+                self.pinned = None;
+                Ok(self.send(Event::log("unpinned the weights")))
+            }
             Command::Shutdown => Ok(false),
+        }
+    }
+
+    /// A new model replaces the one held: weights pinned from the old one go.
+    fn unpin(&mut self) {
+        if self.pinned.take().is_some() {
+            self.send(Event::log("the pinned weights were dropped with the model"));
         }
     }
 
     fn start(&mut self, settings: Settings) -> anyhow::Result<bool> {
         self.engine = Engine::Empty;
+        self.unpin();
         self.tell(WorkerState::Preparing);
         self.send(Event::log(format!(
             "preparing corpus {} and model {}",
@@ -265,6 +310,7 @@ impl Worker {
                     bail!("a training run is in progress: stop it first (x saves it) to fine-tune {}", base.describe());
                 }
                 self.tell(WorkerState::Preparing);
+                self.unpin();
                 let device = resolve_device("auto")?;
                 self.send(Event::log(format!("fine-tuning base: {}", base.describe())));
                 load_model_with_dropout(&dir, device, settings.dropout)?

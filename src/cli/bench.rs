@@ -273,11 +273,11 @@ fn bench_inspect(a: &InspectBenchArgs) -> Result<()> {
     let ids: Vec<u32> = (0..a.tokens)
         .map(|i| ((i * 7919 + 13) % a.vocab_size as u64) as u32)
         .collect();
-    crate::cli::inspect::report(&model, &tokenizer, &ids)?; // warm-up
+    crate::inspect::report(&model, &tokenizer, &ids, "")?; // warm-up
     let mut ms = Vec::new();
     for _ in 0..a.repeats {
         let start = Instant::now();
-        let report = crate::cli::inspect::report(&model, &tokenizer, &ids)?;
+        let report = crate::inspect::report(&model, &tokenizer, &ids, "")?;
         ms.push(start.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(report);
     }

@@ -4,17 +4,14 @@
 //! it (every layer and head).
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use tch::Kind;
 
 use crate::checkpoint::load_model;
 use crate::config::Settings;
-use crate::data::tokenizer::TextTokenizer;
 use crate::device::{resolve_device, set_threads};
-use crate::generate::encode_prompt;
-use crate::model::gpt::{Gpt, Inspection};
-use crate::protocol::{Event, InspectReport, LensCell};
+use crate::inspect::{report, text_ids};
+use crate::protocol::{Event, InspectReport};
 
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
@@ -38,76 +35,18 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// The report of `model` on `ids`: tensors turned into plain data.
-pub fn report(model: &Gpt, tokenizer: &TextTokenizer, ids: &[u32]) -> Result<InspectReport> {
-    let ids64: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-    let seen: Inspection = model.inspect(&ids64)?;
-    // Per layer: the top token (its probability from the top log-probability) and the
-    // entropy of each position's distribution.
-    let mut lens = Vec::new();
-    for layer in &seen.lens {
-        let (top, at) = layer.max_dim(-1, false);
-        let entropy = -(layer.exp() * layer).sum_dim_intlist(-1, false, Kind::Double);
-        let top: Vec<f64> =
-            Vec::try_from(top.exp().to_kind(Kind::Double)).map_err(|e| anyhow!("{e}"))?;
-        let at: Vec<i64> = Vec::try_from(at).map_err(|e| anyhow!("{e}"))?;
-        let entropy: Vec<f64> = Vec::try_from(entropy).map_err(|e| anyhow!("{e}"))?;
-        lens.push(
-            (0..top.len())
-                .map(|i| LensCell {
-                    token: tokenizer.display(at[i] as u32),
-                    prob: top[i],
-                    entropy: entropy[i],
-                })
-                .collect(),
-        );
-    }
-    let mut attention = Vec::new();
-    for layer in &seen.attention {
-        let size = layer.size();
-        let flat: Vec<f32> = Vec::try_from(layer.flatten(0, -1)).map_err(|e| anyhow!("{e}"))?;
-        let (heads, t) = (size[0] as usize, size[1] as usize);
-        attention.push(
-            (0..heads)
-                .map(|h| {
-                    (0..t)
-                        .map(|q| flat[(h * t + q) * t..(h * t + q + 1) * t].to_vec())
-                        .collect()
-                })
-                .collect(),
-        );
-    }
-    Ok(InspectReport {
-        tokens: ids.iter().map(|&i| tokenizer.display(i)).collect(),
-        token_loss: seen.token_loss,
-        token_rank: seen.token_rank,
-        lens,
-        attention,
-    })
-}
-
 pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
         .context("--device")?;
     set_threads(settings.train.threads);
     let loaded = load_model(&args.checkpoint, device)?;
-    let mut ids = encode_prompt(&loaded.tokenizer, &loaded.model, &args.text).context("--text")?;
-    // A model pretrained on <|endoftext|>-framed text reads it after that token, as
-    // generation does; the first word then has a loss too.
-    if let Some(eot) = loaded
-        .tokenizer
-        .eot_id()
-        .filter(|_| loaded.frames_sentences())
-    {
-        ids.insert(0, eot);
-    }
-    let block = loaded.model.config.block_size as usize;
-    if ids.len() > block {
-        bail!(
-            "--text is {} tokens, more than the model's block size {block}; shorten it",
-            ids.len()
-        );
-    }
+    let ids = text_ids(
+        &loaded.model,
+        &loaded.tokenizer,
+        loaded.frames_sentences(),
+        &args.text,
+    )
+    .context("--text")?;
     let (layers, heads) = (loaded.model.config.n_layer, loaded.model.config.n_head);
     let layer = args.layer.unwrap_or(layers as u64);
     if layer > layers as u64 {
@@ -119,7 +58,7 @@ pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
             args.head
         );
     }
-    let report = report(&loaded.model, &loaded.tokenizer, &ids)?;
+    let report = report(&loaded.model, &loaded.tokenizer, &ids, &args.text)?;
     let text = if args.json {
         Event::Inspected(Box::new(report)).to_json() + "\n"
     } else {

@@ -397,6 +397,25 @@ impl LmTrainer {
         parameter_count(&self.vs)
     }
 
+    /// The weights (to copy them, e.g. to pin them for comparison).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The `n`-th test example worth looking at (at least 8 tokens when the split has
+    /// such; `n` wraps), at most a block of tokens: what the Inspect tab reads by default.
+    pub fn test_example(&self, n: usize) -> Option<Vec<u32>> {
+        let long: Vec<&Vec<i64>> = self.test.rows.iter().filter(|r| r.len() >= 8).collect();
+        let rows: Vec<&Vec<i64>> = if long.is_empty() {
+            self.test.rows.iter().collect()
+        } else {
+            long
+        };
+        let row = rows.get(n % rows.len().max(1))?;
+        let block = self.model.config.block_size as usize;
+        Some(row.iter().take(block).map(|&i| i as u32).collect())
+    }
+
     /// Whether the model learns from single `<|endoftext|>`-framed sentences (`sentences`
     /// mode), so generation frames its context the same way.
     pub fn frames_sentences(&self) -> bool {

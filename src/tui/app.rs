@@ -7,6 +7,7 @@ use crossterm::event::{KeyEvent, KeyEventKind, KeyModifiers};
 use super::keys::{self, Action};
 use super::tabs::classify::ClassifyTab;
 use super::tabs::generate::GenerateTab;
+use super::tabs::inspect::InspectTab;
 use super::tabs::train::TrainTab;
 use super::tabs::{Page, Shared, Tab};
 use crate::config::Settings;
@@ -28,6 +29,7 @@ pub struct App {
     pub train: TrainTab,
     pub generate: GenerateTab,
     pub classify: ClassifyTab,
+    pub inspect: InspectTab,
 }
 
 impl App {
@@ -39,6 +41,7 @@ impl App {
             train: TrainTab::new(settings.ui.log_scale, settings.ui.smoothing),
             generate: GenerateTab::new(&settings),
             classify: ClassifyTab::default(),
+            inspect: InspectTab::new(settings.ui.inspect_every),
             shared: Shared::new(settings),
         }
     }
@@ -53,6 +56,7 @@ impl App {
             Tab::Train => &self.train,
             Tab::Generate => &self.generate,
             Tab::Classify => &self.classify,
+            Tab::Inspect => &self.inspect,
         }
     }
 
@@ -61,6 +65,7 @@ impl App {
             Tab::Train => &mut self.train,
             Tab::Generate => &mut self.generate,
             Tab::Classify => &mut self.classify,
+            Tab::Inspect => &mut self.inspect,
         };
         (page, &mut self.shared)
     }
@@ -73,16 +78,13 @@ impl App {
     /// Applies a message; returns the commands for the worker.
     pub fn update(&mut self, msg: Msg) -> Vec<Command> {
         match msg {
-            Msg::Worker(event) => {
-                self.on_event(event);
-                Vec::new()
-            }
+            Msg::Worker(event) => self.on_event(event),
             Msg::Key(key) if key.kind == KeyEventKind::Press => self.on_key(key),
             Msg::Key(_) => Vec::new(),
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event) -> Vec<Command> {
         match &event {
             Event::State { state } => self.shared.state = *state,
             Event::Log { message } => self.shared.log(message.clone()),
@@ -91,11 +93,27 @@ impl App {
         }
         let shown = self.tab;
         let shared = &mut self.shared;
-        self.train.on_event(&event, shared, shown == Tab::Train);
-        self.generate
-            .on_event(&event, shared, shown == Tab::Generate);
-        self.classify
-            .on_event(&event, shared, shown == Tab::Classify);
+        let mut commands = self.train.on_event(&event, shared, shown == Tab::Train);
+        commands.extend(
+            self.generate
+                .on_event(&event, shared, shown == Tab::Generate),
+        );
+        commands.extend(
+            self.classify
+                .on_event(&event, shared, shown == Tab::Classify),
+        );
+        commands.extend(self.inspect.on_event(&event, shared, shown == Tab::Inspect));
+        commands
+    }
+
+    /// Shows `tab`; it may ask the worker for what it shows.
+    fn switch_to(&mut self, tab: Tab) -> Vec<Command> {
+        if tab == self.tab {
+            return Vec::new();
+        }
+        self.tab = tab;
+        let (page, shared) = self.page_mut();
+        page.on_focus(shared)
     }
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Command> {
@@ -114,19 +132,11 @@ impl App {
                 self.show_help = true;
                 Vec::new()
             }
-            Some(Action::NextTab) => {
-                self.tab = self.tab.next();
-                Vec::new()
-            }
-            Some(Action::PrevTab) => {
-                self.tab = self.tab.prev();
-                Vec::new()
-            }
-            Some(Action::GoTo(number)) => {
-                self.tab =
-                    Tab::from_repr(usize::from(number).saturating_sub(1)).unwrap_or(self.tab);
-                Vec::new()
-            }
+            Some(Action::NextTab) => self.switch_to(self.tab.next()),
+            Some(Action::PrevTab) => self.switch_to(self.tab.prev()),
+            Some(Action::GoTo(number)) => self.switch_to(
+                Tab::from_repr(usize::from(number).saturating_sub(1)).unwrap_or(self.tab),
+            ),
             Some(action) => {
                 let (page, shared) = self.page_mut();
                 page.on_action(action, shared)

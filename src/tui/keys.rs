@@ -58,6 +58,14 @@ pub enum Action {
     TopKDown,
     TopKUp,
     NextSeed,
+    // The Inspect tab.
+    PrevHead,
+    NextHead,
+    ToggleOverview,
+    NextExample,
+    Refresh,
+    Pin,
+    ToggleDiff,
 }
 
 /// A key: its code, and whether Ctrl is held. Shift is not told apart (`T` is `T`).
@@ -129,6 +137,10 @@ pub enum Scope {
     Classify,
     /// Typing a sentence on the Classify tab.
     SentenceInput,
+    /// The Inspect tab's attention map (or its overview of every head), lens and text.
+    Inspect,
+    /// Typing a text to inspect.
+    InspectInput,
 }
 
 #[rustfmt::skip]
@@ -139,7 +151,7 @@ const ALWAYS: &[Binding] = &[
 
 #[rustfmt::skip]
 const NAVIGATION: &[Binding] = &[
-    bind(&[(ch('1'), Action::GoTo(1)), (ch('2'), Action::GoTo(2)), (ch('3'), Action::GoTo(3))], "1 2 3", None, "switch tabs"),
+    bind(&[(ch('1'), Action::GoTo(1)), (ch('2'), Action::GoTo(2)), (ch('3'), Action::GoTo(3)), (ch('4'), Action::GoTo(4))], "1 2 3 4", None, "switch tabs"),
     bind(&[(ch('?'), Action::Help)], "?", None, "this help (any key closes it)"),
     bind(&[(ch('q'), Action::Quit)], "q", None, "quit (the worker stops cleanly)"),
 ];
@@ -202,6 +214,26 @@ const SENTENCE_INPUT: &[Binding] = &[
     bind(&[(key(KeyCode::Backspace), Action::DeleteBack)], "Backspace", None, "delete the last character"),
 ];
 
+#[rustfmt::skip]
+const INSPECT: &[Binding] = &[
+    bind(&[(key(KeyCode::Left), Action::GridLeft), (key(KeyCode::Right), Action::GridRight), (key(KeyCode::Home), Action::GridHome), (key(KeyCode::End), Action::GridEnd)], "←→", Some("token"), "move the cursor over the text's tokens (Home, End: first, last); in the overview: the head"),
+    bind(&[(key(KeyCode::Up), Action::GridUp), (key(KeyCode::Down), Action::GridDown)], "↑↓", Some("layer"), "previous / next layer"),
+    bind(&[(ch('['), Action::PrevHead), (ch(']'), Action::NextHead)], "[ ]", Some("head"), "previous / next attention head"),
+    bind(&[(ch('v'), Action::ToggleOverview), (key(KeyCode::Enter), Action::ToggleOverview)], "v", Some("all heads"), "every layer × head as small maps ↔ the selected one (also Enter)"),
+    bind(&[(ch('i'), Action::EditPrompt), (ch('/'), Action::EditPrompt)], "i", Some("type a text"), "type the text to inspect (also /)"),
+    bind(&[(ch('n'), Action::NextExample)], "n", Some("next example"), "the next test example of the corpus"),
+    bind(&[(ch('p'), Action::Pin)], "p", Some("pin"), "pin the current weights (or unpin): each token's loss is compared with them as training goes on"),
+    bind(&[(ch('d'), Action::ToggleDiff)], "d", Some("Δ loss"), "colour the text by the loss change since the pin, or by the loss"),
+    bind(&[(ch('r'), Action::Refresh)], "r", None, "inspect again with the current weights (while training it refreshes every ui.inspect_every steps)"),
+];
+
+#[rustfmt::skip]
+const INSPECT_INPUT: &[Binding] = &[
+    bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("inspect"), "inspect the text typed"),
+    bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("leave the text box"), "leave the text box (the text stays)"),
+    bind(&[(key(KeyCode::Backspace), Action::DeleteBack)], "Backspace", None, "delete the last character"),
+];
+
 impl Scope {
     pub fn bindings(self) -> &'static [Binding] {
         match self {
@@ -213,6 +245,8 @@ impl Scope {
             Scope::GenerateGrid => GENERATE_GRID,
             Scope::Classify => CLASSIFY,
             Scope::SentenceInput => SENTENCE_INPUT,
+            Scope::Inspect => INSPECT,
+            Scope::InspectInput => INSPECT_INPUT,
         }
     }
 
@@ -221,7 +255,7 @@ impl Scope {
     pub fn is_text(self) -> bool {
         matches!(
             self,
-            Scope::PathInput | Scope::GeneratePrompt | Scope::SentenceInput
+            Scope::PathInput | Scope::GeneratePrompt | Scope::SentenceInput | Scope::InspectInput
         )
     }
 
@@ -234,6 +268,8 @@ impl Scope {
             Scope::GenerateGrid => "Generate (grid)",
             Scope::Classify => "Classify",
             Scope::SentenceInput => "Classify (typing a sentence)",
+            Scope::Inspect => "Inspect",
+            Scope::InspectInput => "Inspect (typing a text)",
         }
     }
 
@@ -273,7 +309,7 @@ pub fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static Bindin
 mod tests {
     use super::*;
 
-    const ALL: [Scope; 8] = [
+    const ALL: [Scope; 10] = [
         Scope::Always,
         Scope::Navigation,
         Scope::Train,
@@ -282,6 +318,8 @@ mod tests {
         Scope::GenerateGrid,
         Scope::Classify,
         Scope::SentenceInput,
+        Scope::Inspect,
+        Scope::InspectInput,
     ];
 
     #[test]

@@ -66,7 +66,9 @@ pub fn run(settings: Settings) -> Result<()> {
                 }
                 // Coalesce a burst of worker events into one frame.
                 while let Ok(e) = worker.events.try_recv() {
-                    app.update(Msg::Worker(e));
+                    for command in app.update(Msg::Worker(e)) {
+                        let _ = worker.commands.send(command);
+                    }
                 }
                 dirty = true;
             }

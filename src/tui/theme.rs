@@ -53,3 +53,73 @@ pub fn chosen() -> Style {
 pub fn grid_cursor() -> Style {
     Style::default().add_modifier(Modifier::REVERSED)
 }
+
+/// A token coloured by its loss in nats: green (≤ 1) through yellow to red (≥ 6).
+pub fn loss(l: f64) -> Style {
+    match l {
+        l if l < 1.0 => Style::default().fg(Color::Green),
+        l if l < 3.0 => Style::default().fg(Color::Yellow),
+        l if l < 6.0 => Style::default().fg(Color::LightRed),
+        _ => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+    }
+}
+
+/// A token coloured by how its loss changed since the pin: green lower, red higher,
+/// grey within ±0.1 nats.
+pub fn loss_change(d: f64) -> Style {
+    match d {
+        d if d <= -1.0 => Style::default()
+            .fg(Color::Green)
+            .add_modifier(Modifier::BOLD),
+        d if d < -0.1 => Style::default().fg(Color::Green),
+        d if d < 0.1 => Style::default().fg(Color::Gray),
+        d if d < 1.0 => Style::default().fg(Color::LightRed),
+        _ => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+    }
+}
+
+/// Where attention is masked (a key after the query).
+pub const MASKED: Color = Color::Rgb(38, 38, 38);
+
+fn ramp(stops: &[(u8, u8, u8)], a: f32) -> Color {
+    let a = if a.is_finite() {
+        a.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let x = a * (stops.len() - 1) as f32;
+    let i = (x.floor() as usize).min(stops.len() - 2);
+    let t = x - i as f32;
+    let mix = |u: u8, v: u8| (f32::from(u) + (f32::from(v) - f32::from(u)) * t).round() as u8;
+    let (p, q) = (stops[i], stops[i + 1]);
+    Color::Rgb(mix(p.0, q.0), mix(p.1, q.1), mix(p.2, q.2))
+}
+
+/// An attention weight (or a probability) in [0, 1]: black through purple and orange
+/// to pale yellow (an "inferno"-like scale, readable on dark and light terminals).
+pub fn heat(a: f32) -> Color {
+    ramp(
+        &[
+            (0, 0, 4),
+            (87, 16, 110),
+            (188, 55, 84),
+            (249, 142, 9),
+            (252, 255, 164),
+        ],
+        a,
+    )
+}
+
+/// The same for the row under the cursor: dark blue to bright cyan.
+pub fn heat_cursor(a: f32) -> Color {
+    ramp(&[(0, 16, 48), (0, 110, 160), (90, 255, 255)], a)
+}
+
+/// Text on a [`heat`] background: dark on the bright end.
+pub fn on_heat(a: f32) -> Color {
+    if a >= 0.6 {
+        Color::Black
+    } else {
+        Color::White
+    }
+}

@@ -3,13 +3,27 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
+use tch::nn;
+
 use crate::checkpoint::{load_model, LoadedModel};
 use crate::classifier::{self, sst2_labels};
+use crate::data::corpus::{split_sentences, SMALL_CORPUS};
+use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device};
 use crate::generate::{encode_prompt, generate_from, GenerateOptions, Generation};
-use crate::protocol::{Event, WorkerState};
+use crate::inspect::{pinned_loss, text_ids};
+use crate::model::gpt::Gpt;
+use crate::protocol::{Event, InspectReport, InspectText, WorkerState};
 use crate::train::finetune::Finetuner;
 use crate::train::lm::LmTrainer;
+
+/// A copy of the weights at one moment, kept to compare inspections against.
+pub struct Pinned {
+    _vs: nn::VarStore,
+    pub model: Gpt,
+    /// The training step it was taken at (`None`: a loaded model).
+    pub step: Option<u64>,
+}
 
 /// Whether a run advances by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +65,10 @@ impl Engine {
         }
     }
 
-    /// Continues `prompt` with the model held.
-    pub fn generate(
-        &self,
-        prompt: &str,
-        forced: &[u32],
-        options: &GenerateOptions,
-    ) -> anyhow::Result<Generation> {
-        let (model, tokenizer, sentences) = match self {
+    /// The language model held, its tokenizer, and whether it reads text framed by
+    /// `<|endoftext|>`.
+    fn lm(&self) -> anyhow::Result<(&Gpt, &TextTokenizer, bool)> {
+        Ok(match self {
             Engine::Training(run, _) => (&run.model, &run.tokenizer, run.frames_sentences()),
             Engine::Loaded(l, _) => (&l.model, &l.tokenizer, l.frames_sentences()),
             Engine::Finetuning(run, _) => (
@@ -69,13 +79,114 @@ impl Engine {
             Engine::Empty => {
                 bail!("no model yet: start training (space on the Train tab) or load a checkpoint")
             }
-        };
+        })
+    }
+
+    /// Continues `prompt` with the model held.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        forced: &[u32],
+        options: &GenerateOptions,
+    ) -> anyhow::Result<Generation> {
+        let (model, tokenizer, sentences) = self.lm()?;
         let ids = encode_prompt(tokenizer, model, prompt)?;
         let options = GenerateOptions {
             sentence_context: sentences,
             ..options.clone()
         };
         generate_from(model, tokenizer, prompt, &ids, forced, &options)
+    }
+
+    /// The training step of the weights held (`None`: loaded or fine-tuning).
+    fn step(&self) -> Option<u64> {
+        match self {
+            Engine::Training(run, _) => Some(run.step),
+            _ => None,
+        }
+    }
+
+    /// One introspecting pass over `text` with the current weights, and the pinned
+    /// weights' per-token loss on the same tokens.
+    pub fn inspect(
+        &self,
+        text: &InspectText,
+        pinned: Option<&Pinned>,
+    ) -> anyhow::Result<InspectReport> {
+        let (model, tokenizer, frames) = self.lm()?;
+        let (ids, shown) = match text {
+            InspectText::Typed(text) => (text_ids(model, tokenizer, frames, text)?, text.clone()),
+            InspectText::Corpus(n) => {
+                let ids = match self {
+                    Engine::Training(run, _) => run.test_example(*n),
+                    _ => None,
+                };
+                match ids {
+                    Some(ids) => {
+                        let words: Vec<u32> = ids
+                            .iter()
+                            .copied()
+                            .filter(|&i| Some(i) != tokenizer.eot_id())
+                            .collect();
+                        let text = tokenizer.decode(&words)?;
+                        (ids, text.trim().to_string())
+                    }
+                    None => {
+                        let text = self.corpus_sentence(*n)?;
+                        (text_ids(model, tokenizer, frames, &text)?, text)
+                    }
+                }
+            }
+        };
+        let mut report = crate::inspect::report(model, tokenizer, &ids, &shown)?;
+        report.step = self.step();
+        if let Some(pin) = pinned {
+            report.pinned = Some(pinned_loss(&pin.model, &ids, pin.step)?);
+        }
+        Ok(report)
+    }
+
+    /// A test sentence of the built-in corpus for a loaded model trained on it (other
+    /// corpora are not read again for this).
+    fn corpus_sentence(&self, n: usize) -> anyhow::Result<String> {
+        let corpus = match self {
+            Engine::Loaded(l, _) => l.config.corpus.as_str(),
+            Engine::Finetuning(run, _) => run.loaded.config.corpus.as_str(),
+            _ => "",
+        };
+        if corpus != "small" {
+            bail!("no corpus text at hand for this model: type a text to inspect (i)");
+        }
+        let sentences = split_sentences(SMALL_CORPUS);
+        let test = &sentences[sentences.len() * 4 / 5..];
+        let long: Vec<&String> = test
+            .iter()
+            .filter(|s| s.split_whitespace().count() >= 4)
+            .collect();
+        match long.get(n % long.len().max(1)) {
+            Some(s) => Ok((*s).clone()),
+            None => bail!("the built-in corpus has no test sentence"),
+        }
+    }
+
+    /// A copy of the current weights, to compare later inspections with.
+    pub fn pin(&self) -> anyhow::Result<Pinned> {
+        let (model, _, _) = self.lm()?;
+        let source = match self {
+            Engine::Training(run, _) => run.var_store(),
+            Engine::Loaded(l, _) => &l.vs,
+            Engine::Finetuning(run, _) => &run.loaded.vs,
+            Engine::Empty => bail!("no model to pin"),
+        };
+        let mut vs = nn::VarStore::new(model.device());
+        let copy = Gpt::new(&vs.root(), model.config);
+        vs.copy(source)
+            .map_err(|e| anyhow::anyhow!("cannot copy the weights: {e}"))?;
+        Ok(Pinned {
+            _vs: vs,
+            model: copy,
+            step: self.step(),
+        })
     }
 
     /// Pauses a running run.

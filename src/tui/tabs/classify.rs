@@ -127,7 +127,7 @@ impl Page for ClassifyTab {
         }
     }
 
-    fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) {
+    fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) -> Vec<Command> {
         match event {
             Event::Start(RunStart::Finetune(info)) => {
                 shared.log(format!(
@@ -170,6 +170,7 @@ impl Page for ClassifyTab {
             Event::Error { message } if focused => self.message = Some(message.clone()),
             _ => {}
         }
+        Vec::new()
     }
 
     fn draw(&self, frame: &mut Frame, area: Rect, shared: &Shared) {

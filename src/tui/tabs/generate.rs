@@ -220,7 +220,7 @@ impl Page for GenerateTab {
         self.cursor += 1;
     }
 
-    fn on_event(&mut self, event: &Event, shared: &mut Shared, _focused: bool) {
+    fn on_event(&mut self, event: &Event, shared: &mut Shared, _focused: bool) -> Vec<Command> {
         match event {
             Event::Generated {
                 request,
@@ -240,6 +240,7 @@ impl Page for GenerateTab {
             }
             _ => {}
         }
+        Vec::new()
     }
 
     fn draw(&self, frame: &mut Frame, area: Rect, _shared: &Shared) {

@@ -3,6 +3,7 @@
 //! the next run, the worker's state and the log.
 pub mod classify;
 pub mod generate;
+pub mod inspect;
 pub mod train;
 
 use std::collections::VecDeque;
@@ -22,6 +23,7 @@ pub enum Tab {
     Train,
     Generate,
     Classify,
+    Inspect,
 }
 
 impl Tab {
@@ -34,6 +36,7 @@ impl Tab {
             Tab::Train => "1 Train",
             Tab::Generate => "2 Generate",
             Tab::Classify => "3 Classify",
+            Tab::Inspect => "4 Inspect",
         }
     }
 
@@ -51,6 +54,7 @@ impl Tab {
             Tab::Train => &[Scope::Train, Scope::PathInput],
             Tab::Generate => &[Scope::GeneratePrompt, Scope::GenerateGrid],
             Tab::Classify => &[Scope::Classify, Scope::SentenceInput, Scope::PathInput],
+            Tab::Inspect => &[Scope::Inspect, Scope::InspectInput],
         }
     }
 }
@@ -89,7 +93,12 @@ pub trait Page {
     fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command>;
     /// A character typed into the tab's text field (only in a text scope).
     fn on_char(&mut self, c: char);
-    /// A worker event; `focused` when the tab is the one shown.
-    fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool);
+    /// A worker event; `focused` when the tab is the one shown. Returns the commands it
+    /// calls for (a tab that follows a run asks the worker for fresh data).
+    fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) -> Vec<Command>;
+    /// The tab is shown (switched to); returns the commands for the worker.
+    fn on_focus(&mut self, _shared: &Shared) -> Vec<Command> {
+        Vec::new()
+    }
     fn draw(&self, frame: &mut Frame, area: Rect, shared: &Shared);
 }

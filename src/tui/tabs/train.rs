@@ -214,7 +214,7 @@ impl Page for TrainTab {
         }
     }
 
-    fn on_event(&mut self, event: &Event, shared: &mut Shared, _focused: bool) {
+    fn on_event(&mut self, event: &Event, shared: &mut Shared, _focused: bool) -> Vec<Command> {
         match event {
             Event::State {
                 state: WorkerState::Finished,
@@ -247,6 +247,7 @@ impl Page for TrainTab {
             )),
             _ => {}
         }
+        Vec::new()
     }
 
     fn draw(&self, frame: &mut Frame, area: Rect, shared: &Shared) {

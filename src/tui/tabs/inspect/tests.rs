@@ -1,0 +1,215 @@
+use super::*;
+use crate::config::Settings;
+use crate::protocol::{LensCell, PinnedLoss, StepMetrics};
+
+fn shared(state: WorkerState) -> Shared {
+    let mut s = Shared::new(Settings::default());
+    s.state = state;
+    s
+}
+
+/// A report of `n` tokens, `layers` × `heads`, answering `request`.
+fn report(request: u64, n: usize, layers: usize, heads: usize) -> InspectReport {
+    let row = |q: usize| -> Vec<f32> {
+        (0..n)
+            .map(|k| if k <= q { 1.0 / (q + 1) as f32 } else { 0.0 })
+            .collect()
+    };
+    InspectReport {
+        request: Some(request),
+        text: "a b c".into(),
+        step: Some(10),
+        tokens: (0..n).map(|i| format!("t{i}")).collect(),
+        token_loss: vec![1.0; n - 1],
+        token_rank: vec![1; n - 1],
+        lens: vec![
+            vec![
+                LensCell {
+                    token: "x".into(),
+                    prob: 0.5,
+                    entropy: 1.0
+                };
+                n
+            ];
+            layers
+        ],
+        attention: vec![vec![(0..n).map(row).collect(); heads]; layers],
+        pinned: None,
+    }
+}
+
+fn requests(commands: &[Command]) -> Vec<u64> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Inspect { request, .. } => Some(*request),
+            _ => None,
+        })
+        .collect()
+}
+
+fn iter(i: u64) -> Event {
+    Event::Iter(StepMetrics {
+        iter: i,
+        loss: 3.0,
+        iter_ms: 10.0,
+        tokens_per_s: 1000.0,
+        lr: 1e-3,
+        grad_norm: 1.0,
+        tokens: 64,
+    })
+}
+
+#[test]
+fn one_request_in_flight_and_a_refresh_wanted_meanwhile_follows_it() {
+    let mut t = InspectTab::new(25);
+    let mut s = shared(WorkerState::Training);
+    assert!(
+        t.on_focus(&shared(WorkerState::Idle)).is_empty(),
+        "no model"
+    );
+    let first = requests(&t.on_focus(&s));
+    assert_eq!(first, vec![1]);
+    assert!(t.waiting());
+    // A refresh due while the first is out: nothing sent yet.
+    assert!(t.on_event(&iter(25), &mut s, true).is_empty());
+    let follow = t.on_event(
+        &Event::Inspected(Box::new(report(1, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    assert_eq!(requests(&follow), vec![2], "the wanted refresh follows");
+    assert_eq!(t.shape(), (2, 3, 5));
+    // Failures clear the request and show the message.
+    t.on_event(
+        &Event::InspectFailed {
+            request: 2,
+            error: "no model yet".into(),
+        },
+        &mut s,
+        true,
+    );
+    assert!(!t.waiting());
+    assert_eq!(t.message.as_deref(), Some("no model yet"));
+}
+
+#[test]
+fn refreshes_every_n_steps_only_while_shown() {
+    let mut t = InspectTab::new(25);
+    let mut s = shared(WorkerState::Training);
+    assert!(t.on_event(&iter(24), &mut s, true).is_empty());
+    assert!(t.on_event(&iter(25), &mut s, false).is_empty(), "not shown");
+    assert_eq!(requests(&t.on_event(&iter(25), &mut s, true)), vec![1]);
+    let mut never = InspectTab::new(0);
+    assert!(never.on_event(&iter(25), &mut s, true).is_empty());
+    // The end of a run refreshes the tab shown.
+    let mut t = InspectTab::new(25);
+    let mut s = shared(WorkerState::Finished);
+    let finished = Event::State {
+        state: WorkerState::Finished,
+    };
+    assert_eq!(requests(&t.on_event(&finished, &mut s, true)).len(), 1);
+}
+
+#[test]
+fn keys_move_cursor_layer_and_head_within_the_report() {
+    let mut t = InspectTab::new(25);
+    let mut s = shared(WorkerState::Training);
+    t.on_focus(&s);
+    t.on_event(
+        &Event::Inspected(Box::new(report(1, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    assert_eq!(t.cursor, 4, "a new text starts at its last token");
+    t.on_action(Action::GridRight, &mut s);
+    assert_eq!(t.cursor, 4);
+    t.on_action(Action::GridLeft, &mut s);
+    assert_eq!(t.cursor, 3);
+    t.on_action(Action::GridHome, &mut s);
+    assert_eq!(t.cursor, 0);
+    for _ in 0..5 {
+        t.on_action(Action::GridDown, &mut s);
+        t.on_action(Action::NextHead, &mut s);
+    }
+    assert_eq!((t.layer, t.head), (1, 2));
+    t.on_action(Action::PrevHead, &mut s);
+    assert_eq!(t.head, 1);
+    // In the overview ←→ choose the head; Enter (ToggleOverview) zooms.
+    t.on_action(Action::ToggleOverview, &mut s);
+    t.on_action(Action::GridLeft, &mut s);
+    assert_eq!((t.head, t.cursor), (0, 0));
+    t.on_action(Action::ToggleOverview, &mut s);
+    assert!(!t.overview);
+    // The same text again keeps the cursor; a smaller model clamps layer and head.
+    t.on_action(Action::GridRight, &mut s);
+    let again = requests(&t.on_action(Action::Refresh, &mut s));
+    t.on_event(
+        &Event::Inspected(Box::new(report(again[0], 5, 1, 1))),
+        &mut s,
+        true,
+    );
+    assert_eq!((t.cursor, t.layer, t.head), (1, 0, 0));
+}
+
+#[test]
+fn typed_text_next_example_pin_and_diff() {
+    let mut t = InspectTab::new(25);
+    let mut s = shared(WorkerState::Loaded);
+    t.on_action(Action::EditPrompt, &mut s);
+    assert_eq!(t.scope(), Scope::InspectInput);
+    for c in "He and I".chars() {
+        t.on_char(c);
+    }
+    let sent = t.on_action(Action::Submit, &mut s);
+    assert_eq!(
+        sent,
+        vec![Command::Inspect {
+            request: 1,
+            text: InspectText::Typed("He and I".into())
+        }]
+    );
+    assert_eq!(t.scope(), Scope::Inspect);
+    t.on_event(
+        &Event::Inspected(Box::new(report(1, 4, 1, 1))),
+        &mut s,
+        true,
+    );
+    let sent = t.on_action(Action::NextExample, &mut s);
+    assert_eq!(
+        sent,
+        vec![Command::Inspect {
+            request: 2,
+            text: InspectText::Corpus(0)
+        }]
+    );
+    t.on_event(
+        &Event::Inspected(Box::new(report(2, 4, 1, 1))),
+        &mut s,
+        true,
+    );
+    // d before a pin explains; p pins and inspects again; the report confirms the pin.
+    t.on_action(Action::ToggleDiff, &mut s);
+    assert!(!t.diff && t.message.is_some());
+    let sent = t.on_action(Action::Pin, &mut s);
+    assert_eq!(sent[0], Command::Pin(true));
+    assert_eq!(requests(&sent), vec![3]);
+    let mut pinned = report(3, 4, 1, 1);
+    pinned.pinned = Some(PinnedLoss {
+        step: Some(10),
+        token_loss: vec![2.0; 3],
+    });
+    t.on_event(&Event::Inspected(Box::new(pinned)), &mut s, true);
+    assert!(t.pinned);
+    t.on_action(Action::ToggleDiff, &mut s);
+    assert!(t.diff);
+    // A new training run drops report and pin.
+    t.on_event(
+        &Event::Start(RunStart::Train(Box::new(
+            crate::protocol::RunInfo::example(10),
+        ))),
+        &mut s,
+        false,
+    );
+    assert!(t.report.is_none() && !t.pinned && !t.diff);
+}
