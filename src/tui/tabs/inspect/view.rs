@@ -348,7 +348,7 @@ pub fn render_map(
     }
     // Key labels from each key's first column: downwards when a key is one column wide.
     let labels_y = area.y + map_h;
-    for k in k0..(k0 + cap_k).min(n) {
+    for (k, token) in tokens.iter().enumerate().take(n).skip(k0).take(cap_k) {
         let x = area.x + label_w + ((k - k0) * scale) as u16;
         let style = if k == cursor {
             theme::title()
@@ -357,7 +357,7 @@ pub fn render_map(
         };
         // Under its columns (one left blank between keys), line after line.
         let chunk = scale.saturating_sub(1).max(1);
-        let text: Vec<char> = label(tokens[k].trim_start()).chars().collect();
+        let text: Vec<char> = label(token.trim_start()).chars().collect();
         for (row, part) in text.chunks(chunk).take(xlabel_rows as usize).enumerate() {
             for (i, &c) in part.iter().enumerate() {
                 if let Some(cell) = buf.cell_mut((x + i as u16, labels_y + row as u16)) {
