@@ -1,7 +1,8 @@
-//! Frame time of the Train tab at 200×60 with 100,000 loss points (target ≤ 5 ms).
+//! Frame time at 200×60 (target ≤ 5 ms): the Train tab with 100,000 loss points; the
+//! Inspect tab with a 64 × 64 attention map (and every layer × head as small maps).
 use criterion::{criterion_group, criterion_main, Criterion};
 use gptdash::config::Settings;
-use gptdash::protocol::{Event, RunInfo, RunStart, StepMetrics};
+use gptdash::protocol::{Event, InspectReport, RunInfo, RunStart, StepMetrics};
 use gptdash::tui::app::{App, Msg};
 use gptdash::tui::view;
 use ratatui::backend::TestBackend;
@@ -47,5 +48,34 @@ fn render(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, render);
+/// The Inspect tab showing a 64-token report of a gpt-mini-shaped model (6 × 6).
+fn inspecting(overview: bool) -> App {
+    let mut app = app_with_history(1_000);
+    app.update(Msg::Worker(Event::State {
+        state: gptdash::protocol::WorkerState::Finished,
+    }));
+    app.update(Msg::Key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char('4'),
+        crossterm::event::KeyModifiers::NONE,
+    )));
+    app.update(Msg::Worker(Event::Inspected(Box::new(
+        InspectReport::example(64, 6, 6),
+    ))));
+    app.inspect.overview = overview;
+    app
+}
+
+fn render_inspect(c: &mut Criterion) {
+    let map = inspecting(false);
+    let overview = inspecting(true);
+    let mut terminal = Terminal::new(TestBackend::new(200, 60)).expect("test backend");
+    c.bench_function("inspect tab 200x60, 64x64 map", |b| {
+        b.iter(|| terminal.draw(|f| view::draw(f, &map)).map(|_| ()))
+    });
+    c.bench_function("inspect tab 200x60, 6x6 heads overview of 64 tokens", |b| {
+        b.iter(|| terminal.draw(|f| view::draw(f, &overview)).map(|_| ()))
+    });
+}
+
+criterion_group!(benches, render, render_inspect);
 criterion_main!(benches);

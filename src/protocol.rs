@@ -289,6 +289,64 @@ pub struct InspectReport {
     pub pinned: Option<PinnedLoss>,
 }
 
+impl InspectReport {
+    /// An example report for the tests and benchmarks of the views: `tokens` words,
+    /// `layers` × `heads`, head `h` looking about `h` tokens back (weights falling off
+    /// as a Gaussian around there, each row summing to 1), the lens growing surer with
+    /// depth, and a pinned copy that did worse.
+    pub fn example(tokens: usize, layers: usize, heads: usize) -> Self {
+        let words: Vec<String> = (0..tokens)
+            .map(|i| ["The", " cat", " sat", " on", " the", " mat", "."][i % 7].to_string())
+            .collect();
+        let head = |h: usize| -> Vec<Vec<f32>> {
+            (0..tokens)
+                .map(|q| {
+                    let w: Vec<f32> = (0..tokens)
+                        .map(|k| {
+                            if k > q {
+                                return 0.0;
+                            }
+                            let d = (q - k) as f32 - h as f32;
+                            (-0.5 * d * d).exp() + 1e-3
+                        })
+                        .collect();
+                    let sum: f32 = w.iter().sum();
+                    w.iter().map(|x| x / sum).collect()
+                })
+                .collect()
+        };
+        let attention = (0..layers)
+            .map(|_| (0..heads).map(head).collect())
+            .collect();
+        let lens = (0..layers)
+            .map(|l| {
+                (0..tokens)
+                    .map(|p| LensCell {
+                        token: words[(p + 1) % words.len().max(1)].clone(),
+                        prob: (l + 1) as f64 / (layers + 1) as f64,
+                        entropy: 3.0 / (l + 1) as f64,
+                    })
+                    .collect()
+            })
+            .collect();
+        let token_loss: Vec<f64> = (1..tokens).map(|i| 0.5 + (i % 5) as f64).collect();
+        Self {
+            request: Some(1),
+            text: words.concat(),
+            step: Some(100),
+            token_rank: token_loss.iter().map(|l| 1 + *l as usize).collect(),
+            pinned: Some(PinnedLoss {
+                step: Some(50),
+                token_loss: token_loss.iter().map(|l| l + 0.7).collect(),
+            }),
+            token_loss,
+            tokens: words,
+            lens,
+            attention,
+        }
+    }
+}
+
 /// A validation sentence the classifier got wrong.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mistake {

@@ -374,3 +374,118 @@ fn classify_tab_chooses_its_base_by_keys() {
     let screen = render(&app, 120, 40);
     assert!(!screen.contains("gpt2█"), "{screen}");
 }
+
+fn arrow(code: crossterm::event::KeyCode) -> Msg {
+    Msg::Key(crossterm::event::KeyEvent::new(
+        code,
+        crossterm::event::KeyModifiers::NONE,
+    ))
+}
+
+/// The Inspect tab shown after 120 steps, answering its first request with an example
+/// report of `tokens` tokens, 4 layers × 4 heads.
+fn inspecting_app(tokens: usize) -> App {
+    use gptdash::protocol::{Command, InspectReport};
+    let mut app = trained_app();
+    let asked = app.update(key('4'));
+    assert_eq!(app.tab, Tab::Inspect);
+    assert!(
+        matches!(asked[..], [Command::Inspect { request: 1, .. }]),
+        "{asked:?}"
+    );
+    app.update(Msg::Worker(Event::Inspected(Box::new(
+        InspectReport::example(tokens, 4, 4),
+    ))));
+    app
+}
+
+#[test]
+fn inspect_tab_draws_map_lens_and_text_and_follows_the_cursor() {
+    use crossterm::event::KeyCode;
+    use gptdash::tui::theme;
+    let mut app = inspecting_app(12);
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &[
+            "4 Inspect",
+            "text: test example 1 of the corpus · step 100",
+            "The cat sat on the mat.",
+            "#12 \" the\"  loss 1.50 nats, rank 2  pinned (step 50) 2.20, Δ -0.70",
+            "attention · layer 1/4 head 1/4",
+            "\" the\" looks at:  \" the\" 0.57  \" on\" 0.34",
+            "logit lens",
+            "after \" the\" (#12), layer by layer",
+            "L4",
+            "next",
+            "[ ] head",
+        ],
+    );
+    // Heatmap cells: half blocks, and the cursor's row in its own colours.
+    let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    terminal.draw(|f| view::draw(f, &app)).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    let cells: Vec<_> = buffer
+        .content()
+        .iter()
+        .filter(|c| c.symbol() == "▀")
+        .collect();
+    assert!(cells.len() > 100, "{} half-block cells", cells.len());
+    assert!(cells
+        .iter()
+        .any(|c| c.fg == theme::heat_cursor(0.0) || c.bg == theme::heat_cursor(0.0)));
+    assert!(cells.iter().any(|c| c.fg == theme::MASKED));
+
+    // Left moves the cursor: the values shown are the new token's.
+    app.update(arrow(KeyCode::Left));
+    let screen = render(&app, 200, 60);
+    shows_all(&screen, &["#11 \" on\"", "\" on\" looks at:"]);
+    // Head 2 of layer 3 looks one token back.
+    app.update(key(']'));
+    app.update(arrow(KeyCode::Down));
+    app.update(arrow(KeyCode::Down));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &["layer 3/4 head 2/4", "\" on\" looks at:  \" sat\" 0.42"],
+    );
+    // The overview: every layer and head, the selected one named.
+    app.update(key('v'));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &["every layer × head (selected: layer 3 head 2", "H4", "L4"],
+    );
+    // d colours by the change since the pin; the title says so.
+    app.update(key('d'));
+    let screen = render(&app, 200, 60);
+    shows_all(&screen, &["colour: loss change since the pin"]);
+    // It still lays out at the smallest size.
+    let small = render(&app, 80, 24);
+    shows_all(&small, &["attention", "logit lens"]);
+}
+
+#[test]
+fn inspect_tab_long_texts_scroll_with_the_cursor() {
+    use crossterm::event::KeyCode;
+    let mut app = inspecting_app(64);
+    app.update(arrow(KeyCode::Home));
+    let screen = render(&app, 120, 40);
+    shows_all(&screen, &["#1 \"The\"", "(the first token has no loss)"]);
+    for _ in 0..40 {
+        app.update(arrow(KeyCode::Right));
+    }
+    let screen = render(&app, 120, 40);
+    shows_all(&screen, &["#41 \" mat\"", "after \" mat\" (#41)"]);
+}
+
+#[test]
+fn inspect_tab_before_any_model_says_what_to_do() {
+    let mut app = App::new(Settings::default());
+    assert!(app.update(key('4')).is_empty(), "nothing to inspect yet");
+    let screen = render(&app, 100, 30);
+    shows_all(
+        &screen,
+        &["Look inside the model", "no model yet: train one"],
+    );
+}

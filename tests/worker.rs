@@ -356,3 +356,127 @@ fn a_diverging_run_ends_and_drops_its_model_as_headless_runs_do() {
     );
     w.shutdown();
 }
+
+fn inspected(w: &WorkerHandle, request: u64) -> gptdash::protocol::InspectReport {
+    let (event, _) = wait_for(w, "an inspection", |e| match e {
+        Event::Inspected(r) => r.request == Some(request),
+        Event::InspectFailed { request: r, .. } => *r == request,
+        _ => false,
+    });
+    match event {
+        Event::Inspected(r) => *r,
+        other => panic!("inspection {request} failed: {other:?}"),
+    }
+}
+
+#[test]
+fn inspects_while_training_and_compares_with_pinned_weights() {
+    use gptdash::protocol::InspectText;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing held yet: a clear failure, not a dead worker.
+    let idle = spawn_with_output(dir.path().join("idle")).unwrap();
+    idle.commands
+        .send(Command::Inspect {
+            request: 1,
+            text: InspectText::Corpus(0),
+        })
+        .unwrap();
+    let (failed, _) = wait_for(&idle, "a failure", |e| {
+        matches!(e, Event::InspectFailed { .. })
+    });
+    assert!(format!("{failed:?}").contains("no model yet"), "{failed:?}");
+    idle.shutdown();
+
+    let w = spawn_with_output(dir.path().join("out")).unwrap();
+    let mut settings = tiny_settings(dir.path());
+    settings.train.learning_rate = 3e-3;
+    w.commands.send(Command::Start(Box::new(settings))).unwrap();
+    wait_for(&w, "a step", |e| matches!(e, Event::Iter(_)));
+    // A test example of the corpus, with the weights of the step reached.
+    w.commands
+        .send(Command::Inspect {
+            request: 5,
+            text: InspectText::Corpus(0),
+        })
+        .unwrap();
+    let first = inspected(&w, 5);
+    let n = first.tokens.len();
+    assert!(n >= 4, "{:?}", first.tokens);
+    assert!(!first.text.is_empty() && first.step.unwrap() >= 1);
+    assert_eq!(first.attention.len(), 3, "gpt-nano: 3 layers");
+    assert_eq!(first.attention[0].len(), 3, "3 heads");
+    assert_eq!(first.attention[2][1].len(), n);
+    assert_eq!(first.lens.len(), 3);
+    assert_eq!(first.token_loss.len(), n - 1);
+    assert!(first.pinned.is_none());
+
+    // Pin, train on, inspect again: the pinned losses are those of the pinned step.
+    w.commands.send(Command::Pin(true)).unwrap();
+    wait_for(
+        &w,
+        "the pin",
+        |e| matches!(e, Event::Log { message } if message.starts_with("pinned the weights at step")),
+    );
+    let typed = InspectText::Typed("The cat sat. The dog ran.".into());
+    w.commands
+        .send(Command::Inspect {
+            request: 6,
+            text: typed.clone(),
+        })
+        .unwrap();
+    let at_pin = inspected(&w, 6);
+    let pinned = at_pin.pinned.clone().expect("pinned losses");
+    let pin_step = pinned.step.unwrap();
+    assert_eq!(pinned.token_loss.len(), at_pin.token_loss.len());
+    wait_for(
+        &w,
+        "30 more steps",
+        |e| matches!(e, Event::Iter(m) if m.iter >= pin_step + 30),
+    );
+    w.commands
+        .send(Command::Inspect {
+            request: 7,
+            text: typed,
+        })
+        .unwrap();
+    let later = inspected(&w, 7);
+    let pinned_later = later.pinned.clone().expect("still pinned");
+    assert_eq!(pinned_later.step, Some(pin_step));
+    for (a, b) in pinned_later.token_loss.iter().zip(&pinned.token_loss) {
+        assert!((a - b).abs() < 1e-5, "the pinned weights moved: {a} vs {b}");
+    }
+    let (now, then): (f64, f64) = (
+        later.token_loss.iter().sum(),
+        pinned_later.token_loss.iter().sum(),
+    );
+    assert!(
+        now < then,
+        "30 steps later the text costs {now} vs {then} at the pin"
+    );
+
+    // Too long for the block: a failure naming it; unpinning is said.
+    w.commands
+        .send(Command::Inspect {
+            request: 8,
+            text: InspectText::Typed("The cat sat. ".repeat(20)),
+        })
+        .unwrap();
+    let (failed, _) = wait_for(&w, "a failure", |e| {
+        matches!(e, Event::InspectFailed { request: 8, .. })
+    });
+    assert!(format!("{failed:?}").contains("block size"), "{failed:?}");
+    w.commands.send(Command::Pin(false)).unwrap();
+    wait_for(
+        &w,
+        "unpinned",
+        |e| matches!(e, Event::Log { message } if message == "unpinned the weights"),
+    );
+    w.commands
+        .send(Command::Inspect {
+            request: 9,
+            text: InspectText::Corpus(1),
+        })
+        .unwrap();
+    assert!(inspected(&w, 9).pinned.is_none());
+    w.shutdown();
+}

@@ -213,3 +213,131 @@ fn typed_text_next_example_pin_and_diff() {
     );
     assert!(t.report.is_none() && !t.pinned && !t.diff);
 }
+
+mod drawing {
+    use ratatui::buffer::Buffer;
+    use ratatui::layout::Rect;
+    use ratatui::style::Modifier;
+
+    use super::super::view::{render_lens, render_map, render_overview};
+    use super::report;
+    use crate::tui::theme;
+
+    /// A previous-token head over 4 tokens (the first looks at itself).
+    fn previous_token() -> Vec<Vec<f32>> {
+        (0..4)
+            .map(|q| {
+                (0..4)
+                    .map(|k| if k + 1 == q || q + k == 0 { 1.0 } else { 0.0 })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn row(buf: &Buffer, y: u16) -> String {
+        (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect()
+    }
+
+    #[test]
+    fn heatmap_cells_labels_and_cursor() {
+        // 24 × 12: labels 6 wide, 9 map lines, 2 label rows; each weight 4 × 4 pixels.
+        let area = Rect::new(0, 0, 24, 12);
+        let mut buf = Buffer::empty(area);
+        let tokens: Vec<String> = ["He", " and", " I", " hold"].map(String::from).into();
+        render_map(&mut buf, area, &previous_token(), &tokens, 2);
+        let cell = |k: u16, q: u16| &buf[(6 + 4 * k, 2 * q)];
+        // Query 1 → key 0 at full weight; key 1 nothing; key 3 is in its future (masked).
+        assert_eq!(cell(0, 1).symbol(), "▀");
+        assert_eq!(cell(0, 1).fg, theme::heat(1.0));
+        assert_eq!(cell(0, 1).bg, theme::heat(1.0));
+        assert_eq!(cell(1, 1).fg, theme::heat(0.0));
+        assert_eq!(cell(3, 1).fg, theme::MASKED);
+        // The cursor's row (query 2) in the cursor's colours.
+        assert_eq!(cell(1, 2).fg, theme::heat_cursor(1.0));
+        assert_eq!(cell(0, 2).fg, theme::heat_cursor(0.0));
+        // Query labels where each query's rows start; the cursor's reversed.
+        assert!(row(&buf, 2).starts_with("·and "), "{:?}", row(&buf, 2));
+        assert!(
+            row(&buf, 3).starts_with("      "),
+            "no label on a query's 2nd line"
+        );
+        assert!(buf[(0, 4)].modifier.contains(Modifier::REVERSED));
+        assert!(!buf[(0, 2)].modifier.contains(Modifier::REVERSED));
+        // Key labels under the map, from each key's first column, 3 characters a line.
+        assert_eq!(&row(&buf, 9)[6..], "He  and I   hol   ");
+        assert_eq!(&row(&buf, 10)[6..18], " ".repeat(12));
+        assert!(row(&buf, 10)[18..].starts_with('d'));
+        // Where the cursor looks.
+        assert!(
+            row(&buf, 11).starts_with("\" I\" looks at:  \" and\" 1"),
+            "{:?}",
+            row(&buf, 11)
+        );
+    }
+
+    #[test]
+    fn long_texts_scroll_to_the_cursor() {
+        let n = 64;
+        let att: Vec<Vec<f32>> = (0..n)
+            .map(|q| (0..n).map(|k| if k == q { 1.0 } else { 0.0 }).collect())
+            .collect();
+        let tokens: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+        // 30 map columns, 10 map lines: 30 keys and 20 queries around the cursor.
+        let area = Rect::new(0, 0, 40, 13);
+        let mut buf = Buffer::empty(area);
+        render_map(&mut buf, area, &att, &tokens, 50);
+        let labels: String = (0..10).map(|y| row(&buf, y)[..10].to_string()).collect();
+        assert!(
+            labels.contains("w50") && !labels.contains("w1 "),
+            "{labels}"
+        );
+        // The diagonal cell of the cursor is in view and in the cursor's colour.
+        let found = (0..10).any(|y| (10..40).any(|x| buf[(x, y)].fg == theme::heat_cursor(1.0)));
+        assert!(found);
+    }
+
+    #[test]
+    fn overview_draws_every_layer_and_head_and_marks_the_selected() {
+        let r = report(1, 8, 3, 4);
+        let area = Rect::new(0, 0, 60, 20);
+        let mut buf = Buffer::empty(area);
+        render_overview(&mut buf, area, &r.attention, 1, 2);
+        let header = row(&buf, 0);
+        for h in 1..=4 {
+            assert!(header.contains(&format!("H{h}")), "{header}");
+        }
+        let left: String = (0..20).map(|y| row(&buf, y)[..3].to_string()).collect();
+        for l in 1..=3 {
+            assert!(left.contains(&format!("L{l}")), "{left}");
+        }
+        // Selected layer 2, head 3: its map in the cursor's colours, the others not.
+        let cursor_cells = (0..20)
+            .flat_map(|y| (0..60).map(move |x| (x, y)))
+            .filter(|&p| buf[p].symbol() == "▀" && buf[p].fg == theme::heat_cursor(1.0))
+            .count();
+        assert!(cursor_cells > 0);
+        let first_map = &buf[(4, 1)];
+        assert_eq!(first_map.symbol(), "▀");
+        assert_ne!(first_map.fg, theme::heat_cursor(1.0));
+    }
+
+    #[test]
+    fn lens_grid_shows_tokens_predictions_and_the_cursor_column() {
+        let r = report(1, 5, 2, 1);
+        let area = Rect::new(0, 0, 60, 12);
+        let mut buf = Buffer::empty(area);
+        render_lens(&mut buf, area, &r, 3, 1);
+        assert!(
+            row(&buf, 0).starts_with("token t0       t1"),
+            "{}",
+            row(&buf, 0)
+        );
+        assert!(row(&buf, 1).starts_with("L1    x "));
+        assert!(row(&buf, 3).starts_with("next  t1 "));
+        // The probability colours the cell; the cursor's input token is reversed.
+        assert_eq!(buf[(6, 1)].bg, theme::heat(0.5));
+        assert!(buf[(6 + 3 * 9, 0)].modifier.contains(Modifier::REVERSED));
+        assert!(row(&buf, 5).contains("after \"t3\" (#4)"));
+        assert!(row(&buf, 7).starts_with("L2   \"x\""));
+    }
+}
