@@ -134,6 +134,33 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
     tmux.keys(&["1"]);
     tmux.wait_for(&format!("branch: step 1 forced to \"{second}\""), 10);
 
+    // The Inspect tab looks inside the trained model: a test sentence of the corpus, the
+    // cursor on its last token; Left moves it, and what it shows follows.
+    tmux.keys(&["4"]);
+    let screen = tmux.wait_for("looks at:", 20);
+    assert!(
+        screen.contains("attention · layer 1/4 head 1/4") && screen.contains("logit lens"),
+        "{screen}"
+    );
+    let cursor_line = |screen: &str| -> String {
+        screen
+            .lines()
+            .find(|l| l.contains("looks at:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = cursor_line(&screen);
+    tmux.keys(&["Left"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = before.clone();
+    while after == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        after = cursor_line(&tmux.screen());
+    }
+    assert_ne!(after, before, "the cursor did not move");
+    tmux.keys(&["]", "Down"]);
+    tmux.wait_for("layer 2/4 head 2/4", 10);
+
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("EXITED:", 20);
     assert!(screen.contains("EXITED:0"), "{screen}");
