@@ -9,18 +9,42 @@ build): PYTHONPATH=<those packages> python3 scripts/make_fixtures.py
 - gpt2-tiny/: a randomly initialised 2-layer GPT-2 saved by transformers'
   save_pretrained (weights named `transformer.h.0...`), and gpt2-tiny-hub/: the same
   weights named as the hub's `gpt2` files are (no prefix, with `attn.bias` mask
-  buffers); expected.json holds GPT2LMHeadModel's logits for a fixed input.
+  buffers); expected.json holds GPT2LMHeadModel's logits for a fixed input, and
+  attentions.json its attention probabilities (`output_attentions=True`) for the first
+  input, per layer `[heads][query][key]`.
+
+`python3 scripts/make_fixtures.py attentions` writes only attentions.json, from the
+gpt2-tiny folder as it is (the weights stay byte for byte).
 """
 import json
 import os
+import sys
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 root = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
+
+
+def write_attentions():
+    """transformers' attention probabilities of gpt2-tiny on expected.json's first input."""
+    folder = os.path.join(root, "gpt2-tiny")
+    model = GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    ids = json.load(open(os.path.join(folder, "expected.json")))["input_ids"][0]
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_attentions=True)
+    attentions = [layer[0].tolist() for layer in out.attentions]
+    json.dump({"input_ids": ids, "attentions": attentions}, open(os.path.join(folder, "attentions.json"), "w"))
+
+
+if sys.argv[1:] == ["attentions"]:
+    write_attentions()
+    print("attentions written")
+    sys.exit(0)
+
+import pyarrow as pa  # noqa: E402 (only the full run needs it)
+import pyarrow.parquet as pq  # noqa: E402
 
 rows = [
     ("a warm , funny and generous film .", 1),
@@ -75,4 +99,5 @@ for i in range(config.n_layer):
     renamed[f"h.{i}.attn.bias"] = torch.tril(torch.ones(16, 16)).view(1, 1, 16, 16)
 save_file(renamed, os.path.join(hub, "model.safetensors"), metadata={"format": "pt"})
 json.dump(json.load(open(os.path.join(out, "config.json"))), open(os.path.join(hub, "config.json"), "w"), indent=2)
+write_attentions()
 print("fixtures written")

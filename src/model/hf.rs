@@ -258,6 +258,38 @@ mod tests {
     }
 
     #[test]
+    fn attention_equals_transformers_output_attentions() {
+        let _rng = crate::torch_rng_lock();
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture("gpt2-tiny/attentions.json")).unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<i64> = serde_json::from_value(expected["input_ids"].clone()).unwrap();
+        // [layer][head][query][key], from GPT2LMHeadModel(..., output_attentions=True).
+        let want: Vec<Vec<Vec<Vec<f64>>>> =
+            serde_json::from_value(expected["attentions"].clone()).unwrap();
+        let model = load(&fixture("gpt2-tiny")).unwrap();
+        let seen = model.inspect(&ids).unwrap();
+        assert_eq!(seen.attention.len(), want.len());
+        let mut max_diff = 0f64;
+        for (got, want) in seen.attention.iter().zip(&want) {
+            assert_eq!(got.size(), vec![4, ids.len() as i64, ids.len() as i64]);
+            for (h, rows) in want.iter().enumerate() {
+                for (q, row) in rows.iter().enumerate() {
+                    for (k, &w) in row.iter().enumerate() {
+                        let g = got.double_value(&[h as i64, q as i64, k as i64]);
+                        max_diff = max_diff.max((g - w).abs());
+                    }
+                }
+            }
+        }
+        assert!(
+            max_diff < 1e-5,
+            "attention differs from transformers by {max_diff}"
+        );
+    }
+
+    #[test]
     fn bad_gpt2_directories_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
