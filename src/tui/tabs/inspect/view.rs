@@ -208,6 +208,8 @@ fn cursor_info(t: &InspectTab, r: &InspectReport) -> Line<'static> {
         c.checked_sub(1).and_then(|p| r.token_rank.get(p)),
     ) {
         (Some(l), Some(rank)) => {
+            // −log P rounds to −0 (or a hair below) when P is 1: shown as 0.
+            let l = if l <= 0.0 { 0.0 } else { l };
             spans.push(Span::raw("  loss "));
             spans.push(Span::styled(format!("{l:.2}"), theme::loss(l)));
             spans.push(Span::raw(format!(" nats, rank {rank}")));
@@ -487,7 +489,7 @@ pub fn render_overview(
 fn draw_lens(frame: &mut Frame, t: &InspectTab, r: &InspectReport, area: Rect) {
     let block = Block::default()
         .borders(Borders::ALL)
-        .title(" logit lens: the next token read after each layer (colour: probability) ");
+        .title(" logit lens: the next token after each layer (colour: P) ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
     render_lens(frame.buffer_mut(), inner, r, t.cursor, t.layer);
