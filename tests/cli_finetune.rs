@@ -292,6 +292,51 @@ fn gpt2_weights_from_a_folder_generate_and_fine_tune() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
 
+    // inspect reads the imported GPT-2 too; its attention is transformers' (the ids of
+    // attentions.json, written as words of the word tokenizer).
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gpt2-tiny/attentions.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<u64> = serde_json::from_value(want["input_ids"].clone()).unwrap();
+    let text: Vec<String> = ids.iter().map(|i| format!("w{i}")).collect();
+    let out = gptdash(
+        d,
+        &[
+            "inspect",
+            "--checkpoint",
+            "gpt2-tiny",
+            "--text",
+            &text.join(" "),
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(got["tokens"].as_array().unwrap().len(), ids.len());
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        let mut out = Vec::new();
+        let mut stack = vec![v.clone()];
+        while let Some(x) = stack.pop() {
+            match x {
+                serde_json::Value::Array(items) => stack.extend(items.into_iter().rev()),
+                other => out.push(other.as_f64().unwrap()),
+            }
+        }
+        out
+    };
+    let (got, want) = (flat(&got["attention"]), flat(&want["attentions"]));
+    assert_eq!(got.len(), 2 * 4 * ids.len() * ids.len());
+    assert_eq!(got.len(), want.len());
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-5, "attention differs from transformers by {diff}");
+
     write_word_sst2(&d.join("train.tsv"));
     let out = gptdash(
         d,
