@@ -341,3 +341,21 @@ mod drawing {
         assert!(row(&buf, 7).starts_with("L2   \"x\""));
     }
 }
+
+#[test]
+fn twelve_by_twelve_heads_fit_the_overview() {
+    use ratatui::buffer::Buffer;
+    use ratatui::layout::Rect;
+    let r = InspectReport::example(64, 12, 12);
+    // The overview's share of a 200 × 60 terminal.
+    let area = Rect::new(0, 0, 110, 50);
+    let mut buf = Buffer::empty(area);
+    view::render_overview(&mut buf, area, &r.attention, 11, 11);
+    let text: String = (0..50)
+        .map(|y| (0..110).map(|x| buf[(x, y)].symbol()).collect::<String>() + "\n")
+        .collect();
+    assert!(text.lines().next().unwrap().contains("H12"), "{text}");
+    assert!(text.contains("L12"), "{text}");
+    let maps = buf.content().iter().filter(|c| c.symbol() == "▀").count();
+    assert!(maps >= 144 * 8, "{maps} cells for 144 maps");
+}
