@@ -65,9 +65,11 @@ fn tabs_switch_by_number_tab_and_backtab() {
     a.update(ch('3'));
     assert_eq!(a.tab, Tab::Classify);
     a.update(key(KeyCode::Tab));
+    assert_eq!(a.tab, Tab::Inspect);
+    a.update(key(KeyCode::Tab));
     assert_eq!(a.tab, Tab::Train);
     a.update(key(KeyCode::BackTab));
-    assert_eq!(a.tab, Tab::Classify);
+    assert_eq!(a.tab, Tab::Inspect);
     a.update(ch('1'));
     assert_eq!(a.tab, Tab::Train);
 }
