@@ -551,15 +551,12 @@ mod tests {
         loaded_from(vs, model, tokenizer, DataMode::Sentences)
     }
 
-    fn tuner(rows: &[Labeled], options: FinetuneOptions) -> Finetuner {
-        Finetuner::new(
-            tiny_model(rows),
-            rows,
-            &rows[..8],
-            options,
-            PathBuf::from("unused"),
-        )
-        .unwrap()
+    /// A run on `rows` saving into a temporary directory (kept while the guard lives).
+    fn tuner(rows: &[Labeled], options: FinetuneOptions) -> (Finetuner, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("classifier");
+        let run = Finetuner::new(tiny_model(rows), rows, &rows[..8], options, out).unwrap();
+        (run, dir)
     }
 
     fn options() -> FinetuneOptions {
@@ -585,7 +582,7 @@ mod tests {
     fn a_tiny_model_fits_a_separable_set() {
         let _rng = crate::torch_rng_lock();
         let rows = synthetic_rows();
-        let mut f = tuner(&rows, options());
+        let (mut f, _out) = tuner(&rows, options());
         let mut last = None;
         while !f.is_done() {
             last = Some(f.run_epoch().unwrap());
@@ -602,7 +599,7 @@ mod tests {
     fn save_then_classify_gives_the_same_probabilities() {
         let _rng = crate::torch_rng_lock();
         let rows = synthetic_rows();
-        let mut f = tuner(
+        let (mut f, _out) = tuner(
             &rows,
             FinetuneOptions {
                 epochs: 3,
@@ -653,7 +650,7 @@ mod tests {
             label_words: ["bad".into(), "good".into()],
             ..options()
         };
-        let mut f = tuner(&rows, prompt.clone());
+        let (mut f, _out) = tuner(&rows, prompt.clone());
         // Every example ends with the template (and whatever tokens both label words
         // start with); none is closed by <|endoftext|>.
         let tokenizer = &f.loaded.tokenizer;
@@ -730,7 +727,7 @@ mod tests {
             &rows,
             &rows[..8],
             same,
-            PathBuf::from("unused"),
+            PathBuf::from("never-written"),
         )
         .err()
         .unwrap();
@@ -786,7 +783,7 @@ mod tests {
                 lm_weight,
                 ..options()
             };
-            let mut f = tuner(&rows, o);
+            let (mut f, _out) = tuner(&rows, o);
             let before = f.loaded.vs.variables()["lm_head.weight"].copy();
             f.run_epoch().unwrap();
             (&f.loaded.vs.variables()["lm_head.weight"] - before)
@@ -814,7 +811,7 @@ mod tests {
             }),
         ];
         for (freeze_body, freeze_embeddings, trains) in cases {
-            let mut f = tuner(
+            let (mut f, _out) = tuner(
                 &rows,
                 FinetuneOptions {
                     epochs: 1,
