@@ -4,6 +4,7 @@
 //! asks the worker for a fresh inspection when shown, when asked, and every
 //! `ui.inspect_every` training steps while shown; one request is in flight at a time and
 //! a refresh wanted meanwhile follows it (the newest weights win).
+mod maps;
 mod view;
 
 use ratatui::layout::Rect;

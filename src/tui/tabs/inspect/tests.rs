@@ -219,7 +219,7 @@ mod drawing {
     use ratatui::layout::Rect;
     use ratatui::style::Modifier;
 
-    use super::super::view::{render_lens, render_map, render_overview};
+    use super::super::maps::{render_lens, render_map, render_overview};
     use super::report;
     use crate::tui::theme;
 
@@ -350,7 +350,7 @@ fn twelve_by_twelve_heads_fit_the_overview() {
     // The overview's share of a 200 × 60 terminal.
     let area = Rect::new(0, 0, 110, 50);
     let mut buf = Buffer::empty(area);
-    view::render_overview(&mut buf, area, &r.attention, 11, 11);
+    maps::render_overview(&mut buf, area, &r.attention, 11, 11);
     let text: String = (0..50)
         .map(|y| (0..110).map(|x| buf[(x, y)].symbol()).collect::<String>() + "\n")
         .collect();
