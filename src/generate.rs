@@ -271,6 +271,10 @@ pub fn generate_from(
             if options.stop_at_eot && !is_forced && eot == Some(chosen as u32) {
                 break;
             }
+            // A headless command told to stop (a signal) keeps what it has.
+            if crate::interrupt::requested().is_some() {
+                break;
+            }
         }
         Ok(())
     })?;

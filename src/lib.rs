@@ -14,6 +14,7 @@ pub mod data;
 pub mod device;
 pub mod generate;
 pub mod inspect;
+pub mod interrupt;
 pub mod model;
 pub mod paths;
 pub mod protocol;

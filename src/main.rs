@@ -9,10 +9,17 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
+        Err(e) => match e.downcast_ref::<gptdash::interrupt::Interrupted>() {
+            // The command said what it saved; exit 128 + the signal's number.
+            Some(stopped) => {
+                eprintln!("{stopped}");
+                ExitCode::from(stopped.exit_code())
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -158,6 +158,7 @@ impl FinetuneArgs {
 }
 
 pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
+    crate::interrupt::install()?;
     let mut f = settings.finetune.clone();
     args.apply(&mut f);
     if !(f.val_fraction > 0.0 && f.val_fraction < 1.0) {
@@ -213,6 +214,13 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
         &Event::Start(RunStart::Finetune(Box::new(info))),
     )?;
     while !run.is_done() {
+        // A signal: stop after this batch, keeping (and saving) the best epoch so far.
+        if let Some(signal) = crate::interrupt::requested() {
+            for event in run.finish()? {
+                show(args.json, f.epochs, &event)?;
+            }
+            return Err(crate::interrupt::Interrupted(signal).into());
+        }
         for event in run.advance()? {
             show(args.json, f.epochs, &event)?;
             if let Event::Diverged { message, .. } = event {

@@ -69,6 +69,7 @@ impl GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
+    crate::interrupt::install()?;
     let options = args.options(&settings);
     options.validate()?;
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
@@ -97,7 +98,9 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
             generation.tokens.len()
         )
     };
-    super::print_stdout(&text)
+    super::print_stdout(&text)?;
+    // Stopped by a signal: what was generated is printed; the exit code says it stopped.
+    crate::interrupt::check()
 }
 
 /// `He and I can (0.3781) hold (0.6837) ...`: the prompt, then each token and its probability.

@@ -2,8 +2,6 @@
 //! or JSON lines.
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -173,6 +171,7 @@ impl TrainArgs {
 
 /// Runs `gptdash train`: advances the run and shows its events.
 pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
+    crate::interrupt::install()?;
     let mut run = match &args.resume {
         Some(dir) => {
             let flags = args.model_or_data_flags();
@@ -220,17 +219,9 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
     let report = Reporter::new(args.json, run.settings.train.max_iters, run.step);
     report.show(&Event::Start(RunStart::Train(Box::new(run.info(threads)))));
 
-    // Ctrl-C finishes the current step, saves a checkpoint and exits; a second one quits at once.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-    }
-    while !run.is_done() && !interrupted.load(Ordering::SeqCst) {
+    // A signal (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) finishes the current step, saves a
+    // checkpoint and exits with 128 + its number; a second one quits at once.
+    while !run.is_done() && crate::interrupt::requested().is_none() {
         for event in run.advance()? {
             report.show(&event);
             if let Event::Diverged { message, .. } = event {
@@ -238,10 +229,13 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             }
         }
     }
-    if !run.is_done() {
-        for event in run.interrupt()? {
-            report.show(&event);
+    if let Some(signal) = crate::interrupt::requested() {
+        if !run.is_done() {
+            for event in run.interrupt()? {
+                report.show(&event);
+            }
         }
+        return Err(crate::interrupt::Interrupted(signal).into());
     }
     Ok(())
 }

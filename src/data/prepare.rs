@@ -72,6 +72,7 @@ pub fn prepare(
                 let s = split_texts(corpus, data)?;
                 progress("tokenizer", 0, 1);
                 let t = TextTokenizer::train_bpe(&s.0, data.vocab_size)?;
+                crate::interrupt::check()?;
                 progress("tokenizer", 1, 1);
                 if let Some(f) = &tokenizer_file {
                     write_atomically(f, |w| Ok(w.write_all(t.to_json()?.as_bytes())?));
@@ -102,6 +103,7 @@ pub fn prepare(
     progress("encode", 0, total);
     let train =
         tokenizer.encode_batch_with(&train_texts, |n| progress("encode", n as u64, total))?;
+    crate::interrupt::check()?;
     let test = tokenizer.encode_batch_with(&test_texts, |n| {
         progress("encode", n_train + n as u64, total)
     })?;
