@@ -7,6 +7,7 @@
 //! | `tokenizer.json` | the tokenizer, loadable by any `tokenizers` implementation |
 //! | `optimizer.safetensors` | AdamW moment buffers (training checkpoints only) |
 //! | `train_state.json` | [`TrainState`]: step and settings, for exact resume |
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -47,53 +48,248 @@ pub struct TrainState {
     pub last_train_loss: Option<f64>,
 }
 
-/// Writes a checkpoint directory atomically: `write` fills a fresh temporary directory
-/// beside `dir`, which then replaces `dir`. If anything fails, `dir` is left as it was.
-pub fn write_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// Inside a checkpoint being written, the last file: its presence says every other file
+/// was written and synced.
+const COMPLETE: &str = ".complete";
+
+/// A checkpoint directory's parent and the hidden siblings a save uses: `.NAME.tmp` (the
+/// new copy being written), `.NAME.old` (the previous one, moved aside for the swap),
+/// `.NAME.lock` (held by the process writing it).
+struct Siblings {
+    parent: PathBuf,
+    tmp: PathBuf,
+    old: PathBuf,
+    lock: PathBuf,
+}
+
+fn siblings(dir: &Path) -> Result<Siblings> {
     let name = dir
         .file_name()
-        .ok_or_else(|| anyhow!("checkpoint path {} has no directory name", dir.display()))?;
+        .ok_or_else(|| anyhow!("checkpoint path {} has no directory name", dir.display()))?
+        .to_string_lossy()
+        .into_owned();
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{}.tmp-{pid}", name.to_string_lossy()));
-    let old = parent.join(format!(".{}.old-{pid}", name.to_string_lossy()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
+    Ok(Siblings {
+        tmp: parent.join(format!(".{name}.tmp")),
+        old: parent.join(format!(".{name}.old")),
+        lock: parent.join(format!(".{name}.lock")),
+        parent,
+    })
+}
+
+/// Flushes a file or directory to the disk.
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot flush {} to the disk", path.display()))
+}
+
+/// Test-only fault injection: `GPTDASH_FAULT_SAVE=<point>` kills the process (SIGKILL, as
+/// a power cut or the OOM killer would) at that point of a save — `written` (files
+/// written, not synced), `synced` (the new copy complete), `aside` (between the two
+/// renames: the previous copy moved aside, the new one not yet in place), `renamed` (the
+/// new copy in place, the previous not yet removed). The fault-injection tests use it.
+fn fault(point: &str) {
+    if std::env::var("GPTDASH_FAULT_SAVE").is_ok_and(|p| p == point) {
+        // SAFETY: kill(2) on our own pid with a valid signal number has no preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// The lock on a checkpoint directory: one process writes it at a time. Taken when a
+/// run starts (so a second writer and an unwritable place fail before any training) and
+/// held until the run ends; a save by a process that holds it goes ahead.
+#[derive(Debug)]
+pub struct OutputLock {
+    /// `None`: this process held the lock already (the outer guard releases it).
+    file: Option<(std::fs::File, PathBuf)>,
+}
+
+fn held_locks() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static HELD: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+impl OutputLock {
+    /// Locks `dir` for writing: its parent is created and must be writable, and no other
+    /// process may hold it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let s = siblings(dir)?;
+        std::fs::create_dir_all(&s.parent)
+            .with_context(|| format!("cannot create {}", s.parent.display()))?;
+        if dir.is_file() {
+            bail!("{} is a file, not a checkpoint directory", dir.display());
+        }
+        let key = std::fs::canonicalize(&s.parent)
+            .unwrap_or_else(|_| s.parent.clone())
+            .join(s.lock.file_name().unwrap_or_default());
+        if held_locks().contains(&key) {
+            return Ok(Self { file: None });
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&s.lock)
+            .with_context(|| {
+                format!(
+                    "cannot write checkpoints to {}: {} is not writable",
+                    dir.display(),
+                    s.parent.display()
+                )
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&s.lock).unwrap_or_default();
+                bail!(
+                    "{} is being written by another gptdash (process {}); wait for it to end or choose another output directory",
+                    dir.display(),
+                    pid.trim()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow!(e).context(format!("cannot lock {}", s.lock.display())))
+            }
+        }
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+        held_locks().insert(key.clone());
+        Ok(Self {
+            file: Some((file, key)),
+        })
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        if let Some((file, key)) = self.file.take() {
+            held_locks().remove(&key);
+            drop(file); // closing the file releases the lock
+        }
+    }
+}
+
+/// Puts a checkpoint back at `dir` when a save was interrupted between its two renames:
+/// the new copy if it was complete, else the previous one. `true` when it did. Call with
+/// the lock held (or when no writer can be running).
+fn recover_locked(dir: &Path, s: &Siblings) -> Result<bool> {
+    if dir.exists() {
+        return Ok(false);
+    }
+    let from = if s.tmp.join(COMPLETE).is_file() {
+        &s.tmp
+    } else if s.old.is_dir() {
+        &s.old
+    } else {
+        return Ok(false);
+    };
+    std::fs::rename(from, dir).with_context(|| {
+        format!(
+            "cannot restore the checkpoint {} from {}",
+            dir.display(),
+            from.display()
+        )
+    })?;
+    let _ = sync(&s.parent);
+    Ok(true)
+}
+
+/// Restores a checkpoint whose save was interrupted (see [`write_atomically`]) before it
+/// is read: `true` when it did. Waits for a writer that holds the lock.
+pub fn recover(dir: &Path) -> Result<bool> {
+    if dir.exists() {
+        return Ok(false);
+    }
+    let s = siblings(dir)?;
+    if !s.tmp.join(COMPLETE).is_file() && !s.old.is_dir() {
+        return Ok(false);
+    }
+    for _ in 0..50 {
+        match OutputLock::acquire(dir) {
+            Ok(_lock) => return recover_locked(dir, &s),
+            Err(_) if dir.exists() => return Ok(false),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    bail!(
+        "{} is being written by another process; try again when it is done",
+        dir.display()
+    )
+}
+
+/// Writes a checkpoint directory atomically and durably: `write` fills `.NAME.tmp`
+/// beside `dir`; every file is synced, then a completion marker; the previous `dir`
+/// moves aside to `.NAME.old`, the new copy takes its place, the parent is synced, the
+/// previous copy is removed. Killed at any instant, the path holds the previous or the
+/// new checkpoint, or (between the two renames) the next [`recover`] or save puts one
+/// back. If `write` fails, `dir` is left as it was. Stale temporaries are removed; the
+/// directory is locked for the save unless this process holds its lock already.
+pub fn write_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let s = siblings(dir)?;
+    let _lock = OutputLock::acquire(dir)?;
+    recover_locked(dir, &s)?;
+    for stale in [&s.tmp, &s.old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .with_context(|| format!("cannot remove the stale {}", stale.display()))?;
+        }
+    }
+    std::fs::create_dir(&s.tmp).with_context(|| format!("cannot create {}", s.tmp.display()))?;
+    let written = write(&s.tmp).and_then(|()| {
+        fault("written");
+        for entry in std::fs::read_dir(&s.tmp)? {
+            let path = entry?.path();
+            if path.is_file() {
+                sync(&path)?;
+            }
+        }
+        let marker = s.tmp.join(COMPLETE);
+        std::fs::write(&marker, b"")
+            .with_context(|| format!("cannot write {}", marker.display()))?;
+        sync(&marker)?;
+        sync(&s.tmp)
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&s.tmp);
         return Err(e.context(format!(
             "checkpoint {} was not written (the previous one is untouched)",
             dir.display()
         )));
     }
-    if dir.exists() {
-        if dir.is_file() {
-            let _ = std::fs::remove_dir_all(&tmp);
-            bail!("{} is a file, not a checkpoint directory", dir.display());
-        }
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dir, &old).with_context(|| {
+    fault("synced");
+    let had_previous = dir.exists();
+    if had_previous {
+        std::fs::rename(dir, &s.old).with_context(|| {
             format!(
                 "cannot move the previous checkpoint {} aside",
                 dir.display()
             )
         })?;
-        if let Err(e) = std::fs::rename(&tmp, dir) {
-            let _ = std::fs::rename(&old, dir);
-            return Err(anyhow!(e).context(format!(
-                "cannot move the new checkpoint into {}",
-                dir.display()
-            )));
+        fault("aside");
+    }
+    if let Err(e) = std::fs::rename(&s.tmp, dir) {
+        if had_previous {
+            let _ = std::fs::rename(&s.old, dir);
         }
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&tmp, dir)
-            .with_context(|| format!("cannot move the new checkpoint into {}", dir.display()))?;
+        return Err(anyhow!(e).context(format!(
+            "cannot move the new checkpoint into {}",
+            dir.display()
+        )));
+    }
+    sync(&s.parent)?;
+    fault("renamed");
+    if had_previous {
+        let _ = std::fs::remove_dir_all(&s.old);
     }
     Ok(())
 }
@@ -264,6 +460,7 @@ pub fn load_model_with_dropout(
     device: Device,
     dropout: Option<f64>,
 ) -> Result<LoadedModel> {
+    recover(dir)?;
     let gpt2 = crate::model::hf::is_hf_gpt2(dir);
     let mut config = if gpt2 {
         CheckpointConfig {
@@ -348,8 +545,72 @@ mod tests {
         write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join("b"), "2")?)).unwrap();
         assert!(!dir.join("a").exists());
         assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "2");
-        let leftovers: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "only the checkpoint remains");
+        let mut leftovers: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        leftovers.sort();
+        assert_eq!(
+            leftovers,
+            [".ckpt.lock", "ckpt"],
+            "only the checkpoint (and its lock file)"
+        );
+        assert!(dir.join(COMPLETE).is_file());
+    }
+
+    /// The states a save killed at any instant can leave, and what the next reader finds.
+    #[test]
+    fn an_interrupted_save_is_recovered() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ckpt");
+        let s = siblings(&dir).unwrap();
+        let write = |path: &Path, text: &str, complete: bool| {
+            std::fs::create_dir_all(path).unwrap();
+            std::fs::write(path.join("a"), text).unwrap();
+            if complete {
+                std::fs::write(path.join(COMPLETE), "").unwrap();
+            }
+        };
+        // Between the renames: the previous copy aside, the new one complete → the new one.
+        write(&s.old, "previous", true);
+        write(&s.tmp, "new", true);
+        assert!(recover(&dir).unwrap());
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "new");
+        // The previous copy aside and the new one incomplete → the previous one.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&s.old).unwrap();
+        write(&s.old, "previous", true);
+        write(&s.tmp, "half", false);
+        assert!(recover(&dir).unwrap());
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "previous");
+        // A first save killed while writing: nothing to recover, nothing invented.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!recover(&dir).unwrap() && !dir.exists());
+        // The next save removes the stale temporary and writes normally.
+        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join("a"), "next")?)).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "next");
+        assert!(!s.tmp.exists() && !s.old.exists());
+        // A complete checkpoint is left alone.
+        assert!(!recover(&dir).unwrap());
+    }
+
+    #[test]
+    fn an_output_lock_is_reentrant_in_one_process_and_names_unwritable_places() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        let outer = OutputLock::acquire(&dir).unwrap();
+        // Saves inside a run that holds the lock go ahead.
+        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join("a"), "1")?)).unwrap();
+        drop(outer);
+        let file = root.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = format!("{:#}", OutputLock::acquire(&file).unwrap_err());
+        assert!(err.contains("is a file"), "{err}");
+        let err = format!(
+            "{:#}",
+            OutputLock::acquire(&file.join("below")).unwrap_err()
+        );
+        assert!(err.contains("cannot create"), "{err}");
     }
 
     #[test]

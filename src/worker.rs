@@ -295,7 +295,7 @@ impl Worker {
         let mut run = LmTrainer::new_with_progress(settings, &mut |e| {
             let _ = tx.send(e);
         })?;
-        run.set_out(self.out_dir.join(&run.corpus_name));
+        run.set_out(self.out_dir.join(&run.corpus_name))?;
         let alive = self.send(Event::Start(RunStart::Train(Box::new(run.info(threads)))));
         self.engine = Engine::Training(Box::new(run), Pace::Running);
         Ok(alive)

@@ -213,8 +213,9 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
         }
     };
     let threads = set_threads(run.settings.train.threads);
-    if let Some(out) = &args.out {
-        run.set_out(out.clone());
+    match &args.out {
+        Some(out) => run.set_out(out.clone())?,
+        None => run.claim_out()?,
     }
     let report = Reporter::new(args.json, run.settings.train.max_iters, run.step);
     report.show(&Event::Start(RunStart::Train(Box::new(run.info(threads)))));

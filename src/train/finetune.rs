@@ -108,6 +108,8 @@ pub struct Finetuner {
     progress: Option<EpochProgress>,
     /// Where [`Finetuner::finish`] saves the classifier.
     out: PathBuf,
+    /// The lock on `out`, held while the run lives (a second writer fails at the start).
+    _lock: checkpoint::OutputLock,
     /// A whole extra split evaluated once at the end (`--eval-split validation`).
     extra_eval: Option<Vec<Example>>,
     /// The training loss stopped being a number; the run is over.
@@ -203,6 +205,7 @@ impl Finetuner {
             last: None,
             epochs_since_best: 0,
             progress: None,
+            _lock: checkpoint::OutputLock::acquire(&out)?,
             out,
             extra_eval: None,
             diverged: false,

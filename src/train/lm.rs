@@ -72,6 +72,8 @@ pub struct LmTrainer {
     last_train_loss: Option<f64>,
     /// Where the run saves its checkpoints.
     out: PathBuf,
+    /// The lock on `out`, held while the run lives.
+    lock: Option<checkpoint::OutputLock>,
     stats: RunStats,
     /// The loss stopped being a number; the run is over.
     diverged: bool,
@@ -154,6 +156,7 @@ impl LmTrainer {
     /// device); model sizes and data settings always come from the checkpoint.
     pub fn resume(dir: &Path, adjust: impl FnOnce(&mut Settings)) -> Result<Self> {
         let created = Instant::now();
+        checkpoint::recover(dir)?;
         let ckpt = checkpoint::read_config(dir)?;
         let state = checkpoint::read_train_state(dir)?;
         let mut settings = state.settings.clone();
@@ -176,7 +179,7 @@ impl LmTrainer {
             .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
         let prepared = prepare_corpus(&corpus, &settings, Some(tokenizer), &mut |_| {})?;
         let mut trainer = Self::build(settings, corpus, prepared, ckpt.model, created)?;
-        trainer.out = dir.to_path_buf();
+        trainer.set_out(dir.to_path_buf())?;
         checkpoint::load_weights(&mut trainer.vs, &dir.join(checkpoint::MODEL_FILE))?;
         trainer
             .stepper
@@ -249,6 +252,7 @@ impl LmTrainer {
             best_test_loss: None,
             last_train_loss: None,
             out: PathBuf::from("checkpoints").join(&corpus.name),
+            lock: None,
             stats: RunStats::new(created),
             diverged: false,
             settings,
@@ -256,9 +260,18 @@ impl LmTrainer {
     }
 
     /// Where the run saves: `checkpoints/<corpus name>` unless set here (a resumed run:
-    /// the folder it resumed from).
-    pub fn set_out(&mut self, out: PathBuf) {
+    /// the folder it resumed from). Locks it for this run: another process writing it,
+    /// or a place that cannot be written, is an error now rather than after training.
+    pub fn set_out(&mut self, out: PathBuf) -> Result<()> {
+        self.lock = None;
+        self.lock = Some(checkpoint::OutputLock::acquire(&out)?);
         self.out = out;
+        Ok(())
+    }
+
+    /// Locks the output directory already set (see [`LmTrainer::set_out`]).
+    pub fn claim_out(&mut self) -> Result<()> {
+        self.set_out(self.out.clone())
     }
 
     pub fn out(&self) -> &Path {
