@@ -489,3 +489,17 @@ fn inspect_tab_before_any_model_says_what_to_do() {
         &["Look inside the model", "no model yet: train one"],
     );
 }
+
+#[test]
+fn q_during_a_run_asks_in_the_hint_bar() {
+    let mut app = trained_app();
+    assert!(app.update(key('q')).is_empty());
+    let screen = render(&app, 150, 40);
+    shows_all(
+        &screen,
+        &["a run is in progress: q stops it (training saves a checkpoint"],
+    );
+    app.update(key('x'));
+    let screen = render(&app, 150, 40);
+    assert!(!screen.contains("a run is in progress"), "{screen}");
+}

@@ -26,6 +26,8 @@ pub struct App {
     pub tab: Tab,
     pub show_help: bool,
     pub quit: bool,
+    /// `q` was pressed while a run is in progress: a second `q` stops it and quits.
+    pub confirm_quit: bool,
     pub train: TrainTab,
     pub generate: GenerateTab,
     pub classify: ClassifyTab,
@@ -38,6 +40,7 @@ impl App {
             tab: Tab::Train,
             show_help: false,
             quit: false,
+            confirm_quit: false,
             train: TrainTab::new(settings.ui.log_scale, settings.ui.smoothing),
             generate: GenerateTab::new(&settings),
             classify: ClassifyTab::default(),
@@ -73,6 +76,26 @@ impl App {
     /// Whether keys go to a text field (then only Ctrl-C, Tab and the field's keys act).
     pub fn typing(&self) -> bool {
         self.page().scope().is_text()
+    }
+
+    /// Whether a run is in progress (training or fine-tuning, running or paused).
+    pub fn run_in_progress(&self) -> bool {
+        use crate::protocol::WorkerState;
+        matches!(
+            self.shared.state,
+            WorkerState::Training | WorkerState::Paused | WorkerState::FineTuning
+        )
+    }
+
+    /// Quits, first stopping a run in progress so it is kept: a training run saves a
+    /// resumable checkpoint, fine-tuning keeps and saves its best epoch.
+    pub fn stop_and_quit(&mut self) -> Vec<Command> {
+        self.quit = true;
+        if self.run_in_progress() {
+            vec![Command::Stop, Command::Shutdown]
+        } else {
+            vec![Command::Shutdown]
+        }
     }
 
     /// Applies a message; returns the commands for the worker.
@@ -123,11 +146,14 @@ impl App {
             self.show_help = false;
             return Vec::new();
         }
+        let confirmed = std::mem::take(&mut self.confirm_quit);
         match action {
-            Some(Action::Quit) => {
-                self.quit = true;
-                vec![Command::Shutdown]
+            // q during a run asks first; Ctrl-C (and q again) stop the run, keeping it.
+            Some(Action::Quit) if !ctrl && !confirmed && self.run_in_progress() => {
+                self.confirm_quit = true;
+                Vec::new()
             }
+            Some(Action::Quit) => self.stop_and_quit(),
             Some(Action::Help) => {
                 self.show_help = true;
                 Vec::new()

@@ -145,7 +145,7 @@ pub enum Scope {
 
 #[rustfmt::skip]
 const ALWAYS: &[Binding] = &[
-    bind(&[(ctrl('c'), Action::Quit), (ctrl('q'), Action::Quit)], "Ctrl-C", None, "quit, even while typing (the worker stops cleanly)"),
+    bind(&[(ctrl('c'), Action::Quit), (ctrl('q'), Action::Quit)], "Ctrl-C", None, "quit, even while typing (a run in progress is stopped and kept: training saves a checkpoint)"),
     bind(&[(key(KeyCode::Tab), Action::NextTab), (key(KeyCode::BackTab), Action::PrevTab)], "Tab, Shift-Tab", None, "next / previous tab, even while typing"),
 ];
 
@@ -153,7 +153,7 @@ const ALWAYS: &[Binding] = &[
 const NAVIGATION: &[Binding] = &[
     bind(&[(ch('1'), Action::GoTo(1)), (ch('2'), Action::GoTo(2)), (ch('3'), Action::GoTo(3)), (ch('4'), Action::GoTo(4))], "1 2 3 4", None, "switch tabs"),
     bind(&[(ch('?'), Action::Help)], "?", None, "this help (any key closes it)"),
-    bind(&[(ch('q'), Action::Quit)], "q", None, "quit (the worker stops cleanly)"),
+    bind(&[(ch('q'), Action::Quit)], "q", None, "quit (asks first while a run is in progress, then stops and keeps it)"),
 ];
 
 #[rustfmt::skip]

@@ -29,6 +29,9 @@ pub fn run(settings: Settings) -> Result<()> {
     let worker = crate::worker::spawn().context("cannot start the worker thread")?;
     let mut terminal = terminal::Terminal::enter().context("cannot set up the terminal")?;
     let input = spawn_input_reader();
+    let signals = spawn_signal_reader()?;
+    // The signal that ended the dashboard, if one did.
+    let mut stopped_by: Option<i32> = None;
     let mut app = App::new(settings);
     app.log("welcome: space starts training on the configured corpus; ? lists every key");
     let frame_time = Duration::from_secs_f64(1.0 / fps as f64);
@@ -51,6 +54,17 @@ pub fn run(settings: Settings) -> Result<()> {
                 recv(worker.events) -> e => match e {
                     Ok(e) => Some(Msg::Worker(e)),
                     Err(_) => bail!("the worker thread ended unexpectedly"),
+                },
+                recv(signals) -> s => {
+                    // SIGTERM, SIGHUP, SIGINT, SIGQUIT: keep the run (a training run saves a
+                    // resumable checkpoint, fine-tuning keeps its best epoch), then quit.
+                    if let Ok(signal) = s {
+                        stopped_by = Some(signal);
+                        for command in app.stop_and_quit() {
+                            let _ = worker.commands.send(command);
+                        }
+                    }
+                    None
                 },
                 recv(input) -> e => match e {
                     Ok(TermEvent::Key(k)) => Some(Msg::Key(k)),
@@ -77,9 +91,32 @@ pub fn run(settings: Settings) -> Result<()> {
             }
         }
     })();
-    terminal.leave()?;
+    // After a hang-up the terminal may be gone: restoring it is tried, never fatal then.
+    let left = terminal.leave();
     worker.shutdown();
+    if let Some(signal) = stopped_by {
+        return Err(crate::interrupt::Interrupted(signal).into());
+    }
+    left?;
     result
+}
+
+/// The signals that end the dashboard, forwarded to a channel from their own thread.
+fn spawn_signal_reader() -> Result<Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new(crate::interrupt::SIGNALS)
+        .context("cannot install the signal handlers")?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("gptdash-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(rx)
 }
 
 /// Terminal input on its own thread (crossterm's read blocks), forwarded to a channel.

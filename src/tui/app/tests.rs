@@ -413,3 +413,33 @@ fn classify_tab_fine_tunes_and_classifies() {
     a.update(key(KeyCode::Esc));
     assert!(!a.typing());
 }
+
+#[test]
+fn quitting_during_a_run_asks_first_and_keeps_the_run() {
+    use crate::protocol::WorkerState;
+    let mut a = app();
+    // Nothing running: q quits at once.
+    assert_eq!(a.update(ch('q')), vec![Command::Shutdown]);
+    assert!(a.quit);
+
+    let mut a = app();
+    a.update(Msg::Worker(Event::State {
+        state: WorkerState::Training,
+    }));
+    assert!(a.update(ch('q')).is_empty(), "q asks first");
+    assert!(a.confirm_quit && !a.quit);
+    // Any other key carries on.
+    a.update(ch('l'));
+    assert!(!a.confirm_quit && !a.quit);
+    a.update(ch('q'));
+    assert_eq!(a.update(ch('q')), vec![Command::Stop, Command::Shutdown]);
+    assert!(a.quit);
+
+    // Ctrl-C stops and keeps the run without asking, paused or fine-tuning too.
+    for state in [WorkerState::Paused, WorkerState::FineTuning] {
+        let mut a = app();
+        a.update(Msg::Worker(Event::State { state }));
+        let ctrl_c = Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert_eq!(a.update(ctrl_c), vec![Command::Stop, Command::Shutdown]);
+    }
+}

@@ -84,8 +84,16 @@ fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(status).alignment(Alignment::Right), right);
 }
 
-/// The hint bar: the bindings of the active tab's current key scope.
+/// The hint bar: the bindings of the active tab's current key scope (or the question
+/// that `q` during a run asks).
 fn key_hints(app: &App) -> Line<'static> {
+    if app.confirm_quit {
+        return Line::from(vec![
+            Span::styled(" a run is in progress: ", theme::error()),
+            Span::styled("q", theme::key()),
+            Span::raw(" stops it (training saves a checkpoint, fine-tuning keeps its best epoch) and quits; any other key carries on"),
+        ]);
+    }
     let mut spans = Vec::new();
     for (k, what) in app.page().scope().hints() {
         spans.push(Span::styled(format!(" {k}"), theme::key()));
