@@ -325,12 +325,24 @@ fn require_checkpoint_dir(dir: &Path) -> Result<()> {
 
 pub fn read_config(dir: &Path) -> Result<CheckpointConfig> {
     require_checkpoint_dir(dir)?;
-    let config: CheckpointConfig = read_json(&dir.join(CONFIG_FILE))?;
+    let path = dir.join(CONFIG_FILE);
+    let config: CheckpointConfig = read_json(&path)?;
     if config.format_version > FORMAT_VERSION {
         bail!(
             "checkpoint {} has format version {}, newer than this gptdash understands ({FORMAT_VERSION})",
             dir.display(),
             config.format_version
+        );
+    }
+    check_model_config(&path, &config.model)?;
+    if let Some(eot) = config
+        .eot_id
+        .filter(|&e| i64::from(e) >= config.model.vocab_size)
+    {
+        bail!(
+            "{}: eot_id {eot} is outside the vocabulary of {}",
+            path.display(),
+            config.model.vocab_size
         );
     }
     Ok(config)
@@ -484,6 +496,10 @@ pub fn load_model_with_dropout(
         )
     })?;
     check_vocabulary(dir, &tokenizer, &config.model)?;
+    if gpt2 {
+        check_model_config(&dir.join(CONFIG_FILE), &config.model)?;
+    }
+    check_size(dir, &config.model)?;
     let mut vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), config.model);
     if gpt2 {
@@ -503,21 +519,173 @@ pub fn load_model_with_dropout(
     })
 }
 
+/// The model's vocabulary and its tokenizer's must be the same size: a tokenizer with
+/// more tokens would produce ids the model has no row for; one with fewer (another
+/// model's) would silently read the text wrong.
 fn check_vocabulary(dir: &Path, tokenizer: &TextTokenizer, model: &GptConfig) -> Result<()> {
-    if tokenizer.vocab_size() as i64 > model.vocab_size {
+    let tokens = tokenizer.vocab_size() as i64;
+    if tokens > model.vocab_size {
         bail!(
-            "checkpoint {}: tokenizer has {} tokens but the model only {}",
+            "checkpoint {}: tokenizer has {tokens} tokens but the model only {}",
             dir.display(),
-            tokenizer.vocab_size(),
+            model.vocab_size
+        );
+    }
+    if tokens < model.vocab_size {
+        bail!(
+            "checkpoint {}: the tokenizer has {tokens} tokens but the model {} (tokenizer.json belongs to another model)",
+            dir.display(),
             model.vocab_size
         );
     }
     Ok(())
 }
 
+/// Before memory is allocated for the model: the weights file must be about as large as
+/// the configuration implies (at least 2 bytes a parameter), so a `config.json` that
+/// describes a much larger model fails here rather than allocating it.
+fn check_size(dir: &Path, c: &GptConfig) -> Result<()> {
+    let weights = dir.join(MODEL_FILE);
+    let Ok(meta) = std::fs::metadata(&weights) else {
+        return Ok(()); // the loader names the missing file
+    };
+    let (v, b, l, e) = (
+        c.vocab_size as f64,
+        c.block_size as f64,
+        c.n_layer as f64,
+        c.n_embd as f64,
+    );
+    let heads = if c.tie_lm_head { 1.0 } else { 2.0 };
+    let parameters = heads * v * e + b * e + l * 12.0 * e * e;
+    // The position table may be cropped in the file (GPT-2 folders); allow for it.
+    let least = 2.0 * (parameters - b * e) * 0.9;
+    if (meta.len() as f64) < least {
+        bail!(
+            "checkpoint {}: config.json describes a model of about {:.1}M parameters, but {} holds only {:.1} MB (the config does not describe these weights)",
+            dir.display(),
+            parameters / 1e6,
+            weights.display(),
+            meta.len() as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// A model configuration that can be built at all: sizes positive and consistent,
+/// LayerNorm epsilon and dropout in range, nothing so large it could only be a typo.
+pub fn check_model_config(path: &Path, c: &GptConfig) -> Result<()> {
+    let bad =
+        |key: &str, what: &str| -> Result<()> { bail!("{}: model.{key} {what}", path.display()) };
+    for (key, value, max) in [
+        ("vocab_size", c.vocab_size, 1 << 22),
+        ("block_size", c.block_size, 1 << 20),
+        ("n_layer", c.n_layer, 1024),
+        ("n_head", c.n_head, 1024),
+        ("n_embd", c.n_embd, 1 << 16),
+        ("n_classes", c.n_classes, 1 << 16),
+    ] {
+        if value < 1 || value > max {
+            bad(key, &format!("is {value}; it must be in 1..={max}"))?;
+        }
+    }
+    if c.vocab_size < 2 {
+        bad("vocab_size", "must be at least 2")?;
+    }
+    if c.n_embd % c.n_head != 0 {
+        bad(
+            "n_embd",
+            &format!("{} is not divisible by n_head {}", c.n_embd, c.n_head),
+        )?;
+    }
+    if !(c.layer_norm_eps > 0.0 && c.layer_norm_eps <= 0.1) {
+        bad(
+            "layer_norm_eps",
+            &format!("is {}; it must be in (0, 0.1]", c.layer_norm_eps),
+        )?;
+    }
+    if !(0.0..1.0).contains(&c.dropout) {
+        bad(
+            "dropout",
+            &format!("is {}; it must be in [0, 1)", c.dropout),
+        )?;
+    }
+    Ok(())
+}
+
+/// The tensors a safetensors file holds (name → shape), from its header, with the
+/// header checked against the file's length.
+fn safetensors_shapes(path: &Path) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .with_context(|| format!("{} is too short to be a safetensors file", path.display()))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > size.saturating_sub(8) || header_len > 100 << 20 {
+        bail!(
+            "{} is not a valid safetensors file (header of {header_len} bytes in a file of {size})",
+            path.display()
+        );
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .with_context(|| format!("{} has a damaged safetensors header", path.display()))?;
+    let data = size - 8 - header_len;
+    let mut shapes = std::collections::BTreeMap::new();
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape: Vec<i64> = serde_json::from_value(info["shape"].clone())
+            .with_context(|| format!("{}: tensor {name} has no shape", path.display()))?;
+        let end = info["data_offsets"][1].as_u64().unwrap_or(u64::MAX);
+        if end > data {
+            bail!(
+                "{}: tensor {name} reaches past the end of the file (truncated?)",
+                path.display()
+            );
+        }
+        shapes.insert(name, shape);
+    }
+    Ok(shapes)
+}
+
+/// Loads a gptdash weights file into `vs`, first checking that it holds every tensor the
+/// model has, of the shape its `config.json` implies, and no tensor the model does not
+/// use — so a `config.json` that disagrees with the weights is an error naming the
+/// tensor, never a libtorch stack trace or silently wrong numbers.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     if !path.is_file() {
         bail!("missing weights file {}", path.display());
+    }
+    let shapes = safetensors_shapes(path)?;
+    let wanted = vs.variables();
+    let config = path.with_file_name(CONFIG_FILE);
+    for (name, tensor) in &wanted {
+        match shapes.get(name) {
+            None => bail!(
+                "{} has no tensor {name}, which the model in {} needs (the config does not describe these weights)",
+                path.display(),
+                config.display()
+            ),
+            Some(shape) if *shape != tensor.size() => bail!(
+                "{}: tensor {name} has shape {shape:?}, but {} implies {:?} (the config does not describe these weights)",
+                path.display(),
+                config.display(),
+                tensor.size()
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = shapes.keys().find(|name| !wanted.contains_key(*name)) {
+        bail!(
+            "{}: tensor {extra} is not part of the model {} describes (the config does not describe these weights)",
+            path.display(),
+            config.display()
+        );
     }
     vs.load(path)
         .map_err(|e| anyhow!("cannot load weights from {}: {e}", path.display()))

@@ -227,12 +227,37 @@ fn every_error_path_is_a_clear_message_with_exit_code_2() {
     // A tokenizer that cannot encode the prompt (a word-level vocabulary without an
     // unknown token).
     let word_level = copy("word_level");
-    let tok = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": {"The": 0, "cat": 1}, "unk_token": "[UNK]"}
-    });
-    std::fs::write(word_level.join("tokenizer.json"), tok.to_string()).unwrap();
+    let model_vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(word_level.join("config.json")).unwrap())
+            .unwrap();
+    let n = model_vocab["model"]["vocab_size"].as_u64().unwrap();
+    // As many tokens as the model has (a smaller tokenizer is another model's: refused).
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("The".into(), 0.into());
+    vocab.insert("cat".into(), 1.into());
+    for i in 2..n {
+        vocab.insert(format!("w{i}"), i.into());
+    }
+    let tok = |vocab: serde_json::Map<String, serde_json::Value>| {
+        serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+        })
+        .to_string()
+    };
+    let mut small = serde_json::Map::new();
+    small.insert("The".into(), 0.into());
+    std::fs::write(word_level.join("tokenizer.json"), tok(small)).unwrap();
+    expect_error(
+        d,
+        &["generate", "--checkpoint", "word_level", "--prompt", "The"],
+        &[
+            "the tokenizer has 1 tokens but the model",
+            "belongs to another model",
+        ],
+    );
+    std::fs::write(word_level.join("tokenizer.json"), tok(vocab)).unwrap();
     expect_error(
         d,
         &[
