@@ -507,7 +507,7 @@ pub fn load_model_with_dropout(
         config.eot_id = tokenizer.eot_id();
         config.parameters = crate::model::gpt::parameter_count(&vs);
     } else {
-        load_weights(&mut vs, &dir.join(MODEL_FILE))?;
+        load_weights(&mut vs, &dir.join(MODEL_FILE), Some(&config.model))?;
     }
     Ok(LoadedModel {
         vs,
@@ -653,17 +653,147 @@ fn safetensors_shapes(path: &Path) -> Result<std::collections::BTreeMap<String, 
     Ok(shapes)
 }
 
+/// The safetensors metadata key under which gptdash records the model configuration
+/// the weights were saved with.
+const MODEL_METADATA: &str = "gptdash.model";
+
+/// Saves `vs` to `path` (safetensors) with the model configuration in the file's
+/// metadata, so a `config.json` edited afterwards (head count, LayerNorm epsilon — what
+/// tensor shapes cannot show) is caught on load. The header is rewritten in a stream
+/// after libtorch's writer (which has no metadata argument); the data is copied as is.
+pub fn save_weights(vs: &nn::VarStore, path: &Path, model: &GptConfig) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    // libtorch picks the format by the extension: it must end in .safetensors.
+    let plain = path.with_file_name("plain.safetensors");
+    vs.save(&plain)
+        .map_err(|e| anyhow!("cannot write weights {}: {e}", plain.display()))?;
+    let mut input = std::fs::File::open(&plain)?;
+    let mut len = [0u8; 8];
+    input.read_exact(&mut len)?;
+    if len_of(&len) > 100 << 20 {
+        bail!("{} is not a safetensors file", plain.display());
+    }
+    let mut header = vec![0u8; len_of(&len) as usize];
+    input.read_exact(&mut header)?;
+    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .with_context(|| format!("libtorch wrote an unreadable header in {}", plain.display()))?;
+    let mut metadata = match header.remove("__metadata__") {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    metadata.insert(
+        MODEL_METADATA.into(),
+        serde_json::Value::String(serde_json::to_string(model)?),
+    );
+    header.insert("__metadata__".into(), serde_json::Value::Object(metadata));
+    let mut bytes = serde_json::to_vec(&header)?;
+    // The data that follows starts 8-byte aligned, as safetensors' own writer keeps it.
+    while (bytes.len() + 8) % 8 != 0 {
+        bytes.push(b' ');
+    }
+    let mut output = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+    );
+    output.write_all(&(bytes.len() as u64).to_le_bytes())?;
+    output.write_all(&bytes)?;
+    input.seek(SeekFrom::Start(8 + len_of(&len)))?;
+    std::io::copy(&mut input, &mut output)?;
+    output.flush()?;
+    drop(output);
+    std::fs::remove_file(&plain)?;
+    Ok(())
+}
+
+fn len_of(len: &[u8; 8]) -> u64 {
+    u64::from_le_bytes(*len)
+}
+
+/// The model configuration recorded in a weights file, if gptdash recorded one.
+fn recorded_model(path: &Path) -> Result<Option<GptConfig>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let mut header = vec![0u8; len_of(&len).min(100 << 20) as usize];
+    file.read_exact(&mut header)?;
+    let header: serde_json::Value = serde_json::from_slice(&header)?;
+    match header["__metadata__"][MODEL_METADATA].as_str() {
+        Some(text) => Ok(Some(serde_json::from_str(text).with_context(|| {
+            format!(
+                "{}: the recorded model configuration is damaged",
+                path.display()
+            )
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// Compares `config.json`'s model with the one the weights were saved with, field by
+/// field (dropout is a training setting and may differ).
+fn check_recorded(path: &Path, config: &Path, said: &GptConfig) -> Result<()> {
+    let Some(saved) = recorded_model(path)? else {
+        return Ok(());
+    };
+    let fields: [(&str, String, String); 8] = [
+        (
+            "vocab_size",
+            said.vocab_size.to_string(),
+            saved.vocab_size.to_string(),
+        ),
+        (
+            "block_size",
+            said.block_size.to_string(),
+            saved.block_size.to_string(),
+        ),
+        (
+            "n_layer",
+            said.n_layer.to_string(),
+            saved.n_layer.to_string(),
+        ),
+        ("n_head", said.n_head.to_string(), saved.n_head.to_string()),
+        ("n_embd", said.n_embd.to_string(), saved.n_embd.to_string()),
+        (
+            "n_classes",
+            said.n_classes.to_string(),
+            saved.n_classes.to_string(),
+        ),
+        (
+            "layer_norm_eps",
+            said.layer_norm_eps.to_string(),
+            saved.layer_norm_eps.to_string(),
+        ),
+        (
+            "tie_lm_head",
+            said.tie_lm_head.to_string(),
+            saved.tie_lm_head.to_string(),
+        ),
+    ];
+    for (key, now, then) in fields {
+        if now != then {
+            bail!(
+                "{} says model.{key} = {now}, but the weights in {} were saved with {then} (the config does not describe these weights)",
+                config.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Loads a gptdash weights file into `vs`, first checking that it holds every tensor the
 /// model has, of the shape its `config.json` implies, and no tensor the model does not
 /// use — so a `config.json` that disagrees with the weights is an error naming the
 /// tensor, never a libtorch stack trace or silently wrong numbers.
-pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path, model: Option<&GptConfig>) -> Result<()> {
     if !path.is_file() {
         bail!("missing weights file {}", path.display());
     }
     let shapes = safetensors_shapes(path)?;
     let wanted = vs.variables();
     let config = path.with_file_name(CONFIG_FILE);
+    if let Some(said) = model {
+        check_recorded(path, &config, said)?;
+    }
     for (name, tensor) in &wanted {
         match shapes.get(name) {
             None => bail!(

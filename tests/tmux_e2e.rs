@@ -169,11 +169,13 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
         "the alternate screen was left:\n{screen}"
     );
     // stty ran in the same terminal after gptdash: raw mode is off again.
+    // (The file appears before stty has written it: wait for its content.)
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.join("stty.txt").exists() && Instant::now() < deadline {
+    let mut stty = String::new();
+    while !stty.contains("icanon") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
+        stty = std::fs::read_to_string(d.join("stty.txt")).unwrap_or_default();
     }
-    let stty = std::fs::read_to_string(d.join("stty.txt")).unwrap_or_default();
     assert!(
         stty.contains(" icanon") && stty.contains(" echo "),
         "terminal not restored: {stty}"

@@ -466,10 +466,11 @@ impl Finetuner {
             ..self.loaded.config.clone()
         };
         checkpoint::write_atomically(dir, |tmp| {
-            self.loaded
-                .vs
-                .save(tmp.join(checkpoint::MODEL_FILE))
-                .map_err(|e| anyhow!("cannot write weights: {e}"))?;
+            checkpoint::save_weights(
+                &self.loaded.vs,
+                &tmp.join(checkpoint::MODEL_FILE),
+                &config.model,
+            )?;
             self.loaded
                 .tokenizer
                 .save(&tmp.join(checkpoint::TOKENIZER_FILE))?;

@@ -180,7 +180,12 @@ impl LmTrainer {
         let prepared = prepare_corpus(&corpus, &settings, Some(tokenizer), &mut |_| {})?;
         let mut trainer = Self::build(settings, corpus, prepared, ckpt.model, created)?;
         trainer.set_out(dir.to_path_buf())?;
-        checkpoint::load_weights(&mut trainer.vs, &dir.join(checkpoint::MODEL_FILE))?;
+        let model = trainer.model.config;
+        checkpoint::load_weights(
+            &mut trainer.vs,
+            &dir.join(checkpoint::MODEL_FILE),
+            Some(&model),
+        )?;
         trainer
             .stepper
             .load(&dir.join(checkpoint::OPTIMIZER_FILE), state.step)?;
@@ -569,9 +574,11 @@ impl LmTrainer {
     /// Writes a complete training checkpoint to `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         checkpoint::write_atomically(dir, |tmp| {
-            self.vs
-                .save(tmp.join(checkpoint::MODEL_FILE))
-                .map_err(|e| anyhow!("cannot write weights: {e}"))?;
+            checkpoint::save_weights(
+                &self.vs,
+                &tmp.join(checkpoint::MODEL_FILE),
+                &self.model.config,
+            )?;
             self.stepper.save(&tmp.join(checkpoint::OPTIMIZER_FILE))?;
             self.tokenizer.save(&tmp.join(checkpoint::TOKENIZER_FILE))?;
             checkpoint::write_json(
