@@ -615,6 +615,17 @@ impl Settings {
             "must be two different, non-empty words (negative first)",
         )?;
 
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ensure_key(
+            self.train.threads <= 4 * cpus,
+            "train.threads",
+            &format!(
+                "is {}, more than 4 × this machine's {cpus} CPUs; use 0 (one per core) or at most {}",
+                self.train.threads,
+                4 * cpus
+            ),
+        )?;
+
         let u = &self.ui;
         ensure_key(u.fps >= 1 && u.fps <= 240, "ui.fps", "must be in 1..=240")?;
         ensure_key(

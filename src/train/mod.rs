@@ -1,5 +1,6 @@
 //! Training: the language-model step function and the optimizer.
 pub mod finetune;
 pub mod lm;
+pub mod memory;
 pub mod optim;
 pub mod step;
