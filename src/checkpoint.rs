@@ -498,6 +498,9 @@ pub fn load_model_with_dropout(
     check_vocabulary(dir, &tokenizer, &config.model)?;
     if gpt2 {
         check_model_config(&dir.join(CONFIG_FILE), &config.model)?;
+    } else if dir.join(MODEL_FILE).is_file() {
+        // What the weights were saved with names the key that was changed.
+        check_recorded(&dir.join(MODEL_FILE), &dir.join(CONFIG_FILE), &config.model)?;
     }
     check_size(dir, &config.model)?;
     let mut vs = nn::VarStore::new(device);

@@ -208,3 +208,89 @@ fn without_a_terminal_it_points_at_the_headless_commands() {
         "{err}"
     );
 }
+
+/// SIGTERM, SIGHUP, SIGINT or SIGQUIT to the dashboard while it trains: the run is saved
+/// (and resumes), the terminal is restored, the exit code is 128 + the signal.
+#[test]
+fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
+    assert!(tmux_available(), "tmux is required for this test");
+    for (name, number) in [("TERM", 15), ("HUP", 1), ("INT", 2), ("QUIT", 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let d: &Path = dir.path();
+        std::fs::write(d.join("long.toml"), "[train]\nmax_iters = 1000000\n").unwrap();
+        let tmux = Tmux {
+            socket: format!("gptdash-sig-{}-{name}", std::process::id()),
+        };
+        let script = format!(
+            "cd {d} && HOME={d} XDG_CONFIG_HOME={d}/cfg sh -c 'echo $$ > {d}/pid; exec {bin} --config long.toml'; echo EXITED:$?; stty -a > {d}/stty.txt; sleep 60",
+            d = d.display(),
+            bin = env!("CARGO_BIN_EXE_gptdash"),
+        );
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "150",
+            "-y",
+            "45",
+            &script,
+        ]);
+        tmux.wait_for("1 Train", 20);
+        tmux.keys(&["Space"]);
+        tmux.wait_for("gptdash training", 60);
+        std::thread::sleep(Duration::from_millis(1500));
+        let pid = std::fs::read_to_string(d.join("pid")).unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // A hang-up may leave the pane without a terminal to print to; the exit code
+        // and stty's output say what happened.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut stty = String::new();
+        while !stty.contains("icanon") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            stty = std::fs::read_to_string(d.join("stty.txt")).unwrap_or_default();
+        }
+        let screen = tmux.screen();
+        assert!(
+            screen.contains(&format!("EXITED:{}", 128 + number)),
+            "SIG{name}:\n{screen}"
+        );
+        assert!(
+            !screen.contains("1 Train"),
+            "SIG{name}: alternate screen left:\n{screen}"
+        );
+        assert!(
+            stty.contains(" icanon") && stty.contains(" echo "),
+            "SIG{name}: terminal not restored: {stty}"
+        );
+        let ck = d.join("checkpoints/small");
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ck.join("train_state.json")).unwrap())
+                .unwrap();
+        let step = state["step"].as_u64().expect("a resumable checkpoint");
+        let more = (step + 2).to_string();
+        let resumed = Command::new(env!("CARGO_BIN_EXE_gptdash"))
+            .current_dir(d)
+            .env("HOME", d)
+            .args([
+                "train",
+                "--resume",
+                "checkpoints/small",
+                "--max-iters",
+                &more,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            resumed.status.success(),
+            "SIG{name}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+    }
+}
