@@ -79,6 +79,14 @@ impl GenerateOptions {
                 self.temperature
             );
         }
+        // Dividing logits by a tiny temperature overflows them to infinity (NaN
+        // probabilities); a huge one makes every token equally likely.
+        if self.temperature != 0.0 && !(1e-3..=1e3).contains(&self.temperature) {
+            bail!(
+                "temperature must be 0 (greedy) or between 0.001 and 1000, got {:e}",
+                self.temperature
+            );
+        }
         if self.grid == 0 {
             bail!("grid must be at least 1 (the number of alternatives shown per token)");
         }
@@ -230,6 +238,9 @@ pub fn generate_from(
             let log_probs = (logits.squeeze_dim(0).to_kind(Kind::Float) / temperature)
                 .log_softmax(-1, Kind::Float);
             let (top_lp, top_ids) = log_probs.topk(grid as i64, -1, true, true);
+            if top_lp.isnan().any().int64_value(&[]) != 0 {
+                bail!("the model's probabilities are not numbers at step {} (its weights may be broken)", step + 1);
+            }
             let top_lp = to_f32_vec(&top_lp)?;
             let top_ids = to_i64_vec(&top_ids)?;
             let top: Vec<Candidate> = top_ids

@@ -342,3 +342,50 @@ fn runs_too_big_for_memory_and_too_many_threads_are_refused_up_front() {
         &["train.threads is 100000"],
     );
 }
+
+#[test]
+fn edges_are_errors_naming_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_checkpoint(d);
+    // A temperature that would overflow the logits into NaN probabilities.
+    expect_error(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            "ck",
+            "--prompt",
+            "The cat",
+            "--temperature",
+            "1e-300",
+        ],
+        &["temperature must be 0 (greedy) or between 0.001 and 1000"],
+    );
+    // Zero sizes in the benchmarks.
+    for flag in ["--n-layer", "--n-embd", "--block-size"] {
+        expect_error(d, &["bench", "generate", flag, "0"], &[flag]);
+        expect_error(d, &["bench", "inspect", flag, "0"], &[flag]);
+    }
+    // Fine-tuning data with one class only.
+    let mut tsv = String::from("sentence\tlabel\n");
+    for i in 0..12 {
+        tsv.push_str(&format!("the cat sat {i}\t1\n"));
+    }
+    std::fs::write(d.join("one-class.tsv"), tsv).unwrap();
+    expect_error(
+        d,
+        &[
+            "finetune",
+            "--checkpoint",
+            "ck",
+            "--sst2",
+            "one-class.tsv",
+            "--samples",
+            "12",
+            "--epochs",
+            "1",
+        ],
+        &["one-class.tsv", "all positive", "both classes"],
+    );
+}

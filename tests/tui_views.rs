@@ -503,3 +503,15 @@ fn q_during_a_run_asks_in_the_hint_bar() {
     let screen = render(&app, 150, 40);
     assert!(!screen.contains("a run is in progress"), "{screen}");
 }
+
+#[test]
+fn a_long_prompt_scrolls_to_keep_the_cursor_in_view() {
+    let mut app = App::new(Settings::default());
+    app.update(key('2'));
+    let long = format!("{}the very end", "word ".repeat(40));
+    for c in long.chars() {
+        app.update(key(c));
+    }
+    let screen = render(&app, 80, 24);
+    shows_all(&screen, &["the very end"]);
+}

@@ -154,7 +154,17 @@ fn inference_config(
     vocab_size: i64,
     block_size: i64,
 ) -> Result<GptConfig> {
-    if n_head < 1 || n_embd % n_head != 0 || vocab_size < 2 {
+    for (flag, value) in [
+        ("--n-layer", n_layer),
+        ("--n-head", n_head),
+        ("--n-embd", n_embd),
+        ("--block-size", block_size),
+    ] {
+        if !(1..=1 << 20).contains(&value) {
+            anyhow::bail!("{flag} must be at least 1 (got {value})");
+        }
+    }
+    if n_embd % n_head != 0 || vocab_size < 2 {
         anyhow::bail!("--n-embd must be divisible by --n-head, and --vocab-size at least 2");
     }
     Ok(GptConfig {

@@ -312,6 +312,15 @@ pub fn load_protocol(settings: &FinetuneSettings, with_validation: bool) -> Resu
         );
     }
     rows.truncate(settings.samples);
+    let positive = rows.iter().filter(|r| r.label == 1).count();
+    if positive == 0 || positive == rows.len() {
+        bail!(
+            "{}: the first {} rows (--samples, finetune.samples) are all {}: a classifier needs both classes to learn and to be measured",
+            train_file.display(),
+            rows.len(),
+            if positive == 0 { "negative (label 0)" } else { "positive (label 1)" }
+        );
+    }
     let split_seed = settings.split_seed.unwrap_or(settings.seed);
     let (train, val) = stratified_split(&rows, settings.val_fraction, split_seed)?;
     Ok(ProtocolData {
