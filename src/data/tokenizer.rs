@@ -52,8 +52,10 @@ impl TextTokenizer {
         .with_decoder(Some(ByteLevelDecoder::default()))
         .build()
         .map_err(|e| anyhow!("cannot build the BPE tokenizer: {e}"))?;
+        // Merges are learned within words; one enormous "word" (a 640k-character run
+        // without spaces took 100 s) is cut into pieces for training only.
         builder
-            .train(&mut trainer, texts.iter())
+            .train(&mut trainer, texts.iter().map(|t| cap_pieces(t)))
             .map_err(|e| anyhow!("BPE training failed: {e}"))?;
         let json = builder
             .to_string(false)
@@ -262,9 +264,52 @@ pub fn display_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// The longest run without whitespace that BPE training sees.
+pub const MAX_PIECE: usize = 64;
+
+/// `text` with every run of more than [`MAX_PIECE`] non-space characters cut by spaces
+/// (borrowed unchanged when there is none): BPE training is slow on long runs and
+/// learns nothing useful from them.
+pub fn cap_pieces(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut run = 0;
+    if text.chars().all(|c| {
+        run = if c.is_whitespace() { 0 } else { run + 1 };
+        run <= MAX_PIECE
+    }) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / MAX_PIECE);
+    let mut run = 0;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            run = 0;
+        } else {
+            if run == MAX_PIECE {
+                out.push(' ');
+                run = 0;
+            }
+            run += 1;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_runs_are_cut_for_training_only() {
+        assert!(matches!(cap_pieces("a b c"), std::borrow::Cow::Borrowed(_)));
+        let long = "x".repeat(150);
+        let text = format!("The {long} sat.");
+        let cut = cap_pieces(&text);
+        let pieces: Vec<&str> = cut.split_whitespace().collect();
+        assert_eq!(pieces[1].len(), MAX_PIECE);
+        assert_eq!(pieces.concat(), format!("The{long}sat."));
+        assert!(pieces.iter().all(|p| p.chars().count() <= MAX_PIECE));
+    }
     use crate::data::corpus::{split_sentences, SMALL_CORPUS};
 
     fn small_tokenizer() -> TextTokenizer {
