@@ -8,7 +8,7 @@ use crate::checkpoint::{load_model_with_dropout, Base};
 use crate::classifier::load_classifier;
 use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2::{self, Split};
-use crate::device::{device_name, resolve_device, set_threads};
+use crate::device::{device_name, resolve_device, set_inference_threads, set_threads};
 use crate::protocol::{Event, RunDone, RunStart};
 use crate::train::finetune::{FinetuneOptions, Finetuner};
 
@@ -321,7 +321,7 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
     }
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
         .context("--device")?;
-    set_threads(settings.train.threads);
+    set_inference_threads(settings.train.threads);
     let (loaded, info) = load_classifier(&args.checkpoint, device)?;
     let (label, p_positive) = crate::classifier::classify(&loaded, &info.labels, &args.text)?;
     let text = if args.json {

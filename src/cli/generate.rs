@@ -7,7 +7,7 @@ use unicode_width::UnicodeWidthStr;
 
 use crate::checkpoint::load_model;
 use crate::config::Settings;
-use crate::device::{resolve_device, set_threads};
+use crate::device::{resolve_device, set_inference_threads};
 use crate::generate::{generate, GenerateOptions, Generation};
 use crate::protocol::Event;
 
@@ -74,7 +74,7 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
     options.validate()?;
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
         .context("--device")?;
-    set_threads(settings.train.threads);
+    set_inference_threads(settings.train.threads);
     let loaded = load_model(&args.checkpoint, device)?;
     let options = GenerateOptions {
         sentence_context: loaded.frames_sentences(),

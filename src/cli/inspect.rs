@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::checkpoint::load_model;
 use crate::config::Settings;
-use crate::device::{resolve_device, set_threads};
+use crate::device::{resolve_device, set_inference_threads};
 use crate::inspect::{report, text_ids};
 use crate::protocol::{Event, InspectReport};
 
@@ -38,7 +38,7 @@ pub struct InspectArgs {
 pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
         .context("--device")?;
-    set_threads(settings.train.threads);
+    set_inference_threads(settings.train.threads);
     let loaded = load_model(&args.checkpoint, device)?;
     let ids = text_ids(
         &loaded.model,
