@@ -1,0 +1,121 @@
+//! Property tests for the parsers: whatever the input — a config file, an SST-2 TSV, a
+//! corpus, a prompt — the answer is a result or an error, never a panic.
+use gptdash::config::Settings;
+use gptdash::data::corpus::split_sentences;
+use gptdash::data::normalize::ptb_split;
+use gptdash::data::sst2::read_tsv;
+use gptdash::data::tokenizer::TextTokenizer;
+use gptdash::generate::encode_prompt;
+use gptdash::model::gpt::{Gpt, GptConfig};
+use proptest::prelude::*;
+
+/// The config's keys, with values of every TOML type, so validation (not only the
+/// parser) sees odd values.
+fn config_text() -> impl Strategy<Value = String> {
+    let keys = prop::sample::select(vec![
+        ("model", "preset"),
+        ("model", "n_layer"),
+        ("model", "n_head"),
+        ("model", "n_embd"),
+        ("model", "block_size"),
+        ("model", "dropout"),
+        ("train", "max_iters"),
+        ("train", "batch_size"),
+        ("train", "learning_rate"),
+        ("train", "warmup_iters"),
+        ("train", "threads"),
+        ("train", "device"),
+        ("train", "dtype"),
+        ("train", "grad_clip"),
+        ("data", "corpus"),
+        ("data", "mode"),
+        ("data", "vocab_size"),
+        ("data", "train_fraction"),
+        ("generate", "temperature"),
+        ("generate", "top_k"),
+        ("finetune", "samples"),
+        ("finetune", "val_fraction"),
+        ("finetune", "label_words"),
+        ("finetune", "base"),
+        ("ui", "fps"),
+        ("ui", "smoothing"),
+        ("ui", "inspect_every"),
+        ("nonsense", "key"),
+    ]);
+    let value = prop_oneof![
+        any::<i64>().prop_map(|v| v.to_string()),
+        prop::num::f64::ANY
+            .prop_map(|v| format!("{v:?}").replace("NaN", "nan").replace("inf", "inf")),
+        any::<bool>().prop_map(|v| v.to_string()),
+        "[a-z0-9 ./-]{0,12}".prop_map(|s| format!("{s:?}")),
+        Just("[]".to_string()),
+        Just("[\"a\", \"b\"]".to_string()),
+    ];
+    prop::collection::vec((keys, value), 0..6).prop_map(|pairs| {
+        let mut text = String::new();
+        for ((table, key), value) in pairs {
+            text.push_str(&format!("[{table}]\n{key} = {value}\n"));
+        }
+        text
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_text_as_a_config_is_settings_or_an_error(text in "\\PC{0,200}") {
+        let _ = Settings::from_toml(&text);
+    }
+
+    #[test]
+    fn odd_values_for_real_keys_are_settings_or_an_error(text in config_text()) {
+        if let Ok(settings) = Settings::from_toml(&text) {
+            // What validates can be used: the model sizes resolve.
+            prop_assert!(settings.model.dims().is_ok());
+        }
+    }
+
+    #[test]
+    fn any_tsv_is_rows_or_an_error(body in "(\\PC{0,30}\t\\PC{0,5}\r?\n){0,8}", header in prop::sample::select(vec!["sentence\tlabel\n", "label\tsentence\n", "sentence\n", ""])) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.tsv");
+        std::fs::write(&path, format!("{header}{body}")).unwrap();
+        if let Ok(rows) = read_tsv(&path) {
+            prop_assert!(rows.iter().all(|r| r.label <= 1));
+        }
+    }
+
+    #[test]
+    fn sentences_keep_every_word(text in "\\PC{0,300}") {
+        let sentences = split_sentences(&text);
+        let words: Vec<&str> = sentences.iter().flat_map(|s| s.split_whitespace()).collect();
+        let original: Vec<&str> = text.split_whitespace().collect();
+        prop_assert_eq!(words, original);
+        let _ = ptb_split(&text);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_prompt_is_ids_in_the_vocabulary_or_an_error(prompt in "\\PC{0,40}") {
+        let tokenizer = TextTokenizer::synthetic_byte_level(300).unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let model = Gpt::new(&vs.root(), GptConfig {
+            vocab_size: 300,
+            block_size: 16,
+            n_layer: 1,
+            n_head: 1,
+            n_embd: 8,
+            dropout: 0.0,
+            n_classes: 2,
+            layer_norm_eps: 1e-5,
+            tie_lm_head: false,
+        });
+        if let Ok(ids) = encode_prompt(&tokenizer, &model, &prompt) {
+            prop_assert!(!ids.is_empty() && ids.iter().all(|&i| i < 300));
+        }
+    }
+}
