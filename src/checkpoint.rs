@@ -714,12 +714,14 @@ fn len_of(len: &[u8; 8]) -> u64 {
 /// The model configuration recorded in a weights file, if gptdash recorded one.
 fn recorded_model(path: &Path) -> Result<Option<GptConfig>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let not_valid = || format!("{} is not a valid safetensors file", path.display());
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len)?;
+    file.read_exact(&mut len).with_context(not_valid)?;
     let mut header = vec![0u8; len_of(&len).min(100 << 20) as usize];
-    file.read_exact(&mut header)?;
-    let header: serde_json::Value = serde_json::from_slice(&header)?;
+    file.read_exact(&mut header).with_context(not_valid)?;
+    let header: serde_json::Value = serde_json::from_slice(&header).with_context(not_valid)?;
     match header["__metadata__"][MODEL_METADATA].as_str() {
         Some(text) => Ok(Some(serde_json::from_str(text).with_context(|| {
             format!(
