@@ -389,3 +389,43 @@ fn edges_are_errors_naming_what_to_change() {
         &["one-class.tsv", "all positive", "both classes"],
     );
 }
+
+#[test]
+fn a_save_that_cannot_be_written_keeps_the_previous_checkpoint() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_checkpoint(d);
+    let before = step_of(d, "ck");
+    let target = (before + 2).to_string();
+    // A disk that fills up: no file may grow past 16 KB (the weights are larger), and
+    // writing past it fails with an error instead of the default SIGXFSZ.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gptdash"));
+    command
+        .current_dir(d)
+        .env("HOME", d)
+        .env("XDG_CONFIG_HOME", d.join("xdg-config"))
+        .args(["train", "--resume", "ck", "--max-iters", &target]);
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 16 * 1024,
+                rlim_max: 16 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the previous one is untouched"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    loads(d, "ck");
+    assert_eq!(step_of(d, "ck"), before);
+    assert!(!d.join(".ck.tmp").exists(), "the partial copy is removed");
+}
