@@ -13,6 +13,8 @@ build:
 
 test:
 	$(CARGO) test --all-targets
+	# The device check's CPU half (scripts/gpu_check.sh), so the script cannot rot.
+	scripts/gpu_check.sh --quick --bin target/debug/gptdash --out target/gpu_check.json
 
 lint:
 	cargo fmt --check
