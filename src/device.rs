@@ -29,26 +29,28 @@ pub fn parse_device(text: &str) -> Result<DeviceRequest> {
 
 /// Resolves a device request against the machine; asking for a GPU that is not there is an error.
 pub fn resolve_device(text: &str) -> Result<Device> {
-    match parse_device(text)? {
+    let gpus = if tch::Cuda::is_available() {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    };
+    choose_device(text, parse_device(text)?, gpus)
+}
+
+/// The device for `request` on a machine with `gpus` CUDA devices (`text`: as written,
+/// for the message).
+pub fn choose_device(text: &str, request: DeviceRequest, gpus: usize) -> Result<Device> {
+    match request {
         DeviceRequest::Cpu => Ok(Device::Cpu),
-        DeviceRequest::Auto => Ok(if tch::Cuda::is_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
-        DeviceRequest::Cuda(n) => {
-            if !tch::Cuda::is_available() {
-                bail!("device {text:?}: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu or auto");
-            }
-            let count = tch::Cuda::device_count() as usize;
-            if n >= count {
-                bail!(
-                    "device {text:?}: there are only {count} CUDA device(s) (cuda:0..cuda:{})",
-                    count - 1
-                );
-            }
-            Ok(Device::Cuda(n))
-        }
+        DeviceRequest::Auto => Ok(if gpus > 0 { Device::Cuda(0) } else { Device::Cpu }),
+        DeviceRequest::Cuda(_) if gpus == 0 => bail!(
+            "device {text:?}: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu or auto"
+        ),
+        DeviceRequest::Cuda(n) if n >= gpus => bail!(
+            "device {text:?}: this machine has {gpus} CUDA device(s), cuda:0 to cuda:{}",
+            gpus - 1
+        ),
+        DeviceRequest::Cuda(n) => Ok(Device::Cuda(n)),
     }
 }
 
@@ -141,6 +143,26 @@ pub fn set_inference_threads(requested: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gpu_index_beyond_the_machine_is_an_error() {
+        let one = |t: &str| choose_device(t, parse_device(t).unwrap(), 1);
+        assert_eq!(one("cuda:0").unwrap(), Device::Cuda(0));
+        assert_eq!(one("auto").unwrap(), Device::Cuda(0));
+        let err = one("cuda:1").unwrap_err().to_string();
+        assert!(
+            err.contains("\"cuda:1\"") && err.contains("1 CUDA device(s), cuda:0 to cuda:0"),
+            "{err}"
+        );
+        let none = choose_device("cuda", DeviceRequest::Cuda(0), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("not available"), "{none}");
+        assert_eq!(
+            choose_device("auto", DeviceRequest::Auto, 0).unwrap(),
+            Device::Cpu
+        );
+    }
 
     #[test]
     fn parses_device_names() {
