@@ -126,7 +126,8 @@ impl LmTrainer {
     pub fn new_with_progress(settings: Settings, progress: &mut dyn FnMut(Event)) -> Result<Self> {
         let created = Instant::now();
         settings.validate()?;
-        let on_cpu = resolve_device(&settings.train.device).context("train.device / --device")? == Device::Cpu;
+        let on_cpu = resolve_device(&settings.train.device).context("train.device / --device")?
+            == Device::Cpu;
         crate::train::memory::check(&settings, on_cpu)?;
         progress(Event::prepare("read", 0, 1));
         let corpus = Corpus::load(&settings.data.corpus).context("data.corpus / --corpus")?;
