@@ -23,6 +23,7 @@ fn app_with_history(points: u64) -> App {
             lr: 1e-3,
             grad_norm: 0.7,
             tokens: 100,
+            gpu_mib: None,
         })));
         if i % 1000 == 0 {
             app.update(Msg::Worker(Event::Eval {

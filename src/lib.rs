@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod generate;
+pub mod gpu;
 pub mod inspect;
 pub mod interrupt;
 pub mod model;

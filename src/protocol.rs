@@ -180,6 +180,30 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     /// Real target tokens in the batch.
     pub tokens: usize,
+    /// GPU memory in use (MiB, NVML) when the run is on CUDA and a reading was taken.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gpu_mib: Option<f64>,
+}
+
+/// One reading of a CUDA device (NVML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuReading {
+    pub name: String,
+    /// Percent of the last sample period a kernel ran.
+    pub utilization: Option<u32>,
+    pub memory_used_mib: f64,
+    pub memory_total_mib: f64,
+    pub temperature_c: Option<u32>,
+    pub power_w: Option<f64>,
+}
+
+/// The GPU panel's content: a reading, or why there is none (no NVML, no device).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuStatus {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reading: Option<GpuReading>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unavailable: Option<String>,
 }
 
 /// A classifier's loss, accuracy and confusion matrix on a set of sentences.
@@ -497,6 +521,8 @@ pub enum Event {
     Start(RunStart),
     /// One training step.
     Iter(StepMetrics),
+    /// A reading of the run's GPU (runs on CUDA only), about once a second.
+    Gpu(GpuStatus),
     /// Mean test loss after step `iter`.
     Eval {
         iter: u64,

@@ -57,6 +57,7 @@ fn trained_app() -> App {
             lr: 1e-3,
             grad_norm: 0.5,
             tokens: 200,
+            gpu_mib: None,
         })));
     }
     app.update(Msg::Worker(Event::Eval {
@@ -514,4 +515,44 @@ fn a_long_prompt_scrolls_to_keep_the_cursor_in_view() {
     }
     let screen = render(&app, 80, 24);
     shows_all(&screen, &["the very end"]);
+}
+
+/// A run on CUDA shows the GPU panel: NVML's reading, or why there is none.
+#[test]
+fn the_gpu_panel_shows_a_reading_or_why_there_is_none() {
+    use gptdash::protocol::{GpuReading, GpuStatus};
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Worker(Event::Start(RunStart::Train(Box::new(
+        RunInfo {
+            device: "cuda:0".into(),
+            ..RunInfo::example(200)
+        },
+    )))));
+    let screen = render(&app, 150, 45);
+    shows_all(&screen, &[" GPU ", "waiting for a reading"]);
+    app.update(Msg::Worker(Event::Gpu(GpuStatus {
+        reading: Some(GpuReading {
+            name: "NVIDIA H200".into(),
+            utilization: Some(87),
+            memory_used_mib: 12.5 * 1024.0,
+            memory_total_mib: 140.0 * 1024.0,
+            temperature_c: Some(61),
+            power_w: Some(312.4),
+        }),
+        unavailable: None,
+    })));
+    let screen = render(&app, 150, 45);
+    shows_all(
+        &screen,
+        &["NVIDIA H200", "87%", "12.5 / 140.0 GiB", "61 °C · 312 W"],
+    );
+    app.update(Msg::Worker(Event::Gpu(GpuStatus {
+        reading: None,
+        unavailable: Some("NVML is not available (libnvidia-ml.so not found)".into()),
+    })));
+    let screen = render(&app, 150, 45);
+    shows_all(&screen, &["no GPU readings:", "NVML is not"]);
+    // A CPU run has no panel.
+    let cpu = trained_app();
+    assert!(!render(&cpu, 150, 45).contains(" GPU "));
 }

@@ -45,6 +45,13 @@ fn prepare_corpus(
     )
 }
 
+/// The GPU monitor of a CUDA run: when it last read, and the memory in use then.
+struct GpuWatch {
+    monitor: crate::gpu::GpuMonitor,
+    last: Option<Instant>,
+    mib: Option<f64>,
+}
+
 /// The corpus, tokenizer, model and optimizer of one training run.
 pub struct LmTrainer {
     pub settings: Settings,
@@ -74,6 +81,8 @@ pub struct LmTrainer {
     out: PathBuf,
     /// The lock on `out`, held while the run lives.
     lock: Option<checkpoint::OutputLock>,
+    /// NVML readings of a CUDA run's device.
+    gpu: Option<GpuWatch>,
     stats: RunStats,
     /// The loss stopped being a number; the run is over.
     diverged: bool,
@@ -261,6 +270,7 @@ impl LmTrainer {
             last_train_loss: None,
             out: PathBuf::from("checkpoints").join(&corpus.name),
             lock: None,
+            gpu: None,
             stats: RunStats::new(created),
             diverged: false,
             settings,
@@ -336,8 +346,11 @@ impl LmTrainer {
                 self.settings.train.max_iters
             );
         }
-        let m = self.step()?;
+        let mut m = self.step()?;
+        let gpu = self.gpu_reading();
+        m.gpu_mib = self.gpu.as_ref().and_then(|g| g.mib);
         let mut events = vec![Event::Iter(m)];
+        events.extend(gpu.map(Event::Gpu));
         if !m.loss.is_finite() {
             self.diverged = true;
             events.push(Event::Diverged {
@@ -512,7 +525,27 @@ impl LmTrainer {
             lr,
             grad_norm: values[1] as f64,
             tokens: batch.real_tokens,
+            gpu_mib: None,
         })
+    }
+
+    /// A reading of the run's GPU, about once a second (CUDA runs only).
+    fn gpu_reading(&mut self) -> Option<crate::protocol::GpuStatus> {
+        let Device::Cuda(index) = self.device else {
+            return None;
+        };
+        let watch = self.gpu.get_or_insert_with(|| GpuWatch {
+            monitor: crate::gpu::GpuMonitor::open(index),
+            last: None,
+            mib: None,
+        });
+        if watch.last.is_some_and(|t| t.elapsed().as_secs_f64() < 1.0) {
+            return None;
+        }
+        watch.last = Some(Instant::now());
+        let status = watch.monitor.read();
+        watch.mib = status.reading.as_ref().map(|r| r.memory_used_mib);
+        Some(status)
     }
 
     /// Mean loss per real token over the test split (at most `train.eval_batches` batches).

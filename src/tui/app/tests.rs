@@ -30,6 +30,7 @@ fn metrics(iter: u64, loss: f64) -> StepMetrics {
         lr: 1e-3,
         grad_norm: 1.0,
         tokens: 10,
+        gpu_mib: None,
     }
 }
 

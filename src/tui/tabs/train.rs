@@ -71,6 +71,8 @@ pub struct TrainTab {
     pub last_saved: Option<String>,
     /// The data preparation under way: stage, done, total.
     pub preparing: Option<(String, u64, u64)>,
+    /// The last reading of the run's GPU (CUDA runs).
+    pub gpu: Option<crate::protocol::GpuStatus>,
 }
 
 impl TrainTab {
@@ -88,6 +90,7 @@ impl TrainTab {
             input: None,
             last_saved: None,
             preparing: None,
+            gpu: None,
         }
     }
 
@@ -227,6 +230,7 @@ impl Page for TrainTab {
             }
             Event::Start(RunStart::Train(info)) => self.start(info, shared),
             Event::Iter(m) => self.step(m),
+            Event::Gpu(status) => self.gpu = Some(status.clone()),
             Event::Eval { iter, test_loss } => {
                 self.test_losses.push((*iter as f64, *test_loss));
                 if self.best_test.is_none_or(|b| *test_loss < b) {

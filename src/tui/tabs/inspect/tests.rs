@@ -57,6 +57,7 @@ fn iter(i: u64) -> Event {
         lr: 1e-3,
         grad_norm: 1.0,
         tokens: 64,
+        gpu_mib: None,
     })
 }
 

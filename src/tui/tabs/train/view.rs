@@ -25,9 +25,71 @@ pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     draw_chart(frame, t, chart);
     draw_sparkline(frame, t, spark);
     draw_log(frame, shared, log);
-    let [stats, gauge] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(right);
+    let on_gpu = t
+        .info
+        .as_ref()
+        .is_some_and(|i| i.device.starts_with("cuda"));
+    let panel = if on_gpu { 7 } else { 0 };
+    let [stats, gpu, gauge] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(panel),
+        Constraint::Length(3),
+    ])
+    .areas(right);
     draw_stats(frame, t, shared, stats);
+    if on_gpu {
+        draw_gpu(frame, t, gpu);
+    }
     draw_gauge(frame, t, shared, gauge);
+}
+
+/// The GPU panel of a CUDA run: NVML's utilisation, memory, temperature and power, or
+/// why there are none.
+fn draw_gpu(frame: &mut Frame, t: &TrainTab, area: Rect) {
+    let lines = match t.gpu.as_ref() {
+        Some(crate::protocol::GpuStatus {
+            reading: Some(r), ..
+        }) => {
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+            vec![
+                Line::styled(r.name.clone(), theme::title()),
+                stat(
+                    "utilisation",
+                    or_dash(r.utilization.map(|u| format!("{u}%"))),
+                ),
+                stat(
+                    "memory",
+                    format!(
+                        "{:.1} / {:.1} GiB",
+                        r.memory_used_mib / 1024.0,
+                        r.memory_total_mib / 1024.0
+                    ),
+                ),
+                stat(
+                    "temp, power",
+                    format!(
+                        "{} · {}",
+                        or_dash(r.temperature_c.map(|c| format!("{c} °C"))),
+                        or_dash(r.power_w.map(|w| format!("{w:.0} W")))
+                    ),
+                ),
+            ]
+        }
+        Some(status) => vec![Line::styled(
+            format!(
+                "no GPU readings: {}",
+                status.unavailable.as_deref().unwrap_or("unknown")
+            ),
+            theme::muted(),
+        )],
+        None => vec![Line::styled("waiting for a reading…", theme::muted())],
+    };
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: true })
+            .block(Block::default().borders(Borders::ALL).title(" GPU ")),
+        area,
+    );
 }
 
 /// At most `target` points: the mean of equal index buckets.
