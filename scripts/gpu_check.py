@@ -108,7 +108,7 @@ class Check:
         if code != 0 or not b:
             self.row(name, False, f"exit {code}: {err[-300:]}")
             return
-        keys = ["tokens_per_s", "ms_per_step", "ms_per_token", "peak_rss_mib", "peak_gpu_mib", "mfu"]
+        keys = ["tokens_per_s", "ms_per_step", "ms_per_token", "peak_rss_mib", "gpu_mib", "mfu"]
         figures = {k: b[k] for k in keys if k in b}
         self.row(name, True, ", ".join(f"{k} {v:.4g}" for k, v in figures.items()), **figures)
 

@@ -457,6 +457,9 @@ pub struct TrainBench {
     #[serde(deserialize_with = "nan_when_null")]
     pub final_loss: f64,
     pub peak_rss_mib: Option<f64>,
+    /// GPU memory in use after the timed steps (NVML; CUDA runs with a driver).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gpu_mib: Option<f64>,
     pub model_gflops: f64,
     pub matmul_peak_gflops: f64,
     pub mfu: f64,

@@ -475,6 +475,13 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
         first_loss: losses.first().copied(),
         final_loss,
         peak_rss_mib: peak_rss_mib(),
+        gpu_mib: match device {
+            tch::Device::Cuda(i) => crate::gpu::GpuMonitor::open(i)
+                .read()
+                .reading
+                .map(|r| r.memory_used_mib),
+            _ => None,
+        },
         model_gflops,
         matmul_peak_gflops: peak,
         mfu: model_gflops / peak,
