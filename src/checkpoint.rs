@@ -475,12 +475,17 @@ pub fn load_model_with_dropout(
     recover(dir)?;
     let gpt2 = crate::model::hf::is_hf_gpt2(dir);
     let mut config = if gpt2 {
+        // A folder gptdash exported says how its text was framed; others are GPT-2's.
+        let provenance = crate::model::hf::read_provenance(dir);
         CheckpointConfig {
             format_version: FORMAT_VERSION,
             model: crate::model::hf::read_config(dir, 2)?,
             eot_id: None,
-            corpus: format!("GPT-2 weights from {}", dir.display()),
-            data_mode: DataMode::Pack,
+            corpus: match &provenance {
+                Some(p) => p.corpus.clone(),
+                None => format!("GPT-2 weights from {}", dir.display()),
+            },
+            data_mode: provenance.map_or(DataMode::Pack, |p| p.data_mode),
             parameters: 0,
         }
     } else {
@@ -665,10 +670,26 @@ const MODEL_METADATA: &str = "gptdash.model";
 /// tensor shapes cannot show) is caught on load. The header is rewritten in a stream
 /// after libtorch's writer (which has no metadata argument); the data is copied as is.
 pub fn save_weights(vs: &nn::VarStore, path: &Path, model: &GptConfig) -> Result<()> {
+    let named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    write_safetensors(
+        &named,
+        path,
+        &[(MODEL_METADATA, serde_json::to_string(model)?)],
+    )
+}
+
+/// Writes `tensors` as a safetensors file with string `metadata` in its header (which
+/// libtorch's writer cannot add): libtorch writes the data, then the header is rewritten
+/// with the metadata and the data copied after it. The file name must end in
+/// `.safetensors` (libtorch picks the format by the extension).
+pub fn write_safetensors(
+    tensors: &[(String, tch::Tensor)],
+    path: &Path,
+    metadata: &[(&str, String)],
+) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
-    // libtorch picks the format by the extension: it must end in .safetensors.
-    let plain = path.with_file_name("plain.safetensors");
-    vs.save(&plain)
+    let plain = path.with_file_name(".plain.safetensors");
+    tch::Tensor::write_safetensors(tensors, &plain)
         .map_err(|e| anyhow!("cannot write weights {}: {e}", plain.display()))?;
     let mut input = std::fs::File::open(&plain)?;
     let mut len = [0u8; 8];
@@ -680,15 +701,14 @@ pub fn save_weights(vs: &nn::VarStore, path: &Path, model: &GptConfig) -> Result
     input.read_exact(&mut header)?;
     let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
         .with_context(|| format!("libtorch wrote an unreadable header in {}", plain.display()))?;
-    let mut metadata = match header.remove("__metadata__") {
+    let mut recorded = match header.remove("__metadata__") {
         Some(serde_json::Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
-    metadata.insert(
-        MODEL_METADATA.into(),
-        serde_json::Value::String(serde_json::to_string(model)?),
-    );
-    header.insert("__metadata__".into(), serde_json::Value::Object(metadata));
+    for (key, value) in metadata {
+        recorded.insert((*key).into(), serde_json::Value::String(value.clone()));
+    }
+    header.insert("__metadata__".into(), serde_json::Value::Object(recorded));
     let mut bytes = serde_json::to_vec(&header)?;
     // The data that follows starts 8-byte aligned, as safetensors' own writer keeps it.
     while (bytes.len() + 8) % 8 != 0 {

@@ -371,6 +371,24 @@ impl InspectReport {
     }
 }
 
+/// What `gptdash export` wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exported {
+    /// The Hugging Face folder written.
+    pub path: PathBuf,
+    /// The checkpoint exported.
+    pub source: PathBuf,
+    pub params: i64,
+    pub vocab_size: i64,
+    pub block_size: i64,
+    pub tied_lm_head: bool,
+    pub files: Vec<String>,
+    /// What a user of the folder should know (how the text was framed and prepared).
+    pub notes: Vec<String>,
+    /// What the checkpoint had that the folder does not (a classifier head).
+    pub left_out: Vec<String>,
+}
+
 /// A validation sentence the classifier got wrong.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mistake {
@@ -576,6 +594,8 @@ pub enum Event {
     },
     /// A benchmark's result (`gptdash bench ... --json`).
     Bench(Box<BenchReport>),
+    /// A Hugging Face folder was written (`gptdash export --json`).
+    Exported(Box<Exported>),
     Log {
         message: String,
     },

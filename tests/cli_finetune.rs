@@ -7,22 +7,8 @@ use std::process::{Command, Output};
 
 use common::{
     events, expect_error, fixture, gptdash, serve, stderr, stdout, tiny_checkpoint, word_tokenizer,
-    write_word_sst2,
+    write_sst2, write_word_sst2,
 };
-
-/// A small labelled set in GLUE TSV layout.
-fn write_sst2(dir: &Path) -> String {
-    let mut text = String::from("sentence\tlabel\n");
-    for i in 0..40 {
-        if i % 2 == 0 {
-            text.push_str(&format!("the cat sat and it was good {i} \t1\n"));
-        } else {
-            text.push_str(&format!("the dog ran and it was bad {i} \t0\n"));
-        }
-    }
-    std::fs::write(dir.join("train.tsv"), text).unwrap();
-    "train.tsv".into()
-}
 
 #[test]
 fn finetune_then_classify() {

@@ -1,5 +1,6 @@
 //! Command-line interface: argument types (clap) and one module per headless command.
 pub mod bench;
+pub mod export;
 pub mod finetune;
 pub mod generate;
 pub mod inspect;
@@ -39,6 +40,8 @@ pub enum Command {
     Classify(finetune::ClassifyArgs),
     /// Look inside a model on a text: attention, logit lens, per-token loss.
     Inspect(inspect::InspectArgs),
+    /// Write a model as a Hugging Face GPT-2 folder (transformers, torchrun, accelerate).
+    Export(export::ExportArgs),
     /// Speed benchmarks.
     Bench(bench::BenchArgs),
     /// The dashboard (also what `gptdash` alone starts).

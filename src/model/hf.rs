@@ -1,17 +1,20 @@
 //! Hugging Face GPT-2 checkpoints (`config.json` + `model.safetensors`) read into
-//! gptdash's [`Gpt`]: same block structure, tanh-GELU, LM head tied to `wte`.
+//! gptdash's [`Gpt`], and gptdash models written as one: same block structure,
+//! tanh-GELU; the LM head tied to `wte` (GPT-2) or not (`tie_word_embeddings: false`,
+//! gptdash's own models, with an `lm_head.weight`).
 //!
 //! Names may carry the `transformer.` prefix (transformers' `save_pretrained`) or not
 //! (the hub's `gpt2` files); the `attn.bias`/`attn.masked_bias` mask buffers are
 //! ignored. GPT-2's `Conv1D` stores weights as `[in, out]`, so they are transposed into
-//! `nn::Linear`'s `[out, in]`.
+//! `nn::Linear`'s `[out, in]` on the way in, and back on the way out.
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
+use crate::config::DataMode;
 use crate::model::gpt::GptConfig;
 
 /// The parts of a transformers `config.json` gptdash needs.
@@ -30,6 +33,12 @@ struct HfConfig {
     activation_function: String,
     #[serde(default = "default_dropout")]
     resid_pdrop: f64,
+    #[serde(default = "default_tied")]
+    tie_word_embeddings: bool,
+}
+
+fn default_tied() -> bool {
+    true
 }
 
 fn default_eps() -> f64 {
@@ -92,18 +101,19 @@ pub fn read_config(dir: &Path, n_classes: i64) -> Result<GptConfig> {
         dropout: c.resid_pdrop,
         n_classes,
         layer_norm_eps: c.layer_norm_epsilon,
-        tie_lm_head: true,
+        tie_lm_head: c.tie_word_embeddings,
     })
 }
 
 /// gptdash's name for a Hugging Face GPT-2 tensor name, and whether it is a transposed
-/// `Conv1D` weight; `None` for tensors that are not weights (mask buffers, the tied head).
+/// `Conv1D` weight; `None` for tensors that are not weights (mask buffers). The names
+/// are the same both ways but for the `transformer.` prefix, which gptdash always has.
 pub fn map_name(hf: &str) -> Option<(String, bool)> {
+    if hf == LM_HEAD {
+        return Some((LM_HEAD.into(), false));
+    }
     let name = hf.strip_prefix("transformer.").unwrap_or(hf);
-    if name.ends_with(".attn.bias")
-        || name.ends_with(".attn.masked_bias")
-        || name == "lm_head.weight"
-    {
+    if name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") {
         return None;
     }
     let conv1d = name.ends_with(".weight")
@@ -117,6 +127,9 @@ pub fn map_name(hf: &str) -> Option<(String, bool)> {
         .any(|p| name.contains(p));
     Some((format!("transformer.{name}"), conv1d))
 }
+
+/// An untied LM head's weight, named alike in both layouts.
+const LM_HEAD: &str = "lm_head.weight";
 
 /// Copies the weights of a Hugging Face GPT-2 directory into `vs`, a [`Gpt`] built from
 /// [`read_config`]; every weight must be present with the right shape. The classifier head
@@ -139,6 +152,9 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
                 continue;
             };
             let Some(var) = vars.get_mut(&name) else {
+                if name == LM_HEAD {
+                    continue; // a tied head saved anyway: it is `wte`
+                }
                 bail!("{}: unexpected tensor {hf_name}", path.display());
             };
             let source = if transpose {
@@ -178,6 +194,94 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What an exported `config.json` keeps of gptdash's own checkpoint under the key
+/// `gptdash` (transformers keeps keys it does not know), so `--init` reads the folder
+/// back as it was trained: how text was framed, and where the model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The gptdash checkpoint exported.
+    pub source: String,
+    /// `small` or the corpus file the model was trained on.
+    pub corpus: String,
+    pub data_mode: DataMode,
+    /// gptdash's version that wrote the folder.
+    pub version: String,
+}
+
+/// The `gptdash` record of an exported folder, if it has one.
+pub fn read_provenance(dir: &Path) -> Option<Provenance> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(value.get("gptdash")?.clone()).ok()
+}
+
+/// transformers' `GPT2Config` for a gptdash model, as `config.json` holds it:
+/// `GPT2LMHeadModel`, tanh GELU, one dropout rate for residual, embedding and attention
+/// dropout; `<|endoftext|>` (when the tokenizer has it) as begin and end of text.
+pub fn config_json(
+    model: &GptConfig,
+    eot_id: Option<u32>,
+    provenance: &Provenance,
+) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": model.vocab_size,
+        "n_positions": model.block_size,
+        "n_embd": model.n_embd,
+        "n_layer": model.n_layer,
+        "n_head": model.n_head,
+        "n_inner": null,
+        "activation_function": "gelu_new",
+        "resid_pdrop": model.dropout,
+        "embd_pdrop": model.dropout,
+        "attn_pdrop": model.dropout,
+        "layer_norm_epsilon": model.layer_norm_eps,
+        "initializer_range": 0.02,
+        "scale_attn_weights": true,
+        "scale_attn_by_inverse_layer_idx": false,
+        "reorder_and_upcast_attn": false,
+        "tie_word_embeddings": model.tie_lm_head,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "use_cache": true,
+        "torch_dtype": "float32",
+        "gptdash": provenance,
+    })
+}
+
+/// The language model's weights of `vs` under GPT-2's names and layouts (`Conv1D`
+/// weights transposed to `[in, out]`; `lm_head.weight` only when the head is untied), in
+/// f32 on the CPU. The classifier head is not part of GPT-2's LM and is left out.
+pub fn export_tensors(vs: &nn::VarStore) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for (name, tensor) in vs.variables() {
+            if name.starts_with("classifier.") {
+                continue;
+            }
+            let Some((mapped, transpose)) = map_name(&name) else {
+                bail!("cannot export {name}: GPT-2 has no such weight");
+            };
+            if mapped != name {
+                bail!("cannot export {name}: GPT-2 names it {mapped}");
+            }
+            let t = if transpose {
+                tensor.transpose(0, 1)
+            } else {
+                tensor.shallow_clone()
+            };
+            let t = t
+                .to_device(tch::Device::Cpu)
+                .to_kind(tch::Kind::Float)
+                .contiguous();
+            out.push((name, t));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +310,10 @@ mod tests {
         );
         assert_eq!(map_name("h.0.attn.bias"), None);
         assert_eq!(map_name("h.0.attn.masked_bias"), None);
-        assert_eq!(map_name("lm_head.weight"), None);
+        assert_eq!(
+            map_name("lm_head.weight"),
+            Some(("lm_head.weight".into(), false))
+        );
     }
 
     fn fixture(name: &str) -> std::path::PathBuf {

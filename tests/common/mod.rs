@@ -90,6 +90,20 @@ pub fn fixture(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// A small labelled set in GLUE TSV layout.
+pub fn write_sst2(dir: &Path) -> String {
+    let mut text = String::from("sentence\tlabel\n");
+    for i in 0..40 {
+        if i % 2 == 0 {
+            text.push_str(&format!("the cat sat and it was good {i} \t1\n"));
+        } else {
+            text.push_str(&format!("the dog ran and it was bad {i} \t0\n"));
+        }
+    }
+    std::fs::write(dir.join("train.tsv"), text).unwrap();
+    "train.tsv".into()
+}
+
 /// 24 SST-2 rows in `word_tokenizer`'s words (`w1 w2 w3 …` positive, `w7 w8 w9 …`
 /// negative), written as a GLUE TSV at `path`.
 pub fn write_word_sst2(path: &Path) {

@@ -1,0 +1,173 @@
+//! What `gptdash export` writes, loaded by Hugging Face transformers itself
+//! (`AutoModelForCausalLM`, `AutoTokenizer`) in the torch virtualenv gptdash builds
+//! against: the same token ids, logits within 1e-4 and the same greedy continuation as
+//! gptdash's, for a gptdash model (untied head) and a GPT-2 folder (tied head).
+//!
+//! transformers is installed into that virtualenv on first use (pinned, ~20 s). Where
+//! libtorch is the user's own (`LIBTORCH`) and no Python has torch, the test says so and
+//! checks nothing else.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{gptdash, stderr, tiny_checkpoint, word_tokenizer};
+use gptdash::checkpoint::load_model;
+use tch::{Device, Tensor};
+
+const TRANSFORMERS: &str = "transformers==5.24.0";
+
+/// The Python that has the torch gptdash links: the virtualenv of scripts/libtorch.sh
+/// (`…/lib/pythonX/site-packages/torch` → `…/bin/python`), else a `python3` with torch.
+fn torch_python() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/libtorch.sh"))
+        .output()
+        .expect("scripts/libtorch.sh runs");
+    let torch = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if let Some(venv) = torch.ancestors().nth(4) {
+        let python = venv.join("bin/python");
+        if python.is_file() {
+            return Some(python);
+        }
+    }
+    let has_torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .status()
+        .is_ok_and(|s| s.success());
+    has_torch.then(|| PathBuf::from("python3"))
+}
+
+fn imports_transformers(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import transformers"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A Python with torch and transformers, installing transformers on first use (one
+/// installer at a time: test binaries run in parallel).
+fn python_with_transformers() -> Option<PathBuf> {
+    let python = torch_python()?;
+    if imports_transformers(&python) {
+        return Some(python);
+    }
+    let lock_path = std::env::temp_dir().join("gptdash-transformers.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    if !imports_transformers(&python) {
+        let status = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-q",
+                TRANSFORMERS,
+            ])
+            .status()
+            .expect("pip runs");
+        assert!(
+            status.success(),
+            "pip install {TRANSFORMERS} into {} failed (PyPI is needed once)",
+            python.display()
+        );
+    }
+    Some(python)
+}
+
+/// transformers' view of an exported folder (tests/python/hf_load.py).
+fn hf_load(python: &Path, folder: &Path, text: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/hf_load.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(folder)
+        .arg(text)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "transformers could not load {}:\n{}",
+        folder.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Compares transformers' reading of `exported` with gptdash's of `original`.
+fn same_as_gptdash(python: &Path, original: &Path, exported: &Path, text: &str, tied: bool) {
+    let hf = hf_load(python, exported, text);
+    assert_eq!(hf["model"], "GPT2LMHeadModel", "{}", hf["model"]);
+    assert_eq!(hf["tied"], tied);
+    assert_eq!(hf["eos_token"], "<|endoftext|>");
+    let loaded = load_model(original, Device::Cpu).unwrap();
+    let ids: Vec<i64> = loaded
+        .tokenizer
+        .encode(text)
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let hf_ids: Vec<i64> = serde_json::from_value(hf["ids"].clone()).unwrap();
+    assert_eq!(hf_ids, ids, "token ids of {text:?}");
+    assert_eq!(hf["decoded"], text);
+    let want: Vec<Vec<f32>> = serde_json::from_value(hf["logits"].clone()).unwrap();
+    let want = Tensor::from_slice2(&want);
+    let x = Tensor::from_slice(&ids).view([1, -1]);
+    let got = tch::no_grad(|| loaded.model.forward(&x, false)).squeeze_dim(0);
+    let diff = (&got - &want).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "logits differ from transformers' by {diff}");
+    // Greedy continuation, gptdash's forward against transformers' generate (which
+    // stops at the end-of-text token, as generation_config.json says).
+    let eot = loaded.tokenizer.eot_id().map(i64::from);
+    let mut seq = ids.clone();
+    for _ in 0..4 {
+        let x = Tensor::from_slice(&seq).view([1, -1]);
+        let next = tch::no_grad(|| loaded.model.forward(&x, false))
+            .select(1, seq.len() as i64 - 1)
+            .argmax(-1, false)
+            .int64_value(&[0]);
+        seq.push(next);
+        if Some(next) == eot {
+            break;
+        }
+    }
+    let generated: Vec<i64> = serde_json::from_value(hf["generated"].clone()).unwrap();
+    assert_eq!(generated, seq, "greedy continuation");
+}
+
+#[test]
+fn transformers_loads_the_export_with_the_same_logits() {
+    let Some(python) = python_with_transformers() else {
+        eprintln!("no Python with torch beside LIBTORCH: transformers was not checked");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A gptdash model: untied head, trained on <|endoftext|>-framed sentences.
+    let ck = tiny_checkpoint(d);
+    let o = gptdash(d, &["export", "--checkpoint", &ck, "--hf", "hf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    same_as_gptdash(
+        &python,
+        &d.join(&ck),
+        &d.join("hf"),
+        "<|endoftext|>The cat sat. A dog",
+        false,
+    );
+    // A GPT-2 folder (tied head) with a word-level tokenizer.
+    let gpt2 = d.join("gpt2");
+    std::fs::create_dir(&gpt2).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(common::fixture("gpt2-tiny").join(f), gpt2.join(f)).unwrap();
+    }
+    std::fs::write(gpt2.join("tokenizer.json"), word_tokenizer(96)).unwrap();
+    let o = gptdash(d, &["export", "--checkpoint", "gpt2", "--hf", "hf2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    same_as_gptdash(&python, &gpt2, &d.join("hf2"), "w1 w5 w9 w20 w3", true);
+}
