@@ -178,14 +178,25 @@ impl Default for DataSettings {
 }
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::IntoStaticStr,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    strum::IntoStaticStr,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum DataMode {
     /// One padded example per sentence, framed by `<|endoftext|>`.
     Sentences,
-    /// The sentences' token stream cut into block-size chunks.
+    /// The sentences' token stream cut into block-size chunks (the default only where
+    /// nothing says: a run reported by another trainer; gptdash's default is `sentences`).
+    #[default]
     Pack,
     /// One document per line (a review, an article), each framed by `<|endoftext|>` as
     /// GPT-2 frames documents, the stream packed into block-size chunks.

@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod rng;
 pub mod train;
 pub mod tui;
+pub mod watch;
 pub mod worker;
 
 /// libtorch's random generator is global to the process: tests that build models or

@@ -33,6 +33,9 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Finetune(args)) => cli::finetune::run(&args, settings),
         Some(Command::Classify(args)) => cli::finetune::classify(&args, settings),
         Some(Command::Inspect(args)) => cli::inspect::run(&args, settings),
-        Some(Command::Tui) | None => gptdash::tui::run(settings),
+        Some(Command::Watch(args)) => {
+            gptdash::tui::run(settings, Some(gptdash::watch::Source::parse(&args.source)))
+        }
+        Some(Command::Tui) | None => gptdash::tui::run(settings, None),
     }
 }

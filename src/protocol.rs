@@ -72,7 +72,7 @@ pub enum WorkerState {
 }
 
 /// Model sizes, as a run reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelShape {
     pub n_layer: i64,
     pub n_head: i64,
@@ -81,8 +81,10 @@ pub struct ModelShape {
     pub dropout: f64,
 }
 
-/// Facts about a language-model training run, reported once when it starts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Facts about a language-model training run, reported once when it starts. A stream
+/// from another trainer may leave out any of them (empty, 0: not reported).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunInfo {
     pub device: String,
     pub threads: usize,
@@ -164,7 +166,9 @@ pub struct FinetuneInfo {
     pub epochs: usize,
 }
 
-/// What one training step measured.
+/// What one training step measured. A stream from another trainer (`gptdash watch`,
+/// `scripts/gptdash_log.py`) may send `iter` and `loss` alone: the rest then reads as
+/// NaN (not reported) and 0 tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     /// Steps completed, counting this one (1-based).
@@ -172,17 +176,25 @@ pub struct StepMetrics {
     /// Mean cross-entropy per real (non-padding) target token.
     #[serde(deserialize_with = "nan_when_null")]
     pub loss: f64,
+    #[serde(deserialize_with = "nan_when_null", default = "nan")]
     pub iter_ms: f64,
+    #[serde(deserialize_with = "nan_when_null", default = "nan")]
     pub tokens_per_s: f64,
+    #[serde(deserialize_with = "nan_when_null", default = "nan")]
     pub lr: f64,
     /// Global gradient norm before clipping.
-    #[serde(deserialize_with = "nan_when_null")]
+    #[serde(deserialize_with = "nan_when_null", default = "nan")]
     pub grad_norm: f64,
     /// Real target tokens in the batch.
+    #[serde(default)]
     pub tokens: usize,
     /// GPU memory in use (MiB, NVML) when the run is on CUDA and a reading was taken.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub gpu_mib: Option<f64>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// One reading of a CUDA device (NVML).
@@ -227,8 +239,10 @@ pub struct EpochMetrics {
     pub secs: f64,
 }
 
-/// The end of a language-model training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The end of a language-model training run (another trainer's stream may leave out
+/// any of it: 0 or empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainSummary {
     pub iter: u64,
     /// Mean training loss of the last 20 steps.
@@ -506,20 +520,21 @@ pub struct InspectBench {
     pub ms_min: f64,
 }
 
-/// The first event of a run.
+/// The first event of a run. Read fine-tuning first: its fields are all required, while
+/// a training start may lack any (another trainer's stream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RunStart {
-    Train(Box<RunInfo>),
     Finetune(Box<FinetuneInfo>),
+    Train(Box<RunInfo>),
 }
 
-/// The last event of a run that ended normally.
+/// The last event of a run that ended normally (fine-tuning read first, as [`RunStart`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RunDone {
-    Train(TrainSummary),
     Finetune(FinetuneSummary),
+    Train(TrainSummary),
 }
 
 /// Everything a run, the worker or a headless command reports. Serialised (the `--json`

@@ -46,6 +46,17 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// The dashboard (also what `gptdash` alone starts).
     Tui,
+    /// The dashboard's Train tab following a run that trains elsewhere: the JSON-lines
+    /// events of `train --json` (or scripts/gptdash_log.py) from a file or stdin.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    /// A file to follow as it grows (it may not exist yet; truncation and rotation are
+    /// followed), or - for standard input (`ssh gpu-box tail -f run.jsonl | gptdash watch -`).
+    #[arg(value_name = "FILE|-", allow_hyphen_values = true)]
+    pub source: String,
 }
 
 /// Loads the settings file chosen by `--config` or the default search.

@@ -4,7 +4,7 @@
 //! their behaviour. The worker is reached only through the [`Command`]s `update` returns.
 use crossterm::event::{KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::keys::{self, Action};
+use super::keys::{self, Action, Scope};
 use super::tabs::classify::ClassifyTab;
 use super::tabs::generate::GenerateTab;
 use super::tabs::inspect::InspectTab;
@@ -12,12 +12,15 @@ use super::tabs::train::TrainTab;
 use super::tabs::{Page, Shared, Tab};
 use crate::config::Settings;
 use crate::protocol::{Command, Event};
+use crate::watch::{Source, StreamMsg};
 
 /// Everything that can change the dashboard.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     Key(KeyEvent),
     Worker(Event),
+    /// What the watched stream said (`gptdash watch`).
+    Stream(StreamMsg),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +52,35 @@ impl App {
         }
     }
 
+    /// The dashboard of `gptdash watch`: the Train tab follows `source`'s events
+    /// instead of the worker's runs; the worker still loads checkpoints for the other tabs.
+    pub fn watching(settings: Settings, source: &Source) -> Self {
+        let mut app = Self::new(settings);
+        app.train.watch = Some(super::tabs::train::watching::Watching::new(source));
+        app.log(format!(
+            "watching {}: the Train tab shows the run's events; Ctrl-O loads the latest checkpoint the stream names",
+            source.name()
+        ));
+        app
+    }
+
     pub fn log(&mut self, line: impl Into<String>) {
         self.shared.log(line);
+    }
+
+    /// The key scopes the help screen lists for the tab shown.
+    pub fn help_scopes(&self) -> Vec<Scope> {
+        let watching = self.train.watch.is_some();
+        self.tab
+            .scopes()
+            .iter()
+            .copied()
+            .filter(|s| match s {
+                Scope::Train => !watching,
+                Scope::Watch => watching,
+                _ => true,
+            })
+            .collect()
     }
 
     /// The tab shown.
@@ -102,6 +132,10 @@ impl App {
     pub fn update(&mut self, msg: Msg) -> Vec<Command> {
         match msg {
             Msg::Worker(event) => self.on_event(event),
+            Msg::Stream(msg) => {
+                self.train.on_stream(msg, &mut self.shared);
+                Vec::new()
+            }
             Msg::Key(key) if key.kind == KeyEventKind::Press => self.on_key(key),
             Msg::Key(_) => Vec::new(),
         }
@@ -158,6 +192,7 @@ impl App {
                 self.show_help = true;
                 Vec::new()
             }
+            Some(Action::LoadLatest) => self.train.load_latest(&mut self.shared),
             Some(Action::NextTab) => self.switch_to(self.tab.next()),
             Some(Action::PrevTab) => self.switch_to(self.tab.prev()),
             Some(Action::GoTo(number)) => self.switch_to(

@@ -31,6 +31,8 @@ pub enum Action {
     Save,
     ChooseCorpus,
     OpenCheckpoint,
+    /// Load the latest checkpoint of the run (watching: the last one its stream named).
+    LoadLatest,
     NextPreset,
     ToggleLogScale,
     ToggleSmoothing,
@@ -130,6 +132,8 @@ pub enum Scope {
     /// Whenever no text field has the keys.
     Navigation,
     Train,
+    /// The Train tab watching a stream (`gptdash watch`): the run trains elsewhere.
+    Watch,
     /// Typing a corpus or checkpoint path on the Train tab.
     PathInput,
     GeneratePrompt,
@@ -147,6 +151,7 @@ pub enum Scope {
 const ALWAYS: &[Binding] = &[
     bind(&[(ctrl('c'), Action::Quit), (ctrl('q'), Action::Quit)], "Ctrl-C", None, "quit, even while typing (a run in progress is stopped and kept: training saves a checkpoint)"),
     bind(&[(key(KeyCode::Tab), Action::NextTab), (key(KeyCode::BackTab), Action::PrevTab)], "Tab, Shift-Tab", None, "next / previous tab, even while typing"),
+    bind(&[(ctrl('o'), Action::LoadLatest)], "Ctrl-O", None, "load the run's latest checkpoint for Generate, Classify and Inspect, from any tab (gptdash watch: the last one the stream named, found as written or beside the followed file)"),
 ];
 
 #[rustfmt::skip]
@@ -164,6 +169,13 @@ const TRAIN: &[Binding] = &[
     bind(&[(ch('c'), Action::ChooseCorpus)], "c", Some("corpus"), "choose the corpus: small or a file path"),
     bind(&[(ch('o'), Action::OpenCheckpoint)], "o", Some("open checkpoint"), "open (load) a checkpoint for generation"),
     bind(&[(ch('p'), Action::NextPreset)], "p", Some("preset"), "next model preset (gpt-nano, gpt-micro, gpt-mini, gpt2)"),
+    bind(&[(ch('l'), Action::ToggleLogScale)], "l", Some("log scale"), "log-scale loss chart"),
+    bind(&[(ch('e'), Action::ToggleSmoothing)], "e", Some("smoothing"), "EMA smoothing of the loss chart"),
+];
+
+#[rustfmt::skip]
+const WATCH: &[Binding] = &[
+    bind(&[(ch('o'), Action::OpenCheckpoint)], "o", Some("open checkpoint"), "open (load) a checkpoint for Generate, Classify and Inspect: the stream's latest is filled in (Ctrl-O loads it at once)"),
     bind(&[(ch('l'), Action::ToggleLogScale)], "l", Some("log scale"), "log-scale loss chart"),
     bind(&[(ch('e'), Action::ToggleSmoothing)], "e", Some("smoothing"), "EMA smoothing of the loss chart"),
 ];
@@ -240,6 +252,7 @@ impl Scope {
             Scope::Always => ALWAYS,
             Scope::Navigation => NAVIGATION,
             Scope::Train => TRAIN,
+            Scope::Watch => WATCH,
             Scope::PathInput => PATH_INPUT,
             Scope::GeneratePrompt => GENERATE_PROMPT,
             Scope::GenerateGrid => GENERATE_GRID,
@@ -263,6 +276,7 @@ impl Scope {
         match self {
             Scope::Always | Scope::Navigation => "Everywhere",
             Scope::Train => "Train",
+            Scope::Watch => "Train (gptdash watch: the run trains elsewhere)",
             Scope::PathInput => "Train (typing a path)",
             Scope::GeneratePrompt => "Generate (prompt)",
             Scope::GenerateGrid => "Generate (grid)",
@@ -309,10 +323,11 @@ pub fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static Bindin
 mod tests {
     use super::*;
 
-    const ALL: [Scope; 10] = [
+    const ALL: [Scope; 11] = [
         Scope::Always,
         Scope::Navigation,
         Scope::Train,
+        Scope::Watch,
         Scope::PathInput,
         Scope::GeneratePrompt,
         Scope::GenerateGrid,

@@ -15,11 +15,17 @@ use crossbeam_channel::{select, Receiver};
 use crossterm::event::Event as TermEvent;
 
 use crate::config::Settings;
+use crate::watch::Source;
 use app::{App, Msg};
 
-/// Runs the dashboard until the user quits.
-pub fn run(settings: Settings) -> Result<()> {
-    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+/// Runs the dashboard until the user quits; with `watch`, its Train tab follows that
+/// stream of events (`gptdash watch`) instead of the worker's runs.
+pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
+    // Keys come from stdin, or from /dev/tty when stdin is the watched stream.
+    let keyboard = std::io::stdin().is_terminal()
+        || (watch == Some(Source::Stdin)
+            && std::fs::File::open("/dev/tty").is_ok_and(|t| t.is_terminal()));
+    if !std::io::stdout().is_terminal() || !keyboard {
         bail!(
             "the dashboard needs a terminal (stdout or stdin is not one); for scripts use the headless \
              commands: gptdash train | generate | bench (each with --json)"
@@ -27,13 +33,28 @@ pub fn run(settings: Settings) -> Result<()> {
     }
     let fps = settings.ui.fps.max(1);
     let worker = crate::worker::spawn().context("cannot start the worker thread")?;
+    let (stream_tx, stream) = crossbeam_channel::unbounded();
+    let (never, mut stream_open) = (crossbeam_channel::never(), true);
+    let _reader = match &watch {
+        Some(source) => Some(
+            crate::watch::spawn(source.clone(), stream_tx)
+                .context("cannot start the stream reader")?,
+        ),
+        None => None,
+    };
     let mut terminal = terminal::Terminal::enter().context("cannot set up the terminal")?;
     let input = spawn_input_reader();
     let signals = spawn_signal_reader()?;
     // The signal that ended the dashboard, if one did.
     let mut stopped_by: Option<i32> = None;
-    let mut app = App::new(settings);
-    app.log("welcome: space starts training on the configured corpus; ? lists every key");
+    let mut app = match &watch {
+        Some(source) => App::watching(settings, source),
+        None => {
+            let mut app = App::new(settings);
+            app.log("welcome: space starts training on the configured corpus; ? lists every key");
+            app
+        }
+    };
     let frame_time = Duration::from_secs_f64(1.0 / fps as f64);
     let mut dirty = true;
     let mut last_draw = Instant::now() - frame_time;
@@ -66,6 +87,13 @@ pub fn run(settings: Settings) -> Result<()> {
                     }
                     None
                 },
+                recv(if stream_open { &stream } else { &never }) -> m => match m {
+                    Ok(m) => Some(Msg::Stream(m)),
+                    Err(_) => {
+                        stream_open = false; // its reader ended (standard input closed)
+                        None
+                    }
+                },
                 recv(input) -> e => match e {
                     Ok(TermEvent::Key(k)) => Some(Msg::Key(k)),
                     Ok(TermEvent::Resize(..)) => { dirty = true; last_draw = Instant::now() - frame_time; None }
@@ -78,9 +106,14 @@ pub fn run(settings: Settings) -> Result<()> {
                 for command in app.update(msg) {
                     let _ = worker.commands.send(command);
                 }
-                // Coalesce a burst of worker events into one frame.
+                // Coalesce a burst of worker events and stream lines into one frame.
                 while let Ok(e) = worker.events.try_recv() {
                     for command in app.update(Msg::Worker(e)) {
+                        let _ = worker.commands.send(command);
+                    }
+                }
+                while let Ok(m) = stream.try_recv() {
+                    for command in app.update(Msg::Stream(m)) {
                         let _ = worker.commands.send(command);
                     }
                 }

@@ -51,7 +51,7 @@ impl Tab {
     /// The key scopes the tab reads, in help-screen order.
     pub fn scopes(self) -> &'static [Scope] {
         match self {
-            Tab::Train => &[Scope::Train, Scope::PathInput],
+            Tab::Train => &[Scope::Train, Scope::Watch, Scope::PathInput],
             Tab::Generate => &[Scope::GeneratePrompt, Scope::GenerateGrid],
             Tab::Classify => &[Scope::Classify, Scope::SentenceInput, Scope::PathInput],
             Tab::Inspect => &[Scope::Inspect, Scope::InspectInput],

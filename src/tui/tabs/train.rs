@@ -1,8 +1,12 @@
 //! The Train tab: start, pause, stop and save a run; choose the corpus and preset of the
 //! next one; load a checkpoint; the loss chart, sparkline, stats and log ([`view`]).
+//! Under `gptdash watch` it shows a run that trains elsewhere, from its event stream
+//! ([`watching`]), with the same chart and stats.
 mod view;
+pub mod watching;
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 
 use ratatui::layout::Rect;
 use ratatui::Frame;
@@ -13,6 +17,8 @@ use super::{Page, Shared};
 use crate::config::PRESETS;
 use crate::protocol::{Command, Event, RunDone, RunInfo, RunStart, StepMetrics, WorkerState};
 use crate::tui::keys::{Action, Scope};
+use crate::watch::StreamMsg;
+use watching::Watching;
 
 /// Longest loss history kept; beyond it neighbouring points are merged (averaged), so
 /// memory stays bounded while the chart still covers the whole run.
@@ -73,6 +79,8 @@ pub struct TrainTab {
     pub preparing: Option<(String, u64, u64)>,
     /// The last reading of the run's GPU (CUDA runs).
     pub gpu: Option<crate::protocol::GpuStatus>,
+    /// The stream watched instead of the worker's runs (`gptdash watch`).
+    pub watch: Option<Watching>,
 }
 
 impl TrainTab {
@@ -91,33 +99,22 @@ impl TrainTab {
             last_saved: None,
             preparing: None,
             gpu: None,
+            watch: None,
         }
     }
 
     /// Estimated time left, in seconds.
     pub fn eta_secs(&self) -> Option<f64> {
-        let info = self.info.as_ref()?;
+        let info = self.info.as_ref().filter(|i| i.max_iters > 0)?;
         let iter = self.last.map(|m| m.iter).unwrap_or(info.start_iter);
         Some(info.max_iters.saturating_sub(iter) as f64 * self.ms_per_step? / 1e3)
     }
 
     fn start(&mut self, info: &RunInfo, shared: &mut Shared) {
-        shared.log(format!(
-            "run: {} ({}L {}H {}d) on {} ({} threads, {}), {:.2}M params, vocab {}, {} train / {} test examples",
-            info.preset,
-            info.model.n_layer,
-            info.model.n_head,
-            info.model.n_embd,
-            info.device,
-            info.threads,
-            info.dtype,
-            info.params as f64 / 1e6,
-            info.vocab_size,
-            info.train_examples,
-            info.test_examples
-        ));
+        shared.log(format!("run: {}", describe_run(info)));
         *self = Self {
             info: Some(info.clone()),
+            watch: self.watch.take(),
             ..Self::new(self.log_scale, self.smoothing)
         };
     }
@@ -128,11 +125,87 @@ impl TrainTab {
             self.recent.pop_front();
         }
         self.recent.push_back(m.loss);
-        self.ms_per_step = Some(match self.ms_per_step {
-            Some(ms) => 0.9 * ms + 0.1 * m.iter_ms,
-            None => m.iter_ms,
-        });
+        // Another trainer's stream may not report step times (NaN).
+        if m.iter_ms.is_finite() {
+            self.ms_per_step = Some(match self.ms_per_step {
+                Some(ms) => 0.9 * ms + 0.1 * m.iter_ms,
+                None => m.iter_ms,
+            });
+        }
         self.last = Some(*m);
+    }
+
+    /// A message of the watched stream (`gptdash watch`).
+    pub fn on_stream(&mut self, msg: StreamMsg, shared: &mut Shared) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        let event = match msg {
+            StreamMsg::Status(status) => {
+                if let Some(line) = watch.status(status) {
+                    shared.log(line);
+                }
+                return;
+            }
+            StreamMsg::Line(parsed) => {
+                let (event, log) = watch.line(parsed);
+                if let Some(line) = log {
+                    shared.log(line);
+                }
+                event
+            }
+        };
+        if let Some(event) = event {
+            match &event {
+                Event::Log { message } => shared.log(format!("run: {message}")),
+                Event::Error { message } => shared.log(format!("run error: {message}")),
+                Event::Interrupted { iter, path } => shared.log(format!(
+                    "run stopped at step {iter}; checkpoint {}",
+                    path.display()
+                )),
+                Event::Diverged { iter, message, .. } => {
+                    shared.log(format!("run diverged at step {iter}: {message}"))
+                }
+                _ => {}
+            }
+            self.on_event(&event, shared, true);
+        }
+    }
+
+    /// Where a checkpoint the run named is on this machine, if it is.
+    fn locate(&self, path: &Path) -> Option<PathBuf> {
+        match &self.watch {
+            Some(watch) => watch.locate(path),
+            None => path.is_dir().then(|| path.to_path_buf()),
+        }
+    }
+
+    /// Loads the latest checkpoint the run saved (watching: the last one its stream
+    /// named) into the worker, for Generate, Classify and Inspect.
+    pub fn load_latest(&mut self, shared: &mut Shared) -> Vec<Command> {
+        if matches!(
+            shared.state,
+            WorkerState::Training
+                | WorkerState::Paused
+                | WorkerState::Preparing
+                | WorkerState::FineTuning
+        ) {
+            shared.log("a run is in progress here: its model is the one held");
+            return Vec::new();
+        }
+        let Some(saved) = self.last_saved.clone() else {
+            shared.log("no checkpoint has been saved yet");
+            return Vec::new();
+        };
+        match self.locate(Path::new(&saved)) {
+            Some(dir) => vec![Command::Load(dir)],
+            None => {
+                shared.log(format!(
+                    "checkpoint {saved} is not on this machine: copy it here (scp, rsync), then Ctrl-O, or o to type where it is"
+                ));
+                Vec::new()
+            }
+        }
     }
 
     fn typed(&mut self, shared: &mut Shared) -> Vec<Command> {
@@ -154,10 +227,55 @@ impl TrainTab {
     }
 }
 
+/// What is known of a run, in one line: all of it for gptdash's runs; another
+/// trainer's stream may say little (empty and zero fields are left out).
+pub fn describe_run(info: &RunInfo) -> String {
+    let mut head = Vec::new();
+    if !info.preset.is_empty() {
+        head.push(info.preset.clone());
+    }
+    if info.model.n_layer > 0 {
+        head.push(format!(
+            "({}L {}H {}d)",
+            info.model.n_layer, info.model.n_head, info.model.n_embd
+        ));
+    }
+    if !info.device.is_empty() {
+        head.push(format!(
+            "on {} ({} threads, {})",
+            info.device, info.threads, info.dtype
+        ));
+    }
+    let mut parts = vec![head.join(" ")];
+    if info.params > 0 {
+        parts.push(format!("{:.2}M params", info.params as f64 / 1e6));
+    }
+    if info.vocab_size > 0 {
+        parts.push(format!("vocab {}", info.vocab_size));
+    }
+    if info.train_examples > 0 {
+        parts.push(format!(
+            "{} train / {} test examples",
+            info.train_examples, info.test_examples
+        ));
+    }
+    if info.max_iters > 0 {
+        parts.push(format!("{} steps", info.max_iters));
+    }
+    parts.retain(|p| !p.is_empty());
+    if parts.is_empty() {
+        "started (the stream says nothing more of it)".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 impl Page for TrainTab {
     fn scope(&self) -> Scope {
         if self.input.is_some() {
             Scope::PathInput
+        } else if self.watch.is_some() {
+            Scope::Watch
         } else {
             Scope::Train
         }
@@ -188,10 +306,12 @@ impl Page for TrainTab {
                 self.input = Some((PathInput::Corpus, shared.settings.data.corpus.clone()))
             }
             Action::OpenCheckpoint => {
-                let last = self
-                    .last_saved
-                    .clone()
-                    .unwrap_or_else(|| "checkpoints/small".into());
+                let last = match &self.last_saved {
+                    Some(saved) => self
+                        .locate(Path::new(saved))
+                        .map_or_else(|| saved.clone(), |p| p.display().to_string()),
+                    None => "checkpoints/small".into(),
+                };
                 self.input = Some((PathInput::Checkpoint, last));
             }
             Action::NextPreset => {
@@ -240,15 +360,30 @@ impl Page for TrainTab {
             }
             Event::Checkpoint { iter, path } => {
                 self.last_saved = Some(path.display().to_string());
+                let here = match (&self.watch, self.locate(path)) {
+                    (None, _) => "",
+                    (Some(_), Some(_)) => " (Ctrl-O loads it)",
+                    (Some(_), None) => " (not on this machine)",
+                };
                 shared.log(format!(
-                    "step {iter}: checkpoint saved to {}",
+                    "step {iter}: checkpoint saved to {}{here}",
                     path.display()
                 ));
             }
-            Event::Done(RunDone::Train(s)) => shared.log(format!(
-                "run finished: {} steps in {:.1} s of training, {:.0} tokens/s",
-                s.iter, s.train_s, s.tokens_per_s
-            )),
+            Event::Interrupted { path, .. } => self.last_saved = Some(path.display().to_string()),
+            Event::Done(RunDone::Train(s)) => {
+                if !s.checkpoint.as_os_str().is_empty() {
+                    self.last_saved = Some(s.checkpoint.display().to_string());
+                }
+                let mut line = format!("run finished: {} steps", s.iter);
+                if s.train_s > 0.0 {
+                    line += &format!(" in {:.1} s of training", s.train_s);
+                }
+                if s.tokens_per_s > 0.0 {
+                    line += &format!(", {:.0} tokens/s", s.tokens_per_s);
+                }
+                shared.log(line);
+            }
             _ => {}
         }
         Vec::new()

@@ -5,12 +5,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use crate::tui::keys::help_sections;
-use crate::tui::tabs::Tab;
+use crate::tui::keys::{help_sections, Scope};
 use crate::tui::theme;
 
-pub fn draw(frame: &mut Frame, area: Rect, tab: Tab) {
-    let sections = help_sections(tab.scopes());
+/// The overlay for a tab whose keys are read in `scopes`.
+pub fn draw(frame: &mut Frame, area: Rect, scopes: &[Scope]) {
+    let sections = help_sections(scopes);
     // Blank lines between sections only where they fit (80×24 shows every key).
     let rows: usize = sections.iter().map(|(_, b)| b.len() + 1).sum();
     let spaced = rows + sections.len() + 1 < area.height as usize;

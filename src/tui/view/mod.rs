@@ -32,7 +32,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     app.page().draw(frame, body, &app.shared);
     frame.render_widget(Paragraph::new(key_hints(app)), bottom);
     if app.show_help {
-        help::draw(frame, area, app.tab);
+        help::draw(frame, area, &app.help_scopes());
     }
 }
 
@@ -66,8 +66,31 @@ fn draw_too_small(frame: &mut Frame, area: Rect) {
 
 fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
     let titles: Vec<&str> = Tab::all().map(Tab::title).collect();
-    let [left, right] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(40)]).areas(area);
+    let state: &'static str = app.shared.state.into();
+    let status = match &app.train.watch {
+        // Watching: the run's phase, and the model held here once one is loaded.
+        Some(watch) => {
+            let mut spans = vec![
+                Span::styled("gptdash watch ", theme::title()),
+                Span::raw(watch.run.to_string()),
+            ];
+            if app.shared.state != crate::protocol::WorkerState::Idle {
+                spans.push(Span::styled(format!(" · {state}"), theme::muted()));
+            }
+            spans.push(Span::styled("  ? help  q quit", theme::muted()));
+            Line::from(spans)
+        }
+        None => Line::from(vec![
+            Span::styled("gptdash ", theme::title()),
+            Span::raw(state),
+            Span::styled("  ? help  q quit", theme::muted()),
+        ]),
+    };
+    let [left, right] = Layout::horizontal([
+        Constraint::Min(0),
+        Constraint::Length(status.width().max(40) as u16),
+    ])
+    .areas(area);
     frame.render_widget(
         Tabs::new(titles)
             .select(app.tab as usize)
@@ -75,12 +98,6 @@ fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
             .divider("|"),
         left,
     );
-    let state: &'static str = app.shared.state.into();
-    let status = Line::from(vec![
-        Span::styled("gptdash ", theme::title()),
-        Span::raw(state),
-        Span::styled("  ? help  q quit", theme::muted()),
-    ]);
     frame.render_widget(Paragraph::new(status).alignment(Alignment::Right), right);
 }
 

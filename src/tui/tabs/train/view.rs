@@ -288,6 +288,15 @@ fn stat(name: &str, value: String) -> Line<'static> {
     ])
 }
 
+/// A number as the stats show it, "—" when not reported (NaN).
+fn shown(x: f64, f: impl Fn(f64) -> String) -> String {
+    if x.is_finite() {
+        f(x)
+    } else {
+        "—".into()
+    }
+}
+
 fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let dash = || "—".to_string();
     let mut lines = Vec::new();
@@ -296,16 +305,21 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
         .map(|m| m.iter)
         .or(t.info.as_ref().map(|i| i.start_iter))
         .unwrap_or(0);
-    let max = t
-        .info
-        .as_ref()
-        .map(|i| i.max_iters)
-        .unwrap_or(shared.settings.train.max_iters);
-    lines.push(stat("step", format!("{iter} / {max}")));
+    let max = match &t.info {
+        Some(i) => i.max_iters,
+        None if t.watch.is_some() => 0,
+        None => shared.settings.train.max_iters,
+    };
+    let step = if max > 0 {
+        format!("{iter} / {max}")
+    } else {
+        iter.to_string()
+    };
+    lines.push(stat("step", step));
     lines.push(stat(
         "loss",
         t.last
-            .map(|m| format!("{:.4}", m.loss))
+            .map(|m| shown(m.loss, |x| format!("{x:.4}")))
             .unwrap_or_else(dash),
     ));
     lines.push(stat(
@@ -332,53 +346,110 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     lines.push(stat(
         "tokens/s",
         t.last
-            .map(|m| format!("{:.0}", m.tokens_per_s))
+            .map(|m| shown(m.tokens_per_s, |x| format!("{x:.0}")))
             .unwrap_or_else(dash),
     ));
     lines.push(stat(
         "lr",
-        t.last.map(|m| format!("{:.2e}", m.lr)).unwrap_or_else(dash),
+        t.last
+            .map(|m| shown(m.lr, |x| format!("{x:.2e}")))
+            .unwrap_or_else(dash),
     ));
     lines.push(stat(
         "grad norm",
         t.last
-            .map(|m| format!("{:.3}", m.grad_norm))
+            .map(|m| shown(m.grad_norm, |x| format!("{x:.3}")))
             .unwrap_or_else(dash),
     ));
     lines.push(Line::from(""));
+    let known = |s: &str| {
+        if s.is_empty() {
+            dash()
+        } else {
+            s.to_string()
+        }
+    };
     match &t.info {
         Some(i) => {
-            lines.push(stat(
-                "device",
-                format!("{} ({} threads, {})", i.device, i.threads, i.dtype),
-            ));
-            lines.push(stat("params", format!("{:.2}M", i.params as f64 / 1e6)));
-            lines.push(stat(
-                "model",
+            let device = if i.device.is_empty() {
+                dash()
+            } else {
+                format!("{} ({} threads, {})", i.device, i.threads, i.dtype)
+            };
+            lines.push(stat("device", device));
+            let params = if i.params > 0 {
+                format!("{:.2}M", i.params as f64 / 1e6)
+            } else {
+                dash()
+            };
+            lines.push(stat("params", params));
+            let shape = if i.model.n_layer > 0 {
                 format!(
-                    "{} ({}L {}H {}d)",
-                    i.preset, i.model.n_layer, i.model.n_head, i.model.n_embd
-                ),
-            ));
+                    " ({}L {}H {}d)",
+                    i.model.n_layer, i.model.n_head, i.model.n_embd
+                )
+            } else {
+                String::new()
+            };
+            lines.push(stat("model", format!("{}{shape}", known(&i.preset))));
+            let examples = if i.train_examples > 0 {
+                format!(" ({} ex.)", i.train_examples)
+            } else {
+                String::new()
+            };
             lines.push(stat(
                 "corpus",
-                format!("{} ({} ex.)", i.corpus_name, i.train_examples),
+                format!("{}{examples}", known(&i.corpus_name)),
             ));
+        }
+        None if t.watch.is_some() => {
+            lines.push(Line::styled("waiting for the run's start", theme::muted()))
         }
         None => lines.push(Line::styled("space starts training", theme::key())),
     }
     lines.push(Line::from(""));
-    lines.push(Line::styled("next run", theme::title()));
-    match &t.input {
-        Some((PathInput::Corpus, input)) => lines.push(Line::from(vec![
-            Span::styled(format!("{:<12}", "corpus"), theme::muted()),
-            Span::styled(format!("{input}█"), theme::key()),
-        ])),
-        _ => lines.push(stat("corpus", shared.settings.data.corpus.clone())),
+    match &t.watch {
+        Some(w) => {
+            lines.push(Line::styled("watching", theme::title()));
+            lines.push(stat("stream", w.source.clone()));
+            lines.push(stat("status", w.status.to_string()));
+            lines.push(stat(
+                "lines",
+                format!("{} events, {} other", w.events, w.ignored),
+            ));
+            let bad = Line::from(vec![
+                Span::styled(format!("{:<12}", "malformed"), theme::muted()),
+                Span::styled(
+                    w.malformed.to_string(),
+                    if w.malformed > 0 {
+                        theme::error()
+                    } else {
+                        Style::default()
+                    },
+                ),
+            ]);
+            lines.push(bad);
+            if let Some(last) = &w.last_malformed {
+                lines.push(Line::styled(format!("  {last}"), theme::muted()));
+            }
+        }
+        None => {
+            lines.push(Line::styled("next run", theme::title()));
+            match &t.input {
+                Some((PathInput::Corpus, input)) => lines.push(Line::from(vec![
+                    Span::styled(format!("{:<12}", "corpus"), theme::muted()),
+                    Span::styled(format!("{input}█"), theme::key()),
+                ])),
+                _ => lines.push(stat("corpus", shared.settings.data.corpus.clone())),
+            }
+            lines.push(stat("preset", shared.settings.model.preset.clone()));
+        }
     }
-    lines.push(stat("preset", shared.settings.model.preset.clone()));
     if let Some(saved) = &t.last_saved {
         lines.push(stat("saved", saved.clone()));
+        if t.watch.is_some() {
+            lines.push(Line::styled("  Ctrl-O loads it (any tab)", theme::muted()));
+        }
     }
     if let Some((PathInput::Checkpoint, input)) = &t.input {
         lines.push(Line::from(""));
@@ -393,17 +464,18 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
 
 fn draw_gauge(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let iter = t.last.map(|m| m.iter).unwrap_or(0);
-    let max = t
-        .info
-        .as_ref()
-        .map(|i| i.max_iters)
-        .unwrap_or(shared.settings.train.max_iters)
-        .max(1);
+    let max = match &t.info {
+        Some(i) => i.max_iters,
+        None if t.watch.is_some() => 0,
+        None => shared.settings.train.max_iters,
+    };
     let (ratio, label) = match (&t.info, &t.preparing) {
         (None, Some((stage, done, total))) => {
             let ratio = (*done as f64 / (*total).max(1) as f64).clamp(0.0, 1.0);
             (ratio, format!("preparing: {stage} {done}/{total}"))
         }
+        // A stream that does not say how long the run is.
+        _ if max == 0 => (0.0, format!("step {iter}")),
         _ => {
             let ratio = (iter as f64 / max as f64).clamp(0.0, 1.0);
             (ratio, format!("{:.0}%", ratio * 100.0))
