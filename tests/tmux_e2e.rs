@@ -56,6 +56,18 @@ impl Drop for Tmux {
     }
 }
 
+/// What `stty -a`, run in the pane after gptdash ended, wrote to `dir/stty.txt` (the
+/// file appears before stty has written it: wait for its content).
+fn stty_after(dir: &Path, timeout_s: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    let mut stty = String::new();
+    while !stty.contains("icanon") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        stty = std::fs::read_to_string(dir.join("stty.txt")).unwrap_or_default();
+    }
+    stty
+}
+
 fn tmux_available() -> bool {
     Command::new("tmux")
         .arg("-V")
@@ -169,13 +181,7 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
         "the alternate screen was left:\n{screen}"
     );
     // stty ran in the same terminal after gptdash: raw mode is off again.
-    // (The file appears before stty has written it: wait for its content.)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stty = String::new();
-    while !stty.contains("icanon") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        stty = std::fs::read_to_string(d.join("stty.txt")).unwrap_or_default();
-    }
+    let stty = stty_after(d, 10);
     assert!(
         stty.contains(" icanon") && stty.contains(" echo "),
         "terminal not restored: {stty}"
@@ -249,12 +255,7 @@ fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
         assert!(status.success());
         // A hang-up may leave the pane without a terminal to print to; the exit code
         // and stty's output say what happened.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut stty = String::new();
-        while !stty.contains("icanon") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            stty = std::fs::read_to_string(d.join("stty.txt")).unwrap_or_default();
-        }
+        let stty = stty_after(d, 60);
         let screen = tmux.screen();
         assert!(
             screen.contains(&format!("EXITED:{}", 128 + number)),
@@ -293,4 +294,82 @@ fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
             String::from_utf8_lossy(&resumed.stderr)
         );
     }
+}
+
+#[test]
+fn watch_follows_a_piped_stream_loads_its_checkpoint_and_restores_the_terminal() {
+    assert!(
+        tmux_available(),
+        "tmux is required for this test (.ci/run installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d: &Path = dir.path();
+    let tmux = Tmux {
+        socket: format!("gptdash-e2e-watch-{}", std::process::id()),
+    };
+    // A real checkpoint where the recorded stream says it is (`ck`, beside the cwd).
+    let out = Command::new(env!("CARGO_BIN_EXE_gptdash"))
+        .current_dir(d)
+        .env("HOME", d)
+        .args([
+            "train",
+            "--corpus",
+            "small",
+            "--model",
+            "gpt-nano",
+            "--max-iters",
+            "20",
+            "--out",
+            "ck",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/watch/run.jsonl");
+    // The stream arrives through a pipe, slowly, as from `ssh box tail -f`.
+    let script = format!(
+        "cd {d} && (head -40 {f}; sleep 2; tail -n +41 {f}) | HOME={d} XDG_CONFIG_HOME={d}/cfg {bin} watch -; echo EXITED:$?; stty -a > {d}/stty.txt; sleep 60",
+        d = d.display(),
+        f = fixture.display(),
+        bin = env!("CARGO_BIN_EXE_gptdash"),
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "150",
+        "-y",
+        "45",
+        &script,
+    ]);
+    let screen = tmux.wait_for("gptdash watch training", 20);
+    assert!(screen.contains("standard input"), "{screen}");
+    let screen = tmux.wait_for("gptdash watch finished", 20);
+    for needle in [
+        "60 / 60",
+        "74 events, 2 other",
+        "ended",
+        "o open checkpoint",
+    ] {
+        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
+    }
+    // Keys still work with stdin taken by the stream: Ctrl-O loads `ck`, the Generate
+    // tab generates from it.
+    tmux.keys(&["C-o"]);
+    tmux.wait_for("model loaded", 20);
+    tmux.keys(&["2"]);
+    tmux.wait_for("prompt (Enter generates", 10);
+    tmux.text("The cat");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("perplexity", 30);
+    tmux.keys(&["Tab", "Tab", "Tab", "q"]);
+    let screen = tmux.wait_for("EXITED:", 20);
+    assert!(screen.contains("EXITED:0"), "{screen}");
+    let stty = stty_after(d, 10);
+    assert!(
+        stty.contains(" icanon") && stty.contains(" echo "),
+        "terminal not restored: {stty}"
+    );
 }
