@@ -138,8 +138,9 @@ class Logger:
 
 def trainer_callback(path="run.jsonl", **info):
     """A `transformers.TrainerCallback` that writes the run's events to `path` from the
-    main process: start (max_steps), iter (each `logging_steps`: loss, learning rate,
-    grad norm), eval (eval_loss), checkpoint (each save), done. transformers is imported
+    main process: start (max_steps, device, precision, global batch, parameters and, for
+    GPT-2 models, their sizes), iter (each `logging_steps`: loss, learning rate, grad
+    norm), eval (eval_loss), checkpoint (each save), done. transformers is imported
     only here, so the module stays dependency-free."""
     from transformers import TrainerCallback
 
@@ -147,19 +148,31 @@ def trainer_callback(path="run.jsonl", **info):
         def __init__(self):
             self.logger = None
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                self.logger = Logger(path, max_iters=state.max_steps, rank_zero=True,
-                                     out=args.output_dir, **info)
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            facts = {"out": args.output_dir, "device": str(args.device),
+                     "dtype": "bf16" if args.bf16 else "fp16" if args.fp16 else "f32",
+                     "batch_size": args.per_device_train_batch_size * args.world_size
+                     * args.gradient_accumulation_steps}
+            if model is not None:
+                facts["params"] = sum(p.numel() for p in model.parameters())
+                c = getattr(model, "config", None)
+                if c is not None and hasattr(c, "n_layer"):
+                    facts["model"] = {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
+                                      "block_size": c.n_positions, "dropout": c.resid_pdrop}
+                    facts["vocab_size"] = c.vocab_size
+            facts.update(info)
+            self.logger = Logger(path, max_iters=state.max_steps, rank_zero=True, **facts)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.logger is None or not logs:
-                return
-            if "loss" in logs:
+            if self.logger is not None and logs and "loss" in logs:
                 self.logger.iter(state.global_step, logs["loss"], lr=logs.get("learning_rate"),
                                  grad_norm=logs.get("grad_norm"))
-            if "eval_loss" in logs:
-                self.logger.eval(state.global_step, logs["eval_loss"])
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if self.logger is not None and metrics and "eval_loss" in metrics:
+                self.logger.eval(state.global_step, metrics["eval_loss"])
 
         def on_save(self, args, state, control, **kwargs):
             if self.logger is not None:

@@ -71,8 +71,9 @@ pub enum WorkerState {
     FineTuning,
 }
 
-/// Model sizes, as a run reports them.
+/// Model sizes, as a run reports them (another trainer's stream may leave some out: 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ModelShape {
     pub n_layer: i64,
     pub n_head: i64,

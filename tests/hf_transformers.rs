@@ -3,7 +3,13 @@
 //! against: the same token ids, logits within 1e-4 and the same greedy continuation as
 //! gptdash's, for a gptdash model (untied head) and a GPT-2 folder (tied head).
 //!
-//! transformers is installed into that virtualenv on first use (pinned, ~20 s). Where
+//! Then the hand-off the README's "Scaling out" describes: scripts/train_hf.py continues
+//! training the export under `torchrun` (2 processes, DDP on the CPU) with the Trainer,
+//! logging through scripts/gptdash_log.py; the events parse as `gptdash watch` reads
+//! them (each once: only rank 0 writes) and gptdash loads the Trainer's checkpoint.
+//!
+//! transformers and accelerate are installed into that virtualenv on first use (pinned,
+//! ~20 s). Where
 //! libtorch is the user's own (`LIBTORCH`) and no Python has torch, the test says so and
 //! checks nothing else.
 mod common;
@@ -15,7 +21,7 @@ use common::{gptdash, stderr, tiny_checkpoint, word_tokenizer};
 use gptdash::checkpoint::load_model;
 use tch::{Device, Tensor};
 
-const TRANSFORMERS: &str = "transformers==5.24.0";
+const PACKAGES: [&str; 2] = ["transformers==5.24.0", "accelerate==1.15.0"];
 
 /// The Python that has the torch gptdash links: the virtualenv of scripts/libtorch.sh
 /// (`…/lib/pythonX/site-packages/torch` → `…/bin/python`), else a `python3` with torch.
@@ -40,7 +46,7 @@ fn torch_python() -> Option<PathBuf> {
 
 fn imports_transformers(python: &Path) -> bool {
     Command::new(python)
-        .args(["-c", "import transformers"])
+        .args(["-c", "import transformers, accelerate"])
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -64,13 +70,13 @@ fn python_with_transformers() -> Option<PathBuf> {
                 "--disable-pip-version-check",
                 "--no-input",
                 "-q",
-                TRANSFORMERS,
             ])
+            .args(PACKAGES)
             .status()
             .expect("pip runs");
         assert!(
             status.success(),
-            "pip install {TRANSFORMERS} into {} failed (PyPI is needed once)",
+            "pip install {PACKAGES:?} into {} failed (PyPI is needed once)",
             python.display()
         );
     }
@@ -170,4 +176,91 @@ fn transformers_loads_the_export_with_the_same_logits() {
     let o = gptdash(d, &["export", "--checkpoint", "gpt2", "--hf", "hf2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     same_as_gptdash(&python, &gpt2, &d.join("hf2"), "w1 w5 w9 w20 w3", true);
+
+    // Scaling out: the export trained on under torchrun, watched, and loaded back.
+    let torchrun = python.with_file_name("torchrun");
+    if !torchrun.is_file() {
+        eprintln!(
+            "no torchrun beside {}: the hand-off was not checked",
+            python.display()
+        );
+        return;
+    }
+    let corpus = d.join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "The cat sat. A dog ran. The dog sat.\n".repeat(200),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/train_hf.py");
+    let out = Command::new(&torchrun)
+        .current_dir(d)
+        .env("OMP_NUM_THREADS", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["--nproc_per_node", "2"])
+        .arg(script)
+        .args(["--model", "hf", "--text"])
+        .arg(&corpus)
+        .args([
+            "--out",
+            "run",
+            "--events",
+            "run.jsonl",
+            "--steps",
+            "12",
+            "--batch-size",
+            "4",
+            "--eval-every",
+            "6",
+            "--save-every",
+            "6",
+            "--log-every",
+            "2",
+        ])
+        .output()
+        .expect("torchrun runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(d.join("run.jsonl")).unwrap();
+    let mut iters = Vec::new();
+    let mut names = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match gptdash::watch::parse_line(line, i as u64 + 1) {
+            Some(gptdash::watch::Parsed::Event(e)) => {
+                if let gptdash::protocol::Event::Iter(m) = &*e {
+                    iters.push(m.iter);
+                }
+                names.push(serde_json::to_value(&*e).unwrap()["event"].clone());
+            }
+            other => panic!("line {}: {line}: {other:?}", i + 1),
+        }
+    }
+    assert_eq!(
+        iters,
+        [2, 4, 6, 8, 10, 12],
+        "once each, from rank 0:\n{text}"
+    );
+    for name in ["start", "eval", "checkpoint", "done"] {
+        assert!(names.contains(&name.into()), "no {name}:\n{text}");
+    }
+    let back = load_model(&d.join("run/checkpoint-12"), Device::Cpu).unwrap();
+    assert!(
+        back.frames_sentences(),
+        "the gptdash record survived the Trainer"
+    );
+    let o = gptdash(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            "run/checkpoint-12",
+            "--prompt",
+            "The",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
 }

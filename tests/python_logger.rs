@@ -109,6 +109,22 @@ fn the_python_logger_writes_the_events_watch_reads() {
     assert!(
         matches!(&trainer[4], Event::Checkpoint { iter: 10, path } if path == Path::new("hf-out/checkpoint-10"))
     );
+    let Event::Start(RunStart::Train(info)) = &trainer[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            info.batch_size,
+            info.params,
+            info.model.n_layer,
+            info.model.block_size
+        ),
+        (64, 3000, 6, 1024)
+    );
+    assert_eq!(
+        (info.device.as_str(), info.preset.as_str()),
+        ("cpu", "distilgpt2")
+    );
 
     // Standard output.
     let stdout = String::from_utf8_lossy(&out.stdout);

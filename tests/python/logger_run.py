@@ -47,9 +47,13 @@ fake = types.ModuleType("transformers")
 fake.TrainerCallback = type("TrainerCallback", (), {})
 sys.modules["transformers"] = fake
 callback = gptdash_log.trainer_callback(os.path.join(out, "trainer.jsonl"), preset="distilgpt2")
-args = SimpleNamespace(output_dir="hf-out")
+args = SimpleNamespace(output_dir="hf-out", device="cpu", bf16=False, fp16=False,
+                       per_device_train_batch_size=8, world_size=2, gradient_accumulation_steps=4)
 state = SimpleNamespace(is_world_process_zero=True, max_steps=20, global_step=0)
-callback.on_train_begin(args, state, None)
+config = SimpleNamespace(n_layer=6, n_head=12, n_embd=768, n_positions=1024, resid_pdrop=0.1,
+                         vocab_size=50257)
+model = SimpleNamespace(config=config, parameters=lambda: [SimpleNamespace(numel=lambda: 1000)] * 3)
+callback.on_train_begin(args, state, None, model=model)
 for step in range(1, 21):
     state.global_step = step
     if step % 5 == 0:
@@ -57,6 +61,7 @@ for step in range(1, 21):
                                                   "grad_norm": 0.7, "epoch": step / 20})
     if step % 10 == 0:
         callback.on_log(args, state, None, logs={"eval_loss": 3.1 - step / 10, "epoch": step / 20})
+        callback.on_evaluate(args, state, None, metrics={"eval_loss": 3.1 - step / 10})
         callback.on_save(args, state, None)
 callback.on_log(args, state, None, logs={"train_runtime": 12.0})  # no loss: nothing
 callback.on_train_end(args, state, None)

@@ -227,6 +227,22 @@ impl TrainTab {
     }
 }
 
+/// The device, threads and precision, as far as they are known: `cpu (2 threads, f32)`.
+pub fn device_line(info: &RunInfo) -> String {
+    let mut how = Vec::new();
+    if info.threads > 0 {
+        how.push(format!("{} threads", info.threads));
+    }
+    if !info.dtype.is_empty() {
+        how.push(info.dtype.clone());
+    }
+    if how.is_empty() {
+        info.device.clone()
+    } else {
+        format!("{} ({})", info.device, how.join(", "))
+    }
+}
+
 /// What is known of a run, in one line: all of it for gptdash's runs; another
 /// trainer's stream may say little (empty and zero fields are left out).
 pub fn describe_run(info: &RunInfo) -> String {
@@ -241,10 +257,7 @@ pub fn describe_run(info: &RunInfo) -> String {
         ));
     }
     if !info.device.is_empty() {
-        head.push(format!(
-            "on {} ({} threads, {})",
-            info.device, info.threads, info.dtype
-        ));
+        head.push(format!("on {}", device_line(info)));
     }
     let mut parts = vec![head.join(" ")];
     if info.params > 0 {

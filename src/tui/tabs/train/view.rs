@@ -374,7 +374,7 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
             let device = if i.device.is_empty() {
                 dash()
             } else {
-                format!("{} ({} threads, {})", i.device, i.threads, i.dtype)
+                super::device_line(i)
             };
             lines.push(stat("device", device));
             let params = if i.params > 0 {
