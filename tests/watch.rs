@@ -92,6 +92,12 @@ fn a_recorded_stream_shows_its_run_and_counts_the_lines_it_cannot_read() {
     );
     // No start/stop keys while watching: the run is not this process's.
     assert!(!screen.contains("start/pause/resume"), "{screen}");
+    let mut app = app;
+    app.show_help = true;
+    let help = render(&app, 120, 40).join("\n");
+    assert!(help.contains("Train (gptdash watch"), "{help}");
+    assert!(help.contains("Ctrl-O"), "{help}");
+    assert!(!help.contains("start / pause / resume"), "{help}");
 }
 
 /// A run's events: start, 150 steps, an evaluation every 50, checkpoints.

@@ -149,9 +149,9 @@ pub enum Scope {
 
 #[rustfmt::skip]
 const ALWAYS: &[Binding] = &[
-    bind(&[(ctrl('c'), Action::Quit), (ctrl('q'), Action::Quit)], "Ctrl-C", None, "quit, even while typing (a run in progress is stopped and kept: training saves a checkpoint)"),
+    // One row for both, so every key of the busiest tab still fits 80×24.
+    bind(&[(ctrl('c'), Action::Quit), (ctrl('q'), Action::Quit), (ctrl('o'), Action::LoadLatest)], "Ctrl-C, Ctrl-O", None, "quit (a run is stopped, kept) · load the run's last checkpoint"),
     bind(&[(key(KeyCode::Tab), Action::NextTab), (key(KeyCode::BackTab), Action::PrevTab)], "Tab, Shift-Tab", None, "next / previous tab, even while typing"),
-    bind(&[(ctrl('o'), Action::LoadLatest)], "Ctrl-O", None, "load the run's latest checkpoint for Generate, Classify and Inspect, from any tab (gptdash watch: the last one the stream named, found as written or beside the followed file)"),
 ];
 
 #[rustfmt::skip]
