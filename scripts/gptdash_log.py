@@ -75,21 +75,23 @@ class Logger:
         self._file.flush()  # a watcher sees each line as soon as it is written
 
     def iter(self, step, loss, lr=None, tokens=None, grad_norm=None, iter_ms=None, **extra):
-        """One training step (`step` counts steps done). `tokens`: tokens in the step's
-        batch, for tokens/s; `iter_ms`: the step's time (default: the time since the
-        previous call, divided by the steps between them)."""
+        """One training step (`step` counts steps done; calls may skip steps, as at a
+        logging interval). `tokens`: tokens in one step's batch, for tokens/s; `iter_ms`:
+        one step's time (default: the time since the previous call, divided by the steps
+        between them)."""
         now = time.monotonic()
         step = int(step)
         if iter_ms is None and self._last is not None:
             then, before = self._last
             iter_ms = 1000.0 * (now - then) / max(step - before, 1)
         self._last = (now, step)
+        steps = max(step - self._step, 1)  # steps since the previous call (logging intervals)
         self._step = step
         event = {"event": "iter", "iter": step, "loss": _number(loss)}
         if iter_ms is not None:
             event["iter_ms"] = float(iter_ms)
         if tokens is not None:
-            self._tokens += int(tokens)
+            self._tokens += int(tokens) * steps
             event["tokens"] = int(tokens)
             if iter_ms:
                 event["tokens_per_s"] = int(tokens) / (float(iter_ms) / 1000.0)
@@ -136,12 +138,13 @@ class Logger:
         self._file = None
 
 
-def trainer_callback(path="run.jsonl", **info):
+def trainer_callback(path="run.jsonl", tokens_per_step=None, **info):
     """A `transformers.TrainerCallback` that writes the run's events to `path` from the
     main process: start (max_steps, device, precision, global batch, parameters and, for
     GPT-2 models, their sizes), iter (each `logging_steps`: loss, learning rate, grad
-    norm), eval (eval_loss), checkpoint (each save), done. transformers is imported
-    only here, so the module stays dependency-free."""
+    norm; tokens/s when `tokens_per_step`, the tokens of one optimizer step over all
+    processes, is given), eval (eval_loss), checkpoint (each save), done. transformers
+    is imported only here, so the module stays dependency-free."""
     from transformers import TrainerCallback
 
     class GptdashCallback(TrainerCallback):
@@ -168,7 +171,7 @@ def trainer_callback(path="run.jsonl", **info):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.logger is not None and logs and "loss" in logs:
                 self.logger.iter(state.global_step, logs["loss"], lr=logs.get("learning_rate"),
-                                 grad_norm=logs.get("grad_norm"))
+                                 grad_norm=logs.get("grad_norm"), tokens=tokens_per_step)
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if self.logger is not None and metrics and "eval_loss" in metrics:

@@ -107,7 +107,9 @@ def main():
         eval_dataset=Blocks(rows[-held:]),
         data_collator=default_data_collator,  # equal-length blocks: nothing to pad
         processing_class=tokenizer,  # saved into every checkpoint, so gptdash can load it
-        callbacks=[trainer_callback(args.events, preset=os.path.basename(args.model.rstrip("/")))],
+        callbacks=[trainer_callback(args.events, preset=os.path.basename(args.model.rstrip("/")),
+                                    tokens_per_step=training.world_size * args.batch_size
+                                    * config["n_positions"])],
     )
     trainer.train()
     trainer.save_model(args.out)

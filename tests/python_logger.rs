@@ -85,6 +85,9 @@ fn the_python_logger_writes_the_events_watch_reads() {
     };
     assert_eq!(done.iter, 50);
     assert!(done.tokens_per_s > 0.0 && done.train_s > 0.0);
+    // Every step's tokens count, logged or not: 50 steps × 491,520 tokens.
+    let total = done.tokens_per_s * done.train_s;
+    assert!((total - 50.0 * 491_520.0).abs() < 1.0, "{total}");
 
     // Rank 1 wrote nothing.
     assert!(!d.join("rank1.jsonl").exists());

@@ -46,7 +46,8 @@ os.environ["RANK"] = "0"
 fake = types.ModuleType("transformers")
 fake.TrainerCallback = type("TrainerCallback", (), {})
 sys.modules["transformers"] = fake
-callback = gptdash_log.trainer_callback(os.path.join(out, "trainer.jsonl"), preset="distilgpt2")
+callback = gptdash_log.trainer_callback(os.path.join(out, "trainer.jsonl"), tokens_per_step=65536,
+                                        preset="distilgpt2")
 args = SimpleNamespace(output_dir="hf-out", device="cpu", bf16=False, fp16=False,
                        per_device_train_batch_size=8, world_size=2, gradient_accumulation_steps=4)
 state = SimpleNamespace(is_world_process_zero=True, max_steps=20, global_step=0)
