@@ -269,3 +269,20 @@ fn ctrl_o_loads_the_checkpoint_the_stream_named_where_it_is_found() {
     assert_eq!(logged, 5);
     assert_eq!(app.train.watch.as_ref().unwrap().malformed, 8);
 }
+
+#[test]
+fn watch_without_a_terminal_or_a_source_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    common::expect_error(
+        dir.path(),
+        &["watch", "run.jsonl"],
+        &["the dashboard needs a terminal"],
+    );
+    let out = common::gptdash(dir.path(), &["watch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::stderr(&out).contains("FILE|-"),
+        "{}",
+        common::stderr(&out)
+    );
+}
