@@ -33,7 +33,8 @@ pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
     }
     let fps = settings.ui.fps.max(1);
     let worker = crate::worker::spawn().context("cannot start the worker thread")?;
-    let (stream_tx, stream) = crossbeam_channel::unbounded();
+    // Bounded: a stream faster than the UI waits in its source, not in memory.
+    let (stream_tx, stream) = crossbeam_channel::bounded(4096);
     let (never, mut stream_open) = (crossbeam_channel::never(), true);
     let _reader = match &watch {
         Some(source) => Some(
