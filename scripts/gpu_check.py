@@ -16,6 +16,13 @@ Checks (each a row of the table and of the JSON report):
   finetune      two epochs on the SST-2 fixture end with a `done` event
   bench         `bench train` (f32, bf16; on CUDA also --preset gpt2 --block-size 1024)
                 and `bench generate`: tokens/s, ms/token, peak memory
+  side by side  with --nanogpt DIR (a checkout of karpathy/nanoGPT, outside this
+                repository): gptdash's fused step against nanoGPT's own train.py step
+                (eager, and torch.compile on CUDA) on the same model, random tokens and
+                torch, interleaved rounds (scripts/bench_reference.py): tokens/s, the
+                ratio, and on CUDA MFU against the GPU's bf16 peak (--peak-tflops, else
+                known for H100/H200/A100/L4), at the bench config and at GPT-2 124M
+                with block 1024. Measurements, not comparisons: they fail nothing.
 Exit code 0 when every comparison holds, 1 otherwise.
 """
 import argparse
@@ -27,6 +34,16 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Dense bf16 peak (TFLOP/s) by GPU name, for MFU; --peak-tflops overrides.
+BF16_PEAK = [("H200", 989.4), ("H100", 989.4), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0)]
+
+
+def flops_per_token(n_layer, n_embd, vocab, block):
+    """Training FLOPs per token of the matrix products (6 per weight: forward and
+    backward) plus attention's (12·L·E·T, as nanoGPT's estimate_mfu): the same formula
+    for both sides, so their MFU ratio is their throughput ratio."""
+    return 6 * (12 * n_layer * n_embd ** 2 + vocab * n_embd) + 12 * n_layer * n_embd * block
 
 
 class Check:
@@ -112,12 +129,74 @@ class Check:
         figures = {k: b[k] for k in keys if k in b}
         self.row(name, True, ", ".join(f"{k} {v:.4g}" for k, v in figures.items()), **figures)
 
+    def reference(self, python, nanogpt, model, device, compiled, iters):
+        """nanoGPT's own step (scripts/bench_reference.py): its JSON report, or None."""
+        args = [python, os.path.join(ROOT, "scripts", "bench_reference.py"), "--impl", "nanogpt",
+                "--repo", nanogpt, "--device", device, "--bf16", "--iters", str(iters[0]),
+                "--warmup", str(iters[1])]
+        for k, v in model.items():
+            args += ["--" + k.replace("_", "-"), str(v)]
+        if compiled:
+            args.append("--compile")
+        try:
+            p = subprocess.run(args, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            return None, "timed out"
+        lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+        if p.returncode != 0 or not lines:
+            return None, f"exit {p.returncode}: {p.stderr.strip()[-300:]}"
+        return json.loads(lines[-1]), None
+
+    def side_by_side(self, python, nanogpt, device, label, model, iters, rounds, peak):
+        """gptdash's fused bf16 step and nanoGPT's (eager; compiled on CUDA), interleaved."""
+        sides = {"gptdash": [], "nanoGPT": []}
+        if device == "cuda":
+            sides["nanoGPT+compile"] = []
+        notes = []
+        for _ in range(rounds):
+            code, events, err = self.run(["bench", "train", "--device", device, "--dtype", "bf16",
+                                          "--iters", str(iters[0]), "--warmup", str(iters[1])]
+                                         + [x for k, v in model.items() for x in ("--" + k.replace("_", "-"), str(v))])
+            b = self.last(events, "bench")
+            if code == 0 and b:
+                sides["gptdash"].append(b["tokens_per_s"])
+            else:
+                self.row(f"side by side {device} {label}: gptdash", False, f"exit {code}: {err[-300:]}")
+                return
+            for side in [s for s in sides if s != "gptdash"]:
+                r, why = self.reference(python, nanogpt, model, device, side.endswith("compile"), iters)
+                if r:
+                    sides[side].append(r["tokens_per_s"])
+                    peak = peak or next((p for n, p in BF16_PEAK if n in r.get("device_name", "")), None)
+                else:
+                    notes.append(f"{side}: {why}")
+        best = {s: max(v) for s, v in sides.items() if v}
+        flops = flops_per_token(model["n_layer"], model["n_embd"], model["vocab_size"], model["block_size"])
+        figures = {"tokens_per_s": best}
+        parts = []
+        for s, t in best.items():
+            part = f"{s} {t:,.0f} tok/s"
+            if s != "gptdash" and "gptdash" in best:
+                part += f" ({best['gptdash'] / t:.2f}x)"
+            if peak and device == "cuda":
+                mfu = t * flops / (peak * 1e12)
+                figures.setdefault("mfu", {})[s] = mfu
+                part += f", MFU {100 * mfu:.1f}%"
+            parts.append(part)
+        if peak and device == "cuda":
+            figures["peak_tflops"] = peak
+        self.row(f"side by side {device} {label}", None,
+                 "; ".join(parts + notes) + f" (best of {rounds} interleaved rounds)", **figures)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "gptdash"))
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--quick", action="store_true", help="fewer steps (CI)")
+    ap.add_argument("--nanogpt", help="a checkout of karpathy/nanoGPT: adds the side-by-side rows")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the side by side")
+    ap.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for MFU")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="gptdash-check-")
     c = Check(os.path.abspath(a.bin), work, a.quick)
@@ -173,6 +252,24 @@ def main():
             c.bench(f"bench train cuda {dtype} gpt2 block 1024",
                     ["train", "--device", "cuda", "--dtype", dtype, "--preset", "gpt2", "--block-size", "1024",
                      "--batch-size", "8"] + iters)
+
+    # gptdash's step beside nanoGPT's, on the same torch (gpu_check.sh names its python).
+    if a.nanogpt:
+        python = os.environ.get("GPTDASH_TORCH_PYTHON", "python3")
+        bench_model = {"n_layer": 6, "n_head": 6, "n_embd": 192, "block_size": 64, "vocab_size": 50257,
+                       "batch_size": 16}
+        steps = (3, 1) if a.quick else (30, 5)
+        if a.quick:
+            bench_model.update(vocab_size=2000, n_layer=2)
+        c.side_by_side(python, os.path.abspath(a.nanogpt), "cpu", "bench config", bench_model, steps,
+                       a.rounds, a.peak_tflops)
+        if cuda:
+            c.side_by_side(python, os.path.abspath(a.nanogpt), "cuda", "bench config", bench_model,
+                           steps, a.rounds, a.peak_tflops)
+            gpt2 = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "vocab_size": 50257,
+                    "batch_size": 8}
+            c.side_by_side(python, os.path.abspath(a.nanogpt), "cuda", "GPT-2 124M block 1024", gpt2,
+                           steps, a.rounds, a.peak_tflops)
 
     report = {"cuda_checked": cuda, "seconds": round(time.time() - started, 1), "checks": c.rows}
     with open(a.out, "w") as f:
