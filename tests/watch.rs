@@ -98,6 +98,22 @@ fn a_recorded_stream_shows_its_run_and_counts_the_lines_it_cannot_read() {
     assert!(help.contains("Train (gptdash watch"), "{help}");
     assert!(help.contains("Ctrl-O"), "{help}");
     assert!(!help.contains("start / pause / resume"), "{help}");
+    // The tabs that need a model say how to get one while watching.
+    app.show_help = false;
+    app.update(Msg::Key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char('4'),
+        crossterm::event::KeyModifiers::NONE,
+    )));
+    let inspect = render(&app, 120, 40).join("\n");
+    assert!(
+        inspect.contains("no model yet: Ctrl-O loads the watched run's latest checkpoint"),
+        "{inspect}"
+    );
+    app.update(Msg::Worker(Event::GenerateFailed {
+        request: 0,
+        error: "no model yet: start training (space on the Train tab) or load a checkpoint".into(),
+    }));
+    assert!(app.shared.log.back().unwrap().contains("Ctrl-O"));
 }
 
 /// A run's events: start, 150 steps, an evaluation every 50, checkpoints.

@@ -57,6 +57,7 @@ impl App {
     pub fn watching(settings: Settings, source: &Source) -> Self {
         let mut app = Self::new(settings);
         app.train.watch = Some(super::tabs::train::watching::Watching::new(source));
+        app.shared.watching = true;
         app.log(format!(
             "watching {}: the Train tab shows the run's events; Ctrl-O loads the latest checkpoint the stream names",
             source.name()

@@ -232,6 +232,12 @@ impl Page for GenerateTab {
                 self.result = Some(generation.clone());
             }
             Event::GenerateFailed { request, error } => {
+                // The worker does not know the dashboard is watching a stream.
+                let error = if shared.watching && error.starts_with("no model yet") {
+                    format!("no model yet: {}", shared.how_to_get_a_model())
+                } else {
+                    error.clone()
+                };
                 if self.pending == Some(*request) {
                     self.pending = None;
                     self.error = Some(error.clone());

@@ -66,6 +66,9 @@ pub struct Shared {
     pub settings: Settings,
     pub state: WorkerState,
     pub log: VecDeque<String>,
+    /// The Train tab follows a stream (`gptdash watch`): runs train elsewhere, and the
+    /// model to look at comes from the checkpoints the stream names (Ctrl-O).
+    pub watching: bool,
 }
 
 impl Shared {
@@ -74,6 +77,16 @@ impl Shared {
             settings,
             state: WorkerState::Idle,
             log: VecDeque::new(),
+            watching: false,
+        }
+    }
+
+    /// How to get a model to look at, for the tabs that need one.
+    pub fn how_to_get_a_model(&self) -> &'static str {
+        if self.watching {
+            "Ctrl-O loads the watched run's latest checkpoint (o on tab 1: another)"
+        } else {
+            "train one (space on tab 1) or open a checkpoint (o on tab 1)"
         }
     }
 

@@ -51,7 +51,7 @@ fn draw_intro(frame: &mut Frame, t: &InspectTab, shared: &Shared, area: Rect) {
         shared.state,
         crate::protocol::WorkerState::Idle | crate::protocol::WorkerState::Preparing
     ) {
-        "no model yet: train one (space on tab 1) or open a checkpoint (o on tab 1)".into()
+        format!("no model yet: {}", shared.how_to_get_a_model())
     } else {
         "r inspects the model held".into()
     };
