@@ -55,10 +55,10 @@ impl Source {
 /// One line of the stream, read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
-    /// A training run's event, for the Train tab.
+    /// A run's event, for the Train tab (training) or the Classify tab (fine-tuning).
     Event(Box<Event>),
-    /// A well-formed event the watcher does not show (fine-tuning, generation, a
-    /// benchmark, the dashboard's own), or one it does not know: its name.
+    /// A well-formed event the watcher does not show (generation, a benchmark, the
+    /// dashboard's own), or one it does not know: its name.
     Ignored(String),
     /// Not an event: the line's number and what is wrong with it.
     Malformed { line: u64, error: String },
@@ -116,19 +116,22 @@ pub fn parse_line(text: &str, line: u64) -> Option<Parsed> {
     if !SHOWN.contains(&name.as_str()) {
         return Some(Parsed::Ignored(name));
     }
-    let event: Event = match serde_json::from_value(value) {
-        Ok(e) => e,
-        Err(e) => return Some(malformed(format!("{name}: {e}"))),
-    };
-    Some(match event {
-        Event::Start(RunStart::Finetune(_)) | Event::Done(RunDone::Finetune(_)) => {
-            Parsed::Ignored(format!("{name} (fine-tuning)"))
-        }
-        e => Parsed::Event(Box::new(e)),
-    })
+    match serde_json::from_value(value) {
+        Ok(e) => Some(Parsed::Event(Box::new(e))),
+        Err(e) => Some(malformed(format!("{name}: {e}"))),
+    }
 }
 
-/// The events of a training run that the Train tab shows.
+/// Whether an event belongs to a fine-tuning run (the Classify tab shows those).
+pub fn is_finetuning(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Start(RunStart::Finetune(_)) | Event::Epoch(_) | Event::Done(RunDone::Finetune(_))
+    )
+}
+
+/// The events of a run that the dashboard shows: a training run's on the Train tab, a
+/// fine-tuning run's (start, epoch, done) on the Classify tab.
 const SHOWN: &[&str] = &[
     "prepare",
     "start",
@@ -136,6 +139,7 @@ const SHOWN: &[&str] = &[
     "gpu",
     "eval",
     "checkpoint",
+    "epoch",
     "diverged",
     "interrupted",
     "done",
@@ -451,12 +455,18 @@ mod tests {
         assert_eq!(info.max_iters, 500);
         // Fine-tuning's start is fine-tuning's, not a training start with defaults.
         let finetune = r#"{"event":"start","device":"cpu","threads":2,"model":"m","params":1,"data":"d","samples":10,"train_examples":8,"val_examples":2,"train_positive":0.5,"val_positive":0.5,"epochs":1}"#;
-        assert!(
-            matches!(parse_line(finetune, 4), Some(Parsed::Ignored(n)) if n.contains("fine-tuning"))
-        );
-        assert_eq!(
+        let Some(Parsed::Event(e)) = parse_line(finetune, 4) else {
+            panic!()
+        };
+        assert!(matches!(*e, Event::Start(RunStart::Finetune(_))) && is_finetuning(&e));
+        // An epoch without its fields is malformed; a benchmark is not shown.
+        assert!(matches!(
             parse_line(r#"{"event":"epoch","epoch":1}"#, 5),
-            Some(Parsed::Ignored("epoch".into()))
+            Some(Parsed::Malformed { line: 5, .. })
+        ));
+        assert_eq!(
+            parse_line(r#"{"event":"bench","bench":"generate"}"#, 5),
+            Some(Parsed::Ignored("bench".into()))
         );
         assert_eq!(
             parse_line(r#"{"event":"telemetry","x":1}"#, 6),

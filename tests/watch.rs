@@ -2,7 +2,8 @@
 //! stream with malformed and unknown lines mixed in (`tests/fixtures/watch/run.jsonl`:
 //! gpt-nano on the built-in corpus, 60 steps, checkpoints to `ck`; lines 11, 22 and 45
 //! are malformed, 33 and 56 well-formed events the watcher does not show, line 25 an
-//! iter with fields it does not know), and the same events as a live run shows them.
+//! iter with fields it does not know), the same events as a live run shows them, and a
+//! fine-tuning run's stream on the Classify tab.
 mod common;
 
 use gptdash::config::Settings;
@@ -301,4 +302,54 @@ fn watch_without_a_terminal_or_a_source_is_a_clear_error() {
         "{}",
         common::stderr(&out)
     );
+}
+
+#[test]
+fn a_fine_tuning_stream_shows_on_the_classify_tab() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = common::tiny_checkpoint(d);
+    let data = common::write_sst2(d);
+    let out = common::gptdash(
+        d,
+        &[
+            "finetune",
+            "--checkpoint",
+            &ck,
+            "--sst2",
+            &data,
+            "--samples",
+            "40",
+            "--epochs",
+            "3",
+            "--out",
+            "clf",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut app = watch_text(&Source::File(d.join("ft.jsonl")), &out.stdout);
+    let w = app.train.watch.as_ref().unwrap();
+    assert_eq!((w.malformed, w.ignored), (0, 0));
+    assert_eq!(w.run.to_string(), "finished");
+    assert!((1..=3).contains(&app.classify.epochs.len()));
+    let done = app
+        .classify
+        .done
+        .clone()
+        .expect("the done event reached the Classify tab");
+    // Ctrl-O loads the fine-tuned classifier the stream named.
+    assert_eq!(app.train.last_saved.as_deref(), Some("clf"));
+    assert_eq!(app.update(ctrl_o()), vec![Command::Load(d.join("clf"))]);
+    app.update(Msg::Key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char('3'),
+        crossterm::event::KeyModifiers::NONE,
+    )));
+    let screen = render(&app, 140, 45).join("\n");
+    let best = format!("best epoch {}", done.best_epoch);
+    assert!(screen.contains(&best), "{best} missing:\n{screen}");
+    assert!(screen.contains("train 32 (50.0% pos.)"), "{screen}");
+    assert!(screen.contains("gptdash watch finished"), "{screen}");
 }

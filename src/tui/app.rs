@@ -133,10 +133,15 @@ impl App {
     pub fn update(&mut self, msg: Msg) -> Vec<Command> {
         match msg {
             Msg::Worker(event) => self.on_event(event),
-            Msg::Stream(msg) => {
-                self.train.on_stream(msg, &mut self.shared);
-                Vec::new()
-            }
+            // The Train tab reads the stream; a fine-tuning run's events go on to the
+            // Classify tab.
+            Msg::Stream(msg) => match self.train.on_stream(msg, &mut self.shared) {
+                Some(event) => {
+                    let focused = self.tab == Tab::Classify;
+                    self.classify.on_event(&event, &mut self.shared, focused)
+                }
+                None => Vec::new(),
+            },
             Msg::Key(key) if key.kind == KeyEventKind::Press => self.on_key(key),
             Msg::Key(_) => Vec::new(),
         }

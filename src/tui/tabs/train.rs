@@ -135,17 +135,16 @@ impl TrainTab {
         self.last = Some(*m);
     }
 
-    /// A message of the watched stream (`gptdash watch`).
-    pub fn on_stream(&mut self, msg: StreamMsg, shared: &mut Shared) {
-        let Some(watch) = &mut self.watch else {
-            return;
-        };
+    /// A message of the watched stream (`gptdash watch`). A fine-tuning run's event is
+    /// returned, for the Classify tab to show.
+    pub fn on_stream(&mut self, msg: StreamMsg, shared: &mut Shared) -> Option<Event> {
+        let watch = self.watch.as_mut()?;
         let event = match msg {
             StreamMsg::Status(status) => {
                 if let Some(line) = watch.status(status) {
                     shared.log(line);
                 }
-                return;
+                return None;
             }
             StreamMsg::Line(parsed) => {
                 let (event, log) = watch.line(parsed);
@@ -155,7 +154,16 @@ impl TrainTab {
                 event
             }
         };
-        if let Some(event) = event {
+        let event = event?;
+        if crate::watch::is_finetuning(&event) {
+            if let Event::Done(RunDone::Finetune(d)) = &event {
+                if !d.checkpoint.as_os_str().is_empty() {
+                    self.last_saved = Some(d.checkpoint.display().to_string());
+                }
+            }
+            return Some(event);
+        }
+        {
             match &event {
                 Event::Log { message } => shared.log(format!("run: {message}")),
                 Event::Error { message } => shared.log(format!("run error: {message}")),
@@ -170,6 +178,7 @@ impl TrainTab {
             }
             self.on_event(&event, shared, true);
         }
+        None
     }
 
     /// Where a checkpoint the run named is on this machine, if it is.

@@ -2,7 +2,7 @@
 //! stream has said so far, and where its checkpoints are.
 use std::path::{Path, PathBuf};
 
-use crate::protocol::{Event, RunDone, RunStart};
+use crate::protocol::{Event, RunStart};
 use crate::watch::{Parsed, Source, StreamStatus};
 
 /// Malformed lines logged one by one; later ones are only counted.
@@ -16,6 +16,8 @@ pub enum RunPhase {
     Waiting,
     #[strum(serialize = "training")]
     Training,
+    #[strum(serialize = "fine-tuning")]
+    FineTuning,
     #[strum(serialize = "finished")]
     Finished,
     /// Stopped early (`interrupted`).
@@ -65,7 +67,8 @@ impl Watching {
                 self.events += 1;
                 self.run = match (&*event, self.run) {
                     (Event::Start(RunStart::Train(_)), _) => RunPhase::Training,
-                    (Event::Done(RunDone::Train(_)), _) => RunPhase::Finished,
+                    (Event::Start(RunStart::Finetune(_)), _) => RunPhase::FineTuning,
+                    (Event::Done(_), _) => RunPhase::Finished,
                     (Event::Interrupted { .. }, _) => RunPhase::Stopped,
                     (Event::Diverged { .. }, _) => RunPhase::Diverged,
                     // A stream joined after its start (tail of a file) is a run anyway.
