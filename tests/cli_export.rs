@@ -245,6 +245,15 @@ fn destinations_that_are_not_exports_are_refused_and_left_alone() {
     std::fs::create_dir(d.join("empty")).unwrap();
     export(d, &ck, "empty");
     export(d, &ck, "empty");
+    // An export with more in it (a Trainer's checkpoint keeps the gptdash record beside
+    // its optimizer state) is not ours to replace.
+    std::fs::write(d.join("empty/optimizer.pt"), "state").unwrap();
+    expect_error(
+        d,
+        &["export", "--checkpoint", &ck, "--hf", "empty"],
+        &["not an earlier gptdash export"],
+    );
+    assert!(d.join("empty/optimizer.pt").is_file());
     expect_error(
         d,
         &["export", "--checkpoint", &ck, "--hf", &ck],

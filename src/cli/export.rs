@@ -35,6 +35,14 @@ pub struct ExportArgs {
 const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 const SPECIAL_TOKENS: &str = "special_tokens_map.json";
 const GENERATION_CONFIG: &str = "generation_config.json";
+const FILES: [&str; 6] = [
+    CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG,
+    SPECIAL_TOKENS,
+    GENERATION_CONFIG,
+];
 
 pub fn run(args: &ExportArgs) -> Result<()> {
     check_destination(&args.checkpoint, &args.hf)?;
@@ -83,11 +91,17 @@ fn check_destination(source: &Path, out: &Path) -> Result<()> {
             );
         }
     }
-    let empty = std::fs::read_dir(out)
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(out)
         .with_context(|| format!("--hf {}: cannot read the folder", out.display()))?
-        .next()
-        .is_none();
-    if !empty && hf::read_provenance(out).is_none() {
+    {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    // An earlier export holds the files an export writes and nothing else (a Trainer's
+    // checkpoint keeps the gptdash record too, beside its optimizer state: not ours).
+    let ours = |name: &String| FILES.contains(&name.as_str()) || name == ".complete";
+    let earlier_export = hf::read_provenance(out).is_some() && names.iter().all(ours);
+    if !names.is_empty() && !earlier_export {
         bail!(
             "--hf {}: the folder exists and is not an earlier gptdash export; choose a new folder (nothing was written)",
             out.display()
@@ -177,16 +191,7 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<Exported> {
         vocab_size: model.vocab_size,
         block_size: model.block_size,
         tied_lm_head: model.tie_lm_head,
-        files: [
-            CONFIG_FILE,
-            MODEL_FILE,
-            TOKENIZER_FILE,
-            TOKENIZER_CONFIG,
-            SPECIAL_TOKENS,
-            GENERATION_CONFIG,
-        ]
-        .map(String::from)
-        .to_vec(),
+        files: FILES.map(String::from).to_vec(),
         notes,
         left_out,
     })
