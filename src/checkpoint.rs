@@ -759,39 +759,25 @@ fn check_recorded(path: &Path, config: &Path, said: &GptConfig) -> Result<()> {
     let Some(saved) = recorded_model(path)? else {
         return Ok(());
     };
-    let fields: [(&str, String, String); 8] = [
-        (
-            "vocab_size",
-            said.vocab_size.to_string(),
-            saved.vocab_size.to_string(),
-        ),
-        (
-            "block_size",
-            said.block_size.to_string(),
-            saved.block_size.to_string(),
-        ),
-        (
-            "n_layer",
-            said.n_layer.to_string(),
-            saved.n_layer.to_string(),
-        ),
-        ("n_head", said.n_head.to_string(), saved.n_head.to_string()),
-        ("n_embd", said.n_embd.to_string(), saved.n_embd.to_string()),
-        (
-            "n_classes",
-            said.n_classes.to_string(),
-            saved.n_classes.to_string(),
-        ),
-        (
-            "layer_norm_eps",
-            said.layer_norm_eps.to_string(),
-            saved.layer_norm_eps.to_string(),
-        ),
-        (
-            "tie_lm_head",
-            said.tie_lm_head.to_string(),
-            saved.tie_lm_head.to_string(),
-        ),
+    // (key, what config.json says, what the weights were saved with)
+    macro_rules! field {
+        ($key:ident) => {
+            (
+                stringify!($key),
+                said.$key.to_string(),
+                saved.$key.to_string(),
+            )
+        };
+    }
+    let fields = [
+        field!(vocab_size),
+        field!(block_size),
+        field!(n_layer),
+        field!(n_head),
+        field!(n_embd),
+        field!(n_classes),
+        field!(layer_norm_eps),
+        field!(tie_lm_head),
     ];
     for (key, now, then) in fields {
         if now != then {

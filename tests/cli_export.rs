@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    events, expect_error, fixture, gptdash, stderr, stdout, tiny_checkpoint, word_tokenizer,
-    write_sst2,
+    events, expect_error, finetune_small, fixture, gptdash, stderr, stdout, tiny_checkpoint,
+    word_tokenizer, write_sst2,
 };
 use gptdash::checkpoint::{load_model, Base};
 use tch::{Device, Tensor};
@@ -130,25 +130,7 @@ fn export_then_init_gives_the_same_logits() {
 
     // Fine-tuning starts from it with --init.
     let data = write_sst2(d);
-    let o = gptdash(
-        d,
-        &[
-            "finetune",
-            "--init",
-            "./hf",
-            "--sst2",
-            &data,
-            "--samples",
-            "40",
-            "--epochs",
-            "1",
-            "--out",
-            "clf",
-            "--device",
-            "cpu",
-            "--json",
-        ],
-    );
+    let o = finetune_small(d, ["--init", "./hf"], &data, "1", "clf", true);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(events(&o).last().unwrap()["event"], "done");
 }
@@ -191,24 +173,7 @@ fn a_classifier_exports_its_language_model_and_names_the_head_left_out() {
     let d = dir.path();
     let ck = tiny_checkpoint(d);
     let data = write_sst2(d);
-    let o = gptdash(
-        d,
-        &[
-            "finetune",
-            "--checkpoint",
-            &ck,
-            "--sst2",
-            &data,
-            "--samples",
-            "40",
-            "--epochs",
-            "1",
-            "--out",
-            "clf",
-            "--device",
-            "cpu",
-        ],
-    );
+    let o = finetune_small(d, ["--checkpoint", &ck], &data, "1", "clf", false);
     assert!(o.status.success(), "{}", stderr(&o));
     // Human output names it too.
     let o = gptdash(d, &["export", "--checkpoint", "clf", "--hf", "hf"]);

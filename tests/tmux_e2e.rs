@@ -9,6 +9,17 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server of its own (`-L name-PID`); fails when tmux is missing.
+    fn new(name: &str) -> Self {
+        assert!(
+            tmux_available(),
+            "tmux is required for this test (.ci/run installs it)"
+        );
+        Tmux {
+            socket: format!("gptdash-{name}-{}", std::process::id()),
+        }
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
             .arg("-L")
@@ -27,6 +38,21 @@ impl Tmux {
 
     fn text(&self, text: &str) {
         self.run(&["send-keys", "-t", "e2e", "-l", text]);
+    }
+
+    /// A 150×45 pane running `script`.
+    fn start(&self, script: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "150",
+            "-y",
+            "45",
+            script,
+        ]);
     }
 
     fn screen(&self) -> String {
@@ -78,15 +104,9 @@ fn tmux_available() -> bool {
 
 #[test]
 fn dashboard_trains_generates_and_restores_the_terminal() {
-    assert!(
-        tmux_available(),
-        "tmux is required for this test (.ci/run installs it)"
-    );
     let dir = tempfile::tempdir().unwrap();
     let d: &Path = dir.path();
-    let tmux = Tmux {
-        socket: format!("gptdash-e2e-{}", std::process::id()),
-    };
+    let tmux = Tmux::new("e2e");
     let script = format!(
         "cd {} && HOME={} XDG_CONFIG_HOME={}/cfg {}; echo EXITED:$?; stty -a > {}/stty.txt; sleep 60",
         d.display(),
@@ -95,17 +115,7 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
         env!("CARGO_BIN_EXE_gptdash"),
         d.display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "150",
-        "-y",
-        "45",
-        &script,
-    ]);
+    tmux.start(&script);
     tmux.wait_for("1 Train", 20);
 
     tmux.keys(&["Space"]);
@@ -219,30 +229,17 @@ fn without_a_terminal_it_points_at_the_headless_commands() {
 /// (and resumes), the terminal is restored, the exit code is 128 + the signal.
 #[test]
 fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
-    assert!(tmux_available(), "tmux is required for this test");
     for (name, number) in [("TERM", 15), ("HUP", 1), ("INT", 2), ("QUIT", 3)] {
         let dir = tempfile::tempdir().unwrap();
         let d: &Path = dir.path();
         std::fs::write(d.join("long.toml"), "[train]\nmax_iters = 1000000\n").unwrap();
-        let tmux = Tmux {
-            socket: format!("gptdash-sig-{}-{name}", std::process::id()),
-        };
+        let tmux = Tmux::new(&format!("sig-{name}"));
         let script = format!(
             "cd {d} && HOME={d} XDG_CONFIG_HOME={d}/cfg sh -c 'echo $$ > {d}/pid; exec {bin} --config long.toml'; echo EXITED:$?; stty -a > {d}/stty.txt; sleep 60",
             d = d.display(),
             bin = env!("CARGO_BIN_EXE_gptdash"),
         );
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            "150",
-            "-y",
-            "45",
-            &script,
-        ]);
+        tmux.start(&script);
         tmux.wait_for("1 Train", 20);
         tmux.keys(&["Space"]);
         tmux.wait_for("gptdash training", 60);
@@ -298,15 +295,9 @@ fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
 
 #[test]
 fn watch_follows_a_piped_stream_loads_its_checkpoint_and_restores_the_terminal() {
-    assert!(
-        tmux_available(),
-        "tmux is required for this test (.ci/run installs it)"
-    );
     let dir = tempfile::tempdir().unwrap();
     let d: &Path = dir.path();
-    let tmux = Tmux {
-        socket: format!("gptdash-e2e-watch-{}", std::process::id()),
-    };
+    let tmux = Tmux::new("e2e-watch");
     // A real checkpoint where the recorded stream says it is (`ck`, beside the cwd).
     let out = Command::new(env!("CARGO_BIN_EXE_gptdash"))
         .current_dir(d)
@@ -333,17 +324,7 @@ fn watch_follows_a_piped_stream_loads_its_checkpoint_and_restores_the_terminal()
         f = fixture.display(),
         bin = env!("CARGO_BIN_EXE_gptdash"),
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "150",
-        "-y",
-        "45",
-        &script,
-    ]);
+    tmux.start(&script);
     let screen = tmux.wait_for("gptdash watch training", 20);
     assert!(screen.contains("standard input"), "{screen}");
     let screen = tmux.wait_for("gptdash watch finished", 20);

@@ -310,25 +310,7 @@ fn a_fine_tuning_stream_shows_on_the_classify_tab() {
     let d = dir.path();
     let ck = common::tiny_checkpoint(d);
     let data = common::write_sst2(d);
-    let out = common::gptdash(
-        d,
-        &[
-            "finetune",
-            "--checkpoint",
-            &ck,
-            "--sst2",
-            &data,
-            "--samples",
-            "40",
-            "--epochs",
-            "3",
-            "--out",
-            "clf",
-            "--device",
-            "cpu",
-            "--json",
-        ],
-    );
+    let out = common::finetune_small(d, ["--checkpoint", &ck], &data, "3", "clf", true);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let mut app = watch_text(&Source::File(d.join("ft.jsonl")), &out.stdout);
     let w = app.train.watch.as_ref().unwrap();

@@ -104,6 +104,37 @@ pub fn write_sst2(dir: &Path) -> String {
     "train.tsv".into()
 }
 
+/// `finetune` of `base` (`--checkpoint DIR` or `--init NAME`) on `data`'s first 40 rows
+/// for `epochs` epochs on the CPU, into `out`, as `--json` lines when `json`.
+pub fn finetune_small(
+    dir: &Path,
+    base: [&str; 2],
+    data: &str,
+    epochs: &str,
+    out: &str,
+    json: bool,
+) -> Output {
+    let mut args = vec![
+        "finetune",
+        base[0],
+        base[1],
+        "--sst2",
+        data,
+        "--samples",
+        "40",
+        "--epochs",
+        epochs,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    ];
+    if json {
+        args.push("--json");
+    }
+    gptdash(dir, &args)
+}
+
 /// 24 SST-2 rows in `word_tokenizer`'s words (`w1 w2 w3 …` positive, `w7 w8 w9 …`
 /// negative), written as a GLUE TSV at `path`.
 pub fn write_word_sst2(path: &Path) {

@@ -103,6 +103,16 @@ impl TrainTab {
         }
     }
 
+    /// The run's length in steps: what its start said, else (no run yet) the next run's
+    /// setting; 0 when unknown (a watched stream that has not said).
+    pub fn max_iters(&self, shared: &Shared) -> u64 {
+        match &self.info {
+            Some(i) => i.max_iters,
+            None if self.watch.is_some() => 0,
+            None => shared.settings.train.max_iters,
+        }
+    }
+
     /// Estimated time left, in seconds.
     pub fn eta_secs(&self) -> Option<f64> {
         let info = self.info.as_ref().filter(|i| i.max_iters > 0)?;
@@ -163,21 +173,19 @@ impl TrainTab {
             }
             return Some(event);
         }
-        {
-            match &event {
-                Event::Log { message } => shared.log(format!("run: {message}")),
-                Event::Error { message } => shared.log(format!("run error: {message}")),
-                Event::Interrupted { iter, path } => shared.log(format!(
-                    "run stopped at step {iter}; checkpoint {}",
-                    path.display()
-                )),
-                Event::Diverged { iter, message, .. } => {
-                    shared.log(format!("run diverged at step {iter}: {message}"))
-                }
-                _ => {}
+        match &event {
+            Event::Log { message } => shared.log(format!("run: {message}")),
+            Event::Error { message } => shared.log(format!("run error: {message}")),
+            Event::Interrupted { iter, path } => shared.log(format!(
+                "run stopped at step {iter}; checkpoint {}",
+                path.display()
+            )),
+            Event::Diverged { iter, message, .. } => {
+                shared.log(format!("run diverged at step {iter}: {message}"))
             }
-            self.on_event(&event, shared, true);
+            _ => {}
         }
+        self.on_event(&event, shared, true);
         None
     }
 

@@ -305,11 +305,7 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
         .map(|m| m.iter)
         .or(t.info.as_ref().map(|i| i.start_iter))
         .unwrap_or(0);
-    let max = match &t.info {
-        Some(i) => i.max_iters,
-        None if t.watch.is_some() => 0,
-        None => shared.settings.train.max_iters,
-    };
+    let max = t.max_iters(shared);
     let step = if max > 0 {
         format!("{iter} / {max}")
     } else {
@@ -464,11 +460,7 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
 
 fn draw_gauge(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let iter = t.last.map(|m| m.iter).unwrap_or(0);
-    let max = match &t.info {
-        Some(i) => i.max_iters,
-        None if t.watch.is_some() => 0,
-        None => shared.settings.train.max_iters,
-    };
+    let max = t.max_iters(shared);
     let (ratio, label) = match (&t.info, &t.preparing) {
         (None, Some((stage, done, total))) => {
             let ratio = (*done as f64 / (*total).max(1) as f64).clamp(0.0, 1.0);
