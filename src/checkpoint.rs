@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
 
 use crate::config::{DataMode, Settings};
+use crate::data::normalize::TextForm;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::{Gpt, GptConfig};
 
@@ -37,6 +38,11 @@ pub struct CheckpointConfig {
     pub corpus: String,
     pub data_mode: DataMode,
     pub parameters: i64,
+    /// How text was prepared before tokenizing (lower-cased, PTB-split); text given to
+    /// the model later is prepared the same way. Older checkpoints lack it: then the
+    /// training settings beside them say (see [`read_config`]).
+    #[serde(default)]
+    pub text_form: TextForm,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,7 +332,19 @@ fn require_checkpoint_dir(dir: &Path) -> Result<()> {
 pub fn read_config(dir: &Path) -> Result<CheckpointConfig> {
     require_checkpoint_dir(dir)?;
     let path = dir.join(CONFIG_FILE);
-    let config: CheckpointConfig = read_json(&path)?;
+    let mut config: CheckpointConfig = read_json(&path)?;
+    // Written before the text form was recorded: the training settings saved beside
+    // the weights say how the text was prepared.
+    #[derive(Deserialize)]
+    struct Recorded {
+        text_form: Option<TextForm>,
+    }
+    let recorded: Recorded = read_json(&path)?;
+    if recorded.text_form.is_none() {
+        if let Ok(state) = read_train_state(dir) {
+            config.text_form = state.settings.data.text_form();
+        }
+    }
     if config.format_version > FORMAT_VERSION {
         bail!(
             "checkpoint {} has format version {}, newer than this gptdash understands ({FORMAT_VERSION})",
@@ -485,8 +503,9 @@ pub fn load_model_with_dropout(
                 Some(p) => p.corpus.clone(),
                 None => format!("GPT-2 weights from {}", dir.display()),
             },
-            data_mode: provenance.map_or(DataMode::Pack, |p| p.data_mode),
+            data_mode: provenance.as_ref().map_or(DataMode::Pack, |p| p.data_mode),
             parameters: 0,
+            text_form: provenance.map(|p| p.text_form).unwrap_or_default(),
         }
     } else {
         read_config(dir)?

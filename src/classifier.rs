@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LoadedModel, Prompt};
 use crate::config::Readout;
+use crate::data::normalize::TextForm;
 use crate::data::sst2::Labeled;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::Gpt;
@@ -65,6 +66,8 @@ pub struct Encoder<'a> {
     /// The template's tokens, the last of them the position the head reads.
     pub template: Vec<i64>,
     pub block_size: usize,
+    /// How the model's pretraining text was prepared; each sentence is prepared so.
+    pub form: TextForm,
 }
 
 impl Encoder<'_> {
@@ -95,12 +98,14 @@ impl Encoder<'_> {
             prefix,
             template,
             block_size,
+            form: loaded.config.text_form,
         })
     }
 
     pub fn encode(&self, sentence: &str) -> Result<Vec<i64>> {
         let mut ids: Vec<i64> = self.prefix.into_iter().collect();
-        ids.extend(self.tokenizer.encode(sentence)?.into_iter().map(i64::from));
+        let sentence = self.form.apply(sentence);
+        ids.extend(self.tokenizer.encode(&sentence)?.into_iter().map(i64::from));
         if ids.is_empty() && self.template.is_empty() {
             bail!("{sentence:?} encodes to no tokens");
         }

@@ -177,6 +177,16 @@ impl Default for DataSettings {
     }
 }
 
+impl DataSettings {
+    /// How texts are prepared before tokenizing.
+    pub fn text_form(&self) -> crate::data::normalize::TextForm {
+        crate::data::normalize::TextForm {
+            lowercase: self.lowercase,
+            ptb_split: self.ptb_split,
+        }
+    }
+}
+
 #[derive(
     Debug,
     Clone,
@@ -346,6 +356,10 @@ pub struct FinetuneSettings {
     /// `--checkpoint` or `--init`), a checkpoint folder, or a Hugging Face GPT-2 model
     /// (`gpt2`, `distilgpt2`, `owner/name`), fetched through the hub cache.
     pub base: String,
+    /// More labelled rows for training only (a TSV `sentence<TAB>label` or a parquet
+    /// file): your own examples, or pseudo-labels from a classifier. They never enter the
+    /// validation split.
+    pub extra_train: Option<String>,
 }
 
 impl Default for FinetuneSettings {
@@ -371,6 +385,7 @@ impl Default for FinetuneSettings {
             label_words: ["terrible".into(), "great".into()],
             sst2: "hub".into(),
             base: HELD_BASE.into(),
+            extra_train: None,
         }
     }
 }

@@ -440,3 +440,181 @@ fn sst2_from_the_hub_through_a_local_server_then_offline_from_the_cache() {
         "{err}"
     );
 }
+
+/// `classify --file` classifies every non-blank line (a file or standard input) in
+/// batches, with the same P(positive) as one `--text` at a time; `--extra-train` rows
+/// join the training split only; a model pretrained on lower-cased, PTB-split text gets
+/// raw text prepared the same way.
+#[test]
+fn classify_a_file_extra_training_rows_and_prepared_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let corpus = common::write_corpus(d);
+    let mut args = vec![
+        "train",
+        "--corpus",
+        &corpus,
+        "--max-iters",
+        "30",
+        "--lowercase",
+        "--ptb-split",
+        "--out",
+        "ck",
+    ];
+    args.extend_from_slice(common::TINY);
+    let out = gptdash(d, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = std::fs::read_to_string(d.join("ck/config.json")).unwrap();
+    assert!(
+        config.contains("\"lowercase\": true") && config.contains("\"ptb_split\": true"),
+        "{config}"
+    );
+    // Exported, the form travels in the `gptdash` record; a checkpoint from before it
+    // was recorded has it from the training settings beside the weights.
+    let out = gptdash(d, &["export", "--checkpoint", "ck", "--hf", "hf"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("hf/config.json")).unwrap()).unwrap();
+    assert_eq!(hf["gptdash"]["text_form"]["ptb_split"], true, "{hf}");
+    let old = d.join("old-ck");
+    std::fs::create_dir(&old).unwrap();
+    for entry in std::fs::read_dir(d.join("ck")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+    }
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v.as_object_mut().unwrap().remove("text_form");
+    std::fs::write(old.join("config.json"), v.to_string()).unwrap();
+    let out = gptdash(d, &["export", "--checkpoint", "old-ck", "--hf", "old-hf"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("lower-cased and split Penn-Treebank style"),
+        "{}",
+        stdout(&out)
+    );
+    let data = write_sst2(d);
+    std::fs::write(
+        d.join("extra.tsv"),
+        "sentence\tlabel\nthe cat was good\t1\nthe dog was bad\t0\nthe cat sat\t1\n",
+    )
+    .unwrap();
+    let base = [
+        "finetune",
+        "--checkpoint",
+        "ck",
+        "--sst2",
+        &data,
+        "--samples",
+        "40",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--extra-train", "extra.tsv", "--out", "clf", "--json"]);
+    let out = gptdash(d, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&out);
+    assert_eq!(ev[0]["train_examples"], 32 + 3, "{}", ev[0]);
+    assert_eq!(ev[0]["val_examples"], 8, "{}", ev[0]);
+    std::fs::write(
+        d.join("bad-extra.tsv"),
+        "sentence\tlabel\nfine\t1\nodd\t2\n",
+    )
+    .unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--extra-train", "bad-extra.tsv"]);
+    expect_error(
+        d,
+        &args,
+        &["--extra-train", "bad-extra.tsv:3", "label must be 0 or 1"],
+    );
+
+    let one = |text: &str| -> f64 {
+        let out = gptdash(
+            d,
+            &["classify", "--checkpoint", "clf", "--text", text, "--json"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        v["p_positive"].as_f64().unwrap()
+    };
+    // Raw text is prepared as the pretraining text was.
+    assert_eq!(
+        one("The CAT sat, and it was good!"),
+        one("the cat sat , and it was good !")
+    );
+
+    let lines = [
+        "the cat sat and it was good",
+        "the dog ran and it was bad",
+        "The dog's bad.",
+    ];
+    std::fs::write(
+        d.join("lines.txt"),
+        format!("{}\n\n   \n  {}  \n{}", lines[0], lines[1], lines[2]),
+    )
+    .unwrap();
+    let out = gptdash(
+        d,
+        &["classify", "--checkpoint", "clf", "--file", "lines.txt"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let rows: Vec<Vec<&str>> = printed.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 3, "{printed}");
+    for (row, text) in rows.iter().zip(lines) {
+        assert_eq!(row.len(), 3, "{printed}");
+        assert_eq!(row[2], text);
+        let p: f64 = row[0].parse().unwrap();
+        assert!((p - one(text)).abs() < 1e-4, "{printed}");
+        assert_eq!(row[1], if p >= 0.5 { "positive" } else { "negative" });
+    }
+    // Standard input, as JSON lines.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gptdash"))
+        .current_dir(d)
+        .env("XDG_CONFIG_HOME", d.join("xdg-config"))
+        .env("HOME", d)
+        .args(["classify", "--checkpoint", "clf", "--file", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(lines.join("\n").as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let ev = events(&out);
+    assert_eq!(ev.len(), 3);
+    for (e, text) in ev.iter().zip(lines) {
+        assert_eq!(e["event"], "classified");
+        assert_eq!(e["text"], text);
+    }
+    expect_error(
+        d,
+        &["classify", "--checkpoint", "clf", "--file", "nowhere.txt"],
+        &["--file", "nowhere.txt"],
+    );
+    expect_error(
+        d,
+        &["classify", "--checkpoint", "clf"],
+        &["--text", "--file"],
+    );
+    expect_error(
+        d,
+        &[
+            "classify",
+            "--checkpoint",
+            "clf",
+            "--text",
+            "a",
+            "--file",
+            "lines.txt",
+        ],
+        &["--file"],
+    );
+}

@@ -121,6 +121,7 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<Exported> {
         source: checkpoint.display().to_string(),
         corpus: loaded.config.corpus.clone(),
         data_mode: loaded.config.data_mode,
+        text_form: loaded.config.text_form,
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let config = hf::config_json(&model, eot, &provenance);
@@ -143,21 +144,10 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<Exported> {
             "special tokens: the tokenizer has no {END_OF_TEXT}, so bos/eos are unset"
         )),
     }
-    if let Ok(state) = crate::checkpoint::read_train_state(checkpoint) {
-        let data = &state.settings.data;
-        let mut done = Vec::new();
-        if data.lowercase {
-            done.push("lower-cased");
-        }
-        if data.ptb_split {
-            done.push("split Penn-Treebank style");
-        }
-        if !done.is_empty() {
-            notes.push(format!(
-                "the training text was {} before tokenizing (the tokenizer does not do it): prepare inputs the same way",
-                done.join(" and ")
-            ));
-        }
+    if let Some(done) = loaded.config.text_form.describe() {
+        notes.push(format!(
+            "the training text was {done} before tokenizing (the tokenizer does not do it; gptdash does it for you): prepare inputs the same way"
+        ));
     }
     let special = eot.map(|_| END_OF_TEXT);
     let tokenizer_config = serde_json::json!({

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::checkpoint::{load_model_with_dropout, Base};
-use crate::classifier::load_classifier;
+use crate::classifier::{load_classifier, p_positive, Encoder, Example};
 use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2::{self, Split};
 use crate::device::{device_name, resolve_device, set_inference_threads, set_threads};
@@ -77,6 +77,9 @@ pub struct FinetuneArgs {
     /// Also evaluate on a whole split: `validation`.
     #[arg(long, value_name = "validation")]
     pub eval_split: Option<String>,
+    /// More labelled rows for training only (TSV `sentence<TAB>label`, or parquet)
+    #[arg(long, value_name = "PATH")]
+    pub extra_train: Option<PathBuf>,
     /// Where the fine-tuned classifier goes (default: <source>-sst2 under checkpoints/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -153,6 +156,9 @@ impl FinetuneArgs {
         }
         if let Some(v) = &self.sst2 {
             f.sst2 = v.clone();
+        }
+        if let Some(v) = &self.extra_train {
+            f.extra_train = Some(v.display().to_string());
         }
     }
 }
@@ -302,37 +308,108 @@ fn summary_lines(d: &crate::protocol::FinetuneSummary) -> String {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["text", "file"])))]
 pub struct ClassifyArgs {
     /// A classifier written by `gptdash finetune`.
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// The sentence to classify.
     #[arg(long, allow_hyphen_values = true)]
-    pub text: String,
+    pub text: Option<String>,
+    /// Classify every non-blank line of a file (`-`: standard input), in batches: one
+    /// output line per input line (`P(positive)<TAB>label<TAB>text`, or JSON lines).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
     #[arg(long)]
     pub device: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
 
+/// Lines classified per forward pass with `--file`.
+const CLASSIFY_BATCH: usize = 64;
+
 pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
-    if args.text.trim().is_empty() {
+    if args.text.as_deref().is_some_and(|t| t.trim().is_empty()) {
         bail!("--text is empty; give a sentence to classify");
     }
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
         .context("--device")?;
-    set_inference_threads(settings.train.threads);
+    if args.file.is_some() {
+        // Batches of sentences are compute-bound: every core helps.
+        set_threads(settings.train.threads);
+    } else {
+        set_inference_threads(settings.train.threads);
+    }
     let (loaded, info) = load_classifier(&args.checkpoint, device)?;
-    let (label, p_positive) = crate::classifier::classify(&loaded, &info.labels, &args.text)?;
-    let text = if args.json {
+    let Some(file) = &args.file else {
+        let text = args.text.clone().unwrap_or_default();
+        let (label, p_positive) = crate::classifier::classify(&loaded, &info.labels, &text)?;
+        return super::print_stdout(
+            &(verdict_line(args.json, text, label, p_positive, false) + "\n"),
+        );
+    };
+    crate::interrupt::install()?;
+    let reader: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file)
+            .with_context(|| format!("--file: cannot open {}", file.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let name = if file.as_os_str() == "-" {
+        "standard input".to_string()
+    } else {
+        file.display().to_string()
+    };
+    let encoder = Encoder::for_model(&loaded)?;
+    let mut texts = Vec::new();
+    let mut examples = Vec::new();
+    let flush = |texts: &mut Vec<String>, examples: &mut Vec<Example>| -> Result<()> {
+        let probs = p_positive(&loaded.model, examples, CLASSIFY_BATCH)?;
+        let mut out = String::new();
+        for (text, p) in texts.drain(..).zip(probs) {
+            let label = info.labels[usize::from(p >= 0.5)].clone();
+            out.push_str(&verdict_line(args.json, text, label, p, true));
+            out.push('\n');
+        }
+        examples.clear();
+        super::print_stdout(&out)
+    };
+    for (i, line) in std::io::BufRead::lines(reader).enumerate() {
+        if let Some(signal) = crate::interrupt::requested() {
+            return Err(crate::interrupt::Interrupted(signal).into());
+        }
+        let line = line.with_context(|| format!("{name}:{}: cannot read the line", i + 1))?;
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let ids = encoder
+            .encode(text)
+            .with_context(|| format!("{name}:{}", i + 1))?;
+        examples.push(Example { ids, label: 0 });
+        texts.push(text.to_string());
+        if examples.len() == CLASSIFY_BATCH * 4 {
+            flush(&mut texts, &mut examples)?;
+        }
+    }
+    flush(&mut texts, &mut examples)
+}
+
+/// One verdict as `classify` prints it: a JSON line, `label (P(positive) = p)` for
+/// one sentence, or `p<TAB>label<TAB>text` for a line of a file.
+fn verdict_line(json: bool, text: String, label: String, p_positive: f64, batch: bool) -> String {
+    if json {
         Event::Classified {
-            text: args.text.clone(),
+            text,
             label,
             p_positive,
         }
         .to_json()
+    } else if batch {
+        format!("{p_positive:.4}\t{label}\t{text}")
     } else {
         format!("{label} (P(positive) = {p_positive:.4})")
-    };
-    super::print_stdout(&(text + "\n"))
+    }
 }

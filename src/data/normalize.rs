@@ -3,6 +3,48 @@
 //! journey .`); raw text such as IMDb reviews is not. [`ptb_split`] brings raw text to
 //! that form, so a model pretrained on it sees SST-2's tokens.
 
+use serde::{Deserialize, Serialize};
+
+/// How a model's text was prepared before tokenizing (the `[data]` settings it was
+/// trained with). Checkpoints record it, so text given to the model later (a sentence to
+/// classify, fine-tuning rows) is prepared the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextForm {
+    #[serde(default)]
+    pub lowercase: bool,
+    #[serde(default)]
+    pub ptb_split: bool,
+}
+
+impl TextForm {
+    /// `text` split Penn-Treebank style and lower-cased, as the form asks. Both steps
+    /// leave text already in that form as it is, so SST-2's rows pass unchanged.
+    pub fn apply(&self, text: &str) -> String {
+        let text = if self.ptb_split {
+            ptb_split(text)
+        } else {
+            text.to_string()
+        };
+        if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text
+        }
+    }
+
+    /// Words for people: "lower-cased and split Penn-Treebank style", or `None`.
+    pub fn describe(&self) -> Option<String> {
+        let mut done = Vec::new();
+        if self.lowercase {
+            done.push("lower-cased");
+        }
+        if self.ptb_split {
+            done.push("split Penn-Treebank style");
+        }
+        (!done.is_empty()).then(|| done.join(" and "))
+    }
+}
+
 /// Splits punctuation and clitics off words as the Penn Treebank tokenizer does:
 /// `It's a film, isn't it?` → `It 's a film , is n't it ?`; `"quoted"` → `` `` quoted '' ``;
 /// `...` and `--` stand alone. HTML line breaks (`<br />`, IMDb's paragraph marks) become
@@ -130,7 +172,55 @@ mod tests {
     use super::*;
 
     fn sst(raw: &str) -> String {
-        ptb_split(raw).to_lowercase()
+        TextForm {
+            lowercase: true,
+            ptb_split: true,
+        }
+        .apply(raw)
+    }
+
+    #[test]
+    fn a_text_form_leaves_text_already_in_it_alone() {
+        let form = TextForm {
+            lowercase: true,
+            ptb_split: true,
+        };
+        // The first rows of SST-2's train split, as GLUE ships them.
+        for row in [
+            "hide new secretions from the parental units",
+            "contains no wit , only labored gags",
+            "that loves its characters and communicates something rather beautiful about human nature",
+            "it 's a charming and often affecting journey . ",
+            "the greatest musicians",
+            "are more deeply thought through than in most ` right-thinking ' films",
+            "does n't work",
+        ] {
+            assert_eq!(form.apply(row), row.trim(), "{row:?}");
+            assert_eq!(form.apply(&form.apply(row)), form.apply(row));
+        }
+        let raw = "It Doesn't WORK!";
+        assert_eq!(TextForm::default().apply(raw), raw);
+        assert_eq!(
+            TextForm {
+                lowercase: true,
+                ptb_split: false
+            }
+            .apply(raw),
+            "it doesn't work!"
+        );
+        assert_eq!(
+            TextForm {
+                lowercase: false,
+                ptb_split: true
+            }
+            .apply(raw),
+            "It Does n't WORK !"
+        );
+        assert_eq!(
+            form.describe().unwrap(),
+            "lower-cased and split Penn-Treebank style"
+        );
+        assert_eq!(TextForm::default().describe(), None);
     }
 
     #[test]

@@ -20,7 +20,6 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{DataMode, DataSettings};
 use crate::data::corpus::{split_documents, split_sentences, split_train_test, Corpus};
-use crate::data::normalize::ptb_split;
 use crate::data::tokenizer::TextTokenizer;
 
 /// The corpus as training needs it.
@@ -40,11 +39,8 @@ pub fn texts(corpus: &Corpus, data: &DataSettings) -> Vec<String> {
         DataMode::Documents => split_documents(&corpus.text),
         DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
     };
-    texts
-        .into_iter()
-        .map(|t| if data.ptb_split { ptb_split(&t) } else { t })
-        .map(|t| if data.lowercase { t.to_lowercase() } else { t })
-        .collect()
+    let form = data.text_form();
+    texts.into_iter().map(|t| form.apply(&t)).collect()
 }
 
 /// Splits, tokenizes and encodes `corpus`; `tokenizer` is the one to use, or `None` to

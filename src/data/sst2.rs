@@ -322,7 +322,11 @@ pub fn load_protocol(settings: &FinetuneSettings, with_validation: bool) -> Resu
         );
     }
     let split_seed = settings.split_seed.unwrap_or(settings.seed);
-    let (train, val) = stratified_split(&rows, settings.val_fraction, split_seed)?;
+    let (mut train, val) = stratified_split(&rows, settings.val_fraction, split_seed)?;
+    if let Some(extra) = &settings.extra_train {
+        let extra = read_file(Path::new(extra)).context("--extra-train / finetune.extra_train")?;
+        train.extend(extra);
+    }
     Ok(ProtocolData {
         data_dir,
         train_file,

@@ -204,6 +204,10 @@ pub struct Provenance {
     /// `small` or the corpus file the model was trained on.
     pub corpus: String,
     pub data_mode: DataMode,
+    /// How the training text was prepared (lower-cased, PTB-split), so a model read back
+    /// prepares its inputs the same way.
+    #[serde(default)]
+    pub text_form: crate::data::normalize::TextForm,
     /// gptdash's version that wrote the folder.
     pub version: String,
 }

@@ -512,6 +512,7 @@ mod tests {
             corpus: "none".into(),
             data_mode,
             parameters: crate::model::gpt::parameter_count(&vs),
+            text_form: Default::default(),
         };
         LoadedModel {
             vs,
