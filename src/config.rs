@@ -266,6 +266,10 @@ pub enum Readout {
     /// fine-tuning it compares P(label word | sentence + template) (PET / LM-BFF's
     /// prompt-based fine-tuning). The head then trains as `last` does.
     Prompt,
+    /// The mean over tokens of every block's output, each through the final layer norm
+    /// (as the logit lens reads them) and averaged over blocks (ELMo's "all layers", with
+    /// equal weights): the lower blocks' more lexical features reach the head directly.
+    Layers,
 }
 
 /// How the fine-tuning learning rate moves over the run.

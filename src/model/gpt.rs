@@ -403,6 +403,17 @@ impl Gpt {
     /// Final hidden states from token embeddings `[batch, time, n_embd]` already looked
     /// up (the fused training step gathers them itself to handle their gradient).
     pub fn hidden_from_embeddings(&self, tok_emb: &Tensor, train: bool) -> Tensor {
+        self.hidden_states(tok_emb, train, false).0
+    }
+
+    /// Final hidden states, and with `every_block` the mean over blocks of each block's
+    /// output through the final layer norm (what [`Readout::Layers`] reads).
+    fn hidden_states(
+        &self,
+        tok_emb: &Tensor,
+        train: bool,
+        every_block: bool,
+    ) -> (Tensor, Option<Tensor>) {
         let t = tok_emb.size()[1];
         let pos = Tensor::arange(t, (Kind::Int64, tok_emb.device()));
         let mut x = dropout(
@@ -410,10 +421,32 @@ impl Gpt {
             self.config.dropout,
             train,
         );
-        for block in &self.h {
+        let mut sum: Option<Tensor> = None;
+        for (i, block) in self.h.iter().enumerate() {
             x = block.forward(&x, train);
+            if every_block && i + 1 < self.h.len() {
+                let normed = self.ln_f.forward(&x);
+                sum = Some(match sum {
+                    Some(s) => s + normed,
+                    None => normed,
+                });
+            }
         }
-        self.ln_f.forward(&x)
+        let last = self.ln_f.forward(&x);
+        let mean = every_block.then(|| match sum {
+            Some(s) => (s + &last) / self.h.len() as f64,
+            None => last.shallow_clone(),
+        });
+        (last, mean)
+    }
+
+    /// The hidden states the classifier head reads (`[batch, time, n_embd]`), and the
+    /// final ones the LM head reads: the same tensor unless the read-out is
+    /// [`Readout::Layers`].
+    pub fn classifier_hidden(&self, idx: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let every_block = self.readout == Readout::Layers;
+        let (last, mean) = self.hidden_states(&self.wte.forward(idx), train, every_block);
+        (mean.unwrap_or_else(|| last.shallow_clone()), last)
     }
 
     /// Next-token logits `[batch, time, vocab]`.
@@ -480,7 +513,7 @@ impl Gpt {
     /// causal model never lets that position see the padding, so the amount of padding
     /// cannot change a prediction.
     pub fn classify(&self, idx: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        self.classify_hidden(&self.hidden(idx, train), lengths, train)
+        self.classify_hidden(&self.classifier_hidden(idx, train).0, lengths, train)
     }
 
     pub fn readout(&self) -> Readout {
@@ -519,7 +552,7 @@ impl Gpt {
         Ok(())
     }
 
-    /// [`Gpt::classify`] from hidden states already computed (`[batch, time, n_embd]`).
+    /// [`Gpt::classify`] from the hidden states [`Gpt::classifier_hidden`] computed.
     pub fn classify_hidden(&self, h: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let lengths = lengths.to_device(h.device());
         let pooled = match self.readout {
@@ -528,7 +561,7 @@ impl Gpt {
                 let last = (&lengths - 1).to_kind(Kind::Int64);
                 h.index(&[Some(rows), Some(last)])
             }
-            Readout::Mean => {
+            Readout::Mean | Readout::Layers => {
                 let positions = Tensor::arange(h.size()[1], (Kind::Int64, h.device()));
                 let mask = positions
                     .unsqueeze(0)
@@ -742,6 +775,46 @@ mod tests {
         let both = model.classify(&batch, &lens, false);
         assert!((both.get(0) - a.get(0)).abs().max().double_value(&[]) < 1e-6);
         assert_eq!(both.size(), vec![2, 2]);
+    }
+
+    #[test]
+    fn layers_readout_averages_every_block_through_the_final_norm() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut model = Gpt::new(&vs.root(), tiny());
+        assert!(model.h.len() >= 2, "the test needs several blocks");
+        model.set_readout(Readout::Layers);
+        let tight = Tensor::from_slice(&[3i64, 9, 4]).view([1, 3]);
+        let padded = Tensor::from_slice(&[3i64, 9, 4, 17, 17]).view([1, 5]);
+        let len = Tensor::from_slice(&[3i64]);
+        let a = model.classify(&tight, &len, false);
+        let b = model.classify(&padded, &len, false);
+        assert!((&a - &b).abs().max().double_value(&[]) < 1e-6);
+        // By hand: each block's output through ln_f, averaged over blocks, then tokens.
+        let pos = Tensor::arange(3, (Kind::Int64, Device::Cpu));
+        let mut x = model.wte.forward(&tight) + model.wpe.forward(&pos);
+        let mut sum = Tensor::zeros([1, 3, model.config.n_embd], (Kind::Float, Device::Cpu));
+        for block in &model.h {
+            x = block.forward(&x, false);
+            sum += model.ln_f.forward(&x);
+        }
+        let pooled = (sum / model.h.len() as f64).mean_dim(1, false, Kind::Float);
+        let want = model.classifier.forward(&pooled);
+        assert!((&a - &want).abs().max().double_value(&[]) < 1e-5);
+        // The LM head still reads the last block alone.
+        let (read, last) = model.classifier_hidden(&tight, false);
+        assert!(
+            (&last - model.hidden(&tight, false))
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-6
+        );
+        assert!((&read - &last).abs().max().double_value(&[]) > 1e-4);
+        model.set_readout(Readout::Mean);
+        let mean = model.classify(&tight, &len, false);
+        assert!((&a - &mean).abs().max().double_value(&[]) > 1e-6);
     }
 
     #[test]

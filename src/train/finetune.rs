@@ -363,8 +363,8 @@ impl Finetuner {
         let (ids, lengths, labels) = batch_tensors(&refs, device);
         self.optimizer.zero_grad();
         let model = &self.loaded.model;
-        let hidden = model.hidden(&ids, true);
-        let logits = model.classify_hidden(&hidden, &lengths, true);
+        let (read, hidden) = model.classifier_hidden(&ids, true);
+        let logits = model.classify_hidden(&read, &lengths, true);
         let mut loss = logits.cross_entropy_for_logits(&labels);
         if self.options.lm_weight > 0.0 {
             let lm = Gpt::lm_loss(&model.lm_logits(&hidden), &lm_targets(&refs, device));
@@ -604,37 +604,42 @@ mod tests {
     fn save_then_classify_gives_the_same_probabilities() {
         let _rng = crate::torch_rng_lock();
         let rows = synthetic_rows();
-        let (mut f, _out) = tuner(
-            &rows,
-            FinetuneOptions {
-                epochs: 3,
-                ..options()
-            },
-        );
-        while !f.is_done() {
-            f.run_epoch().unwrap();
+        // Every read-out is recorded and read back (the layers read-out as well).
+        for readout in [Readout::Last, Readout::Layers] {
+            let (mut f, _out) = tuner(
+                &rows,
+                FinetuneOptions {
+                    epochs: 3,
+                    readout,
+                    ..options()
+                },
+            );
+            while !f.is_done() {
+                f.run_epoch().unwrap();
+            }
+            let (epoch, eval) = f.restore_best().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let info = ClassifierInfo {
+                source: "test".into(),
+                best_epoch: epoch,
+                val: eval,
+                train_examples: 48,
+                val_examples: 8,
+                labels: ["negative".into(), "positive".into()],
+                readout,
+                prompt: None,
+            };
+            f.save(&dir.path().join("clf"), &info).unwrap();
+            let csv = std::fs::read_to_string(dir.path().join("clf").join(CURVES_FILE)).unwrap();
+            assert_eq!(csv.lines().count(), 4);
+            let before = class_probabilities(&f.loaded, "the film was great and nice").unwrap();
+            let (loaded, back) = load_classifier(&dir.path().join("clf"), Device::Cpu).unwrap();
+            assert_eq!(back, info);
+            assert_eq!(loaded.model.readout(), readout);
+            let after = class_probabilities(&loaded, "the film was great and nice").unwrap();
+            assert!((before[1] - after[1]).abs() < 1e-6, "{readout:?}");
+            assert!((after[0] + after[1] - 1.0).abs() < 1e-6);
         }
-        let (epoch, eval) = f.restore_best().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let info = ClassifierInfo {
-            source: "test".into(),
-            best_epoch: epoch,
-            val: eval,
-            train_examples: 48,
-            val_examples: 8,
-            labels: ["negative".into(), "positive".into()],
-            readout: Readout::Last,
-            prompt: None,
-        };
-        f.save(&dir.path().join("clf"), &info).unwrap();
-        let csv = std::fs::read_to_string(dir.path().join("clf").join(CURVES_FILE)).unwrap();
-        assert_eq!(csv.lines().count(), 4);
-        let before = class_probabilities(&f.loaded, "the film was great and nice").unwrap();
-        let (loaded, back) = load_classifier(&dir.path().join("clf"), Device::Cpu).unwrap();
-        assert_eq!(back, info);
-        let after = class_probabilities(&loaded, "the film was great and nice").unwrap();
-        assert!((before[1] - after[1]).abs() < 1e-6);
-        assert!((after[0] + after[1] - 1.0).abs() < 1e-6);
         let msg = format!(
             "{:#}",
             load_classifier(Path::new("/nonexistent"), Device::Cpu)

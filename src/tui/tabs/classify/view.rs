@@ -243,6 +243,7 @@ fn readout_name(f: &FinetuneSettings) -> String {
     match f.readout {
         Readout::Last => "last".into(),
         Readout::Mean => "mean".into(),
+        Readout::Layers => "all layers".into(),
         Readout::Prompt => format!(
             "prompt \"…{}\" → {} / {}",
             f.template, f.label_words[0], f.label_words[1]
