@@ -342,7 +342,7 @@ pub fn read_config(dir: &Path) -> Result<CheckpointConfig> {
     let recorded: Recorded = read_json(&path)?;
     if recorded.text_form.is_none() {
         if let Ok(state) = read_train_state(dir) {
-            config.text_form = state.settings.data.text_form();
+            config.text_form = TextForm::of(&state.settings.data);
         }
     }
     if config.format_version > FORMAT_VERSION {

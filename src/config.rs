@@ -177,16 +177,6 @@ impl Default for DataSettings {
     }
 }
 
-impl DataSettings {
-    /// How texts are prepared before tokenizing.
-    pub fn text_form(&self) -> crate::data::normalize::TextForm {
-        crate::data::normalize::TextForm {
-            lowercase: self.lowercase,
-            ptb_split: self.ptb_split,
-        }
-    }
-}
-
 #[derive(
     Debug,
     Clone,

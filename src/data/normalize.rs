@@ -17,6 +17,14 @@ pub struct TextForm {
 }
 
 impl TextForm {
+    /// The form the `[data]` settings ask for.
+    pub fn of(data: &crate::config::DataSettings) -> Self {
+        Self {
+            lowercase: data.lowercase,
+            ptb_split: data.ptb_split,
+        }
+    }
+
     /// `text` split Penn-Treebank style and lower-cased, as the form asks. Both steps
     /// leave text already in that form as it is, so SST-2's rows pass unchanged.
     pub fn apply(&self, text: &str) -> String {

@@ -39,7 +39,7 @@ pub fn texts(corpus: &Corpus, data: &DataSettings) -> Vec<String> {
         DataMode::Documents => split_documents(&corpus.text),
         DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
     };
-    let form = data.text_form();
+    let form = crate::data::normalize::TextForm::of(data);
     texts.into_iter().map(|t| form.apply(&t)).collect()
 }
 

@@ -591,7 +591,7 @@ impl LmTrainer {
             corpus: self.corpus_spec.clone(),
             data_mode: self.settings.data.mode,
             parameters: self.parameters(),
-            text_form: self.settings.data.text_form(),
+            text_form: crate::data::normalize::TextForm::of(&self.settings.data),
         }
     }
 
