@@ -332,15 +332,13 @@ fn require_checkpoint_dir(dir: &Path) -> Result<()> {
 pub fn read_config(dir: &Path) -> Result<CheckpointConfig> {
     require_checkpoint_dir(dir)?;
     let path = dir.join(CONFIG_FILE);
-    let mut config: CheckpointConfig = read_json(&path)?;
+    let value: serde_json::Value = read_json(&path)?;
+    let recorded_form = value.get("text_form").is_some();
+    let mut config: CheckpointConfig = serde_json::from_value(value)
+        .with_context(|| format!("{} is not a valid gptdash file", path.display()))?;
     // Written before the text form was recorded: the training settings saved beside
     // the weights say how the text was prepared.
-    #[derive(Deserialize)]
-    struct Recorded {
-        text_form: Option<TextForm>,
-    }
-    let recorded: Recorded = read_json(&path)?;
-    if recorded.text_form.is_none() {
+    if !recorded_form {
         if let Ok(state) = read_train_state(dir) {
             config.text_form = TextForm::of(&state.settings.data);
         }

@@ -449,21 +449,7 @@ fn sst2_from_the_hub_through_a_local_server_then_offline_from_the_cache() {
 fn classify_a_file_extra_training_rows_and_prepared_text() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let corpus = common::write_corpus(d);
-    let mut args = vec![
-        "train",
-        "--corpus",
-        &corpus,
-        "--max-iters",
-        "30",
-        "--lowercase",
-        "--ptb-split",
-        "--out",
-        "ck",
-    ];
-    args.extend_from_slice(common::TINY);
-    let out = gptdash(d, &args);
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::tiny_checkpoint_with(d, &["--lowercase", "--ptb-split"]);
     let config = std::fs::read_to_string(d.join("ck/config.json")).unwrap();
     assert!(
         config.contains("\"lowercase\": true") && config.contains("\"ptb_split\": true"),

@@ -350,17 +350,15 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
         );
     };
     crate::interrupt::install()?;
-    let reader: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+    let (reader, name): (Box<dyn std::io::BufRead>, String) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), "standard input".into())
     } else {
         let f = std::fs::File::open(file)
             .with_context(|| format!("--file: cannot open {}", file.display()))?;
-        Box::new(std::io::BufReader::new(f))
-    };
-    let name = if file.as_os_str() == "-" {
-        "standard input".to_string()
-    } else {
-        file.display().to_string()
+        (
+            Box::new(std::io::BufReader::new(f)),
+            file.display().to_string(),
+        )
     };
     let encoder = Encoder::for_model(&loaded)?;
     let mut texts = Vec::new();

@@ -66,6 +66,11 @@ pub fn expect_error(dir: &Path, args: &[&str], needles: &[&str]) {
 
 /// Trains a tiny checkpoint at `dir/ck` and returns its path relative to `dir`.
 pub fn tiny_checkpoint(dir: &Path) -> String {
+    tiny_checkpoint_with(dir, &[])
+}
+
+/// [`tiny_checkpoint`] with more `train` flags (e.g. `--lowercase`).
+pub fn tiny_checkpoint_with(dir: &Path, flags: &[&str]) -> String {
     let corpus = write_corpus(dir);
     let mut args = vec![
         "train",
@@ -78,6 +83,7 @@ pub fn tiny_checkpoint(dir: &Path) -> String {
         "--json",
     ];
     args.extend_from_slice(TINY);
+    args.extend_from_slice(flags);
     let out = gptdash(dir, &args);
     assert!(out.status.success(), "{}", stderr(&out));
     "ck".into()
