@@ -81,15 +81,21 @@ fn json_output_has_the_documented_shape() {
     // --no-cache gives the same result.
     let nc = gptdash(dir.path(), &[&args[..], &["--no-cache"]].concat());
     let w: serde_json::Value = serde_json::from_str(stdout(&nc).trim()).unwrap();
-    let ids = |x: &serde_json::Value| {
-        x["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["id"].clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(&v), ids(&w));
+    // The same tokens, up to a near-tie the two code paths (about 1e-6 apart) may break
+    // differently: where they first part, the cached run's top two were within 1e-5.
+    let tokens = |x: &serde_json::Value| x["tokens"].as_array().unwrap().clone();
+    let (cached, uncached) = (tokens(&v), tokens(&w));
+    assert_eq!(cached.len(), uncached.len());
+    for (a, b) in cached.iter().zip(&uncached) {
+        if a["id"] != b["id"] {
+            let top = a["top"].as_array().unwrap();
+            let gap = top[0]["prob"].as_f64().unwrap() - top[1]["prob"].as_f64().unwrap();
+            assert!(gap < 1e-5, "cache and no cache part at {a} / {b}");
+            break;
+        }
+        let (pa, pb) = (a["prob"].as_f64().unwrap(), b["prob"].as_f64().unwrap());
+        assert!((pa - pb).abs() < 1e-5, "{a} / {b}");
+    }
 
     // Sampling with a seed is reproducible.
     let sample = |seed: &str| {

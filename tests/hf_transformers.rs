@@ -10,8 +10,8 @@
 //!
 //! transformers and accelerate are installed into that virtualenv on first use (pinned,
 //! ~20 s). Where
-//! libtorch is the user's own (`LIBTORCH`) and no Python has torch, the test says so and
-//! checks nothing else.
+//! libtorch is the user's own (`LIBTORCH`) and no Python has torch, the test is ignored
+//! with that reason (build.rs's `has_torch_python`); in CI it runs, and fails without one.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -130,29 +130,43 @@ fn same_as_gptdash(python: &Path, original: &Path, exported: &Path, text: &str, 
     assert!(diff <= 1e-4, "logits differ from transformers' by {diff}");
     // Greedy continuation, gptdash's forward against transformers' generate (which
     // stops at the end-of-text token, as generation_config.json says).
+    // Two implementations may break a near-tie differently: at the first token where
+    // they part, gptdash's top two logits must be within 1e-4 (then nothing after it
+    // can be compared).
     let eot = loaded.tokenizer.eot_id().map(i64::from);
+    let generated: Vec<i64> = serde_json::from_value(hf["generated"].clone()).unwrap();
     let mut seq = ids.clone();
     for _ in 0..4 {
         let x = Tensor::from_slice(&seq).view([1, -1]);
-        let next = tch::no_grad(|| loaded.model.forward(&x, false))
-            .select(1, seq.len() as i64 - 1)
-            .argmax(-1, false)
-            .int64_value(&[0]);
+        let last = tch::no_grad(|| loaded.model.forward(&x, false)).select(1, seq.len() as i64 - 1);
+        let (top, top_ids) = last.topk(2, -1, true, true);
+        let next = top_ids.int64_value(&[0, 0]);
+        if generated.get(seq.len()) != Some(&next) {
+            let gap = top.double_value(&[0, 0]) - top.double_value(&[0, 1]);
+            assert!(
+                gap < 1e-4 && generated.get(seq.len()) == Some(&top_ids.int64_value(&[0, 1])),
+                "greedy continuation: gptdash {next}, transformers {:?} (top-2 gap {gap})",
+                generated.get(seq.len())
+            );
+            return;
+        }
         seq.push(next);
         if Some(next) == eot {
             break;
         }
     }
-    let generated: Vec<i64> = serde_json::from_value(hf["generated"].clone()).unwrap();
     assert_eq!(generated, seq, "greedy continuation");
 }
 
 #[test]
+#[cfg_attr(
+    not(has_torch_python),
+    ignore = "needs a Python with torch: LIBTORCH is your own and python3 has no torch (CI runs this)"
+)]
 fn transformers_loads_the_export_with_the_same_logits() {
-    let Some(python) = python_with_transformers() else {
-        eprintln!("no Python with torch beside LIBTORCH: transformers was not checked");
-        return;
-    };
+    let python = python_with_transformers().expect(
+        "a Python with torch (the virtualenv of scripts/libtorch.sh, or python3 with torch)",
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A gptdash model: untied head, trained on <|endoftext|>-framed sentences.
@@ -179,13 +193,11 @@ fn transformers_loads_the_export_with_the_same_logits() {
 
     // Scaling out: the export trained on under torchrun, watched, and loaded back.
     let torchrun = python.with_file_name("torchrun");
-    if !torchrun.is_file() {
-        eprintln!(
-            "no torchrun beside {}: the hand-off was not checked",
-            python.display()
-        );
-        return;
-    }
+    assert!(
+        torchrun.is_file(),
+        "no torchrun beside {}: torch's own launcher is needed for the hand-off",
+        python.display()
+    );
     let corpus = d.join("corpus.txt");
     std::fs::write(
         &corpus,

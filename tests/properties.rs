@@ -118,3 +118,88 @@ proptest! {
         }
     }
 }
+
+/// Finite f64 of every kind: normal, subnormal, zero of either sign, and the extremes.
+fn any_finite_f64() -> impl Strategy<Value = f64> {
+    use prop::num::f64::{NEGATIVE, NORMAL, POSITIVE, SUBNORMAL, ZERO};
+    prop_oneof![
+        NORMAL | SUBNORMAL | ZERO | POSITIVE | NEGATIVE,
+        prop::sample::select(vec![
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            f64::EPSILON,
+            5e-324,
+            -5e-324,
+            0.3622446954250336,
+            0.1 + 0.2,
+        ]),
+    ]
+    .prop_filter("finite", |v| v.is_finite())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Every float gptdash writes to a file comes back with the same bits: the training
+    /// state (config.json's neighbour train_state.json, whose settings hold most floats),
+    /// the classifier's record, and a protocol line as `watch` reads it.
+    #[test]
+    fn floats_written_to_files_read_back_bit_exact(x in any_finite_f64(), y in any_finite_f64()) {
+        use gptdash::checkpoint::{read_train_state, write_json, TrainState, CONFIG_FILE, STATE_FILE};
+        use gptdash::protocol::Event;
+        use gptdash::watch::{parse_line, Parsed};
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "{}").unwrap();
+        let mut settings = Settings::default();
+        settings.train.learning_rate = x;
+        settings.finetune.dropout = Some(y);
+        settings.ui.smoothing = y;
+        let state = TrainState { step: 7, settings, best_test_loss: Some(x), last_train_loss: Some(y) };
+        write_json(&dir.path().join(STATE_FILE), &state).unwrap();
+        let back = read_train_state(dir.path()).unwrap();
+        prop_assert_eq!(back.settings.train.learning_rate.to_bits(), x.to_bits());
+        prop_assert_eq!(back.settings.finetune.dropout.map(f64::to_bits), Some(y.to_bits()));
+        prop_assert_eq!(back.settings.ui.smoothing.to_bits(), y.to_bits());
+        prop_assert_eq!(back.best_test_loss.map(f64::to_bits), Some(x.to_bits()));
+        prop_assert_eq!(back.last_train_loss.map(f64::to_bits), Some(y.to_bits()));
+
+        let line = Event::Eval { iter: 3, test_loss: x }.to_json();
+        match parse_line(&line, 1) {
+            Some(Parsed::Event(e)) => match *e {
+                Event::Eval { test_loss, .. } => prop_assert_eq!(test_loss.to_bits(), x.to_bits()),
+                other => prop_assert!(false, "{:?}", other),
+            },
+            other => prop_assert!(false, "{:?}", other),
+        }
+
+        // The classifier's record (its validation loss and accuracy).
+        let info = gptdash::classifier::ClassifierInfo {
+            source: "s".into(),
+            best_epoch: 1,
+            val: gptdash::protocol::Evaluation { loss: x, acc: y, confusion: [[1, 2], [3, 4]] },
+            train_examples: 1,
+            val_examples: 1,
+            labels: ["negative".into(), "positive".into()],
+            readout: Default::default(),
+            prompt: None,
+        };
+        write_json(&dir.path().join(gptdash::classifier::CLASSIFIER_FILE), &info).unwrap();
+        let back = gptdash::classifier::read_info(dir.path()).unwrap().unwrap();
+        prop_assert_eq!(back.val.loss.to_bits(), x.to_bits());
+        prop_assert_eq!(back.val.acc.to_bits(), y.to_bits());
+
+        // The same values through the config file format (TOML), as settings are written:
+        // taken into the keys' valid ranges (a rate > 0, a smoothing in [0, 1)).
+        let rate = if x == 0.0 { f64::MIN_POSITIVE } else { x.abs() };
+        let smoothing = y.abs().fract();
+        let toml_text = format!(
+            "[train]\nmin_lr = 0.0\nlearning_rate = {rate:?}\n[ui]\nsmoothing = {smoothing:?}\n"
+        );
+        let s = Settings::from_toml(&toml_text).unwrap();
+        prop_assert_eq!(s.train.learning_rate.to_bits(), rate.to_bits());
+        prop_assert_eq!(s.ui.smoothing.to_bits(), smoothing.to_bits());
+    }
+}
