@@ -109,16 +109,18 @@ fn fault(point: &str) {
 
 /// The lock on a checkpoint directory: one process writes it at a time. Taken when a
 /// run starts (so a second writer and an unwritable place fail before any training) and
-/// held until the run ends; a save by a process that holds it goes ahead.
+/// held until the run ends; a save by a process that holds it goes ahead. Guards for one
+/// folder in one process are counted: the lock is released when the last one drops.
 #[derive(Debug)]
 pub struct OutputLock {
-    /// `None`: this process held the lock already (the outer guard releases it).
-    file: Option<(std::fs::File, PathBuf)>,
+    key: PathBuf,
 }
 
-fn held_locks() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
-    static HELD: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
-        std::sync::OnceLock::new();
+/// The locks this process holds: the open lock file and how many guards share it.
+fn held_locks(
+) -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, (std::fs::File, usize)>> {
+    type Held = std::sync::Mutex<std::collections::HashMap<PathBuf, (std::fs::File, usize)>>;
+    static HELD: std::sync::OnceLock<Held> = std::sync::OnceLock::new();
     HELD.get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -128,17 +130,30 @@ impl OutputLock {
     /// Locks `dir` for writing: its parent is created and must be writable, and no other
     /// process may hold it.
     pub fn acquire(dir: &Path) -> Result<Self> {
+        match Self::try_acquire(dir)? {
+            Ok(lock) => Ok(lock),
+            Err(pid) => bail!(
+                "{} is being written by another gptdash (process {pid}); wait for it to end or choose another output directory",
+                dir.display()
+            ),
+        }
+    }
+
+    /// [`OutputLock::acquire`], with another process holding the lock as `Ok(Err(its
+    /// pid))` rather than an error.
+    pub fn try_acquire(dir: &Path) -> Result<std::result::Result<Self, String>> {
+        let dir = &crate::output::resolve_link(dir);
         let s = siblings(dir)?;
         std::fs::create_dir_all(&s.parent)
             .with_context(|| format!("cannot create {}", s.parent.display()))?;
         if dir.is_file() {
             bail!("{} is a file, not a checkpoint directory", dir.display());
         }
-        let key = std::fs::canonicalize(&s.parent)
-            .unwrap_or_else(|_| s.parent.clone())
-            .join(s.lock.file_name().unwrap_or_default());
-        if held_locks().contains(&key) {
-            return Ok(Self { file: None });
+        let key = lock_key(&s);
+        let mut held = held_locks();
+        if let Some((_, count)) = held.get_mut(&key) {
+            *count += 1;
+            return Ok(Ok(Self { key }));
         }
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -157,11 +172,7 @@ impl OutputLock {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let pid = std::fs::read_to_string(&s.lock).unwrap_or_default();
-                bail!(
-                    "{} is being written by another gptdash (process {}); wait for it to end or choose another output directory",
-                    dir.display(),
-                    pid.trim()
-                );
+                return Ok(Err(pid.trim().to_string()));
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(anyhow!(e).context(format!("cannot lock {}", s.lock.display())))
@@ -169,18 +180,34 @@ impl OutputLock {
         }
         let _ = file.set_len(0);
         let _ = (&file).write_all(std::process::id().to_string().as_bytes());
-        held_locks().insert(key.clone());
-        Ok(Self {
-            file: Some((file, key)),
-        })
+        held.insert(key.clone(), (file, 1));
+        Ok(Ok(Self { key }))
     }
+}
+
+impl OutputLock {
+    /// Whether this process holds the lock on `dir` already.
+    pub fn held_here(dir: &Path) -> bool {
+        let dir = crate::output::resolve_link(dir);
+        siblings(&dir).is_ok_and(|s| held_locks().contains_key(&lock_key(&s)))
+    }
+}
+
+/// The process-wide name of a folder's lock: its lock file, with the parent canonical.
+fn lock_key(s: &Siblings) -> PathBuf {
+    std::fs::canonicalize(&s.parent)
+        .unwrap_or_else(|_| s.parent.clone())
+        .join(s.lock.file_name().unwrap_or_default())
 }
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
-        if let Some((file, key)) = self.file.take() {
-            held_locks().remove(&key);
-            drop(file); // closing the file releases the lock
+        let mut held = held_locks();
+        if let Some((_, count)) = held.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.key); // closing the file releases the lock
+            }
         }
     }
 }
@@ -192,9 +219,10 @@ fn recover_locked(dir: &Path, s: &Siblings) -> Result<bool> {
     if dir.exists() {
         return Ok(false);
     }
-    let from = if s.tmp.join(COMPLETE).is_file() {
+    // Only a copy gptdash wrote is put back: a user's `.NAME.old` stays where it is.
+    let from = if s.tmp.join(COMPLETE).is_file() && crate::output::replaceable(&s.tmp) {
         &s.tmp
-    } else if s.old.is_dir() {
+    } else if s.old.is_dir() && crate::output::replaceable(&s.old) {
         &s.old
     } else {
         return Ok(false);
@@ -213,6 +241,7 @@ fn recover_locked(dir: &Path, s: &Siblings) -> Result<bool> {
 /// Restores a checkpoint whose save was interrupted (see [`write_atomically`]) before it
 /// is read: `true` when it did. Waits for a writer that holds the lock.
 pub fn recover(dir: &Path) -> Result<bool> {
+    let dir = &crate::output::resolve_link(dir);
     if dir.exists() {
         return Ok(false);
     }
@@ -241,11 +270,20 @@ pub fn recover(dir: &Path) -> Result<bool> {
 /// back. If `write` fails, `dir` is left as it was. Stale temporaries are removed; the
 /// directory is locked for the save unless this process holds its lock already.
 pub fn write_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    // A link gptdash made (`checkpoints/<name>`) is saved through, into its run folder.
+    let dir = &crate::output::resolve_link(dir);
     let s = siblings(dir)?;
     let _lock = OutputLock::acquire(dir)?;
     recover_locked(dir, &s)?;
     for stale in [&s.tmp, &s.old] {
-        if stale.exists() {
+        if stale.symlink_metadata().is_ok() {
+            if !stale.is_dir() || !crate::output::replaceable(stale) {
+                bail!(
+                    "cannot save {}: {} is in the way and holds files gptdash did not write; move it elsewhere",
+                    dir.display(),
+                    stale.display()
+                );
+            }
             std::fs::remove_dir_all(stale)
                 .with_context(|| format!("cannot remove the stale {}", stale.display()))?;
         }
@@ -275,22 +313,27 @@ pub fn write_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
     fault("synced");
     let had_previous = dir.exists();
     if had_previous {
-        std::fs::rename(dir, &s.old).with_context(|| {
-            format!(
-                "cannot move the previous checkpoint {} aside",
-                dir.display()
-            )
-        })?;
+        // Checked again now, not only when the run started: a file put into the folder
+        // since (a user's notes) is never deleted with the previous checkpoint.
+        let aside = if injected("swap") {
+            Err(std::io::Error::other("injected failure"))
+        } else if !crate::output::replaceable(dir) {
+            Err(std::io::Error::other(
+                "it holds files gptdash did not write, which a save never deletes",
+            ))
+        } else {
+            std::fs::rename(dir, &s.old)
+        };
+        if let Err(e) = aside {
+            return Err(saved_beside(dir, &s, e));
+        }
         fault("aside");
     }
     if let Err(e) = std::fs::rename(&s.tmp, dir) {
         if had_previous {
             let _ = std::fs::rename(&s.old, dir);
         }
-        return Err(anyhow!(e).context(format!(
-            "cannot move the new checkpoint into {}",
-            dir.display()
-        )));
+        return Err(saved_beside(dir, &s, e));
     }
     sync(&s.parent)?;
     fault("renamed");
@@ -298,6 +341,43 @@ pub fn write_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
         let _ = std::fs::remove_dir_all(&s.old);
     }
     Ok(())
+}
+
+/// Test-only: `GPTDASH_FAULT_SAVE=<point>` makes that step of a save fail (`swap`: the
+/// previous checkpoint cannot be moved aside, as a mount point cannot).
+fn injected(point: &str) -> bool {
+    std::env::var("GPTDASH_FAULT_SAVE").is_ok_and(|p| p == point)
+}
+
+/// The swap into `dir` failed: the new checkpoint, complete in `.NAME.tmp`, is moved to
+/// a visible folder beside it (`NAME-saved-N`) so the run is not lost, and the error says
+/// where it is.
+fn saved_beside(dir: &Path, s: &Siblings, why: std::io::Error) -> anyhow::Error {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    for n in 1..10_000 {
+        let beside = s.parent.join(format!("{name}-saved-{n}"));
+        if beside.symlink_metadata().is_ok() {
+            continue;
+        }
+        if std::fs::rename(&s.tmp, &beside).is_ok() {
+            let _ = std::fs::remove_file(beside.join(COMPLETE));
+            let _ = sync(&s.parent);
+            return anyhow!(
+                "cannot replace {} ({why}); the checkpoint was saved to {} instead",
+                dir.display(),
+                beside.display()
+            );
+        }
+        break;
+    }
+    anyhow!(
+        "cannot replace {} ({why}); the complete checkpoint is in {}",
+        dir.display(),
+        s.tmp.display()
+    )
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -857,20 +937,20 @@ mod tests {
     fn atomic_write_replaces_or_keeps_the_previous_directory() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("ckpt");
-        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join("a"), "1")?)).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "1");
+        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join(CONFIG_FILE), "1")?)).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(), "1");
         // A failing write leaves the old checkpoint as it was and no temp directory behind.
         let err = write_atomically(&dir, |tmp| {
-            std::fs::write(tmp.join("a"), "half")?;
+            std::fs::write(tmp.join(CONFIG_FILE), "half")?;
             bail!("disk full")
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("untouched"));
-        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "1");
+        assert_eq!(std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(), "1");
         // A successful write replaces it.
-        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join("b"), "2")?)).unwrap();
-        assert!(!dir.join("a").exists());
-        assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "2");
+        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join(MODEL_FILE), "2")?)).unwrap();
+        assert!(!dir.join(CONFIG_FILE).exists());
+        assert_eq!(std::fs::read_to_string(dir.join(MODEL_FILE)).unwrap(), "2");
         let mut leftovers: Vec<String> = std::fs::read_dir(root.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -892,7 +972,7 @@ mod tests {
         let s = siblings(&dir).unwrap();
         let write = |path: &Path, text: &str, complete: bool| {
             std::fs::create_dir_all(path).unwrap();
-            std::fs::write(path.join("a"), text).unwrap();
+            std::fs::write(path.join(CONFIG_FILE), text).unwrap();
             if complete {
                 std::fs::write(path.join(COMPLETE), "").unwrap();
             }
@@ -901,23 +981,81 @@ mod tests {
         write(&s.old, "previous", true);
         write(&s.tmp, "new", true);
         assert!(recover(&dir).unwrap());
-        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(),
+            "new"
+        );
         // The previous copy aside and the new one incomplete → the previous one.
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&s.old).unwrap();
         write(&s.old, "previous", true);
         write(&s.tmp, "half", false);
         assert!(recover(&dir).unwrap());
-        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "previous");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(),
+            "previous"
+        );
         // A first save killed while writing: nothing to recover, nothing invented.
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(!recover(&dir).unwrap() && !dir.exists());
         // The next save removes the stale temporary and writes normally.
-        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join("a"), "next")?)).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "next");
+        write_atomically(&dir, |tmp| {
+            Ok(std::fs::write(tmp.join(CONFIG_FILE), "next")?)
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(),
+            "next"
+        );
         assert!(!s.tmp.exists() && !s.old.exists());
         // A complete checkpoint is left alone.
         assert!(!recover(&dir).unwrap());
+    }
+
+    #[test]
+    fn a_save_never_deletes_files_it_did_not_write() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ckpt");
+        let s = siblings(&dir).unwrap();
+        write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join(CONFIG_FILE), "1")?)).unwrap();
+        // A file the user put into the folder since the run started: the new checkpoint
+        // goes beside it, and the error says where.
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let msg = format!(
+            "{:#}",
+            write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join(CONFIG_FILE), "2")?))
+                .unwrap_err()
+        );
+        assert!(
+            msg.contains("saved to") && msg.contains("ckpt-saved-1"),
+            "{msg}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "mine"
+        );
+        let beside = root.path().join("ckpt-saved-1");
+        assert_eq!(
+            std::fs::read_to_string(beside.join(CONFIG_FILE)).unwrap(),
+            "2"
+        );
+        // A user's folder where a save keeps its temporaries is neither adopted nor removed.
+        std::fs::remove_file(dir.join("notes.txt")).unwrap();
+        std::fs::create_dir(&s.old).unwrap();
+        std::fs::write(s.old.join("thesis.tex"), "x").unwrap();
+        let msg = format!(
+            "{:#}",
+            write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join(CONFIG_FILE), "3")?))
+                .unwrap_err()
+        );
+        assert!(msg.contains("in the way"), "{msg}");
+        assert!(s.old.join("thesis.tex").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            !recover(&dir).unwrap(),
+            "a user's .ckpt.old is not put in place"
+        );
+        assert!(s.old.join("thesis.tex").is_file());
     }
 
     #[test]
@@ -927,7 +1065,18 @@ mod tests {
         let outer = OutputLock::acquire(&dir).unwrap();
         // Saves inside a run that holds the lock go ahead.
         write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join("a"), "1")?)).unwrap();
+        // Guards are counted: the lock outlives an inner guard and ends with the last.
+        let inner = OutputLock::acquire(&dir).unwrap();
+        drop(inner);
+        let lock_file = root.path().join(".out.lock");
+        let probe = std::fs::File::open(&lock_file).unwrap();
+        assert!(
+            matches!(probe.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            "the outer guard still holds the lock"
+        );
         drop(outer);
+        assert!(probe.try_lock().is_ok(), "the last guard released the lock");
+        drop(probe);
         let file = root.path().join("file");
         std::fs::write(&file, "").unwrap();
         let err = format!("{:#}", OutputLock::acquire(&file).unwrap_err());

@@ -72,11 +72,8 @@ pub struct Encoder<'a> {
 
 impl Encoder<'_> {
     pub fn for_model(loaded: &LoadedModel) -> Result<Encoder<'_>> {
-        let prefix = loaded
-            .tokenizer
-            .eot_id()
-            .map(i64::from)
-            .filter(|_| loaded.frames_sentences());
+        let reading = crate::data::reading::Reading::of(loaded);
+        let prefix = reading.frame.map(i64::from);
         let template = match &loaded.prompt {
             Some(prompt) => prompt_tokens(&loaded.tokenizer, prompt)?.template,
             None => Vec::new(),
@@ -98,7 +95,7 @@ impl Encoder<'_> {
             prefix,
             template,
             block_size,
-            form: loaded.config.text_form,
+            form: reading.form,
         })
     }
 

@@ -160,6 +160,9 @@ pub struct DataSettings {
     pub ptb_split: bool,
     /// Keep the prepared corpus (tokenizer and token ids) in the per-user cache.
     pub cache: bool,
+    /// The most text read from a corpus file, in MB (after decompression); 0: a tenth
+    /// of this machine's memory (preparing a corpus holds several times its text).
+    pub max_corpus_mb: u64,
 }
 
 impl Default for DataSettings {
@@ -173,6 +176,7 @@ impl Default for DataSettings {
             lowercase: false,
             ptb_split: false,
             cache: true,
+            max_corpus_mb: 0,
         }
     }
 }
@@ -361,8 +365,8 @@ impl Default for FinetuneSettings {
         Self {
             samples: 1200,
             val_fraction: 0.2,
-            epochs: 10,
-            learning_rate: 1e-4,
+            epochs: 8,
+            learning_rate: 1e-3,
             schedule: Schedule::Constant,
             batch_size: 16,
             weight_decay: 0.01,
@@ -370,11 +374,11 @@ impl Default for FinetuneSettings {
             freeze_embeddings: false,
             seed: 1337,
             split_seed: None,
-            patience: 3,
-            dropout: None,
+            patience: 0,
+            dropout: Some(0.1),
             lm_weight: 0.0,
-            readout: Readout::Last,
-            keep: Keep::Best,
+            readout: Readout::Mean,
+            keep: Keep::Last,
             template: " . in short , this movie is".into(),
             label_words: ["terrible".into(), "great".into()],
             sst2: "hub".into(),
@@ -500,8 +504,7 @@ impl Settings {
     }
 
     pub fn from_toml(text: &str) -> Result<Self> {
-        let settings: Settings =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let settings: Settings = toml::from_str(text).map_err(|e| one_line_error(text, &e))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -552,7 +555,11 @@ impl Settings {
             "train.min_lr",
             "must be in [0, train.learning_rate]",
         )?;
-        ensure_key(t.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")?;
+        ensure_key(
+            t.weight_decay >= 0.0 && t.weight_decay.is_finite(),
+            "train.weight_decay",
+            "must be a finite number >= 0",
+        )?;
         ensure_key(
             (0.0..1.0).contains(&t.beta1),
             "train.beta1",
@@ -564,7 +571,7 @@ impl Settings {
             "must be in [0, 1)",
         )?;
         ensure_key(
-            t.grad_clip >= 0.0,
+            t.grad_clip >= 0.0 && t.grad_clip.is_finite(),
             "train.grad_clip",
             "must be >= 0 (0 turns clipping off)",
         )?;
@@ -594,7 +601,7 @@ impl Settings {
 
         let g = &self.generate;
         ensure_key(
-            g.temperature >= 0.0,
+            g.temperature >= 0.0 && g.temperature.is_finite(),
             "generate.temperature",
             "must be >= 0 (0 means greedy)",
         )?;
@@ -619,10 +626,44 @@ impl Settings {
             "must be at least 1",
         )?;
         ensure_key(
-            f.learning_rate > 0.0,
+            f.learning_rate > 0.0 && f.learning_rate.is_finite(),
             "finetune.learning_rate",
-            "must be > 0",
+            "must be a finite number > 0",
         )?;
+        ensure_key(
+            f.weight_decay >= 0.0 && f.weight_decay.is_finite(),
+            "finetune.weight_decay",
+            "must be a finite number >= 0",
+        )?;
+        if let Some(d) = f.dropout {
+            ensure_key(
+                (0.0..1.0).contains(&d),
+                "finetune.dropout",
+                "must be in [0, 1) (leave it unset to keep the model's own)",
+            )?;
+        }
+        ensure_key(
+            (0.0..=MAX_LM_WEIGHT).contains(&f.lm_weight),
+            "finetune.lm_weight",
+            &format!("must be in [0, {MAX_LM_WEIGHT}] (0 turns the auxiliary loss off)"),
+        )?;
+        ensure_key(
+            !f.template.trim().is_empty() || f.readout != Readout::Prompt,
+            "finetune.template",
+            "must not be empty with readout = \"prompt\"",
+        )?;
+        ensure_key(
+            !f.sst2.trim().is_empty(),
+            "finetune.sst2",
+            "must be \"hub\" or a path to SST-2's train.tsv, a parquet file or a folder",
+        )?;
+        if let Some(extra) = &f.extra_train {
+            ensure_key(
+                !extra.trim().is_empty(),
+                "finetune.extra_train",
+                "must be a path to a TSV or parquet file (or left unset)",
+            )?;
+        }
         ensure_key(
             !f.base.trim().is_empty(),
             "finetune.base",
@@ -656,6 +697,32 @@ impl Settings {
         Ok(())
     }
 }
+
+/// A TOML error in one line: where (line, and the line's text, which names the key) and
+/// why, e.g. `line 3 (learning_rat = 0.1): unknown field `learning_rat`, expected one of …`.
+fn one_line_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let reason = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return anyhow::anyhow!("{reason}");
+    };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line: String = text[line_start..line_end].trim().chars().take(60).collect();
+    if line.is_empty() {
+        anyhow::anyhow!("line {line_no}: {reason}")
+    } else {
+        anyhow::anyhow!("line {line_no} ({line}): {reason}")
+    }
+}
+
+/// The largest `[finetune] lm_weight` (and `--lm-weight`): the auxiliary loss is a
+/// helper of the classification loss, not a replacement that swamps it.
+pub const MAX_LM_WEIGHT: f64 = 10.0;
 
 fn ensure_key(ok: bool, key: &str, what: &str) -> Result<()> {
     if ok {
@@ -746,6 +813,98 @@ mod tests {
             Settings::from_toml("[finetune]\nlabel_words = [\"good\", \"good\"]\n").unwrap_err()
         );
         assert!(msg.contains("finetune.label_words"), "{msg}");
+    }
+
+    #[test]
+    fn every_finetune_range_is_checked_in_the_files_words() {
+        let cases = [
+            "samples = 2",
+            "val_fraction = 0.0",
+            "val_fraction = 1.0",
+            "epochs = 0",
+            "batch_size = 0",
+            "learning_rate = 0.0",
+            "learning_rate = -1e-3",
+            "learning_rate = nan",
+            "learning_rate = inf",
+            "weight_decay = -1.0",
+            "weight_decay = nan",
+            "dropout = 1.5",
+            "dropout = -0.1",
+            "dropout = nan",
+            "lm_weight = -1.0",
+            "lm_weight = nan",
+            "lm_weight = 1e9",
+            "lm_weight = inf",
+            "base = \" \"",
+            "sst2 = \"\"",
+            "extra_train = \"\"",
+            "label_words = [\"good\", \"\"]",
+        ];
+        for case in cases {
+            let key = case.split(' ').next().unwrap();
+            let msg = format!(
+                "{:#}",
+                Settings::from_toml(&format!("[finetune]\n{case}\n")).unwrap_err()
+            );
+            assert!(msg.contains(&format!("finetune.{key}")), "{case}: {msg}");
+            assert!(!msg.contains("--"), "{case}: a key, not a flag: {msg}");
+        }
+        let msg = format!(
+            "{:#}",
+            Settings::from_toml("[finetune]\nreadout = \"prompt\"\ntemplate = \" \"\n")
+                .unwrap_err()
+        );
+        assert!(msg.contains("finetune.template"), "{msg}");
+        for ok in [
+            "lm_weight = 10.0",
+            "dropout = 0.0",
+            "weight_decay = 0.0",
+            "lm_weight = 0.5",
+        ] {
+            Settings::from_toml(&format!("[finetune]\n{ok}\n")).unwrap();
+        }
+        // Non-finite values elsewhere are errors too.
+        for (case, key) in [
+            ("[train]\nweight_decay = inf\n", "train.weight_decay"),
+            ("[train]\ngrad_clip = nan\n", "train.grad_clip"),
+            ("[generate]\ntemperature = inf\n", "generate.temperature"),
+            ("[train]\nlearning_rate = nan\n", "train.learning_rate"),
+        ] {
+            let msg = format!("{:#}", Settings::from_toml(case).unwrap_err());
+            assert!(msg.contains(key), "{case}: {msg}");
+        }
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_with_the_key_and_the_reason() {
+        let msg = format!(
+            "{:#}",
+            Settings::from_toml("[finetune]\nepochs = 3\nlearning_rat = 0.1\n").unwrap_err()
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(
+            msg.starts_with("line 3 (learning_rat = 0.1): unknown field `learning_rat`"),
+            "{msg}"
+        );
+        // The list of valid keys is complete.
+        let keys = serde_json::to_value(FinetuneSettings::default()).unwrap();
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                msg.contains(&format!("`{key}`")),
+                "{key} missing from {msg}"
+            );
+        }
+        let msg = format!(
+            "{:#}",
+            Settings::from_toml("[train]\nbatch_size = \"big\"\n").unwrap_err()
+        );
+        assert!(
+            !msg.contains('\n') && msg.contains("line 2 (batch_size = \"big\")"),
+            "{msg}"
+        );
+        let msg = format!("{:#}", Settings::from_toml("[train\n").unwrap_err());
+        assert!(!msg.contains('\n') && msg.contains("line 1"), "{msg}");
     }
 
     #[test]

@@ -145,6 +145,10 @@ impl GeneratedToken {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
     pub prompt: String,
+    /// The prompt as the model reads it, when that differs from `prompt` (its
+    /// checkpoint lower-cases or splits text Penn-Treebank style).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub read_as: Option<String>,
     /// Prompt followed by the decoded continuation.
     pub text: String,
     pub tokens: Vec<GeneratedToken>,
@@ -295,6 +299,7 @@ pub fn generate_from(
     let mean_logprob = tokens.iter().map(|t| t.prob.ln()).sum::<f64>() / tokens.len().max(1) as f64;
     Ok(Generation {
         prompt: prompt.to_string(),
+        read_as: None,
         text: format!("{prompt}{continuation}"),
         tokens,
         mean_logprob,

@@ -5,32 +5,8 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use crate::data::tokenizer::TextTokenizer;
-use crate::generate::encode_prompt;
 use crate::model::gpt::{Gpt, Inspection};
 use crate::protocol::{InspectReport, LensCell, PinnedLoss};
-
-/// The token ids of `text` as the model reads it: after `<|endoftext|>` when it was
-/// trained on framed text (as generation reads a prompt; the first word then has a
-/// loss too), at most the block size.
-pub fn text_ids(
-    model: &Gpt,
-    tokenizer: &TextTokenizer,
-    frames_text: bool,
-    text: &str,
-) -> Result<Vec<u32>> {
-    let mut ids = encode_prompt(tokenizer, model, text)?;
-    if let Some(eot) = tokenizer.eot_id().filter(|_| frames_text) {
-        ids.insert(0, eot);
-    }
-    let block = model.config.block_size as usize;
-    if ids.len() > block {
-        bail!(
-            "the text is {} tokens, more than the model's block size {block}; shorten it",
-            ids.len()
-        );
-    }
-    Ok(ids)
-}
 
 fn to_vec<T>(t: &Tensor) -> Result<Vec<T>>
 where
@@ -85,6 +61,7 @@ pub fn report(
         );
     }
     Ok(InspectReport {
+        read_as: None,
         request: None,
         text: text.to_string(),
         step: None,

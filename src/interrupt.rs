@@ -82,17 +82,74 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// `Err(Interrupted)` when a signal arrived: for a command's safe points.
+/// Set when the dashboard quits: long work in progress (preparing a corpus) stops at
+/// its next safe point, as for a signal.
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Asks every long stage in this process to stop at its next safe point (the dashboard
+/// quitting).
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+/// `Err(Interrupted)` when a signal arrived (or the process is quitting): for a
+/// command's safe points.
 pub fn check() -> Result<()> {
     match requested() {
         Some(signal) => Err(Interrupted(signal).into()),
+        None if CANCELLED.load(Ordering::SeqCst) => Err(Interrupted(SIGINT).into()),
         None => Ok(()),
+    }
+}
+
+/// Runs `work` on a thread of its own and waits for it, checking for a stop request
+/// every 50 ms: a stage that has no safe points of its own (a blocking read, a
+/// library's tokenizer training) is then left behind, to end with the process, and
+/// `Err(Interrupted)` returned at once.
+pub fn interruptible<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name(format!("gptdash-{what}"))
+        .spawn(move || {
+            // A panic is reported as an error with its message, not lost with the thread.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(anyhow::anyhow!("internal error: {what}"))
+                });
+            let _ = tx.send(result);
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start a thread for {what}: {e}"))?;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(result) => return result,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => check()?,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("{what} ended without a result (an internal error)")
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interruptible_work_returns_its_result() {
+        assert_eq!(interruptible("test", || Ok(41 + 1)).unwrap(), 42);
+        let e = interruptible::<()>("test", || anyhow::bail!("no")).unwrap_err();
+        assert_eq!(e.to_string(), "no");
+        let e = interruptible::<()>("test", || panic!("boom")).unwrap_err();
+        assert!(e.to_string().contains("boom"), "{e}");
+    }
 
     #[test]
     fn exit_codes_and_names() {

@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod inspect;
 pub mod interrupt;
 pub mod model;
+pub mod output;
 pub mod paths;
 pub mod protocol;
 pub mod rng;

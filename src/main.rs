@@ -34,7 +34,9 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Classify(args)) => cli::finetune::classify(&args, settings),
         Some(Command::Inspect(args)) => cli::inspect::run(&args, settings),
         Some(Command::Watch(args)) => {
-            gptdash::tui::run(settings, Some(gptdash::watch::Source::parse(&args.source)))
+            let source = gptdash::watch::Source::parse(&args.source);
+            source.check()?;
+            gptdash::tui::run(settings, Some(source))
         }
         Some(Command::Tui) | None => gptdash::tui::run(settings, None),
     }

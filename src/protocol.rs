@@ -165,6 +165,9 @@ pub struct FinetuneInfo {
     pub train_positive: f64,
     pub val_positive: f64,
     pub epochs: usize,
+    /// Where the classifier will be saved (older streams: not said).
+    #[serde(default)]
+    pub out: PathBuf,
 }
 
 /// What one training step measured. A stream from another trainer (`gptdash watch`,
@@ -311,6 +314,10 @@ pub struct InspectReport {
     /// The text inspected.
     #[serde(default)]
     pub text: String,
+    /// The text as the model reads it, when that differs from `text` (its checkpoint
+    /// lower-cases or splits text Penn-Treebank style).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub read_as: Option<String>,
     /// The training step of the weights (`None`: a loaded or fine-tuned model).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub step: Option<u64>,
@@ -372,6 +379,7 @@ impl InspectReport {
         Self {
             request: Some(1),
             text: words.concat(),
+            read_as: None,
             step: Some(100),
             token_rank: token_loss.iter().map(|l| 1 + *l as usize).collect(),
             pinned: Some(PinnedLoss {
@@ -601,6 +609,9 @@ pub enum Event {
         text: String,
         label: String,
         p_positive: f64,
+        /// The sentence as the classifier reads it, when that differs from `text`.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        read_as: Option<String>,
     },
     /// What one introspecting forward pass shows (`gptdash inspect --json`).
     Inspected(Box<InspectReport>),

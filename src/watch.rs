@@ -36,6 +36,29 @@ impl Source {
         }
     }
 
+    /// A source that can never be a stream is refused before the dashboard starts: a
+    /// folder (the run's `run.jsonl` inside it is meant).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Source::File(path) = self {
+            if path.is_dir() {
+                let hint = std::fs::read_dir(path)
+                    .ok()
+                    .and_then(|entries| {
+                        entries
+                            .filter_map(|e| e.ok().map(|e| e.path()))
+                            .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                    })
+                    .unwrap_or_else(|| path.join("run.jsonl"));
+                anyhow::bail!(
+                    "watch {}: is a folder, not a stream of events; give the JSON-lines file a run writes, e.g. gptdash watch {}",
+                    path.display(),
+                    hint.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> String {
         match self {
             Source::Stdin => "standard input".into(),

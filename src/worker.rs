@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::checkpoint::{load_model_with_dropout, Base};
@@ -43,11 +43,18 @@ pub fn spawn() -> std::io::Result<WorkerHandle> {
 
 /// Starts the worker with checkpoints (training runs, fine-tuned classifier) under `out_dir`.
 pub fn spawn_with_output(out_dir: PathBuf) -> std::io::Result<WorkerHandle> {
+    spawn_with(out_dir, "auto".into())
+}
+
+/// Starts the worker: checkpoints under `out_dir`, models loaded and fine-tuned on
+/// `device` (`train.device`: auto, cpu, cuda, cuda:N; a training run's own settings say
+/// where it trains, and become the device from then on).
+pub fn spawn_with(out_dir: PathBuf, device: String) -> std::io::Result<WorkerHandle> {
     let (command_tx, command_rx) = crossbeam_channel::unbounded();
     let (event_tx, event_rx) = crossbeam_channel::unbounded();
     let thread = std::thread::Builder::new()
         .name("gptdash-worker".into())
-        .spawn(move || Worker::new(event_tx, out_dir).run(command_rx))?;
+        .spawn(move || Worker::new(event_tx, out_dir, device).run(command_rx))?;
     Ok(WorkerHandle {
         commands: command_tx,
         events: event_rx,
@@ -63,6 +70,8 @@ struct Worker {
     events: Sender<Event>,
     engine: Engine,
     out_dir: PathBuf,
+    /// `train.device`, where models are loaded and fine-tuned.
+    device: String,
     /// The state the dashboard was last told, so only changes are sent.
     told: WorkerState,
     /// Weights kept to compare inspections against (the Inspect tab's pin).
@@ -70,11 +79,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(events: Sender<Event>, out_dir: PathBuf) -> Self {
+    fn new(events: Sender<Event>, out_dir: PathBuf, device: String) -> Self {
         Self {
             events,
             engine: Engine::Empty,
             out_dir,
+            device,
             told: WorkerState::Idle,
             pinned: None,
         }
@@ -207,7 +217,7 @@ impl Worker {
             Command::Save(dir) => Ok(self.send(self.engine.save(dir)?)),
             Command::Load(dir) => {
                 self.tell(WorkerState::Preparing);
-                let (engine, message) = Engine::load(&dir)?;
+                let (engine, message) = Engine::load(&dir, &self.device)?;
                 self.engine = engine;
                 self.unpin();
                 Ok(self.send(Event::log(message)))
@@ -282,7 +292,24 @@ impl Worker {
         }
     }
 
+    /// The run held, when it is still going (training or paused, not stopped): it is
+    /// not to be dropped or taken. The refusal is an error event that leaves the run as
+    /// it was (an `Err` would pause it).
+    fn still_training(&self) -> Option<String> {
+        match &self.engine {
+            Engine::Training(run, pace) if !run.is_done() && *pace != Pace::Stopped => Some(format!(
+                "the model is still training (step {} of {}); press x to stop and save the run first (it can be resumed later)",
+                run.step, run.settings.train.max_iters
+            )),
+            _ => None,
+        }
+    }
+
     fn start(&mut self, settings: Settings) -> anyhow::Result<bool> {
+        if let Some(message) = self.still_training() {
+            return Ok(self.send(Event::error(message)));
+        }
+        self.device = settings.train.device.clone();
         self.engine = Engine::Empty;
         self.unpin();
         self.tell(WorkerState::Preparing);
@@ -295,23 +322,29 @@ impl Worker {
         let mut run = LmTrainer::new_with_progress(settings, &mut |e| {
             let _ = tx.send(e);
         })?;
-        run.set_out(self.out_dir.join(&run.corpus_name))?;
+        run.claim_fresh(&self.out_dir)?;
         let alive = self.send(Event::Start(RunStart::Train(Box::new(run.info(threads)))));
         self.engine = Engine::Training(Box::new(run), Pace::Running);
         Ok(alive)
     }
 
     fn start_finetune(&mut self, settings: FinetuneSettings) -> anyhow::Result<bool> {
+        // The run held is kept: fine-tuning (of it, or of another base that would replace
+        // it) waits until it is over or stopped — and so saved, optimizer state and all.
+        if let Some(message) = self.still_training() {
+            return Ok(self.send(Event::error(format!(
+                "{message}; then f fine-tunes a copy of it"
+            ))));
+        }
         let base = Base::parse(&settings.base);
+        // The classifier's folder first: nothing is taken from the engine until it is set.
+        let (out, _lock) = crate::output::claim_fresh(&self.out_dir, "classifier-sst2")?;
         let loaded = match base.locate()? {
-            // Another base: the model held gives way, unless it is a run still going.
+            // Another base: the model held gives way.
             Some((dir, _)) => {
-                if matches!(&self.engine, Engine::Training(run, _) if !run.is_done()) {
-                    bail!("a training run is in progress: stop it first (x saves it) to fine-tune {}", base.describe());
-                }
                 self.tell(WorkerState::Preparing);
                 self.unpin();
-                let device = resolve_device("auto")?;
+                let device = resolve_device(&self.device).context("train.device")?;
                 self.send(Event::log(format!("fine-tuning base: {}", base.describe())));
                 load_model_with_dropout(&dir, device, settings.dropout)?
             }
@@ -332,9 +365,9 @@ impl Worker {
             bail!("the model went away while fine-tuning was being set up");
         };
         let device = device_name(loaded.model.device());
-        let out = self.out_dir.join("classifier-sst2");
         let options = FinetuneOptions::from(&settings);
-        let run = Finetuner::new(*loaded, &data.train, &data.val, options, out)?;
+        let mut run = Finetuner::new(*loaded, &data.train, &data.val, options, out)?;
+        run.link_latest(self.out_dir.join("classifier-sst2"));
         let info = run.info(
             &data.train_file,
             settings.samples,

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{
-    events, expect_error, fixture, gptdash, serve, stderr, stdout, tiny_checkpoint, word_tokenizer,
-    write_sst2, write_word_sst2,
+    events, expect_error, finetune_small, fixture, gptdash, serve, stderr, stdout, tiny_checkpoint,
+    word_tokenizer, write_sst2, write_word_sst2,
 };
 
 #[test]
@@ -397,6 +397,7 @@ fn sst2_from_the_hub_through_a_local_server_then_offline_from_the_cache() {
         "1",
         "--out",
         "clf",
+        "--overwrite", // each run below writes the same folder
         "--device",
         "cpu",
         "--json",
@@ -555,7 +556,11 @@ fn classify_a_file_extra_training_rows_and_prepared_text() {
         assert_eq!(row[2], text);
         let p: f64 = row[0].parse().unwrap();
         assert!((p - one(text)).abs() < 1e-4, "{printed}");
-        assert_eq!(row[1], if p >= 0.5 { "positive" } else { "negative" });
+        // The label is decided on the unrounded P (printed to 4 places): only a P that
+        // prints as 0.5000 may go either way.
+        if (p - 0.5).abs() > 1e-4 {
+            assert_eq!(row[1], if p >= 0.5 { "positive" } else { "negative" });
+        }
     }
     // Standard input, as JSON lines.
     let mut child = Command::new(env!("CARGO_BIN_EXE_gptdash"))
@@ -602,5 +607,93 @@ fn classify_a_file_extra_training_rows_and_prepared_text() {
             "lines.txt",
         ],
         &["--file"],
+    );
+}
+
+#[test]
+fn finetune_never_writes_into_its_base_or_a_users_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = tiny_checkpoint(d);
+    let data = write_sst2(d);
+    let state_before = std::fs::read(d.join("ck/train_state.json")).unwrap();
+    // --out equal to --checkpoint (also spelled another way): refused before any work,
+    // even with --overwrite; the language model keeps its optimizer state.
+    for (out, extra) in [("ck", &[][..]), ("./ck/", &["--overwrite"][..])] {
+        let mut args = vec![
+            "finetune",
+            "--checkpoint",
+            &ck,
+            "--sst2",
+            &data,
+            "--samples",
+            "40",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        expect_error(
+            d,
+            &args,
+            &["--out", "is the model being fine-tuned", "--checkpoint"],
+        );
+    }
+    assert_eq!(
+        std::fs::read(d.join("ck/train_state.json")).unwrap(),
+        state_before
+    );
+    assert!(d.join("ck/optimizer.safetensors").is_file());
+    // A user's folder: refused.
+    std::fs::create_dir(d.join("notes")).unwrap();
+    std::fs::write(d.join("notes/todo.md"), "x").unwrap();
+    let o = finetune_small(d, ["--checkpoint", &ck], &data, "1", "notes", false);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("todo.md"), "{}", stderr(&o));
+    assert!(d.join("notes/todo.md").is_file());
+    // A classifier written before: replaced only with --overwrite.
+    let o = finetune_small(d, ["--checkpoint", &ck], &data, "1", "clf", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = finetune_small(d, ["--checkpoint", &ck], &data, "1", "clf", true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--overwrite"), "{}", stderr(&o));
+    // The default: a new folder per run under checkpoints/, named in the start event,
+    // with checkpoints/ck-sst2 linked to the latest.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let o = gptdash(
+            d,
+            &[
+                "finetune",
+                "--checkpoint",
+                &ck,
+                "--sst2",
+                &data,
+                "--samples",
+                "40",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ev = events(&o);
+        let out = ev[0]["out"].as_str().unwrap().to_string();
+        assert!(out.starts_with("checkpoints/ck-sst2-"), "{out}");
+        assert_eq!(ev.last().unwrap()["checkpoint"], out.as_str());
+        seen.push(out);
+    }
+    assert_ne!(seen[0], seen[1]);
+    for s in &seen {
+        assert!(d.join(s).join("classifier.json").is_file(), "{s}");
+    }
+    assert_eq!(
+        d.join("checkpoints/ck-sst2").canonicalize().unwrap(),
+        d.join(&seen[1]).canonicalize().unwrap()
     );
 }

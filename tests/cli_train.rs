@@ -43,7 +43,20 @@ fn train_json_reports_start_iters_eval_checkpoint_done() {
     for key in ["iter", "loss", "iter_ms", "tokens_per_s", "lr"] {
         assert!(iter[key].is_number(), "iter event lacks {key}: {iter}");
     }
-    let ckpt = dir.path().join("checkpoints/tiny");
+    // Each run has a folder of its own, said in the start event; checkpoints/tiny
+    // links to the latest.
+    let out_dir = start["out"].as_str().unwrap().to_string();
+    assert!(
+        out_dir.starts_with("checkpoints/tiny-") && out_dir.ends_with("-1"),
+        "{out_dir}"
+    );
+    let link = dir.path().join("checkpoints/tiny");
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(
+        link.canonicalize().unwrap(),
+        dir.path().join(&out_dir).canonicalize().unwrap()
+    );
+    let ckpt = dir.path().join(&out_dir);
     for f in [
         "model.safetensors",
         "optimizer.safetensors",
@@ -75,6 +88,32 @@ fn train_json_reports_start_iters_eval_checkpoint_done() {
         .map(|e| e["iter"].as_i64().unwrap())
         .collect();
     assert_eq!(iters, vec![13, 14, 15]);
+    // Resumed through the link, the run saved into its own folder (the link stays one).
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("train_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"], 15);
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+
+    // A second run does not overwrite the first: a new folder, and the link follows it.
+    let mut args = vec!["train", "--corpus", &corpus, "--max-iters", "2", "--json"];
+    args.extend_from_slice(TINY);
+    let out = gptdash(dir.path(), &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "start")
+        .unwrap();
+    let second_dir = second["out"].as_str().unwrap().to_string();
+    assert!(second_dir.ends_with("-2"), "{second_dir}");
+    assert!(
+        ckpt.join("train_state.json").is_file(),
+        "the first run is kept"
+    );
+    assert_eq!(
+        link.canonicalize().unwrap(),
+        dir.path().join(&second_dir).canonicalize().unwrap()
+    );
 
     // Model flags cannot change a resumed run.
     let out = gptdash(
@@ -89,6 +128,104 @@ fn train_json_reports_start_iters_eval_checkpoint_done() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--model"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_out_folder_that_would_lose_data_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let corpus = write_corpus(d);
+    let train = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--corpus",
+            &corpus,
+            "--max-iters",
+            "3",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    fn as_refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    // A folder of the user's own files and subfolders: refused, with or without
+    // --overwrite, and left as it was.
+    std::fs::create_dir_all(d.join("mine/photos")).unwrap();
+    std::fs::write(d.join("mine/thesis.tex"), "chapter 1").unwrap();
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let args = train("mine", extra);
+        let out = gptdash(d, &as_refs(&args));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--out mine") && err.contains("thesis.tex") && err.contains("photos/"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("preparing") && stdout(&out).is_empty(),
+            "no work: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(d.join("mine/thesis.tex")).unwrap(),
+        "chapter 1"
+    );
+    assert!(d.join("mine/photos").is_dir());
+    // An existing checkpoint: a new run does not replace it unless --overwrite.
+    let args = train("ck", &["--json"]);
+    assert!(gptdash(d, &as_refs(&args)).status.success());
+    let before = std::fs::read(d.join("ck/model.safetensors")).unwrap();
+    expect_error(
+        d,
+        &as_refs(&train("ck", &[])),
+        &["--out ck", "gptdash checkpoint", "--resume", "--overwrite"],
+    );
+    assert_eq!(
+        std::fs::read(d.join("ck/model.safetensors")).unwrap(),
+        before
+    );
+    let args = train("ck", &["--overwrite", "--seed", "5", "--json"]);
+    let out = gptdash(d, &as_refs(&args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(
+        std::fs::read(d.join("ck/model.safetensors")).unwrap(),
+        before
+    );
+    // --resume with --out elsewhere: that folder is checked too; --out the same folder is fine.
+    expect_error(
+        d,
+        &[
+            "train",
+            "--resume",
+            "ck",
+            "--max-iters",
+            "5",
+            "--out",
+            "mine",
+        ],
+        &["--out mine", "thesis.tex"],
+    );
+    let out = gptdash(
+        d,
+        &[
+            "train",
+            "--resume",
+            "ck",
+            "--max-iters",
+            "4",
+            "--out",
+            "ck",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A mount point holding files (here /proc) is refused before training too; an
+    // empty one is refused as a mount point (output::preflight's unit test).
+    expect_error(d, &as_refs(&train("/proc", &[])), &["--out /proc"]);
 }
 
 #[test]

@@ -195,6 +195,178 @@ fn a_save_killed_at_any_point_leaves_a_checkpoint_that_loads() {
 }
 
 #[test]
+fn a_save_that_cannot_replace_its_folder_is_kept_beside_it_and_said_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_checkpoint(d);
+    let before = step_of(d, "ck");
+    let target = (before + 2).to_string();
+    // The previous checkpoint cannot be moved aside (as a mount point cannot be renamed).
+    let mut child = spawn(
+        d,
+        &["train", "--resume", "ck", "--max-iters", &target, "--json"],
+        &[("GPTDASH_FAULT_SAVE", "swap")],
+    );
+    let status = wait(&mut child);
+    let err = std::fs::read_to_string(d.join("stderr.txt")).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the checkpoint was saved to") && err.contains("ck-saved-1"),
+        "{err}"
+    );
+    // The finished run is there, complete, and the previous checkpoint is untouched.
+    assert_eq!(step_of(d, "ck-saved-1"), before + 2);
+    loads(d, "ck-saved-1");
+    assert_eq!(step_of(d, "ck"), before);
+    loads(d, "ck");
+}
+
+/// A corpus of `mb` MB of sentences over a few hundred made-up words.
+fn write_big_corpus(path: &Path, mb: usize) {
+    let words: Vec<String> = (0..400)
+        .map(|i| format!("w{}{}", ["ka", "lo", "mi", "tu", "se"][i % 5], i))
+        .collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut text = String::with_capacity(mb << 20);
+    while text.len() < mb << 20 {
+        text.push_str("The ");
+        for _ in 0..8 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push_str(&words[(state >> 33) as usize % words.len()]);
+            text.push(' ');
+        }
+        text.push_str("end.\n");
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Sends SIGINT once `ready` says so of a `prepare` event, and returns the seconds from
+/// the signal to the end of the process, with its exit code.
+fn interrupt_when(
+    child: &mut Child,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> (f64, Option<i32>) {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(out).lines();
+        while let Some(Ok(line)) = lines.next() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the stage's prepare event within 120 s");
+        if v["event"] == "prepare" && ready(&v) {
+            break;
+        }
+    }
+    signal(child, libc::SIGINT);
+    let sent = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (sent.elapsed().as_secs_f64(), status.code());
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "the process did not end"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn ctrl_c_in_each_preparation_stage_ends_within_a_second_leaving_no_partial_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_big_corpus(&d.join("big.txt"), 24);
+    let cache = d.join(".cache/gptdash/corpora");
+    // Reading: a named pipe nobody writes blocks the read itself.
+    let fifo = d.join("pipe.txt");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let stages: [(&str, &str, &[&str]); 3] = [
+        ("read", "pipe.txt", &[]),
+        ("tokenizer", "big.txt", &[]),
+        // With a tokenizer given, the ids are encoded straight away.
+        ("encode", "big.txt", &["--tokenizer", "tok.json"]),
+    ];
+    for (stage, corpus, extra) in stages {
+        if stage == "encode" {
+            write_corpus(d);
+            let out = gptdash(
+                d,
+                &[
+                    "train",
+                    "--corpus",
+                    "tiny.txt",
+                    "--max-iters",
+                    "1",
+                    "--out",
+                    "tokck",
+                ],
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            std::fs::copy(d.join("tokck/tokenizer.json"), d.join("tok.json")).unwrap();
+        }
+        let mut args = vec![
+            "train", "--corpus", corpus, "--json", "--device", "cpu", "--out", "ck-int",
+        ];
+        args.extend_from_slice(extra);
+        let entries = || -> Vec<String> {
+            std::fs::read_dir(&cache)
+                .map(|r| {
+                    r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let before = entries();
+        let cache_home = d.join(".cache");
+        let mut child = spawn(
+            d,
+            &args,
+            &[("XDG_CACHE_HOME", cache_home.to_str().unwrap())],
+        );
+        let (secs, code) = interrupt_when(&mut child, |v| {
+            v["stage"] == stage
+                && match stage {
+                    "encode" => v["done"].as_u64().is_some_and(|n| n > 0),
+                    _ => true,
+                }
+        });
+        let err = std::fs::read_to_string(d.join("stderr.txt")).unwrap();
+        assert_eq!(code, Some(130), "{stage}: {err}");
+        assert!(
+            secs <= 1.0,
+            "{stage}: the process ended {secs:.2} s after Ctrl-C"
+        );
+        assert!(
+            !d.join("ck-int").exists(),
+            "{stage}: nothing to save before training"
+        );
+        // No temporary, and no token ids of the interrupted corpus (a complete
+        // tokenizer entry, written once its training ended, may stay).
+        let partial: Vec<String> = entries()
+            .into_iter()
+            .filter(|n| n.contains(".tmp") || (n.ends_with(".ids") && !before.contains(n)))
+            .collect();
+        assert!(
+            partial.is_empty(),
+            "{stage}: cache entries left: {partial:?}"
+        );
+    }
+}
+
+#[test]
 fn two_writers_and_unwritable_places_fail_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

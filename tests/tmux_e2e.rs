@@ -103,6 +103,10 @@ fn tmux_available() -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_tmux),
+    ignore = "needs tmux, not found when the tests were built (CI installs it and runs this)"
+)]
 fn dashboard_trains_generates_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let d: &Path = dir.path();
@@ -228,6 +232,10 @@ fn without_a_terminal_it_points_at_the_headless_commands() {
 /// SIGTERM, SIGHUP, SIGINT or SIGQUIT to the dashboard while it trains: the run is saved
 /// (and resumes), the terminal is restored, the exit code is 128 + the signal.
 #[test]
+#[cfg_attr(
+    not(has_tmux),
+    ignore = "needs tmux, not found when the tests were built (CI installs it and runs this)"
+)]
 fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
     for (name, number) in [("TERM", 15), ("HUP", 1), ("INT", 2), ("QUIT", 3)] {
         let dir = tempfile::tempdir().unwrap();
@@ -294,6 +302,10 @@ fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_tmux),
+    ignore = "needs tmux, not found when the tests were built (CI installs it and runs this)"
+)]
 fn watch_follows_a_piped_stream_loads_its_checkpoint_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let d: &Path = dir.path();
@@ -352,5 +364,86 @@ fn watch_follows_a_piped_stream_loads_its_checkpoint_and_restores_the_terminal()
     assert!(
         stty.contains(" icanon") && stty.contains(" echo "),
         "terminal not restored: {stty}"
+    );
+}
+
+/// `3` then `f` while the model trains (or is paused): the run is kept — the dashboard
+/// says to press x first — and after x (stop and save) f fine-tunes a copy while the
+/// run's checkpoint keeps its optimizer state and can be resumed.
+#[test]
+#[cfg_attr(
+    not(has_tmux),
+    ignore = "needs tmux, not found when the tests were built (CI installs it and runs this)"
+)]
+fn fine_tuning_asked_for_while_training_keeps_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d: &Path = dir.path();
+    let mut tsv = String::from("sentence\tlabel\n");
+    for i in 0..40 {
+        tsv.push_str(if i % 2 == 0 {
+            "The cat sat.\t1\n"
+        } else {
+            "A dog ran.\t0\n"
+        });
+    }
+    std::fs::write(d.join("train.tsv"), tsv).unwrap();
+    std::fs::write(
+        d.join("config.toml"),
+        "[train]\nmax_iters = 1000000\n[finetune]\nsst2 = \"train.tsv\"\nsamples = 40\nepochs = 1\n",
+    )
+    .unwrap();
+    let tmux = Tmux::new("keep");
+    let script = format!(
+        "cd {d} && HOME={d} XDG_CONFIG_HOME={d}/cfg {bin}; echo EXITED:$?; sleep 60",
+        d = d.display(),
+        bin = env!("CARGO_BIN_EXE_gptdash"),
+    );
+    tmux.start(&script);
+    tmux.wait_for("1 Train", 20);
+    tmux.keys(&["Space"]);
+    tmux.wait_for("gptdash training", 60);
+    tmux.keys(&["3"]);
+    tmux.wait_for("Press f to start", 10);
+    tmux.keys(&["f"]);
+    tmux.wait_for("still training", 20);
+    // Still training: the run was not taken.
+    tmux.wait_for("gptdash training", 5);
+    tmux.keys(&["x"]);
+    tmux.wait_for("gptdash finished", 30);
+    tmux.keys(&["f"]);
+    let screen = tmux.wait_for("calibration error", 120);
+    assert!(screen.contains("validation accuracy"), "{screen}");
+    assert!(
+        d.join("checkpoints/classifier-sst2/classifier.json")
+            .is_file(),
+        "the classifier is saved in a folder of its own, linked"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED:0", 20);
+    let ck = d.join("checkpoints/small");
+    assert!(ck.join("optimizer.safetensors").is_file());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("train_state.json")).unwrap())
+            .unwrap();
+    let step = state["step"].as_u64().expect("a resumable checkpoint");
+    let more = (step + 2).to_string();
+    let resumed = Command::new(env!("CARGO_BIN_EXE_gptdash"))
+        .current_dir(d)
+        .env("HOME", d)
+        .env("XDG_CONFIG_HOME", d.join("cfg"))
+        .args([
+            "train",
+            "--resume",
+            "checkpoints/small",
+            "--max-iters",
+            &more,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
     );
 }

@@ -119,6 +119,7 @@ fn generate_tab_shows_the_continuation_and_six_ranked_grid_rows() {
     app.generate.pending = Some(1);
     let generation = Generation {
         prompt: "He and I".into(),
+        read_as: None,
         text: "He and I hold the dog".into(),
         tokens: vec![
             token(10, " hold", 0.3417),
@@ -276,8 +277,40 @@ fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
             train_positive: 0.554,
             val_positive: 0.554,
             epochs: 5,
+            out: "checkpoints/classifier-sst2-20261201-1".into(),
         },
     )))));
+    // Before the first epoch the result box says so in full, wrapped, not cut off.
+    let small = render(&app, 80, 24);
+    let rows: Vec<Vec<char>> = small.lines().map(|l| l.chars().collect()).collect();
+    let (r, c) = rows
+        .iter()
+        .enumerate()
+        .find_map(|(r, row)| {
+            let line: String = row.iter().collect();
+            line.find("validation")
+                .map(|byte| (r, line[..byte].chars().count()))
+        })
+        .unwrap_or_else(|| panic!("{small}"));
+    // The box's column from there on, over the next rows, reads the whole sentence.
+    let column: Vec<String> = rows[r..(r + 4).min(rows.len())]
+        .iter()
+        .map(|row| {
+            row.iter()
+                .skip(c)
+                .take_while(|&&ch| ch != '│')
+                .collect::<String>()
+        })
+        .collect();
+    let joined = column
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        joined.contains("validation accuracy appears after the first epoch"),
+        "{joined:?}\n{small}"
+    );
     for e in 1..=3 {
         app.update(Msg::Worker(Event::Epoch(EpochMetrics {
             epoch: e,
@@ -313,6 +346,7 @@ fn classify_tab_shows_curves_big_accuracy_confusion_and_p_positive() {
         text: "a joy".into(),
         label: "positive".into(),
         p_positive: 0.93,
+        read_as: None,
     }));
     let screen = render(&app, 140, 40);
     shows_all(

@@ -295,6 +295,14 @@ fn watch_without_a_terminal_or_a_source_is_a_clear_error() {
         &["watch", "run.jsonl"],
         &["the dashboard needs a terminal"],
     );
+    // A folder is not a stream: the error says which file to give.
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    std::fs::write(dir.path().join("run/events.jsonl"), "").unwrap();
+    common::expect_error(
+        dir.path(),
+        &["watch", "run"],
+        &["watch run: is a folder", "gptdash watch run/events.jsonl"],
+    );
     let out = common::gptdash(dir.path(), &["watch"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

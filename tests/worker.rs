@@ -144,7 +144,8 @@ fn start_steps_generate_while_training_pause_resume_stop_save() {
     assert!(matches!(saved, Event::Checkpoint { ref path, .. } if *path == ckpt));
     assert!(ckpt.join("model.safetensors").is_file());
 
-    // Stop saves the run to its own folder (out/<corpus>) before it finishes.
+    // Stop saves the run to its own folder (out/<corpus>-<date>-1, linked from
+    // out/<corpus>) before it finishes.
     w.commands.send(Command::Stop).unwrap();
     let (stopped, _) = wait_for(&w, "Interrupted", |e| {
         matches!(e, Event::Interrupted { .. })
@@ -152,8 +153,17 @@ fn start_steps_generate_while_training_pause_resume_stop_save() {
     let Event::Interrupted { path, .. } = stopped else {
         unreachable!()
     };
-    assert_eq!(path, dir.path().join("out").join("tiny"));
+    assert_eq!(
+        path,
+        dir.path()
+            .join("out")
+            .join(format!("tiny-{}-1", gptdash::output::today()))
+    );
     assert!(path.join("optimizer.safetensors").is_file());
+    assert!(gptdash::output::same_folder(
+        &path,
+        &dir.path().join("out/tiny")
+    ));
     wait_for(&w, "Finished state", |e| {
         *e == Event::State {
             state: WorkerState::Finished,
@@ -479,5 +489,95 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
         })
         .unwrap();
     assert!(inspected(&w, 9).pinned.is_none());
+    w.shutdown();
+}
+
+#[test]
+fn fine_tuning_asked_for_while_training_keeps_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = spawn_with_output(d.join("out")).unwrap();
+    w.commands
+        .send(Command::Start(Box::new(tiny_settings(d))))
+        .unwrap();
+    let (started, _) = wait_for(&w, "TrainStarted", |e| {
+        matches!(e, Event::Start(RunStart::Train(_)))
+    });
+    let Event::Start(RunStart::Train(info)) = started else {
+        unreachable!()
+    };
+    wait_for(&w, "a step", |e| matches!(e, Event::Iter(_)));
+    let mut tsv = String::from("sentence\tlabel\n");
+    for i in 0..30 {
+        tsv.push_str(if i % 2 == 0 {
+            "The cat sat.\t1\n"
+        } else {
+            "A dog ran.\t0\n"
+        });
+    }
+    std::fs::write(d.join("train.tsv"), tsv).unwrap();
+    let finetune = FinetuneSettings {
+        sst2: d.join("train.tsv").display().to_string(),
+        samples: 30,
+        epochs: 1,
+        batch_size: 4,
+        ..Default::default()
+    };
+    // Training, then paused: refused with what to do; the run goes on.
+    for pause in [false, true] {
+        if pause {
+            w.commands.send(Command::Pause).unwrap();
+            wait_for(&w, "Paused", |e| {
+                *e == Event::State {
+                    state: WorkerState::Paused,
+                }
+            });
+        }
+        w.commands
+            .send(Command::StartFinetune(Box::new(finetune.clone())))
+            .unwrap();
+        let (e, _) = wait_for(&w, "the refusal", |e| matches!(e, Event::Error { .. }));
+        let Event::Error { message } = e else {
+            unreachable!()
+        };
+        assert!(
+            message.contains("still training") && message.contains("press x"),
+            "{message}"
+        );
+        if !pause {
+            // The refusal left the run going.
+            wait_for(&w, "training on", |e| matches!(e, Event::Iter(_)));
+        }
+    }
+    w.commands.send(Command::Resume).unwrap();
+    wait_for(&w, "training again", |e| matches!(e, Event::Iter(_)));
+    // Stopped (and so saved), the run's checkpoint keeps its optimizer state while a
+    // copy of the model is fine-tuned.
+    w.commands.send(Command::Stop).unwrap();
+    let (stopped, _) = wait_for(&w, "Interrupted", |e| {
+        matches!(e, Event::Interrupted { .. })
+    });
+    let Event::Interrupted { path, iter } = stopped else {
+        unreachable!()
+    };
+    assert_eq!(path, info.out);
+    let state_before = std::fs::read(path.join("train_state.json")).unwrap();
+    w.commands
+        .send(Command::StartFinetune(Box::new(finetune)))
+        .unwrap();
+    let (_, before) = wait_for(&w, "FinetuneDone", |e| {
+        matches!(e, Event::Done(RunDone::Finetune(_)))
+    });
+    assert!(
+        !before.iter().any(|e| matches!(e, Event::Error { .. })),
+        "{before:?}"
+    );
+    assert_eq!(
+        std::fs::read(path.join("train_state.json")).unwrap(),
+        state_before
+    );
+    assert!(path.join("optimizer.safetensors").is_file());
+    let resumed = gptdash::train::lm::LmTrainer::resume(&path, |_| {}).unwrap();
+    assert_eq!(resumed.step, iter);
     w.shutdown();
 }

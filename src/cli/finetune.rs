@@ -1,5 +1,5 @@
 //! `gptdash finetune` and `gptdash classify`: SST-2 sentiment classification.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -9,6 +9,7 @@ use crate::classifier::{load_classifier, p_positive, Encoder, Example};
 use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2::{self, Split};
 use crate::device::{device_name, resolve_device, set_inference_threads, set_threads};
+use crate::output;
 use crate::protocol::{Event, RunDone, RunStart};
 use crate::train::finetune::{FinetuneOptions, Finetuner};
 
@@ -49,8 +50,8 @@ pub struct FinetuneArgs {
     /// Keep the token and position embeddings as pretrained.
     #[arg(long)]
     pub freeze_embeddings: bool,
-    /// Weight of an auxiliary language-modelling loss while fine-tuning (0 = off).
-    #[arg(long, value_parser = super::non_negative_f64)]
+    /// Weight of an auxiliary language-modelling loss while fine-tuning (0 = off, at most 10).
+    #[arg(long, value_parser = lm_weight)]
     pub lm_weight: Option<f64>,
     /// What the classifier reads: the last token's hidden state, the mean over tokens,
     /// or `prompt`: the LM's next word after --template, between --label-words.
@@ -80,13 +81,28 @@ pub struct FinetuneArgs {
     /// More labelled rows for training only (TSV `sentence<TAB>label`, or parquet)
     #[arg(long, value_name = "PATH")]
     pub extra_train: Option<PathBuf>,
-    /// Where the fine-tuned classifier goes (default: <source>-sst2 under checkpoints/).
+    /// Where the fine-tuned classifier goes: a new or empty folder, or (with
+    /// --overwrite) a gptdash checkpoint to replace; never the model fine-tuned. Default:
+    /// a new folder checkpoints/<source>-sst2-<YYYYMMDD>-<n>, linked from
+    /// checkpoints/<source>-sst2.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Let --out replace the gptdash checkpoint it holds (never a folder with other files).
+    #[arg(long, requires = "out")]
+    pub overwrite: bool,
     #[arg(long)]
     pub device: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--lm-weight`: a finite number in [0, MAX_LM_WEIGHT].
+fn lm_weight(text: &str) -> Result<f64, String> {
+    let max = crate::config::MAX_LM_WEIGHT;
+    match super::non_negative_f64(text)? {
+        x if x <= max => Ok(x),
+        _ => Err(format!("must be in [0, {max}]")),
+    }
 }
 
 /// `NEG,POS`: two different, non-empty words.
@@ -189,6 +205,28 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     let Some((model_dir, source_name)) = base.locate().context(flag)? else {
         bail!("nothing to fine-tune: give --checkpoint DIR or --init gpt2|distilgpt2|PATH (or set base in [finetune] of config.toml)");
     };
+    // The output next, before any work: never the model itself, never a user's folder.
+    let (out, claim) = match &args.out {
+        Some(out) => {
+            if output::same_folder(out, &model_dir) {
+                bail!(
+                    "--out {}: is the model being fine-tuned ({flag}); fine-tuning never writes into its base, so its optimizer state and training record stay; choose another folder",
+                    out.display()
+                );
+            }
+            // Checked, locked (no other gptdash writes it from now on), checked again.
+            output::check_target(out, "--out", args.overwrite)?;
+            let lock = crate::checkpoint::OutputLock::acquire(out)?;
+            output::check_target(out, "--out", args.overwrite)?;
+            (out.clone(), Some((lock, None)))
+        }
+        None => {
+            let stem = format!("{}-sst2", file_safe(&source_name));
+            let parent = Path::new(super::train::DEFAULT_PARENT);
+            let (dir, lock) = output::claim_fresh(parent, &stem)?;
+            (dir, Some((lock, Some(parent.join(stem)))))
+        }
+    };
     // Data: the first `samples` rows, then a stratified split.
     let data = sst2::load_protocol(&f, eval_validation)?;
 
@@ -197,10 +235,6 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
         .context("--device")?;
     let threads = set_threads(settings.train.threads);
     let loaded = load_model_with_dropout(&model_dir, device, f.dropout)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("checkpoints").join(format!("{source_name}-sst2")));
     let mut run = Finetuner::new(
         loaded,
         &data.train,
@@ -208,6 +242,9 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
         FinetuneOptions::from(&f),
         out,
     )?;
+    if let Some((_, Some(link))) = &claim {
+        run.link_latest(link.clone());
+    }
     if eval_validation {
         let file =
             sst2::locate(&data.data_dir, Split::Validation).context("--eval-split validation")?;
@@ -237,12 +274,25 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     Ok(())
 }
 
+/// A model's name as a folder name: `owner/name` becomes `owner-name`.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// Prints a fine-tuning event: its JSON line, or a line for people.
 fn show(json: bool, epochs: usize, event: &Event) -> Result<()> {
     let text = match event {
         _ if json => event.to_json(),
         Event::Start(RunStart::Finetune(i)) => format!(
-            "SST-2: first {} rows of {}: train {} ({:.1}% positive), validation {} ({:.1}% positive)\nmodel: {} ({:.2}M parameters) on {}, {} threads",
+            "SST-2: first {} rows of {}: train {} ({:.1}% positive), validation {} ({:.1}% positive)\nmodel: {} ({:.2}M parameters) on {}, {} threads\nsaving the classifier to {}",
             i.samples,
             i.data,
             i.train_examples,
@@ -252,7 +302,8 @@ fn show(json: bool, epochs: usize, event: &Event) -> Result<()> {
             i.model,
             i.params as f64 / 1e6,
             i.device,
-            i.threads
+            i.threads,
+            i.out.display()
         ),
         Event::Epoch(m) => format!(
             "epoch {}/{epochs}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1}s",
@@ -345,8 +396,9 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
     let Some(file) = &args.file else {
         let text = args.text.clone().unwrap_or_default();
         let (label, p_positive) = crate::classifier::classify(&loaded, &info.labels, &text)?;
+        let read_as = crate::data::reading::Reading::of(&loaded).read_as(&text);
         return super::print_stdout(
-            &(verdict_line(args.json, text, label, p_positive, false) + "\n"),
+            &(verdict_line(args.json, text, label, p_positive, false, read_as) + "\n"),
         );
     };
     crate::interrupt::install()?;
@@ -368,7 +420,7 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
         let mut out = String::new();
         for (text, p) in texts.drain(..).zip(probs) {
             let label = info.labels[usize::from(p >= 0.5)].clone();
-            out.push_str(&verdict_line(args.json, text, label, p, true));
+            out.push_str(&verdict_line(args.json, text, label, p, true, None));
             out.push('\n');
         }
         examples.clear();
@@ -397,17 +449,31 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
 
 /// One verdict as `classify` prints it: a JSON line, `label (P(positive) = p)` for
 /// one sentence, or `p<TAB>label<TAB>text` for a line of a file.
-fn verdict_line(json: bool, text: String, label: String, p_positive: f64, batch: bool) -> String {
+/// `read_as`: the sentence as the classifier reads it, when that differs.
+fn verdict_line(
+    json: bool,
+    text: String,
+    label: String,
+    p_positive: f64,
+    batch: bool,
+    read_as: Option<String>,
+) -> String {
     if json {
         Event::Classified {
             text,
             label,
             p_positive,
+            read_as,
         }
         .to_json()
     } else if batch {
         format!("{p_positive:.4}\t{label}\t{text}")
     } else {
-        format!("{label} (P(positive) = {p_positive:.4})")
+        match read_as {
+            Some(r) => {
+                format!("{label} (P(positive) = {p_positive:.4})\nas the model reads it: {r}")
+            }
+            None => format!("{label} (P(positive) = {p_positive:.4})"),
+        }
     }
 }

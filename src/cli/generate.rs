@@ -7,8 +7,9 @@ use unicode_width::UnicodeWidthStr;
 
 use crate::checkpoint::load_model;
 use crate::config::Settings;
+use crate::data::reading::Reading;
 use crate::device::{resolve_device, set_inference_threads};
-use crate::generate::{generate, GenerateOptions, Generation};
+use crate::generate::{generate_from, GenerateOptions, Generation};
 use crate::protocol::Event;
 
 #[derive(Debug, Clone, Args)]
@@ -76,11 +77,21 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
         .context("--device")?;
     set_inference_threads(settings.train.threads);
     let loaded = load_model(&args.checkpoint, device)?;
+    let reading = Reading::of(&loaded);
+    let ids = reading.prompt_ids(&args.prompt)?;
     let options = GenerateOptions {
-        sentence_context: loaded.frames_sentences(),
+        sentence_context: reading.frame.is_some(),
         ..options
     };
-    let generation = generate(&loaded.model, &loaded.tokenizer, &args.prompt, &options)?;
+    let mut generation = generate_from(
+        &loaded.model,
+        &loaded.tokenizer,
+        &args.prompt,
+        &ids,
+        &[],
+        &options,
+    )?;
+    generation.read_as = reading.read_as(&args.prompt);
     let text = if args.json {
         Event::Generated {
             request: None,
@@ -90,7 +101,12 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
             + "\n"
     } else {
         format!(
-            "{}\n\n{}mean log-probability {:.4}, perplexity {:.3} over {} tokens\n",
+            "{}{}\n\n{}mean log-probability {:.4}, perplexity {:.3} over {} tokens\n",
+            generation
+                .read_as
+                .as_ref()
+                .map(|r| format!("as the model reads it: {r}\n"))
+                .unwrap_or_default(),
             annotated_text(&generation),
             grid_table(&generation, terminal_width()),
             generation.mean_logprob,
@@ -214,6 +230,7 @@ mod tests {
     fn sample() -> Generation {
         Generation {
             prompt: "He and I".into(),
+            read_as: None,
             text: "He and I can hold".into(),
             tokens: vec![
                 token(

@@ -9,8 +9,9 @@ use clap::Args;
 
 use crate::checkpoint::load_model;
 use crate::config::Settings;
+use crate::data::reading::Reading;
 use crate::device::{resolve_device, set_inference_threads};
-use crate::inspect::{report, text_ids};
+use crate::inspect::report;
 use crate::protocol::{Event, InspectReport};
 
 #[derive(Debug, Clone, Args)]
@@ -40,13 +41,8 @@ pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
         .context("--device")?;
     set_inference_threads(settings.train.threads);
     let loaded = load_model(&args.checkpoint, device)?;
-    let ids = text_ids(
-        &loaded.model,
-        &loaded.tokenizer,
-        loaded.frames_sentences(),
-        &args.text,
-    )
-    .context("--text")?;
+    let reading = Reading::of(&loaded);
+    let ids = reading.framed_ids(&args.text).context("--text")?;
     let (layers, heads) = (loaded.model.config.n_layer, loaded.model.config.n_head);
     let layer = args.layer.unwrap_or(layers as u64);
     if layer > layers as u64 {
@@ -58,7 +54,8 @@ pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
             args.head
         );
     }
-    let report = report(&loaded.model, &loaded.tokenizer, &ids, &args.text)?;
+    let mut report = report(&loaded.model, &loaded.tokenizer, &ids, &args.text)?;
+    report.read_as = reading.read_as(&args.text);
     let text = if args.json {
         Event::Inspected(Box::new(report)).to_json() + "\n"
     } else {

@@ -1,7 +1,7 @@
 //! `gptdash train`: the training loop driven from the command line, with a progress bar
 //! or JSON lines.
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{DataMode, Dtype, Settings};
 use crate::device::set_threads;
+use crate::output;
 use crate::protocol::{Event, RunDone, RunInfo, RunStart};
 use crate::train::lm::LmTrainer;
 
@@ -64,9 +65,14 @@ pub struct TrainArgs {
     /// Use this tokenizer.json instead of training a BPE on the corpus.
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
-    /// Checkpoint directory (default: checkpoints/<corpus name>, or the --resume directory).
+    /// Checkpoint directory: new, empty, or (with --overwrite) a gptdash checkpoint to
+    /// replace. Default: a new folder checkpoints/<corpus name>-<YYYYMMDD>-<n>, with
+    /// checkpoints/<corpus name> linked to it; with --resume, the resumed folder.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Let --out replace the gptdash checkpoint it holds (never a folder with other files).
+    #[arg(long, requires = "out")]
+    pub overwrite: bool,
     /// Continue training from this checkpoint directory.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
@@ -169,9 +175,32 @@ impl TrainArgs {
     }
 }
 
+/// Where runs save when no --out is given.
+pub const DEFAULT_PARENT: &str = "checkpoints";
+
 /// Runs `gptdash train`: advances the run and shows its events.
 pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
     crate::interrupt::install()?;
+    // Where the run will write is settled before any work: a folder it would destroy is
+    // refused now, not after training.
+    let _out_lock = match (&args.out, &args.resume) {
+        (Some(out), Some(resumed)) if output::same_folder(out, resumed) => {
+            output::preflight(out, "--out")?;
+            None
+        }
+        (Some(out), _) => {
+            // Checked, locked (no other gptdash writes it from now on), checked again.
+            output::check_target(out, "--out", args.overwrite)?;
+            let lock = crate::checkpoint::OutputLock::acquire(out)?;
+            output::check_target(out, "--out", args.overwrite)?;
+            Some(lock)
+        }
+        (None, Some(resumed)) => {
+            output::preflight(resumed, "--resume")?;
+            None
+        }
+        (None, None) => None,
+    };
     let mut run = match &args.resume {
         Some(dir) => {
             let flags = args.model_or_data_flags();
@@ -213,9 +242,10 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
         }
     };
     let threads = set_threads(run.settings.train.threads);
-    match &args.out {
-        Some(out) => run.set_out(out.clone())?,
-        None => run.claim_out()?,
+    match (&args.out, &args.resume) {
+        (Some(out), _) => run.set_out(out.clone())?,
+        (None, Some(_)) => {} // the resumed folder, locked by resume
+        (None, None) => run.claim_fresh(Path::new(DEFAULT_PARENT))?,
     }
     let report = Reporter::new(args.json, run.settings.train.max_iters, run.step);
     report.show(&Event::Start(RunStart::Train(Box::new(run.info(threads)))));
@@ -361,5 +391,6 @@ impl Reporter {
         if info.start_iter > 0 {
             self.say(format!("resuming at step {}", info.start_iter));
         }
+        self.say(format!("saving checkpoints to {}", info.out.display()));
     }
 }

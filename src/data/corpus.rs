@@ -27,6 +27,11 @@ impl Corpus {
     /// `small` is the built-in corpus; anything else is a path to a UTF-8 text file,
     /// read through gzip when its name ends in `.gz`.
     pub fn load(spec: &str) -> Result<Self> {
+        Self::load_limited(spec, corpus_limit(0))
+    }
+
+    /// [`Corpus::load`], reading at most `limit` bytes of text (see [`corpus_limit`]).
+    pub fn load_limited(spec: &str, limit: u64) -> Result<Self> {
         if spec == "small" {
             return Ok(Self {
                 name: "small".into(),
@@ -35,7 +40,7 @@ impl Corpus {
             });
         }
         let path = PathBuf::from(spec);
-        let bytes = read_maybe_gzip(&path)?;
+        let bytes = read_maybe_gzip(&path, limit)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             anyhow::anyhow!(
                 "corpus file {} is not UTF-8 text (bad byte at offset {})",
@@ -67,27 +72,74 @@ impl Corpus {
 }
 
 /// The file's bytes; a `.gz` file is decompressed as it is read (all its members), and a
-/// truncated or corrupt one is an error naming it.
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+/// truncated or corrupt one is an error naming it. More than `limit` bytes (after
+/// decompression) is an error naming the file and the limit — a device or a pipe that
+/// never ends stops there — and a stop request (Ctrl-C) is honoured between chunks.
+fn read_maybe_gzip(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read corpus file {}", path.display()))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        bail!("corpus {} is a folder; give a text file", path.display());
+    }
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let mut reader: Box<dyn std::io::Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        )))
+    } else {
+        Box::new(file)
+    };
     let mut bytes = Vec::new();
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file))
-            .read_to_end(&mut bytes)
-            .with_context(|| {
-                format!(
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        crate::interrupt::check()?;
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if gz => {
+                return Err(anyhow::Error::new(e).context(format!(
                     "corpus file {} is not a complete gzip file (truncated or corrupt)",
                     path.display()
-                )
-            })?;
-    } else {
-        std::io::BufReader::new(file)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("cannot read corpus file {}", path.display()))?;
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot read corpus file {}", path.display())))
+            }
+        };
+        if bytes.len() as u64 + n as u64 > limit {
+            bail!(
+                "corpus file {} holds more than {} MB of text, the limit (data.max_corpus_mb; 0 = a tenth of this machine's memory); raise data.max_corpus_mb or use a smaller file",
+                path.display(),
+                limit / 1_000_000
+            );
+        }
+        bytes.extend_from_slice(&chunk[..n]);
     }
     Ok(bytes)
+}
+
+/// The most bytes of text a corpus may hold: `max_corpus_mb` MB, or with 0 a tenth of
+/// the machine's physical memory (at least 256 MB).
+pub fn corpus_limit(max_corpus_mb: u64) -> u64 {
+    if max_corpus_mb > 0 {
+        return max_corpus_mb.saturating_mul(1_000_000);
+    }
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let memory = if pages > 0 && size > 0 {
+        pages as u64 * size as u64
+    } else {
+        8 << 30
+    };
+    (memory / 10).max(256_000_000)
 }
 
 /// The corpus's short name: the file name without `.gz` and its extension
@@ -593,5 +645,29 @@ mod tests {
             .rows
             .iter()
             .all(|r| r[0] == eot && r[r.len() - 1] == eot));
+    }
+
+    #[test]
+    fn reading_stops_at_the_limit_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.txt");
+        std::fs::write(&path, "the cat sat. ".repeat(200_000)).unwrap(); // 2.6 MB
+        let msg = format!(
+            "{:#}",
+            Corpus::load_limited(path.to_str().unwrap(), 1_000_000).unwrap_err()
+        );
+        assert!(
+            msg.contains("big.txt") && msg.contains("1 MB") && msg.contains("data.max_corpus_mb"),
+            "{msg}"
+        );
+        assert!(Corpus::load_limited(path.to_str().unwrap(), 3_000_000).is_ok());
+        // A device that never ends stops at the limit too.
+        let msg = format!(
+            "{:#}",
+            Corpus::load_limited("/dev/zero", 2_000_000).unwrap_err()
+        );
+        assert!(msg.contains("/dev/zero") && msg.contains("2 MB"), "{msg}");
+        assert_eq!(corpus_limit(5), 5_000_000);
+        assert!(corpus_limit(0) >= 256_000_000);
     }
 }

@@ -53,7 +53,7 @@ pub fn fetch(repo: &str, kind: RepoType, file: &str, what_to_do: &str) -> Result
 pub fn fetch_sst2(with_validation: bool) -> Result<PathBuf> {
     let help = "without network access, put the GLUE files (train.tsv, dev.tsv) or the Hugging Face files \
                 (sst2/train-00000-of-00001.parquet, sst2/validation-00000-of-00001.parquet) in a folder and \
-                pass --sst2 FOLDER";
+                pass --sst2 FOLDER, or in the dashboard set `sst2 = \"FOLDER\"` under [finetune] in config.toml";
     let train = fetch(
         GLUE_REPO,
         RepoType::Dataset,

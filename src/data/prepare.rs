@@ -12,7 +12,7 @@
 //! The key hashes the decoded text, so a `.gz` and a plain copy share entries; an edited
 //! file misses. Ids are stored as u16 when the vocabulary fits, else u32. Entries are
 //! written to a temporary file and renamed into place; an unreadable entry is a miss.
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,17 +30,26 @@ pub struct Prepared {
     pub test: Vec<Vec<u32>>,
     /// Whether the ids came from the cache.
     pub cached: bool,
+    /// Lines for the run's log (a damaged cache entry rebuilt).
+    pub notes: Vec<String>,
 }
 
 /// The corpus's texts as the data settings ask for them: sentences, or one document per
 /// line; split Penn-Treebank style and lower-cased when asked.
-pub fn texts(corpus: &Corpus, data: &DataSettings) -> Vec<String> {
+/// Ctrl-C is honoured between every 4,096 texts.
+pub fn texts(corpus: &Corpus, data: &DataSettings) -> Result<Vec<String>> {
     let texts = match data.mode {
         DataMode::Documents => split_documents(&corpus.text),
         DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
     };
+    crate::interrupt::check()?;
     let form = crate::data::normalize::TextForm::of(data);
-    texts.into_iter().map(|t| form.apply(&t)).collect()
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(4096) {
+        crate::interrupt::check()?;
+        out.extend(chunk.iter().map(|t| form.apply(t)));
+    }
+    Ok(out)
 }
 
 /// Splits, tokenizes and encodes `corpus`; `tokenizer` is the one to use, or `None` to
@@ -65,10 +74,17 @@ pub fn prepare(
         {
             Some(t) => t,
             None => {
-                let s = split_texts(corpus, data)?;
+                let (train_texts, test_texts) = split_texts(corpus, data)?;
                 progress("tokenizer", 0, 1);
-                let t = TextTokenizer::train_bpe(&s.0, data.vocab_size)?;
-                crate::interrupt::check()?;
+                // The library's training has no stopping point: it runs on a thread of
+                // its own, left behind on Ctrl-C.
+                let vocab_size = data.vocab_size;
+                let (train_texts, t) =
+                    crate::interrupt::interruptible("training the tokenizer", move || {
+                        let t = TextTokenizer::train_bpe(&train_texts, vocab_size)?;
+                        Ok((train_texts, t))
+                    })?;
+                let s = (train_texts, test_texts);
                 progress("tokenizer", 1, 1);
                 if let Some(f) = &tokenizer_file {
                     write_atomically(f, |w| Ok(w.write_all(t.to_json()?.as_bytes())?));
@@ -81,14 +97,24 @@ pub fn prepare(
     let tokenizer_json = tokenizer.to_json()?;
     let ids_key = hex(&base(&[b"ids", tokenizer_json.as_bytes()]));
     let ids_file = cache_dir.map(|d| d.join(format!("{ids_key}.ids")));
-    if let Some((train, test)) = ids_file.as_deref().and_then(|f| read_ids(f).ok()) {
-        progress("cache", 1, 1);
-        return Ok(Prepared {
-            tokenizer,
-            train,
-            test,
-            cached: true,
-        });
+    let mut notes = Vec::new();
+    if let Some(f) = ids_file.as_deref().filter(|f| f.is_file()) {
+        match read_ids(f, tokenizer.vocab_size()) {
+            Ok((train, test)) => {
+                progress("cache", 1, 1);
+                return Ok(Prepared {
+                    tokenizer,
+                    train,
+                    test,
+                    cached: true,
+                    notes,
+                });
+            }
+            Err(e) => notes.push(format!(
+                "the cached token ids {} are damaged ({e:#}); preparing the corpus again",
+                f.display()
+            )),
+        }
     }
     let (train_texts, test_texts) = match split {
         Some(s) => s,
@@ -114,11 +140,12 @@ pub fn prepare(
         train,
         test,
         cached: false,
+        notes,
     })
 }
 
 fn split_texts(corpus: &Corpus, data: &DataSettings) -> Result<(Vec<String>, Vec<String>)> {
-    let split = split_train_test(texts(corpus, data), data.train_fraction)
+    let split = split_train_test(texts(corpus, data)?, data.train_fraction)
         .with_context(|| format!("corpus {}", corpus.name))?;
     Ok((split.train, split.test))
 }
@@ -164,11 +191,15 @@ fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<std::fs::File
     }
 }
 
-const MAGIC: &[u8; 8] = b"GDIDS\0\0\x01";
+const MAGIC: &[u8; 8] = b"GDIDS\0\0\x02";
 
 /// `MAGIC`, id width (2 or 4), then for each split: text count (u64), each text's
-/// length (u32), the ids (little-endian).
+/// length (u32), the ids (little-endian); last, the SHA-256 of everything before it.
 fn write_ids(w: &mut impl Write, train: &[Vec<u32>], test: &[Vec<u32>], wide: bool) -> Result<()> {
+    let mut w = Hashing {
+        inner: w,
+        hash: Sha256::new(),
+    };
     w.write_all(MAGIC)?;
     w.write_all(&[if wide { 4 } else { 2 }])?;
     for split in [train, test] {
@@ -186,49 +217,93 @@ fn write_ids(w: &mut impl Write, train: &[Vec<u32>], test: &[Vec<u32>], wide: bo
             }
         }
     }
+    let digest: [u8; 32] = w.hash.finalize().into();
+    w.inner.write_all(&digest)?;
     Ok(())
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<'a, W: Write> {
+    inner: &'a mut W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 type Splits = (Vec<Vec<u32>>, Vec<Vec<u32>>);
 
-fn read_ids(path: &Path) -> Result<Splits> {
-    let mut r = BufReader::new(std::fs::File::open(path)?);
-    let mut magic = [0u8; 9];
-    r.read_exact(&mut magic)?;
-    if &magic[..8] != MAGIC || !matches!(magic[8], 2 | 4) {
-        bail!("{} is not a gptdash ids file", path.display());
+/// Reads a cache entry, trusting nothing in it: the checksum must match, every length
+/// must fit in the file before anything is allocated, and every id must be below
+/// `vocab_size`. Any failure is an error (the caller treats it as a miss).
+fn read_ids(path: &Path, vocab_size: usize) -> Result<Splits> {
+    let bytes = std::fs::read(path)?;
+    let Some(body_len) = bytes.len().checked_sub(32) else {
+        bail!("shorter than its checksum");
+    };
+    let (body, digest) = bytes.split_at(body_len);
+    if Sha256::digest(body).as_slice() != digest {
+        bail!("its checksum does not match");
     }
-    let width = magic[8] as usize;
-    let mut read_split = || -> Result<Vec<Vec<u32>>> {
-        let mut n = [0u8; 8];
-        r.read_exact(&mut n)?;
-        let n = u64::from_le_bytes(n) as usize;
-        let mut lengths = vec![0u8; n.checked_mul(4).ok_or_else(|| anyhow!("bad count"))?];
-        r.read_exact(&mut lengths)?;
+    if body.len() < 9 || &body[..8] != MAGIC || !matches!(body[8], 2 | 4) {
+        bail!("not a gptdash ids file of this version");
+    }
+    let width = body[8] as usize;
+    let mut at = 9usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let end = at
+            .checked_add(n)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| anyhow!("lengths past the end of the file"))?;
+        let part = &body[at..end];
+        at = end;
+        Ok(part)
+    };
+    let mut splits = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let n = u64::from_le_bytes(take(8)?.try_into()?);
+        let n = usize::try_from(n)?;
+        let lengths = take(n.checked_mul(4).ok_or_else(|| anyhow!("bad count"))?)?;
+        let lengths: Vec<usize> = lengths
+            .chunks_exact(4)
+            .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            .collect();
         let mut split = Vec::with_capacity(n);
-        let mut buf = Vec::new();
-        for len in lengths.chunks_exact(4) {
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            buf.resize(len * width, 0);
-            r.read_exact(&mut buf)?;
-            split.push(if width == 2 {
-                buf.chunks_exact(2)
+        for len in lengths {
+            let raw = take(
+                len.checked_mul(width)
+                    .ok_or_else(|| anyhow!("bad length"))?,
+            )?;
+            let ids: Vec<u32> = if width == 2 {
+                raw.chunks_exact(2)
                     .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
                     .collect()
             } else {
-                buf.chunks_exact(4)
+                raw.chunks_exact(4)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect()
-            });
+            };
+            if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+                bail!("token id {bad} is outside the vocabulary of {vocab_size}");
+            }
+            split.push(ids);
         }
-        Ok(split)
-    };
-    let train = read_split()?;
-    let test = read_split()?;
-    let mut rest = [0u8; 1];
-    if r.read(&mut rest)? != 0 {
-        bail!("{} has trailing bytes", path.display());
+        splits.push(split);
     }
+    if at != body.len() {
+        bail!("trailing bytes");
+    }
+    let test = splits.pop().unwrap_or_default();
+    let train = splits.pop().unwrap_or_default();
     Ok((train, test))
 }
 
@@ -323,16 +398,69 @@ mod tests {
         for wide in [false, true] {
             let path = dir.path().join(format!("x{wide}.ids"));
             write_atomically(&path, |w| write_ids(w, &train, &test, wide));
-            assert_eq!(read_ids(&path).unwrap(), (train.clone(), test.clone()));
+            assert_eq!(
+                read_ids(&path, 65_536).unwrap(),
+                (train.clone(), test.clone())
+            );
             let size = std::fs::metadata(&path).unwrap().len();
-            assert_eq!(size, 9 + 8 + 12 + 8 + 4 + 6 * if wide { 4 } else { 2 });
+            assert_eq!(size, 9 + 8 + 12 + 8 + 4 + 6 * if wide { 4 } else { 2 } + 32);
+            // Ids past the vocabulary: the entry is for another tokenizer, or damaged.
+            let msg = format!("{:#}", read_ids(&path, 1000).unwrap_err());
+            assert!(msg.contains("65535") && msg.contains("1000"), "{msg}");
         }
         let wide_ids = vec![vec![70_000u32]];
         let path = dir.path().join("w.ids");
         write_atomically(&path, |w| write_ids(w, &wide_ids, &[], true));
-        assert_eq!(read_ids(&path).unwrap().0, wide_ids);
+        assert_eq!(read_ids(&path, 70_001).unwrap().0, wide_ids);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(read_ids(&path).is_err(), "a truncated entry is not read");
+        assert!(
+            read_ids(&path, 70_001).is_err(),
+            "a truncated entry is not read"
+        );
+        // One flipped bit anywhere fails the checksum.
+        let mut flipped = bytes.clone();
+        flipped[12] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let msg = format!("{:#}", read_ids(&path, 70_001).unwrap_err());
+        assert!(msg.contains("checksum"), "{msg}");
+        // A huge count with a matching checksum (a hostile file) allocates nothing.
+        let mut body = MAGIC.to_vec();
+        body.push(2);
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        let digest = Sha256::digest(&body);
+        body.extend_from_slice(&digest);
+        std::fs::write(&path, &body).unwrap();
+        assert!(read_ids(&path, 70_001).is_err());
+    }
+
+    #[test]
+    fn a_damaged_cache_entry_is_rebuilt_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let c = corpus(dir.path(), DOCS);
+        let first = prepare(&c, &settings(), None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        let entry = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "ids"))
+            .unwrap();
+        // Ids out of range written with a valid checksum: only the range check sees it.
+        let wide = vec![vec![1_000_000u32]];
+        write_atomically(&entry, |w| write_ids(w, &wide, &wide, true));
+        let again = prepare(&c, &settings(), None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        assert!(!again.cached);
+        assert_eq!((&again.train, &again.test), (&first.train, &first.test));
+        assert!(
+            again
+                .notes
+                .iter()
+                .any(|n| n.contains("damaged") && n.contains("outside the vocabulary")),
+            "{:?}",
+            again.notes
+        );
+        // Rebuilt: the next run hits it.
+        let third = prepare(&c, &settings(), None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        assert!(third.cached && third.notes.is_empty());
     }
 }

@@ -94,8 +94,25 @@ fn parse_label(text: &str) -> Option<u8> {
 
 /// GLUE TSV: header `sentence<TAB>label`, then one row per line.
 pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
+    // A byte-order mark before the header is accepted; anywhere else it is an error.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let line_no = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            bail!(
+                "{}:{line_no}: not UTF-8 text (bad byte at offset {}); save the file as UTF-8",
+                path.display(),
+                e.valid_up_to()
+            );
+        }
+    };
     let mut lines = text.lines().enumerate();
     let header: Vec<&str> = match lines.next() {
         Some((_, h)) => h.trim_end_matches('\r').split('\t').collect(),
@@ -119,6 +136,12 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
         let line = line.trim_end_matches('\r');
         if line.is_empty() {
             continue;
+        }
+        if line.starts_with('\u{feff}') {
+            bail!(
+                "{}:{line_no}: starts with a byte-order mark (U+FEFF), which belongs only before the header; remove it",
+                path.display()
+            );
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != header.len() {
@@ -301,7 +324,9 @@ pub fn load_protocol(settings: &FinetuneSettings, with_validation: bool) -> Resu
     } else {
         PathBuf::from(&settings.sst2)
     };
-    let train_file = locate(&data_dir, Split::Train).context("--sst2 / finetune.sst2")?;
+    let train_file = locate(&data_dir, Split::Train).context(
+        "point --sst2 (or, in the dashboard, `sst2` under [finetune] in config.toml) at a train.tsv, a parquet file or a folder holding them, or \"hub\"",
+    )?;
     let mut rows = read_file(&train_file)?;
     if rows.len() < settings.samples {
         bail!(
@@ -429,11 +454,24 @@ mod tests {
                 "cols.tsv:2: expected 2 tab-separated columns",
             ),
             ("nothing.tsv", "", "nothing.tsv: the file is empty"),
+            (
+                "bom-row.tsv",
+                "sentence\tlabel\nfine\t1\n\u{feff}bad\t0\n",
+                "bom-row.tsv:3: starts with a byte-order mark",
+            ),
         ];
         for (name, text, needle) in cases {
             let msg = format!("{:#}", read_tsv(&write(d, name, text)).unwrap_err());
             assert!(msg.contains(needle), "{name}: {msg}");
         }
+        // A byte-order mark on the header is simply accepted.
+        let bom = write(d, "bom.tsv", "\u{feff}sentence\tlabel\ngreat film\t1\n");
+        assert_eq!(read_tsv(&bom).unwrap().len(), 1);
+        // Bytes that are not UTF-8: the line they are on.
+        let path = d.join("latin1.tsv");
+        std::fs::write(&path, b"sentence\tlabel\nfine\t1\ncaf\xe9 noir\t0\n").unwrap();
+        let msg = format!("{:#}", read_tsv(&path).unwrap_err());
+        assert!(msg.contains("latin1.tsv:3: not UTF-8"), "{msg}");
     }
 
     #[test]

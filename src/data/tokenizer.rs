@@ -170,6 +170,7 @@ impl TextTokenizer {
     ) -> Result<Vec<Vec<u32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(2048) {
+            crate::interrupt::check()?; // Ctrl-C between chunks
             let inputs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             let encodings = self
                 .inner

@@ -116,6 +116,10 @@ pub struct Finetuner {
     diverged: bool,
     /// Lines for the log, sent with the first batch's events.
     notes: Vec<String>,
+    /// A link to point at `out` once the classifier is saved there.
+    latest: Option<PathBuf>,
+    /// The batch of the epoch whose loss was not a number.
+    diverged_batch: Option<usize>,
 }
 
 /// Where the current epoch stands.
@@ -209,6 +213,8 @@ impl Finetuner {
             out,
             extra_eval: None,
             diverged: false,
+            latest: None,
+            diverged_batch: None,
             notes,
         })
     }
@@ -218,6 +224,12 @@ impl Finetuner {
     pub fn evaluate_at_end(&mut self, rows: &[Labeled]) -> Result<()> {
         self.extra_eval = Some(Encoder::for_model(&self.loaded)?.examples(rows)?);
         Ok(())
+    }
+
+    /// Points `link` at the classifier's folder once it is saved (see
+    /// [`crate::output::point_latest`]).
+    pub fn link_latest(&mut self, link: PathBuf) {
+        self.latest = Some(link);
     }
 
     pub fn out(&self) -> &Path {
@@ -244,6 +256,7 @@ impl Finetuner {
             train_positive: self.positive[0],
             val_positive: self.positive[1],
             epochs: self.options.epochs,
+            out: self.out.clone(),
         }
     }
 
@@ -270,8 +283,10 @@ impl Finetuner {
                 iter: m.epoch as u64,
                 loss: m.train_loss,
                 message: format!(
-                    "fine-tuning diverged at epoch {} (loss {}); nothing was saved; try a lower --lr (finetune.learning_rate)",
-                    m.epoch, m.train_loss
+                    "fine-tuning diverged at epoch {}{} (loss {}); stopped there, nothing was saved; try a lower --lr (finetune.learning_rate)",
+                    m.epoch,
+                    self.diverged_batch.map(|b| format!(", batch {b}")).unwrap_or_default(),
+                    m.train_loss
                 ),
             });
             return Ok(events);
@@ -307,6 +322,10 @@ impl Finetuner {
             prompt: self.loaded.prompt.clone(),
         };
         self.save(&self.out, &info)?;
+        if let Some(link) = &self.latest {
+            // Best effort: the classifier is saved; the link is a convenience.
+            let _ = crate::output::point_latest(link, &self.out);
+        }
         let labels: Vec<i64> = self.val.iter().map(|e| e.label).collect();
         let p = p_positive(&self.loaded.model, &self.val, 64)?;
         let (precision, recall, f1) = per_class(&val.confusion);
@@ -369,6 +388,23 @@ impl Finetuner {
         if self.options.lm_weight > 0.0 {
             let lm = Gpt::lm_loss(&model.lm_logits(&hidden), &lm_targets(&refs, device));
             loss = &loss + lm * self.options.lm_weight;
+        }
+        // A loss that is not a number stops the run at this batch, before the optimizer
+        // step, so the weights held are the last finite ones (one scalar read a batch).
+        let batch_loss = loss.double_value(&[]);
+        if !batch_loss.is_finite() {
+            let secs = progress.start.elapsed().as_secs_f64();
+            self.diverged_batch = Some(end.div_ceil(self.options.batch_size));
+            self.progress = None;
+            self.diverged = true;
+            return Ok(Some(EpochMetrics {
+                epoch: self.epoch + 1,
+                train_loss: batch_loss,
+                train_acc: 0.0,
+                val_loss: f64::NAN,
+                val_acc: 0.0,
+                secs,
+            }));
         }
         loss.f_backward()
             .map_err(|e| anyhow!("backward pass failed: {e}"))?;

@@ -210,7 +210,9 @@ impl App {
             }
             None => {
                 if let crossterm::event::KeyCode::Char(c) = key.code {
-                    if self.typing() && !ctrl {
+                    // Control characters (an escape sequence pasted into a prompt) never
+                    // reach a text field, so they are never drawn raw to the terminal.
+                    if self.typing() && !ctrl && !c.is_control() {
                         self.page_mut().0.on_char(c);
                     }
                 }

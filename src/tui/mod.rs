@@ -32,7 +32,8 @@ pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
         );
     }
     let fps = settings.ui.fps.max(1);
-    let worker = crate::worker::spawn().context("cannot start the worker thread")?;
+    let worker = crate::worker::spawn_with("checkpoints".into(), settings.train.device.clone())
+        .context("cannot start the worker thread")?;
     // Bounded: a stream faster than the UI waits in its source, not in memory.
     let (stream_tx, stream) = crossbeam_channel::bounded(4096);
     let (never, mut stream_open) = (crossbeam_channel::never(), true);
@@ -127,6 +128,9 @@ pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
     })();
     // After a hang-up the terminal may be gone: restoring it is tried, never fatal then.
     let left = terminal.leave();
+    // Work without stopping points of its own (preparing a corpus) stops at the next
+    // one, so quitting takes a moment, not the rest of the preparation.
+    crate::interrupt::cancel();
     worker.shutdown();
     if let Some(signal) = stopped_by {
         return Err(crate::interrupt::Interrupted(signal).into());

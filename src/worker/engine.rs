@@ -1,17 +1,19 @@
 //! What the worker holds, as one enum whose variants carry their own state.
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use tch::nn;
 
 use crate::checkpoint::{load_model, LoadedModel};
 use crate::classifier::{self, sst2_labels};
 use crate::data::corpus::{split_sentences, SMALL_CORPUS};
+use crate::data::normalize::TextForm;
+use crate::data::reading::Reading;
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device};
-use crate::generate::{encode_prompt, generate_from, GenerateOptions, Generation};
-use crate::inspect::{pinned_loss, text_ids};
+use crate::generate::{generate_from, GenerateOptions, Generation};
+use crate::inspect::pinned_loss;
 use crate::model::gpt::Gpt;
 use crate::protocol::{Event, InspectReport, InspectText, WorkerState};
 use crate::train::finetune::Finetuner;
@@ -65,21 +67,22 @@ impl Engine {
         }
     }
 
-    /// The language model held, its tokenizer, and whether it reads text framed by
-    /// `<|endoftext|>`.
-    fn lm(&self) -> anyhow::Result<(&Gpt, &TextTokenizer, bool)> {
-        Ok(match self {
-            Engine::Training(run, _) => (&run.model, &run.tokenizer, run.frames_sentences()),
-            Engine::Loaded(l, _) => (&l.model, &l.tokenizer, l.frames_sentences()),
-            Engine::Finetuning(run, _) => (
-                &run.loaded.model,
-                &run.loaded.tokenizer,
-                run.loaded.frames_sentences(),
+    /// The language model held, and how it reads text.
+    fn lm(&self) -> anyhow::Result<(&Gpt, &TextTokenizer, Reading<'_>)> {
+        let reading = match self {
+            Engine::Training(run, _) => Reading::new(
+                &run.tokenizer,
+                &run.model,
+                TextForm::of(&run.settings.data),
+                run.frames_sentences(),
             ),
+            Engine::Loaded(l, _) => Reading::of(l),
+            Engine::Finetuning(run, _) => Reading::of(&run.loaded),
             Engine::Empty => {
                 bail!("no model yet: start training (space on the Train tab) or load a checkpoint")
             }
-        })
+        };
+        Ok((reading.model, reading.tokenizer, reading))
     }
 
     /// Continues `prompt` with the model held.
@@ -89,13 +92,15 @@ impl Engine {
         forced: &[u32],
         options: &GenerateOptions,
     ) -> anyhow::Result<Generation> {
-        let (model, tokenizer, sentences) = self.lm()?;
-        let ids = encode_prompt(tokenizer, model, prompt)?;
+        let (model, tokenizer, reading) = self.lm()?;
+        let ids = reading.prompt_ids(prompt)?;
         let options = GenerateOptions {
-            sentence_context: sentences,
+            sentence_context: reading.frame.is_some(),
             ..options.clone()
         };
-        generate_from(model, tokenizer, prompt, &ids, forced, &options)
+        let mut generation = generate_from(model, tokenizer, prompt, &ids, forced, &options)?;
+        generation.read_as = reading.read_as(prompt);
+        Ok(generation)
     }
 
     /// The training step of the weights held (`None`: loaded or fine-tuning).
@@ -113,9 +118,9 @@ impl Engine {
         text: &InspectText,
         pinned: Option<&Pinned>,
     ) -> anyhow::Result<InspectReport> {
-        let (model, tokenizer, frames) = self.lm()?;
+        let (model, tokenizer, reading) = self.lm()?;
         let (ids, shown) = match text {
-            InspectText::Typed(text) => (text_ids(model, tokenizer, frames, text)?, text.clone()),
+            InspectText::Typed(text) => (reading.framed_ids(text)?, text.clone()),
             InspectText::Corpus(n) => {
                 let ids = match self {
                     Engine::Training(run, _) => run.test_example(*n),
@@ -133,12 +138,16 @@ impl Engine {
                     }
                     None => {
                         let text = self.corpus_sentence(*n)?;
-                        (text_ids(model, tokenizer, frames, &text)?, text)
+                        (reading.framed_ids(&text)?, text)
                     }
                 }
             }
         };
         let mut report = crate::inspect::report(model, tokenizer, &ids, &shown)?;
+        report.read_as = match text {
+            InspectText::Typed(text) => reading.read_as(text),
+            InspectText::Corpus(_) => None, // already in the model's form
+        };
         report.step = self.step();
         if let Some(pin) = pinned {
             report.pinned = Some(pinned_loss(&pin.model, &ids, pin.step)?);
@@ -208,8 +217,8 @@ impl Engine {
 
     /// A checkpoint folder loaded for generation (and classification, if it is a
     /// classifier), with a line for the log.
-    pub fn load(dir: &Path) -> anyhow::Result<(Engine, String)> {
-        let device = resolve_device("auto")?;
+    pub fn load(dir: &Path, device: &str) -> anyhow::Result<(Engine, String)> {
+        let device = resolve_device(device).context("train.device")?;
         let mut loaded = load_model(dir, device)?;
         let info = classifier::read_info(dir)?;
         if let Some(info) = &info {
@@ -235,6 +244,10 @@ impl Engine {
         match (self, dir) {
             (Engine::Training(run, _), None) => run.checkpoint(),
             (Engine::Training(run, _), Some(dir)) => {
+                // Another folder than the run's own: only a new or empty one.
+                if !crate::output::same_folder(&dir, run.out()) {
+                    crate::output::check_target(&dir, "save to", false)?;
+                }
                 run.save(&dir)?;
                 Ok(Event::Checkpoint {
                     iter: run.step,
@@ -250,12 +263,14 @@ impl Engine {
 
     /// A sentence's label and P(positive), with the classifier held.
     pub fn classify(&self, text: String) -> anyhow::Result<Event> {
-        let (label, p_positive) = match self {
-            Engine::Loaded(model, Some(labels)) => classifier::classify(model, labels, &text)?,
-            Engine::Finetuning(run, _) => classifier::classify(&run.loaded, &sst2_labels(), &text)?,
+        let (loaded, labels) = match self {
+            Engine::Loaded(model, Some(labels)) => (model.as_ref(), labels.clone()),
+            Engine::Finetuning(run, _) => (&run.loaded, sst2_labels()),
             _ => bail!("no classifier yet: fine-tune one first (f on the Classify tab)"),
         };
+        let (label, p_positive) = classifier::classify(loaded, &labels, &text)?;
         Ok(Event::Classified {
+            read_as: Reading::of(loaded).read_as(&text),
             text,
             label,
             p_positive,

@@ -53,6 +53,7 @@ fn generation(n: usize) -> Generation {
         .collect();
     Generation {
         prompt: "He".into(),
+        read_as: None,
         text: "He ...".into(),
         tokens,
         mean_logprob: -0.69,
@@ -361,6 +362,7 @@ fn classify_tab_fine_tunes_and_classifies() {
             train_positive: 0.55,
             val_positive: 0.55,
             epochs: 10,
+            out: "checkpoints/classifier-sst2-20261201-1".into(),
         },
     )))));
     assert!(a.classify.message.is_none());
@@ -409,6 +411,7 @@ fn classify_tab_fine_tunes_and_classifies() {
         text: "great fun".into(),
         label: "positive".into(),
         p_positive: 0.9,
+        read_as: None,
     }));
     assert_eq!(a.classify.last, Some(("great fun".into(), 0.9)));
     a.update(key(KeyCode::Esc));

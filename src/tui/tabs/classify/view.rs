@@ -343,7 +343,9 @@ fn draw_summary(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect)
         }
     }
     frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" result ")),
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(" result ")),
         area,
     );
 }

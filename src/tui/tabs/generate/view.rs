@@ -110,7 +110,14 @@ fn draw_output(frame: &mut Frame, g: &GenerateTab, area: Rect) {
     let paragraph = if let Some(error) = &g.error {
         Paragraph::new(Line::styled(error.clone(), theme::error()))
     } else if let Some(result) = &g.result {
-        Paragraph::new(continuation_line(result))
+        let mut lines = vec![continuation_line(result)];
+        if let Some(read_as) = &result.read_as {
+            lines.push(Line::styled(
+                format!("as the model reads it: {read_as}"),
+                theme::muted(),
+            ));
+        }
+        Paragraph::new(lines)
     } else {
         Paragraph::new(Line::styled(
             "type a prompt such as \"He and I\" and press Enter",

@@ -18,6 +18,7 @@ fn report(request: u64, n: usize, layers: usize, heads: usize) -> InspectReport 
     InspectReport {
         request: Some(request),
         text: "a b c".into(),
+        read_as: None,
         step: Some(10),
         tokens: (0..n).map(|i| format!("t{i}")).collect(),
         token_loss: vec![1.0; n - 1],

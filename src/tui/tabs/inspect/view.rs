@@ -107,7 +107,11 @@ fn draw_text(frame: &mut Frame, t: &InspectTab, area: Rect) {
     };
     let source = match &t.source {
         InspectText::Corpus(n) => format!("test example {} of the corpus", n + 1),
-        InspectText::Typed(_) => "typed text".into(),
+        InspectText::Typed(_) => match &r.read_as {
+            // The tokens below are the model's; say how the typed text became them.
+            Some(read_as) => format!("typed text, as the model reads it: {read_as}"),
+            None => "typed text".into(),
+        },
     };
     let step = r.step.map(|s| format!(" · step {s}")).unwrap_or_default();
     let colouring = if t.diff {

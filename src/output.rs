@@ -1,0 +1,468 @@
+//! Where runs write, so that nothing a user made is destroyed. A run writes only into a
+//! folder that is new, empty, or a checkpoint of the run being resumed; a gptdash
+//! checkpoint is replaced only when asked (`--overwrite`), a folder holding anything else
+//! never. By default every run gets a new folder, `checkpoints/<name>-<YYYYMMDD>-<n>`,
+//! and `checkpoints/<name>` becomes a link to the latest one (unless a real folder of
+//! that name is there, which is left alone).
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::checkpoint::{
+    OutputLock, CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE,
+};
+
+/// The files `gptdash export` writes beside a checkpoint's own.
+const EXPORT_FILES: &[&str] = &[
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// Every file a gptdash checkpoint (a training run's or a classifier's) may hold.
+const CHECKPOINT_FILES: &[&str] = &[
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    STATE_FILE,
+    crate::classifier::CLASSIFIER_FILE,
+    crate::train::finetune::CURVES_FILE,
+    ".complete",
+];
+
+/// Whether a save may replace (or clean up) `dir`: it is missing, or holds only plain
+/// files with the names gptdash writes (a checkpoint's, a classifier's, an export's).
+/// A folder with anything else — a user's notes, a subfolder — is never replaced.
+pub fn replaceable(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return !dir.exists();
+    };
+    entries.into_iter().all(|e| {
+        e.is_ok_and(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            e.file_type().is_ok_and(|t| t.is_file())
+                && (CHECKPOINT_FILES.contains(&name.as_str())
+                    || EXPORT_FILES.contains(&name.as_str()))
+        })
+    })
+}
+
+/// What a folder holds, as far as writing into it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Missing,
+    /// A file (or something else that is not a folder) is there.
+    NotAFolder,
+    Empty,
+    /// A gptdash checkpoint and nothing else.
+    Checkpoint,
+    /// Anything else: the first few names in it.
+    Other(Vec<String>),
+}
+
+/// Looks at `dir` without changing it.
+pub fn survey(dir: &Path) -> Result<Found> {
+    if !dir.exists() && dir.symlink_metadata().is_err() {
+        return Ok(Found::Missing);
+    }
+    if !dir.is_dir() {
+        return Ok(Found::NotAFolder);
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        names.push((name, is_file));
+    }
+    if names.is_empty() {
+        return Ok(Found::Empty);
+    }
+    let ours = names
+        .iter()
+        .all(|(name, is_file)| *is_file && CHECKPOINT_FILES.contains(&name.as_str()));
+    let config = dir.join(CONFIG_FILE);
+    let has_record = std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("format_version").is_some() && v.get("model").is_some());
+    if ours && has_record {
+        return Ok(Found::Checkpoint);
+    }
+    names.sort();
+    let mut shown: Vec<String> = names
+        .iter()
+        .filter(|(n, f)| !(*f && CHECKPOINT_FILES.contains(&n.as_str())))
+        .map(|(n, f)| if *f { n.clone() } else { format!("{n}/") })
+        .collect();
+    if shown.is_empty() {
+        // Only checkpoint file names, but no gptdash record in config.json.
+        shown.push(format!("{CONFIG_FILE} that gptdash did not write"));
+    }
+    let more = shown.len().saturating_sub(4);
+    shown.truncate(4);
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    Ok(Found::Other(shown))
+}
+
+/// A link made by [`point_latest`] resolved to the run folder it names (so a run resumed
+/// through `checkpoints/<name>` saves into its own folder, not over the link); any other
+/// path as it is.
+pub fn resolve_link(dir: &Path) -> PathBuf {
+    // `checkpoints/small/` (a shell's completion) names the link itself.
+    let dir: PathBuf = dir.components().collect();
+    match std::fs::read_link(&dir) {
+        Ok(target) if target.is_relative() => dir.parent().unwrap_or(Path::new(".")).join(target),
+        Ok(target) => target,
+        Err(_) => dir,
+    }
+}
+
+/// Whether two paths name the same folder (both must exist to be the same).
+pub fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Refuses, before any work, an output folder a run would destroy: one holding anything
+/// but a gptdash checkpoint, and a checkpoint unless `overwrite`. `what` names the
+/// folder in the user's words: a flag (`--out`), whose message then names the flags
+/// that help, or a dashboard action (`save to`). Then the [`preflight`] checks.
+pub fn check_target(dir: &Path, what: &str, overwrite: bool) -> Result<()> {
+    let flags = what.starts_with("--");
+    match survey(dir)? {
+        Found::Missing | Found::Empty => {}
+        Found::Checkpoint if overwrite => {}
+        Found::Checkpoint if flags => bail!(
+            "{what} {}: holds a gptdash checkpoint; choose a new folder, continue that run with --resume, or pass --overwrite to replace it (nothing was written)",
+            dir.display()
+        ),
+        Found::Checkpoint => bail!(
+            "{what} {}: holds a gptdash checkpoint, which the dashboard never replaces; choose a new folder (nothing was written)",
+            dir.display()
+        ),
+        Found::NotAFolder => bail!(
+            "{what} {}: is a file, not a folder; choose a new folder (nothing was written)",
+            dir.display()
+        ),
+        Found::Other(names) => bail!(
+            "{what} {}: the folder holds {} — not a gptdash checkpoint; choose a new or empty folder (nothing was written{})",
+            dir.display(),
+            names.join(", "),
+            if flags { "; --overwrite replaces gptdash checkpoints only" } else { "" }
+        ),
+    }
+    preflight(dir, what)
+}
+
+/// Checks that a save into `dir` can land: its parent can be written (a save writes a
+/// sibling `.NAME.tmp` and renames it into place), and `dir` is not a mount point (which
+/// cannot be renamed, so could not be replaced).
+pub fn preflight(dir: &Path, what: &str) -> Result<()> {
+    if dir.is_dir() && is_mount_point(dir) {
+        bail!(
+            "{what} {}: is a mount point, and a save replaces its folder by renaming, which a mount point does not allow; give a folder inside it, e.g. {}",
+            dir.display(),
+            dir.join("run").display()
+        );
+    }
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{what} {}: has no folder name", dir.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| {
+        format!(
+            "{what} {}: cannot create {}",
+            dir.display(),
+            parent.display()
+        )
+    })?;
+    let probe = parent.join(format!(".{name}.probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).with_context(|| {
+        format!(
+            "{what} {}: {} is not writable (a save writes beside the folder)",
+            dir.display(),
+            parent.display()
+        )
+    })?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(())
+}
+
+/// Whether `dir` is the root of a mounted filesystem.
+pub fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let Some(parent) = dir.parent() else {
+        return true; // `/`
+    };
+    match (std::fs::metadata(&dir), std::fs::metadata(parent)) {
+        (Ok(d), Ok(p)) => d.dev() != p.dev() || d.ino() == p.ino(),
+        _ => false,
+    }
+}
+
+/// Whether `target` is a run folder name for `stem`: `<stem>-YYYYMMDD-N`.
+fn is_run_folder(target: &Path, stem: &str) -> bool {
+    if target.components().count() != 1 {
+        return false;
+    }
+    let name = target.to_string_lossy();
+    let Some(rest) = name.strip_prefix(stem).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    match rest.split_once('-') {
+        Some((date, n)) => {
+            date.len() == 8
+                && date.bytes().all(|b| b.is_ascii_digit())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Today's date (UTC) as `YYYYMMDD`.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A new run's folder under `parent`, `<stem>-<YYYYMMDD>-<n>` with the first `n` that is
+/// neither on disk nor being written by another process, locked for this run.
+pub fn claim_fresh(parent: &Path, stem: &str) -> Result<(PathBuf, OutputLock)> {
+    let date = today();
+    for n in 1..100_000 {
+        let dir = parent.join(format!("{stem}-{date}-{n}"));
+        if dir.symlink_metadata().is_ok() {
+            continue;
+        }
+        // Not a name this process holds already (a run that has not saved yet).
+        if OutputLock::held_here(&dir) {
+            continue;
+        }
+        match OutputLock::try_acquire(&dir)? {
+            Ok(lock) if dir.symlink_metadata().is_err() => return Ok((dir, lock)),
+            _ => continue,
+        }
+    }
+    bail!(
+        "{}: no free folder name {stem}-{date}-N; clear out old runs",
+        parent.display()
+    )
+}
+
+/// Points `link` (`checkpoints/<stem>`) at `target`, a run folder beside it: `true` when
+/// it did. A real file or folder at `link` is a user's, left alone (`false`).
+pub fn point_latest(link: &Path, target: &Path) -> Result<bool> {
+    let name = target
+        .file_name()
+        .with_context(|| format!("{} has no folder name", target.display()))?;
+    let link_name = link
+        .file_name()
+        .with_context(|| format!("{} has no name", link.display()))?
+        .to_string_lossy()
+        .into_owned();
+    if let Ok(meta) = link.symlink_metadata() {
+        // Only a link gptdash made (to one of its run folders) is moved; anything else
+        // at that name, a user's own link included, is left alone.
+        let ours = meta.file_type().is_symlink()
+            && std::fs::read_link(link).is_ok_and(|t| is_run_folder(&t, &link_name));
+        if !ours {
+            return Ok(false);
+        }
+    }
+    let parent = link.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(".{link_name}.link-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(name, &tmp)
+        .with_context(|| format!("cannot link {} to {}", link.display(), target.display()))?;
+    std::fs::rename(&tmp, link).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot link {} to {}", link.display(), target.display())
+    })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint_in(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join(CONFIG_FILE),
+            r#"{"format_version": 1, "model": {}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join(MODEL_FILE), "w").unwrap();
+    }
+
+    #[test]
+    fn folders_are_told_apart() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        assert_eq!(survey(&d.join("none")).unwrap(), Found::Missing);
+        std::fs::create_dir(d.join("empty")).unwrap();
+        assert_eq!(survey(&d.join("empty")).unwrap(), Found::Empty);
+        checkpoint_in(&d.join("ck"));
+        assert_eq!(survey(&d.join("ck")).unwrap(), Found::Checkpoint);
+        // A checkpoint with a file of the user's beside it is not ours to replace.
+        checkpoint_in(&d.join("mixed"));
+        std::fs::write(d.join("mixed/notes.txt"), "mine").unwrap();
+        assert_eq!(
+            survey(&d.join("mixed")).unwrap(),
+            Found::Other(vec!["notes.txt".into()])
+        );
+        // Checkpoint names without gptdash's record.
+        std::fs::create_dir(d.join("hf")).unwrap();
+        std::fs::write(d.join("hf").join(CONFIG_FILE), "{}").unwrap();
+        assert!(matches!(survey(&d.join("hf")).unwrap(), Found::Other(_)));
+        std::fs::create_dir_all(d.join("user/sub")).unwrap();
+        assert_eq!(
+            survey(&d.join("user")).unwrap(),
+            Found::Other(vec!["sub/".into()])
+        );
+    }
+
+    #[test]
+    fn targets_that_would_lose_data_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        check_target(&d.join("new"), "--out", false).unwrap();
+        checkpoint_in(&d.join("ck"));
+        let msg = format!(
+            "{:#}",
+            check_target(&d.join("ck"), "--out", false).unwrap_err()
+        );
+        assert!(
+            msg.contains("--out") && msg.contains("--overwrite"),
+            "{msg}"
+        );
+        check_target(&d.join("ck"), "--out", true).unwrap();
+        std::fs::create_dir_all(d.join("user/photos")).unwrap();
+        std::fs::write(d.join("user/thesis.tex"), "x").unwrap();
+        for overwrite in [false, true] {
+            let msg = format!(
+                "{:#}",
+                check_target(&d.join("user"), "--out", overwrite).unwrap_err()
+            );
+            assert!(
+                msg.contains("photos/") && msg.contains("thesis.tex"),
+                "{msg}"
+            );
+        }
+        assert!(d.join("user/thesis.tex").is_file());
+        let file = d.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let msg = format!("{:#}", check_target(&file, "--out", true).unwrap_err());
+        assert!(msg.contains("is a file, not a folder"), "{msg}");
+        // In the dashboard's words: no flags.
+        let msg = format!(
+            "{:#}",
+            check_target(&d.join("ck"), "save to", false).unwrap_err()
+        );
+        assert!(msg.contains("save to") && !msg.contains("--"), "{msg}");
+    }
+
+    #[test]
+    fn only_folders_of_gptdash_files_are_replaceable() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        assert!(replaceable(&d.join("none")));
+        checkpoint_in(&d.join("ck"));
+        assert!(replaceable(&d.join("ck")));
+        std::fs::write(d.join("ck/notes.txt"), "mine").unwrap();
+        assert!(!replaceable(&d.join("ck")));
+        std::fs::create_dir_all(d.join("sub/inner")).unwrap();
+        assert!(!replaceable(&d.join("sub")));
+    }
+
+    #[test]
+    fn mount_points_are_known() {
+        assert!(is_mount_point(Path::new("/")));
+        assert!(
+            is_mount_point(Path::new("/proc")),
+            "/proc is a mount on Linux"
+        );
+        let root = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(root.path()));
+        let msg = format!("{:#}", preflight(Path::new("/proc"), "--out").unwrap_err());
+        assert!(
+            msg.contains("mount point") && msg.contains("/proc/run"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn fresh_folders_do_not_collide_and_the_latest_link_follows() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        let (a, lock_a) = claim_fresh(d, "small").unwrap();
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("small-{}-", today())));
+        std::fs::create_dir(&a).unwrap();
+        let (b, _lock_b) = claim_fresh(d, "small").unwrap();
+        assert_ne!(a, b);
+        drop(lock_a);
+        let link = d.join("small");
+        assert!(point_latest(&link, &a).unwrap());
+        assert!(same_folder(&link, &a));
+        std::fs::create_dir(&b).unwrap();
+        assert!(point_latest(&link, &b).unwrap());
+        assert!(same_folder(&link, &b));
+        assert_eq!(resolve_link(&link), b);
+        assert_eq!(resolve_link(&b), b);
+        // A link of the user's own is left alone, and so is a trailing slash's path.
+        let theirs = d.join("theirs");
+        std::os::unix::fs::symlink("/tmp", &theirs).unwrap();
+        assert!(!point_latest(&theirs, &b).unwrap());
+        assert_eq!(std::fs::read_link(&theirs).unwrap(), Path::new("/tmp"));
+        assert_eq!(resolve_link(&d.join("small/")), b);
+        // A real folder of that name is the user's.
+        let real = d.join("mine");
+        std::fs::create_dir(&real).unwrap();
+        assert!(!point_latest(&real, &b).unwrap());
+        assert!(real.is_dir() && !real.symlink_metadata().unwrap().is_symlink());
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_423), (2025, 12, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+}
