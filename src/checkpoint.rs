@@ -7,6 +7,9 @@
 //! | `tokenizer.json` | the tokenizer, loadable by any `tokenizers` implementation |
 //! | `optimizer.safetensors` | AdamW moment buffers (training checkpoints only) |
 //! | `train_state.json` | [`TrainState`]: step and settings, for exact resume |
+//! | `classifier.json`, `curves.csv` | a fine-tuned classifier's record and curves |
+//!
+//! A save replaces only a folder of these files (and an export's): see [`replaceable`].
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,60 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const STATE_FILE: &str = "train_state.json";
+
+/// A fine-tuned classifier's record (head, read-out, validation result).
+pub const CLASSIFIER_FILE: &str = "classifier.json";
+/// A fine-tuning run's per-epoch losses and accuracies.
+pub const CURVES_FILE: &str = "curves.csv";
+
+/// The files `gptdash export` writes beside a checkpoint's own.
+pub const EXPORT_FILES: &[&str] = &[
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// Every file a gptdash checkpoint (a training run's or a classifier's) may hold.
+pub const CHECKPOINT_FILES: &[&str] = &[
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    STATE_FILE,
+    CLASSIFIER_FILE,
+    CURVES_FILE,
+    COMPLETE,
+];
+
+/// Whether a save may replace (or clean up) `dir`: it is missing, or holds only plain
+/// files with the names gptdash writes (a checkpoint's, a classifier's, an export's).
+/// A folder with anything else — a user's notes, a subfolder — is never replaced.
+pub fn replaceable(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return !dir.exists();
+    };
+    entries.into_iter().all(|e| {
+        e.is_ok_and(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            e.file_type().is_ok_and(|t| t.is_file())
+                && (CHECKPOINT_FILES.contains(&name.as_str())
+                    || EXPORT_FILES.contains(&name.as_str()))
+        })
+    })
+}
+
+/// A link made by [`crate::output::point_latest`] resolved to the run folder it names (so a run resumed
+/// through `checkpoints/<name>` saves into its own folder, not over the link); any other
+/// path as it is.
+pub fn resolve_link(dir: &Path) -> PathBuf {
+    // `checkpoints/small/` (a shell's completion) names the link itself.
+    let dir: PathBuf = dir.components().collect();
+    match std::fs::read_link(&dir) {
+        Ok(target) if target.is_relative() => dir.parent().unwrap_or(Path::new(".")).join(target),
+        Ok(target) => target,
+        Err(_) => dir,
+    }
+}
 
 /// Layout version of `config.json`.
 pub const FORMAT_VERSION: u32 = 1;
@@ -142,7 +199,7 @@ impl OutputLock {
     /// [`OutputLock::acquire`], with another process holding the lock as `Ok(Err(its
     /// pid))` rather than an error.
     pub fn try_acquire(dir: &Path) -> Result<std::result::Result<Self, String>> {
-        let dir = &crate::output::resolve_link(dir);
+        let dir = &resolve_link(dir);
         let s = siblings(dir)?;
         std::fs::create_dir_all(&s.parent)
             .with_context(|| format!("cannot create {}", s.parent.display()))?;
@@ -188,7 +245,7 @@ impl OutputLock {
 impl OutputLock {
     /// Whether this process holds the lock on `dir` already.
     pub fn held_here(dir: &Path) -> bool {
-        let dir = crate::output::resolve_link(dir);
+        let dir = resolve_link(dir);
         siblings(&dir).is_ok_and(|s| held_locks().contains_key(&lock_key(&s)))
     }
 }
@@ -220,9 +277,9 @@ fn recover_locked(dir: &Path, s: &Siblings) -> Result<bool> {
         return Ok(false);
     }
     // Only a copy gptdash wrote is put back: a user's `.NAME.old` stays where it is.
-    let from = if s.tmp.join(COMPLETE).is_file() && crate::output::replaceable(&s.tmp) {
+    let from = if s.tmp.join(COMPLETE).is_file() && replaceable(&s.tmp) {
         &s.tmp
-    } else if s.old.is_dir() && crate::output::replaceable(&s.old) {
+    } else if s.old.is_dir() && replaceable(&s.old) {
         &s.old
     } else {
         return Ok(false);
@@ -241,7 +298,7 @@ fn recover_locked(dir: &Path, s: &Siblings) -> Result<bool> {
 /// Restores a checkpoint whose save was interrupted (see [`write_atomically`]) before it
 /// is read: `true` when it did. Waits for a writer that holds the lock.
 pub fn recover(dir: &Path) -> Result<bool> {
-    let dir = &crate::output::resolve_link(dir);
+    let dir = &resolve_link(dir);
     if dir.exists() {
         return Ok(false);
     }
@@ -271,13 +328,13 @@ pub fn recover(dir: &Path) -> Result<bool> {
 /// directory is locked for the save unless this process holds its lock already.
 pub fn write_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     // A link gptdash made (`checkpoints/<name>`) is saved through, into its run folder.
-    let dir = &crate::output::resolve_link(dir);
+    let dir = &resolve_link(dir);
     let s = siblings(dir)?;
     let _lock = OutputLock::acquire(dir)?;
     recover_locked(dir, &s)?;
     for stale in [&s.tmp, &s.old] {
         if stale.symlink_metadata().is_ok() {
-            if !stale.is_dir() || !crate::output::replaceable(stale) {
+            if !stale.is_dir() || !replaceable(stale) {
                 bail!(
                     "cannot save {}: {} is in the way and holds files gptdash did not write; move it elsewhere",
                     dir.display(),
@@ -317,7 +374,7 @@ pub fn write_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
         // since (a user's notes) is never deleted with the previous checkpoint.
         let aside = if injected("swap") {
             Err(std::io::Error::other("injected failure"))
-        } else if !crate::output::replaceable(dir) {
+        } else if !replaceable(dir) {
             Err(std::io::Error::other(
                 "it holds files gptdash did not write, which a save never deletes",
             ))

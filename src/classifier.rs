@@ -16,7 +16,7 @@ use crate::model::gpt::Gpt;
 use crate::protocol::{Evaluation, Mistake, ReliabilityBin};
 
 /// Written beside a fine-tuned checkpoint's weights; its presence marks a classifier.
-pub const CLASSIFIER_FILE: &str = "classifier.json";
+pub use crate::checkpoint::CLASSIFIER_FILE;
 
 /// What `classifier.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ pub struct Encoder<'a> {
 
 impl Encoder<'_> {
     pub fn for_model(loaded: &LoadedModel) -> Result<Encoder<'_>> {
-        let reading = crate::data::reading::Reading::of(loaded);
+        let reading = crate::reading::Reading::of(loaded);
         let prefix = reading.frame.map(i64::from);
         let template = match &loaded.prompt {
             Some(prompt) => prompt_tokens(&loaded.tokenizer, prompt)?.template,

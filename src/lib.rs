@@ -20,6 +20,7 @@ pub mod model;
 pub mod output;
 pub mod paths;
 pub mod protocol;
+pub mod reading;
 pub mod rng;
 pub mod train;
 pub mod tui;

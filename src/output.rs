@@ -8,45 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::checkpoint::{
-    OutputLock, CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE,
-};
-
-/// The files `gptdash export` writes beside a checkpoint's own.
-const EXPORT_FILES: &[&str] = &[
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-];
-
-/// Every file a gptdash checkpoint (a training run's or a classifier's) may hold.
-const CHECKPOINT_FILES: &[&str] = &[
-    MODEL_FILE,
-    OPTIMIZER_FILE,
-    CONFIG_FILE,
-    TOKENIZER_FILE,
-    STATE_FILE,
-    crate::classifier::CLASSIFIER_FILE,
-    crate::train::finetune::CURVES_FILE,
-    ".complete",
-];
-
-/// Whether a save may replace (or clean up) `dir`: it is missing, or holds only plain
-/// files with the names gptdash writes (a checkpoint's, a classifier's, an export's).
-/// A folder with anything else — a user's notes, a subfolder — is never replaced.
-pub fn replaceable(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return !dir.exists();
-    };
-    entries.into_iter().all(|e| {
-        e.is_ok_and(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            e.file_type().is_ok_and(|t| t.is_file())
-                && (CHECKPOINT_FILES.contains(&name.as_str())
-                    || EXPORT_FILES.contains(&name.as_str()))
-        })
-    })
-}
+pub use crate::checkpoint::{replaceable, resolve_link};
+use crate::checkpoint::{OutputLock, CHECKPOINT_FILES, CONFIG_FILE};
 
 /// What a folder holds, as far as writing into it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,19 +69,6 @@ pub fn survey(dir: &Path) -> Result<Found> {
         shown.push(format!("and {more} more"));
     }
     Ok(Found::Other(shown))
-}
-
-/// A link made by [`point_latest`] resolved to the run folder it names (so a run resumed
-/// through `checkpoints/<name>` saves into its own folder, not over the link); any other
-/// path as it is.
-pub fn resolve_link(dir: &Path) -> PathBuf {
-    // `checkpoints/small/` (a shell's completion) names the link itself.
-    let dir: PathBuf = dir.components().collect();
-    match std::fs::read_link(&dir) {
-        Ok(target) if target.is_relative() => dir.parent().unwrap_or(Path::new(".")).join(target),
-        Ok(target) => target,
-        Err(_) => dir,
-    }
 }
 
 /// Whether two paths name the same folder (both must exist to be the same).
@@ -316,6 +266,7 @@ pub fn point_latest(link: &Path, target: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::MODEL_FILE;
 
     fn checkpoint_in(dir: &Path) {
         std::fs::create_dir_all(dir).unwrap();

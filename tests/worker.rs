@@ -5,7 +5,7 @@ use gptdash::config::FinetuneSettings;
 use gptdash::config::Settings;
 use gptdash::generate::GenerateOptions;
 use gptdash::protocol::{Command, Event, RunDone, RunStart, WorkerState};
-use gptdash::worker::{spawn, spawn_with_output, WorkerHandle};
+use gptdash::worker::{spawn, spawn_with, spawn_with_output, WorkerHandle};
 
 fn tiny_settings(dir: &std::path::Path) -> Settings {
     let corpus = dir.join("tiny.txt");
@@ -579,5 +579,33 @@ fn fine_tuning_asked_for_while_training_keeps_the_run() {
     assert!(path.join("optimizer.safetensors").is_file());
     let resumed = gptdash::train::lm::LmTrainer::resume(&path, |_| {}).unwrap();
     assert_eq!(resumed.step, iter);
+    w.shutdown();
+}
+
+#[test]
+fn the_dashboard_loads_models_on_train_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Train and save a tiny model, then ask a worker set to a device this machine lacks
+    // (no machine has a hundredth GPU) to load it: the error names train.device.
+    let w = spawn_with_output(d.join("out")).unwrap();
+    let mut settings = tiny_settings(d);
+    settings.train.max_iters = 2;
+    w.commands.send(Command::Start(Box::new(settings))).unwrap();
+    let (done, _) = wait_for(&w, "Done", |e| matches!(e, Event::Done(RunDone::Train(_))));
+    let Event::Done(RunDone::Train(summary)) = done else {
+        unreachable!()
+    };
+    w.shutdown();
+    let w = spawn_with(d.join("out2"), "cuda:99".into()).unwrap();
+    w.commands.send(Command::Load(summary.checkpoint)).unwrap();
+    let (e, _) = wait_for(&w, "the refusal", |e| matches!(e, Event::Error { .. }));
+    let Event::Error { message } = e else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("train.device") && message.contains("cuda:99"),
+        "{message}"
+    );
     w.shutdown();
 }

@@ -396,7 +396,7 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
     let Some(file) = &args.file else {
         let text = args.text.clone().unwrap_or_default();
         let (label, p_positive) = crate::classifier::classify(&loaded, &info.labels, &text)?;
-        let read_as = crate::data::reading::Reading::of(&loaded).read_as(&text);
+        let read_as = crate::reading::Reading::of(&loaded).read_as(&text);
         return super::print_stdout(
             &(verdict_line(args.json, text, label, p_positive, false, read_as) + "\n"),
         );

@@ -7,10 +7,10 @@ use unicode_width::UnicodeWidthStr;
 
 use crate::checkpoint::load_model;
 use crate::config::Settings;
-use crate::data::reading::Reading;
 use crate::device::{resolve_device, set_inference_threads};
 use crate::generate::{generate_from, GenerateOptions, Generation};
 use crate::protocol::Event;
+use crate::reading::Reading;
 
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {

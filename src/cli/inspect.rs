@@ -9,10 +9,10 @@ use clap::Args;
 
 use crate::checkpoint::load_model;
 use crate::config::Settings;
-use crate::data::reading::Reading;
 use crate::device::{resolve_device, set_inference_threads};
 use crate::inspect::report;
 use crate::protocol::{Event, InspectReport};
+use crate::reading::Reading;
 
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {

@@ -3,6 +3,5 @@ pub mod corpus;
 pub mod hub;
 pub mod normalize;
 pub mod prepare;
-pub mod reading;
 pub mod sst2;
 pub mod tokenizer;

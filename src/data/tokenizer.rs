@@ -169,8 +169,9 @@ impl TextTokenizer {
         mut done: impl FnMut(usize),
     ) -> Result<Vec<Vec<u32>>> {
         let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(2048) {
-            crate::interrupt::check()?; // Ctrl-C between chunks
+        // Chunks small enough that Ctrl-C, checked between them, is answered at once.
+        for chunk in texts.chunks(512) {
+            crate::interrupt::check()?;
             let inputs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             let encodings = self
                 .inner

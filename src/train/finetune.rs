@@ -22,7 +22,7 @@ use crate::protocol::{EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSum
 use crate::rng::{mix, SplitMix64};
 use crate::train::optim::{AdamW, AdamWConfig};
 
-pub const CURVES_FILE: &str = "curves.csv";
+pub use crate::checkpoint::CURVES_FILE;
 /// Mistakes the summary lists.
 const MISTAKES: usize = 20;
 

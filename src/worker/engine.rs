@@ -9,13 +9,13 @@ use crate::checkpoint::{load_model, LoadedModel};
 use crate::classifier::{self, sst2_labels};
 use crate::data::corpus::{split_sentences, SMALL_CORPUS};
 use crate::data::normalize::TextForm;
-use crate::data::reading::Reading;
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device};
 use crate::generate::{generate_from, GenerateOptions, Generation};
 use crate::inspect::pinned_loss;
 use crate::model::gpt::Gpt;
 use crate::protocol::{Event, InspectReport, InspectText, WorkerState};
+use crate::reading::Reading;
 use crate::train::finetune::Finetuner;
 use crate::train::lm::LmTrainer;
 
