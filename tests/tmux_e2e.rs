@@ -447,3 +447,44 @@ fn fine_tuning_asked_for_while_training_keeps_the_run() {
         String::from_utf8_lossy(&resumed.stderr)
     );
 }
+
+/// `q` while the corpus is being prepared (here read from a pipe nobody writes, so the
+/// read never ends by itself) ends the dashboard within a second.
+#[test]
+#[cfg_attr(
+    not(has_tmux),
+    ignore = "needs tmux, not found when the tests were built (CI installs it and runs this)"
+)]
+fn q_while_preparing_ends_the_dashboard_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d: &Path = dir.path();
+    let fifo = d.join("pipe.txt");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    std::fs::write(d.join("config.toml"), "[data]\ncorpus = \"pipe.txt\"\n").unwrap();
+    let tmux = Tmux::new("prep");
+    let script = format!(
+        "cd {d} && HOME={d} XDG_CONFIG_HOME={d}/cfg {bin}; date +%s%N > {d}/ended; echo EXITED:$?; sleep 60",
+        d = d.display(),
+        bin = env!("CARGO_BIN_EXE_gptdash"),
+    );
+    tmux.start(&script);
+    tmux.wait_for("1 Train", 20);
+    tmux.keys(&["Space"]);
+    tmux.wait_for("preparing corpus pipe.txt", 20);
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED:", 20);
+    let ended: u128 = std::fs::read_to_string(d.join("ended"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let secs = (ended.saturating_sub(asked)) as f64 / 1e9;
+    assert!(secs <= 1.0, "the dashboard ended {secs:.2} s after q");
+}
