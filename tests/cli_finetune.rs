@@ -619,22 +619,22 @@ fn finetune_never_writes_into_its_base_or_a_users_folder() {
     let state_before = std::fs::read(d.join("ck/train_state.json")).unwrap();
     // --out equal to --checkpoint (also spelled another way): refused before any work,
     // even with --overwrite; the language model keeps its optimizer state.
+    let base: Vec<&str> = vec![
+        "finetune",
+        "--checkpoint",
+        &ck,
+        "--sst2",
+        &data,
+        "--samples",
+        "40",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ];
     for (out, extra) in [("ck", &[][..]), ("./ck/", &["--overwrite"][..])] {
-        let mut args = vec![
-            "finetune",
-            "--checkpoint",
-            &ck,
-            "--sst2",
-            &data,
-            "--samples",
-            "40",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-            out,
-        ];
+        let mut args = base.clone();
+        args.extend(["--out", out]);
         args.extend_from_slice(extra);
         expect_error(
             d,
@@ -664,23 +664,7 @@ fn finetune_never_writes_into_its_base_or_a_users_folder() {
     // with checkpoints/ck-sst2 linked to the latest.
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let o = gptdash(
-            d,
-            &[
-                "finetune",
-                "--checkpoint",
-                &ck,
-                "--sst2",
-                &data,
-                "--samples",
-                "40",
-                "--epochs",
-                "1",
-                "--device",
-                "cpu",
-                "--json",
-            ],
-        );
+        let o = gptdash(d, &[&base[..], &["--json"]].concat());
         assert!(o.status.success(), "{}", stderr(&o));
         let ev = events(&o);
         let out = ev[0]["out"].as_str().unwrap().to_string();

@@ -274,31 +274,37 @@ fn a_signal_to_the_dashboard_keeps_the_run_and_restores_the_terminal() {
             stty.contains(" icanon") && stty.contains(" echo "),
             "SIG{name}: terminal not restored: {stty}"
         );
-        let ck = d.join("checkpoints/small");
-        let state: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(ck.join("train_state.json")).unwrap())
-                .unwrap();
-        let step = state["step"].as_u64().expect("a resumable checkpoint");
-        let more = (step + 2).to_string();
-        let resumed = Command::new(env!("CARGO_BIN_EXE_gptdash"))
-            .current_dir(d)
-            .env("HOME", d)
-            .args([
-                "train",
-                "--resume",
-                "checkpoints/small",
-                "--max-iters",
-                &more,
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            resumed.status.success(),
-            "SIG{name}: {}",
-            String::from_utf8_lossy(&resumed.stderr)
-        );
+        resumes(d, &format!("SIG{name}"));
     }
+}
+
+/// `checkpoints/small` under `d` is a resumable checkpoint: two more steps train from it.
+fn resumes(d: &Path, what: &str) {
+    let ck = d.join("checkpoints/small");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("train_state.json")).unwrap())
+            .unwrap();
+    let step = state["step"].as_u64().expect("a resumable checkpoint");
+    let more = (step + 2).to_string();
+    let resumed = Command::new(env!("CARGO_BIN_EXE_gptdash"))
+        .current_dir(d)
+        .env("HOME", d)
+        .env("XDG_CONFIG_HOME", d.join("cfg"))
+        .args([
+            "train",
+            "--resume",
+            "checkpoints/small",
+            "--max-iters",
+            &more,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
 }
 
 #[test]
@@ -422,30 +428,7 @@ fn fine_tuning_asked_for_while_training_keeps_the_run() {
     tmux.wait_for("EXITED:0", 20);
     let ck = d.join("checkpoints/small");
     assert!(ck.join("optimizer.safetensors").is_file());
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ck.join("train_state.json")).unwrap())
-            .unwrap();
-    let step = state["step"].as_u64().expect("a resumable checkpoint");
-    let more = (step + 2).to_string();
-    let resumed = Command::new(env!("CARGO_BIN_EXE_gptdash"))
-        .current_dir(d)
-        .env("HOME", d)
-        .env("XDG_CONFIG_HOME", d.join("cfg"))
-        .args([
-            "train",
-            "--resume",
-            "checkpoints/small",
-            "--max-iters",
-            &more,
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    resumes(d, "fine-tuning asked for while training");
 }
 
 /// `q` while the corpus is being prepared (here read from a pipe nobody writes, so the
