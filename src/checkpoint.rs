@@ -74,12 +74,23 @@ pub fn replaceable(dir: &Path) -> bool {
 /// path as it is.
 pub fn resolve_link(dir: &Path) -> PathBuf {
     // `checkpoints/small/` (a shell's completion) names the link itself.
-    let dir: PathBuf = dir.components().collect();
-    match std::fs::read_link(&dir) {
-        Ok(target) if target.is_relative() => dir.parent().unwrap_or(Path::new(".")).join(target),
-        Ok(target) => target,
-        Err(_) => dir,
+    let mut dir: PathBuf = dir.components().collect();
+    // A chain of links is followed to its end (a few steps: a loop stops there too).
+    for _ in 0..8 {
+        match std::fs::read_link(&dir) {
+            Ok(target) if target.is_relative() => {
+                dir = dir
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(target)
+                    .components()
+                    .collect()
+            }
+            Ok(target) => dir = target.components().collect(),
+            Err(_) => break,
+        }
     }
+    dir
 }
 
 /// Layout version of `config.json`.

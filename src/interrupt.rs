@@ -92,6 +92,12 @@ pub fn cancel() {
     CANCELLED.store(true, Ordering::SeqCst);
 }
 
+/// Whether a stop was asked for (a signal, or the process quitting): for loops that
+/// cannot return an error, which end early and leave [`check`] to their caller.
+pub fn stop_requested() -> bool {
+    requested().is_some() || CANCELLED.load(Ordering::SeqCst)
+}
+
 /// `Err(Interrupted)` when a signal arrived (or the process is quitting): for a
 /// command's safe points.
 pub fn check() -> Result<()> {

@@ -71,6 +71,24 @@ pub fn survey(dir: &Path) -> Result<Found> {
     Ok(Found::Other(shown))
 }
 
+/// Whether `dir` lies inside the folder `outer` (at any depth; `outer` must exist).
+pub fn inside(dir: &Path, outer: &Path) -> bool {
+    let Ok(outer) = outer.canonicalize() else {
+        return false;
+    };
+    // The nearest part of `dir` that exists, made canonical, then the rest of it.
+    let mut existing = dir.to_path_buf();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p.to_path_buf(),
+            _ => existing = PathBuf::from("."),
+        }
+    }
+    existing
+        .canonicalize()
+        .is_ok_and(|e| (e.starts_with(&outer) && e != outer) || (e == outer && dir != existing))
+}
+
 /// Whether two paths name the same folder (both must exist to be the same).
 pub fn same_folder(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -84,13 +102,20 @@ pub fn same_folder(a: &Path, b: &Path) -> bool {
 /// folder in the user's words: a flag (`--out`), whose message then names the flags
 /// that help, or a dashboard action (`save to`). Then the [`preflight`] checks.
 pub fn check_target(dir: &Path, what: &str, overwrite: bool) -> Result<()> {
+    check_target_for(dir, what, overwrite, true)
+}
+
+/// [`check_target`]; `resumable`: the command can continue a run (`train --resume`),
+/// so the message offers it.
+pub fn check_target_for(dir: &Path, what: &str, overwrite: bool, resumable: bool) -> Result<()> {
     let flags = what.starts_with("--");
     match survey(dir)? {
         Found::Missing | Found::Empty => {}
         Found::Checkpoint if overwrite => {}
         Found::Checkpoint if flags => bail!(
-            "{what} {}: holds a gptdash checkpoint; choose a new folder, continue that run with --resume, or pass --overwrite to replace it (nothing was written)",
-            dir.display()
+            "{what} {}: holds a gptdash checkpoint; choose a new folder,{} or pass --overwrite to replace it (nothing was written)",
+            dir.display(),
+            if resumable { " continue that run with --resume," } else { "" }
         ),
         Found::Checkpoint => bail!(
             "{what} {}: holds a gptdash checkpoint, which the dashboard never replaces; choose a new folder (nothing was written)",
@@ -130,6 +155,25 @@ pub fn preflight(dir: &Path, what: &str) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // The hidden folders a save uses beside it must be gptdash's own (or absent): a
+    // user's `.NAME.old` is never adopted or removed, so it would stop the final save.
+    for hidden in [format!(".{name}.tmp"), format!(".{name}.old")] {
+        let hidden = parent.join(hidden);
+        if hidden.symlink_metadata().is_ok() && !(hidden.is_dir() && replaceable(&hidden)) {
+            bail!(
+                "{what} {}: {} beside it holds files gptdash did not write, and a save needs that name; move it elsewhere (nothing was written)",
+                dir.display(),
+                hidden.display()
+            );
+        }
+    }
+    if parent.exists() && !parent.is_dir() {
+        bail!(
+            "{what} {}: {} is a file, not a folder; move it or give another place",
+            dir.display(),
+            parent.display()
+        );
+    }
     std::fs::create_dir_all(&parent).with_context(|| {
         format!(
             "{what} {}: cannot create {}",
@@ -210,6 +254,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// A new run's folder under `parent`, `<stem>-<YYYYMMDD>-<n>` with the first `n` that is
 /// neither on disk nor being written by another process, locked for this run.
 pub fn claim_fresh(parent: &Path, stem: &str) -> Result<(PathBuf, OutputLock)> {
+    if parent.exists() && !parent.is_dir() {
+        bail!(
+            "runs are saved under {}/, but a file of that name is here; move it, or give --out DIR",
+            parent.display()
+        );
+    }
     let date = today();
     for n in 1..100_000 {
         let dir = parent.join(format!("{stem}-{date}-{n}"));
@@ -343,6 +393,33 @@ mod tests {
             check_target(&d.join("ck"), "save to", false).unwrap_err()
         );
         assert!(msg.contains("save to") && !msg.contains("--"), "{msg}");
+    }
+
+    #[test]
+    fn a_users_hidden_folder_where_a_save_works_is_refused_up_front() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        std::fs::create_dir(d.join(".run.old")).unwrap();
+        std::fs::write(d.join(".run.old/backup.tar"), "x").unwrap();
+        let msg = format!(
+            "{:#}",
+            check_target(&d.join("run"), "--out", false).unwrap_err()
+        );
+        assert!(msg.contains(".run.old") && msg.contains("move it"), "{msg}");
+        // A file where the parent folder should be.
+        std::fs::write(d.join("checkpoints"), "x").unwrap();
+        let msg = format!(
+            "{:#}",
+            claim_fresh(&d.join("checkpoints"), "small").unwrap_err()
+        );
+        assert!(msg.contains("--out"), "{msg}");
+        assert!(inside(&d.join("a/b"), d) && !inside(d, &d.join("a")));
+        std::fs::create_dir(d.join("ck")).unwrap();
+        assert!(inside(&d.join("ck/x/y"), &d.join("ck")) && !inside(&d.join("ck"), &d.join("ck")));
+        // Links are followed to their end.
+        std::os::unix::fs::symlink("ck", d.join("l1")).unwrap();
+        std::os::unix::fs::symlink("l1", d.join("l2")).unwrap();
+        assert_eq!(resolve_link(&d.join("l2")), d.join("ck"));
     }
 
     #[test]

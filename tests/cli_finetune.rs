@@ -639,7 +639,7 @@ fn finetune_never_writes_into_its_base_or_a_users_folder() {
         expect_error(
             d,
             &args,
-            &["--out", "is the model being fine-tuned", "--checkpoint"],
+            &["--out", "the model being fine-tuned", "--checkpoint"],
         );
     }
     assert_eq!(
@@ -647,6 +647,11 @@ fn finetune_never_writes_into_its_base_or_a_users_folder() {
         state_before
     );
     assert!(d.join("ck/optimizer.safetensors").is_file());
+    // Nor a folder inside it.
+    let mut args = base.clone();
+    args.extend(["--out", "ck/classifier"]);
+    expect_error(d, &args, &["--out ck/classifier", "inside"]);
+    assert!(!d.join("ck/classifier").exists());
     // A user's folder: refused.
     std::fs::create_dir(d.join("notes")).unwrap();
     std::fs::write(d.join("notes/todo.md"), "x").unwrap();

@@ -40,9 +40,9 @@ pub struct FinetuneArgs {
     pub schedule: Option<crate::config::Schedule>,
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
-    #[arg(long, value_parser = super::non_negative_f64)]
+    #[arg(long, value_parser = super::non_negative_f64, allow_hyphen_values = true)]
     pub weight_decay: Option<f64>,
-    #[arg(long, value_parser = super::non_negative_f64)]
+    #[arg(long, value_parser = super::non_negative_f64, allow_hyphen_values = true)]
     pub dropout: Option<f64>,
     /// Train the classifier head only.
     #[arg(long)]
@@ -51,7 +51,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub freeze_embeddings: bool,
     /// Weight of an auxiliary language-modelling loss while fine-tuning (0 = off, at most 10).
-    #[arg(long, value_parser = lm_weight)]
+    #[arg(long, value_parser = lm_weight, allow_hyphen_values = true)]
     pub lm_weight: Option<f64>,
     /// What the classifier reads: the last token's hidden state, the mean over tokens,
     /// or `prompt`: the LM's next word after --template, between --label-words.
@@ -208,16 +208,16 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     // The output next, before any work: never the model itself, never a user's folder.
     let (out, claim) = match &args.out {
         Some(out) => {
-            if output::same_folder(out, &model_dir) {
+            if output::same_folder(out, &model_dir) || output::inside(out, &model_dir) {
                 bail!(
-                    "--out {}: is the model being fine-tuned ({flag}); fine-tuning never writes into its base, so its optimizer state and training record stay; choose another folder",
+                    "--out {}: is, or is inside, the model being fine-tuned ({flag}); fine-tuning never writes into its base, so its optimizer state and training record stay; choose another folder",
                     out.display()
                 );
             }
             // Checked, locked (no other gptdash writes it from now on), checked again.
-            output::check_target(out, "--out", args.overwrite)?;
+            output::check_target_for(out, "--out", args.overwrite, false)?;
             let lock = crate::checkpoint::OutputLock::acquire(out)?;
-            output::check_target(out, "--out", args.overwrite)?;
+            output::check_target_for(out, "--out", args.overwrite, false)?;
             (out.clone(), Some((lock, None)))
         }
         None => {
@@ -402,16 +402,7 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
         );
     };
     crate::interrupt::install()?;
-    let (reader, name): (Box<dyn std::io::BufRead>, String) = if file.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), "standard input".into())
-    } else {
-        let f = std::fs::File::open(file)
-            .with_context(|| format!("--file: cannot open {}", file.display()))?;
-        (
-            Box::new(std::io::BufReader::new(f)),
-            file.display().to_string(),
-        )
-    };
+    let (lines, name) = spawn_line_reader(file)?;
     let encoder = Encoder::for_model(&loaded)?;
     let mut texts = Vec::new();
     let mut examples = Vec::new();
@@ -426,18 +417,30 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
         examples.clear();
         super::print_stdout(&out)
     };
-    for (i, line) in std::io::BufRead::lines(reader).enumerate() {
-        if let Some(signal) = crate::interrupt::requested() {
-            return Err(crate::interrupt::Interrupted(signal).into());
-        }
-        let line = line.with_context(|| format!("{name}:{}: cannot read the line", i + 1))?;
+    let mut i = 0;
+    loop {
+        // Lines come from their own thread, so Ctrl-C is answered while a read waits
+        // (a pipe, a terminal); a pause in the input prints what is classified so far.
+        let line = match lines.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(line) => line?,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                crate::interrupt::check()?;
+                if !examples.is_empty() {
+                    flush(&mut texts, &mut examples)?;
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        crate::interrupt::check()?;
+        i += 1;
         let text = line.trim();
         if text.is_empty() {
             continue;
         }
         let ids = encoder
             .encode(text)
-            .with_context(|| format!("{name}:{}", i + 1))?;
+            .with_context(|| format!("{name}:{i}"))?;
         examples.push(Example { ids, label: 0 });
         texts.push(text.to_string());
         if examples.len() == CLASSIFY_BATCH * 4 {
@@ -445,6 +448,69 @@ pub fn classify(args: &ClassifyArgs, settings: Settings) -> Result<()> {
         }
     }
     flush(&mut texts, &mut examples)
+}
+
+/// The longest line `classify --file` reads.
+const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The lines of `file` (`-`: standard input), read on a thread of their own into a
+/// bounded channel: each at most [`MAX_LINE_BYTES`] (a device that never sends a
+/// newline is an error, not a line that grows without end) and UTF-8, or an error
+/// naming its line; and the name to report it by.
+fn spawn_line_reader(
+    file: &std::path::Path,
+) -> Result<(crossbeam_channel::Receiver<Result<String>>, String)> {
+    use std::io::{BufRead, Read};
+    let name = if file.as_os_str() == "-" {
+        "standard input".to_string()
+    } else {
+        file.display().to_string()
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let (path, shown) = (file.to_path_buf(), name.clone());
+    std::thread::Builder::new()
+        .name("gptdash-lines".into())
+        .spawn(move || {
+            let reader: Result<Box<dyn BufRead>> = if path.as_os_str() == "-" {
+                Ok(Box::new(std::io::BufReader::new(std::io::stdin())))
+            } else {
+                std::fs::File::open(&path)
+                    .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn BufRead>)
+                    .with_context(|| format!("--file: cannot open {shown}"))
+            };
+            let mut reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            for n in 1.. {
+                let mut buf = Vec::new();
+                let read = (&mut reader)
+                    .take(MAX_LINE_BYTES as u64 + 1)
+                    .read_until(b'\n', &mut buf);
+                let line = match read {
+                    Ok(0) => return,
+                    Ok(_) if buf.len() > MAX_LINE_BYTES => Err(anyhow::anyhow!(
+                        "{shown}:{n}: the line is longer than {} MB; give one sentence per line",
+                        MAX_LINE_BYTES >> 20
+                    )),
+                    Ok(_) => String::from_utf8(buf)
+                        .map_err(|_| anyhow::anyhow!("{shown}:{n}: the line is not UTF-8 text")),
+                    Err(e) => {
+                        Err(anyhow::Error::new(e)
+                            .context(format!("{shown}:{n}: cannot read the line")))
+                    }
+                };
+                let failed = line.is_err();
+                if tx.send(line).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the thread that reads --file")?;
+    Ok((rx, name))
 }
 
 /// One verdict as `classify` prints it: a JSON line, `label (P(positive) = p)` for

@@ -227,13 +227,16 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             });
             let run = LmTrainer::new_with_progress(settings, &mut |event| match &bar {
                 None => print_event(&event),
-                Some(bar) => {
-                    if let Event::Prepare { stage, done, total } = event {
+                Some(bar) => match event {
+                    Event::Prepare { stage, done, total } => {
                         bar.set_message(stage);
                         bar.set_length(total);
                         bar.set_position(done);
                     }
-                }
+                    // A line for the log (a damaged cache entry rebuilt), above the bar.
+                    Event::Log { message } => bar.suspend(|| println!("{message}")),
+                    _ => {}
+                },
             });
             if let Some(bar) = bar {
                 bar.finish_and_clear();

@@ -181,19 +181,29 @@ const ABBREVIATIONS: &[&str] = &[
 /// Splits text into sentences the way a sentence tokenizer would: blank lines end
 /// paragraphs, line-wrapped text is joined, and `.`, `!`, `?` end a sentence unless the
 /// word is a known abbreviation (`Mr.`, `e.g.`), an initial (`J. Smith`), or the next
-/// word starts in lower case.
+/// word starts in lower case. A stop request (Ctrl-C) ends it early, with part of the
+/// sentences: the caller's `interrupt::check` then stops the work.
 pub fn split_sentences(text: &str) -> Vec<String> {
     let mut sentences = Vec::new();
     for paragraph in paragraphs(text) {
+        if crate::interrupt::stop_requested() {
+            break;
+        }
         split_paragraph(&paragraph, &mut sentences);
     }
     sentences
 }
 
+/// Every this many lines or words, the splitters look for a stop request.
+const STOP_CHECK_EVERY: usize = 1 << 16;
+
 fn paragraphs(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Vec<&str> = Vec::new();
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
+        if n % STOP_CHECK_EVERY == 0 && crate::interrupt::stop_requested() {
+            break;
+        }
         let line = line.trim();
         if line.is_empty() {
             if !current.is_empty() {
@@ -214,6 +224,9 @@ fn split_paragraph(paragraph: &str, out: &mut Vec<String>) {
     let words: Vec<&str> = paragraph.split_whitespace().collect();
     let mut current: Vec<&str> = Vec::new();
     for (i, word) in words.iter().enumerate() {
+        if i % STOP_CHECK_EVERY == 0 && crate::interrupt::stop_requested() {
+            return;
+        }
         current.push(word);
         let next = words.get(i + 1);
         if ends_sentence(word, next.copied()) {

@@ -1,5 +1,6 @@
 //! Text in, token batches out: corpora and sentence splitting, the tokenizer.
 pub mod corpus;
+pub mod files;
 pub mod hub;
 pub mod normalize;
 pub mod prepare;

@@ -94,8 +94,7 @@ fn parse_label(text: &str) -> Option<u8> {
 
 /// GLUE TSV: header `sentence<TAB>label`, then one row per line.
 pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
+    let bytes = crate::data::files::read_regular(path, "SST-2 file")?;
     // A byte-order mark before the header is accepted; anywhere else it is an error.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let text = match std::str::from_utf8(bytes) {
@@ -176,8 +175,8 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
 
 /// Hugging Face parquet: columns `sentence` (string) and `label` (integer); others ignored.
 pub fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
+    let file =
+        crate::data::files::open_regular(path, "SST-2 file", crate::data::files::MAX_FILE_BYTES)?;
     let reader = SerializedFileReader::new(file)
         .with_context(|| format!("{} is not a parquet file", path.display()))?;
     let columns: Vec<String> = reader

@@ -111,8 +111,9 @@ impl TextTokenizer {
 
     /// Loads a `tokenizer.json`; errors name the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read tokenizer file {}", path.display()))?;
+        let bytes = crate::data::files::read_regular(path, "tokenizer file")?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("tokenizer file {} is not UTF-8 JSON", path.display()))?;
         Self::from_json(&text).with_context(|| format!("invalid tokenizer file {}", path.display()))
     }
 
@@ -120,8 +121,22 @@ impl TextTokenizer {
         let inner = Tokenizer::from_str(json).map_err(|e| anyhow!("{e}"))?;
         let eot = inner.token_to_id(END_OF_TEXT);
         let tokenizer = Self { inner, eot };
-        if tokenizer.vocab_size() == 0 {
+        let n = tokenizer.vocab_size();
+        if n == 0 {
             bail!("the tokenizer has an empty vocabulary");
+        }
+        // The model has one embedding row per id, so ids must run 0..n without gaps.
+        let largest = tokenizer
+            .inner
+            .get_vocab(true)
+            .into_values()
+            .max()
+            .unwrap_or(0);
+        if largest as usize >= n {
+            bail!(
+                "its token ids have gaps: the largest is {largest} with {n} tokens (a model needs ids 0 to {})",
+                n - 1
+            );
         }
         Ok(tokenizer)
     }
@@ -316,6 +331,30 @@ mod tests {
 
     fn small_tokenizer() -> TextTokenizer {
         TextTokenizer::train_bpe(&split_sentences(SMALL_CORPUS), 2000).unwrap()
+    }
+
+    #[test]
+    fn a_tokenizer_whose_ids_have_gaps_is_an_error_not_a_crash() {
+        // Every id shifted by 100,000: the model would index past its embedding rows.
+        let json: serde_json::Value =
+            serde_json::from_str(&small_tokenizer().to_json().unwrap()).unwrap();
+        let mut shifted = json.clone();
+        let vocab = shifted["model"]["vocab"].as_object_mut().unwrap();
+        for v in vocab.values_mut() {
+            *v = serde_json::json!(v.as_u64().unwrap() + 100_000);
+        }
+        if let Some(added) = shifted["added_tokens"].as_array_mut() {
+            for t in added {
+                t["id"] = serde_json::json!(t["id"].as_u64().unwrap() + 100_000);
+            }
+        }
+        let msg = format!(
+            "{:#}",
+            TextTokenizer::from_json(&shifted.to_string())
+                .err()
+                .unwrap()
+        );
+        assert!(msg.contains("gaps") && msg.len() < 300, "{msg}");
     }
 
     #[test]
