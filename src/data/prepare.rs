@@ -4,14 +4,16 @@
 //! corpus starts training in seconds.
 //!
 //! Two cache entries, each keyed by a SHA-256 of everything that decides it:
-//! - `<key>.tokenizer.json`, the BPE trained on the corpus: the corpus text, the data
+//! - `<key>.tokenizer`, the BPE trained on the corpus (its JSON): the corpus text, the data
 //!   settings (mode, lower-casing, train fraction) and the vocabulary size;
 //! - `<key>.ids`, the token ids of each split: the corpus text, the data settings and the
 //!   tokenizer itself, so a resumed run (which brings its checkpoint's tokenizer) hits it.
 //!
 //! The key hashes the decoded text, so a `.gz` and a plain copy share entries; an edited
 //! file misses. Ids are stored as u16 when the vocabulary fits, else u32. Entries are
-//! written to a temporary file and renamed into place; an unreadable entry is a miss.
+//! written to a temporary file and renamed into place, and end with a SHA-256 of their
+//! key and bytes; an entry that is unreadable, damaged, filed under another key, not a
+//! regular file, or whose ids exceed the vocabulary is a miss (rebuilt, with a note).
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -64,13 +66,14 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let base = base_key(corpus, data);
     let bpe_key = hex(&base(&[b"bpe", &(data.vocab_size as u64).to_le_bytes()]));
-    let tokenizer_file = cache_dir.map(|d| d.join(format!("{bpe_key}.tokenizer.json")));
+    let tokenizer_file = cache_dir.map(|d| d.join(format!("{bpe_key}.tokenizer")));
     let mut split = None;
     let tokenizer = match tokenizer {
         Some(t) => t,
         None => match tokenizer_file
             .as_deref()
-            .and_then(|f| TextTokenizer::from_file(f).ok())
+            .and_then(|f| read_tagged(f, bpe_key.as_bytes()).ok())
+            .and_then(|json| TextTokenizer::from_json(&json).ok())
         {
             Some(t) => t,
             None => {
@@ -87,7 +90,8 @@ pub fn prepare(
                 let s = (train_texts, test_texts);
                 progress("tokenizer", 1, 1);
                 if let Some(f) = &tokenizer_file {
-                    write_atomically(f, |w| Ok(w.write_all(t.to_json()?.as_bytes())?));
+                    let json = t.to_json()?;
+                    write_atomically(f, |w| write_tagged(w, bpe_key.as_bytes(), json.as_bytes()));
                 }
                 split = Some(s);
                 t
@@ -99,7 +103,7 @@ pub fn prepare(
     let ids_file = cache_dir.map(|d| d.join(format!("{ids_key}.ids")));
     let mut notes = Vec::new();
     if let Some(f) = ids_file.as_deref().filter(|f| f.is_file()) {
-        match read_ids(f, tokenizer.vocab_size()) {
+        match read_ids(f, tokenizer.vocab_size(), ids_key.as_bytes()) {
             Ok((train, test)) => {
                 progress("cache", 1, 1);
                 return Ok(Prepared {
@@ -132,7 +136,7 @@ pub fn prepare(
     if let Some(f) = &ids_file {
         progress("cache", 0, 1);
         let wide = tokenizer.vocab_size() > usize::from(u16::MAX) + 1;
-        write_atomically(f, |w| write_ids(w, &train, &test, wide));
+        write_atomically(f, |w| write_ids(w, ids_key.as_bytes(), &train, &test, wide));
         progress("cache", 1, 1);
     }
     Ok(Prepared {
@@ -191,15 +195,60 @@ fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<std::fs::File
     }
 }
 
-const MAGIC: &[u8; 8] = b"GDIDS\0\0\x02";
+const MAGIC: &[u8; 8] = b"GDIDS\0\0\x03";
+
+/// The SHA-256 an entry ends with: of its key (the name it is filed under), then its
+/// bytes — so an entry copied under another key is a miss too.
+fn keyed_digest(key: &[u8], body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// A tokenizer entry: its JSON, then [`keyed_digest`].
+fn write_tagged(w: &mut impl Write, key: &[u8], json: &[u8]) -> Result<()> {
+    w.write_all(json)?;
+    w.write_all(&keyed_digest(key, json))?;
+    Ok(())
+}
+
+/// The bytes of a cache entry: a regular file only (a pipe or a device put in its place
+/// is not read).
+fn read_entry(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    crate::data::files::open_regular(path, "cache entry", u64::MAX)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A tokenizer entry's JSON, when its digest matches `key`.
+fn read_tagged(path: &Path, key: &[u8]) -> Result<String> {
+    let bytes = read_entry(path)?;
+    let Some(body_len) = bytes.len().checked_sub(32) else {
+        bail!("shorter than its checksum");
+    };
+    let (body, digest) = bytes.split_at(body_len);
+    if keyed_digest(key, body) != digest {
+        bail!("its checksum does not match");
+    }
+    Ok(String::from_utf8(body.to_vec())?)
+}
 
 /// `MAGIC`, id width (2 or 4), then for each split: text count (u64), each text's
-/// length (u32), the ids (little-endian); last, the SHA-256 of everything before it.
-fn write_ids(w: &mut impl Write, train: &[Vec<u32>], test: &[Vec<u32>], wide: bool) -> Result<()> {
-    let mut w = Hashing {
-        inner: w,
-        hash: Sha256::new(),
-    };
+/// length (u32), the ids (little-endian); last, [`keyed_digest`] of everything before.
+fn write_ids(
+    w: &mut impl Write,
+    key: &[u8],
+    train: &[Vec<u32>],
+    test: &[Vec<u32>],
+    wide: bool,
+) -> Result<()> {
+    let mut hash = Sha256::new();
+    hash.update((key.len() as u64).to_le_bytes());
+    hash.update(key);
+    let mut w = Hashing { inner: w, hash };
     w.write_all(MAGIC)?;
     w.write_all(&[if wide { 4 } else { 2 }])?;
     for split in [train, test] {
@@ -245,14 +294,14 @@ type Splits = (Vec<Vec<u32>>, Vec<Vec<u32>>);
 /// Reads a cache entry, trusting nothing in it: the checksum must match, every length
 /// must fit in the file before anything is allocated, and every id must be below
 /// `vocab_size`. Any failure is an error (the caller treats it as a miss).
-fn read_ids(path: &Path, vocab_size: usize) -> Result<Splits> {
-    let bytes = std::fs::read(path)?;
+fn read_ids(path: &Path, vocab_size: usize, key: &[u8]) -> Result<Splits> {
+    let bytes = read_entry(path)?;
     let Some(body_len) = bytes.len().checked_sub(32) else {
         bail!("shorter than its checksum");
     };
     let (body, digest) = bytes.split_at(body_len);
-    if Sha256::digest(body).as_slice() != digest {
-        bail!("its checksum does not match");
+    if keyed_digest(key, body) != digest {
+        bail!("its checksum does not match (damaged, or filed under another key)");
     }
     if body.len() < 9 || &body[..8] != MAGIC || !matches!(body[8], 2 | 4) {
         bail!("not a gptdash ids file of this version");
@@ -397,41 +446,41 @@ mod tests {
         let test = vec![vec![3, 4]];
         for wide in [false, true] {
             let path = dir.path().join(format!("x{wide}.ids"));
-            write_atomically(&path, |w| write_ids(w, &train, &test, wide));
+            write_atomically(&path, |w| write_ids(w, b"k", &train, &test, wide));
             assert_eq!(
-                read_ids(&path, 65_536).unwrap(),
+                read_ids(&path, 65_536, b"k").unwrap(),
                 (train.clone(), test.clone())
             );
             let size = std::fs::metadata(&path).unwrap().len();
             assert_eq!(size, 9 + 8 + 12 + 8 + 4 + 6 * if wide { 4 } else { 2 } + 32);
             // Ids past the vocabulary: the entry is for another tokenizer, or damaged.
-            let msg = format!("{:#}", read_ids(&path, 1000).unwrap_err());
+            let msg = format!("{:#}", read_ids(&path, 1000, b"k").unwrap_err());
             assert!(msg.contains("65535") && msg.contains("1000"), "{msg}");
         }
         let wide_ids = vec![vec![70_000u32]];
         let path = dir.path().join("w.ids");
-        write_atomically(&path, |w| write_ids(w, &wide_ids, &[], true));
-        assert_eq!(read_ids(&path, 70_001).unwrap().0, wide_ids);
+        write_atomically(&path, |w| write_ids(w, b"k", &wide_ids, &[], true));
+        assert_eq!(read_ids(&path, 70_001, b"k").unwrap().0, wide_ids);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert!(
-            read_ids(&path, 70_001).is_err(),
+            read_ids(&path, 70_001, b"k").is_err(),
             "a truncated entry is not read"
         );
         // One flipped bit anywhere fails the checksum.
         let mut flipped = bytes.clone();
         flipped[12] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        let msg = format!("{:#}", read_ids(&path, 70_001).unwrap_err());
+        let msg = format!("{:#}", read_ids(&path, 70_001, b"k").unwrap_err());
         assert!(msg.contains("checksum"), "{msg}");
         // A huge count with a matching checksum (a hostile file) allocates nothing.
         let mut body = MAGIC.to_vec();
         body.push(2);
         body.extend_from_slice(&u64::MAX.to_le_bytes());
-        let digest = Sha256::digest(&body);
+        let digest = keyed_digest(b"k", &body);
         body.extend_from_slice(&digest);
         std::fs::write(&path, &body).unwrap();
-        assert!(read_ids(&path, 70_001).is_err());
+        assert!(read_ids(&path, 70_001, b"k").is_err());
     }
 
     #[test]
@@ -445,9 +494,17 @@ mod tests {
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|e| e == "ids"))
             .unwrap();
+        // The right ids filed under another key (an entry copied over this one): a miss.
+        let key = entry.file_stem().unwrap().to_str().unwrap().to_string();
+        write_atomically(&entry, |w| {
+            write_ids(w, b"another key", &first.train, &first.test, false)
+        });
+        let swapped = prepare(&c, &settings(), None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        assert!(!swapped.cached, "{:?}", swapped.notes);
+        assert!(swapped.notes.iter().any(|n| n.contains("another key")));
         // Ids out of range written with a valid checksum: only the range check sees it.
         let wide = vec![vec![1_000_000u32]];
-        write_atomically(&entry, |w| write_ids(w, &wide, &wide, true));
+        write_atomically(&entry, |w| write_ids(w, key.as_bytes(), &wide, &wide, true));
         let again = prepare(&c, &settings(), None, Some(&cache), &mut |_, _, _| {}).unwrap();
         assert!(!again.cached);
         assert_eq!((&again.train, &again.test), (&first.train, &first.test));
