@@ -431,3 +431,58 @@ fn bench_inspect_reports_a_time() {
         &["--n-embd"],
     );
 }
+
+#[test]
+fn a_lower_cased_ptb_split_model_reads_prompts_and_texts_its_way_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = common::tiny_checkpoint_with(d, &["--lowercase", "--ptb-split"]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = gptdash(d, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    };
+    let gen = |prompt: &str| {
+        json(&[
+            "generate",
+            "--checkpoint",
+            &ck,
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ])
+    };
+    // Typed as a person writes, read as the model was trained: the same continuation as
+    // the prepared text, and the event says how the model read it.
+    let typed = gen("The Cat's.");
+    let prepared = gen("the cat 's .");
+    assert_eq!(typed["read_as"], "the cat 's .");
+    assert!(prepared.get("read_as").is_none(), "{prepared}");
+    assert_eq!(typed["tokens"], prepared["tokens"]);
+    let look = |text: &str| json(&["inspect", "--checkpoint", &ck, "--text", text, "--json"]);
+    let typed = look("The Dog's.");
+    let prepared = look("the dog 's .");
+    assert_eq!(typed["read_as"], "the dog 's .");
+    assert_eq!(typed["tokens"], prepared["tokens"]);
+    assert_eq!(typed["token_loss"], prepared["token_loss"]);
+    // The human output says it too.
+    let out = gptdash(
+        d,
+        &[
+            "generate",
+            "--checkpoint",
+            &ck,
+            "--prompt",
+            "The Cat's.",
+            "--max-new-tokens",
+            "2",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("as the model reads it: the cat 's ."),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -397,7 +397,7 @@ fn two_writers_and_unwritable_places_fail_before_training() {
     // A file where the output's parent should be, and a place nobody can write (even root).
     std::fs::write(d.join("afile"), "").unwrap();
     for (out, needle) in [
-        ("afile/ck", "cannot create"),
+        ("afile/ck", "afile is a file, not a folder"),
         ("/proc/gptdash-ck/x", "cannot create"),
     ] {
         let mut args = long_train(out);

@@ -395,7 +395,7 @@ fn fine_tuning_asked_for_while_training_keeps_the_run() {
     std::fs::write(d.join("train.tsv"), tsv).unwrap();
     std::fs::write(
         d.join("config.toml"),
-        "[train]\nmax_iters = 1000000\n[finetune]\nsst2 = \"train.tsv\"\nsamples = 40\nepochs = 1\n",
+        "[train]\nmax_iters = 1000000\nthreads = 1\n[finetune]\nsst2 = \"train.tsv\"\nsamples = 40\nepochs = 1\n",
     )
     .unwrap();
     let tmux = Tmux::new("keep");
