@@ -17,6 +17,8 @@ pub enum Found {
     Missing,
     /// A file (or something else that is not a folder) is there.
     NotAFolder,
+    /// A link to nothing: where it points.
+    BrokenLink(PathBuf),
     Empty,
     /// A gptdash checkpoint and nothing else.
     Checkpoint,
@@ -26,8 +28,11 @@ pub enum Found {
 
 /// Looks at `dir` without changing it.
 pub fn survey(dir: &Path) -> Result<Found> {
-    if !dir.exists() && dir.symlink_metadata().is_err() {
-        return Ok(Found::Missing);
+    if !dir.exists() {
+        return Ok(match std::fs::read_link(dir) {
+            Ok(target) => Found::BrokenLink(target),
+            Err(_) => Found::Missing,
+        });
     }
     if !dir.is_dir() {
         return Ok(Found::NotAFolder);
@@ -124,6 +129,11 @@ pub fn check_target_for(dir: &Path, what: &str, overwrite: bool, resumable: bool
         Found::NotAFolder => bail!(
             "{what} {}: is a file, not a folder; choose a new folder (nothing was written)",
             dir.display()
+        ),
+        Found::BrokenLink(target) => bail!(
+            "{what} {}: is a link to {}, which does not exist; remove the link or choose another folder (nothing was written)",
+            dir.display(),
+            target.display()
         ),
         Found::Other(names) => bail!(
             "{what} {}: the folder holds {} — not a gptdash checkpoint; choose a new or empty folder (nothing was written{})",
@@ -387,6 +397,15 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let msg = format!("{:#}", check_target(&file, "--out", true).unwrap_err());
         assert!(msg.contains("is a file, not a folder"), "{msg}");
+        std::os::unix::fs::symlink("nowhere", d.join("dangling")).unwrap();
+        let msg = format!(
+            "{:#}",
+            check_target(&d.join("dangling"), "--out", false).unwrap_err()
+        );
+        assert!(
+            msg.contains("is a link to nowhere, which does not exist"),
+            "{msg}"
+        );
         // In the dashboard's words: no flags.
         let msg = format!(
             "{:#}",
