@@ -470,3 +470,32 @@ fn bench_train_reports_speed_loss_memory_and_mfu() {
         &["--dtype"],
     );
 }
+
+#[test]
+fn a_corpus_past_the_read_limit_stops_naming_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("big.txt"), "The cat sat. ".repeat(200_000)).unwrap(); // 2.6 MB
+    std::fs::write(d.join("c.toml"), "[data]\nmax_corpus_mb = 1\n").unwrap();
+    expect_error(
+        d,
+        &[
+            "--config", "c.toml", "train", "--corpus", "big.txt", "--device", "cpu",
+        ],
+        &["big.txt", "1 MB", "data.max_corpus_mb"],
+    );
+    // /dev/zero never ends: it stops at the limit too.
+    expect_error(
+        d,
+        &[
+            "--config",
+            "c.toml",
+            "train",
+            "--corpus",
+            "/dev/zero",
+            "--device",
+            "cpu",
+        ],
+        &["/dev/zero", "data.max_corpus_mb"],
+    );
+}
