@@ -55,6 +55,17 @@ impl Tmux {
         ]);
     }
 
+    /// The dashboard started in `d` (its own HOME and config folder), then `after` in
+    /// the same pane; waits for its first tab.
+    fn dashboard(&self, d: &Path, after: &str) {
+        self.start(&format!(
+            "cd {d} && HOME={d} XDG_CONFIG_HOME={d}/cfg {bin}; {after}; sleep 60",
+            d = d.display(),
+            bin = env!("CARGO_BIN_EXE_gptdash"),
+        ));
+        self.wait_for("1 Train", 20);
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-t", "e2e", "-p"])
     }
@@ -399,13 +410,7 @@ fn fine_tuning_asked_for_while_training_keeps_the_run() {
     )
     .unwrap();
     let tmux = Tmux::new("keep");
-    let script = format!(
-        "cd {d} && HOME={d} XDG_CONFIG_HOME={d}/cfg {bin}; echo EXITED:$?; sleep 60",
-        d = d.display(),
-        bin = env!("CARGO_BIN_EXE_gptdash"),
-    );
-    tmux.start(&script);
-    tmux.wait_for("1 Train", 20);
+    tmux.dashboard(d, "echo EXITED:$?");
     tmux.keys(&["Space"]);
     tmux.wait_for("gptdash training", 60);
     tmux.keys(&["3"]);
@@ -447,13 +452,10 @@ fn q_while_preparing_ends_the_dashboard_at_once() {
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     std::fs::write(d.join("config.toml"), "[data]\ncorpus = \"pipe.txt\"\n").unwrap();
     let tmux = Tmux::new("prep");
-    let script = format!(
-        "cd {d} && HOME={d} XDG_CONFIG_HOME={d}/cfg {bin}; date +%s%N > {d}/ended; echo EXITED:$?; sleep 60",
-        d = d.display(),
-        bin = env!("CARGO_BIN_EXE_gptdash"),
+    tmux.dashboard(
+        d,
+        &format!("date +%s%N > {}/ended; echo EXITED:$?", d.display()),
     );
-    tmux.start(&script);
-    tmux.wait_for("1 Train", 20);
     tmux.keys(&["Space"]);
     tmux.wait_for("preparing corpus pipe.txt", 20);
     std::thread::sleep(Duration::from_millis(500));
