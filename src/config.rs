@@ -741,6 +741,12 @@ mod tests {
         let text = include_str!("../configs/imdb-sst2.toml");
         let s = Settings::from_toml(text).expect("configs/imdb-sst2.toml parses");
         s.validate().expect("configs/imdb-sst2.toml is valid");
+        // Users have no ../shared: a shipped recipe takes the hub or a path they give.
+        assert!(
+            !text.contains("../shared"),
+            "configs/imdb-sst2.toml needs ../shared"
+        );
+        assert_eq!(s.finetune.sst2, "hub");
         assert_eq!(s.data.mode, DataMode::Documents);
         assert!(s.data.lowercase && s.data.ptb_split);
     }
