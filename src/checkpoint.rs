@@ -129,14 +129,14 @@ const COMPLETE: &str = ".complete";
 /// A checkpoint directory's parent and the hidden siblings a save uses: `.NAME.tmp` (the
 /// new copy being written), `.NAME.old` (the previous one, moved aside for the swap),
 /// `.NAME.lock` (held by the process writing it).
-struct Siblings {
-    parent: PathBuf,
-    tmp: PathBuf,
-    old: PathBuf,
-    lock: PathBuf,
+pub struct Siblings {
+    pub parent: PathBuf,
+    pub tmp: PathBuf,
+    pub old: PathBuf,
+    pub lock: PathBuf,
 }
 
-fn siblings(dir: &Path) -> Result<Siblings> {
+pub fn siblings(dir: &Path) -> Result<Siblings> {
     let name = dir
         .file_name()
         .ok_or_else(|| anyhow!("checkpoint path {} has no directory name", dir.display()))?

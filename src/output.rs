@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 pub use crate::checkpoint::{replaceable, resolve_link};
-use crate::checkpoint::{OutputLock, CHECKPOINT_FILES, CONFIG_FILE};
+use crate::checkpoint::{siblings, OutputLock, CHECKPOINT_FILES, CONFIG_FILE};
 
 /// What a folder holds, as far as writing into it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,20 +156,12 @@ pub fn preflight(dir: &Path, what: &str) -> Result<()> {
             dir.join("run").display()
         );
     }
-    let name = dir
-        .file_name()
-        .with_context(|| format!("{what} {}: has no folder name", dir.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let s = siblings(dir).with_context(|| format!("{what} {}", dir.display()))?;
+    let parent = &s.parent;
     // The hidden folders a save uses beside it must be gptdash's own (or absent): a
     // user's `.NAME.old` is never adopted or removed, so it would stop the final save.
-    for hidden in [format!(".{name}.tmp"), format!(".{name}.old")] {
-        let hidden = parent.join(hidden);
-        if hidden.symlink_metadata().is_ok() && !(hidden.is_dir() && replaceable(&hidden)) {
+    for hidden in [&s.tmp, &s.old] {
+        if hidden.symlink_metadata().is_ok() && !(hidden.is_dir() && replaceable(hidden)) {
             bail!(
                 "{what} {}: {} beside it holds files gptdash did not write, and a save needs that name; move it elsewhere (nothing was written)",
                 dir.display(),
@@ -184,14 +176,16 @@ pub fn preflight(dir: &Path, what: &str) -> Result<()> {
             parent.display()
         );
     }
-    std::fs::create_dir_all(&parent).with_context(|| {
+    std::fs::create_dir_all(parent).with_context(|| {
         format!(
             "{what} {}: cannot create {}",
             dir.display(),
             parent.display()
         )
     })?;
-    let probe = parent.join(format!(".{name}.probe-{}", std::process::id()));
+    let probe = s
+        .tmp
+        .with_extension(format!("probe-{}", std::process::id()));
     std::fs::create_dir(&probe).with_context(|| {
         format!(
             "{what} {}: {} is not writable (a save writes beside the folder)",

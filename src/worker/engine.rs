@@ -9,7 +9,6 @@ use crate::checkpoint::{load_model, LoadedModel};
 use crate::classifier::{self, sst2_labels};
 use crate::data::corpus::{split_sentences, SMALL_CORPUS};
 use crate::data::normalize::TextForm;
-use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device};
 use crate::generate::{generate_from, GenerateOptions, Generation};
 use crate::inspect::pinned_loss;
@@ -67,8 +66,8 @@ impl Engine {
         }
     }
 
-    /// The language model held, and how it reads text.
-    fn lm(&self) -> anyhow::Result<(&Gpt, &TextTokenizer, Reading<'_>)> {
+    /// How the language model held reads text (the model and tokenizer with it).
+    fn lm(&self) -> anyhow::Result<Reading<'_>> {
         let reading = match self {
             Engine::Training(run, _) => Reading::new(
                 &run.tokenizer,
@@ -82,7 +81,7 @@ impl Engine {
                 bail!("no model yet: start training (space on the Train tab) or load a checkpoint")
             }
         };
-        Ok((reading.model, reading.tokenizer, reading))
+        Ok(reading)
     }
 
     /// Continues `prompt` with the model held.
@@ -92,7 +91,8 @@ impl Engine {
         forced: &[u32],
         options: &GenerateOptions,
     ) -> anyhow::Result<Generation> {
-        let (model, tokenizer, reading) = self.lm()?;
+        let reading = self.lm()?;
+        let (model, tokenizer) = (reading.model, reading.tokenizer);
         let ids = reading.prompt_ids(prompt)?;
         let options = GenerateOptions {
             sentence_context: reading.frame.is_some(),
@@ -118,7 +118,8 @@ impl Engine {
         text: &InspectText,
         pinned: Option<&Pinned>,
     ) -> anyhow::Result<InspectReport> {
-        let (model, tokenizer, reading) = self.lm()?;
+        let reading = self.lm()?;
+        let (model, tokenizer) = (reading.model, reading.tokenizer);
         let (ids, shown) = match text {
             InspectText::Typed(text) => (reading.framed_ids(text)?, text.clone()),
             InspectText::Corpus(n) => {
@@ -180,7 +181,7 @@ impl Engine {
 
     /// A copy of the current weights, to compare later inspections with.
     pub fn pin(&self) -> anyhow::Result<Pinned> {
-        let (model, _, _) = self.lm()?;
+        let model = self.lm()?.model;
         let source = match self {
             Engine::Training(run, _) => run.var_store(),
             Engine::Loaded(l, _) => &l.vs,
@@ -263,12 +264,13 @@ impl Engine {
 
     /// A sentence's label and P(positive), with the classifier held.
     pub fn classify(&self, text: String) -> anyhow::Result<Event> {
+        let sst2 = sst2_labels();
         let (loaded, labels) = match self {
-            Engine::Loaded(model, Some(labels)) => (model.as_ref(), labels.clone()),
-            Engine::Finetuning(run, _) => (&run.loaded, sst2_labels()),
+            Engine::Loaded(model, Some(labels)) => (model.as_ref(), labels),
+            Engine::Finetuning(run, _) => (&run.loaded, &sst2),
             _ => bail!("no classifier yet: fine-tune one first (f on the Classify tab)"),
         };
-        let (label, p_positive) = classifier::classify(loaded, &labels, &text)?;
+        let (label, p_positive) = classifier::classify(loaded, labels, &text)?;
         Ok(Event::Classified {
             read_as: Reading::of(loaded).read_as(&text),
             text,
