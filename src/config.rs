@@ -143,12 +143,16 @@ impl Default for TrainSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSettings {
-    /// `small` (the built-in corpus) or a path to a UTF-8 text file.
+    /// `small` (the built-in corpus), a corpus of the catalog (`gptdash data list`:
+    /// `imdb`, `tinystories`, ...) or a path to a UTF-8 text file.
     pub corpus: String,
     /// Share of sentences (in file order) used for training; the rest is the test split.
     pub train_fraction: f64,
-    /// `sentences`: one padded example per sentence; `pack`: block-size chunks of the token stream.
-    pub mode: DataMode,
+    /// `sentences`: one padded example per sentence; `pack`: block-size chunks of the token
+    /// stream; `documents`: one document per line (or per catalog document), packed.
+    /// Unset: the catalog corpus's own mode, else `sentences`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DataMode>,
     /// `None` trains a byte-level BPE on the training text; a path loads that `tokenizer.json`.
     pub tokenizer: Option<PathBuf>,
     /// Vocabulary size of the trained BPE (an upper bound; small corpora stop earlier).
@@ -163,6 +167,16 @@ pub struct DataSettings {
     /// The most text read from a corpus file, in MB (after decompression); 0: a tenth
     /// of this machine's memory (preparing a corpus holds several times its text).
     pub max_corpus_mb: u64,
+    /// `documents` mode trains its BPE on the first this many MB of the training
+    /// documents (the whole training text when it is smaller).
+    pub tokenizer_sample_mb: u64,
+}
+
+impl DataSettings {
+    /// The data mode: as set, else `sentences` (a run's plan sets it from its corpus).
+    pub fn mode(&self) -> DataMode {
+        self.mode.unwrap_or(DataMode::Sentences)
+    }
 }
 
 impl Default for DataSettings {
@@ -170,13 +184,14 @@ impl Default for DataSettings {
         Self {
             corpus: "small".into(),
             train_fraction: 0.8,
-            mode: DataMode::Sentences,
+            mode: None,
             tokenizer: None,
             vocab_size: 2000,
             lowercase: false,
             ptb_split: false,
             cache: true,
             max_corpus_mb: 0,
+            tokenizer_sample_mb: 32,
         }
     }
 }
@@ -586,12 +601,17 @@ impl Settings {
         ensure_key(
             !d.corpus.trim().is_empty(),
             "data.corpus",
-            "must be \"small\" or a file path",
+            "must be \"small\", a corpus name (gptdash data list) or a file path",
         )?;
         ensure_key(
             d.train_fraction > 0.0 && d.train_fraction < 1.0,
             "data.train_fraction",
             "must be in (0, 1)",
+        )?;
+        ensure_key(
+            d.tokenizer_sample_mb >= 1,
+            "data.tokenizer_sample_mb",
+            "must be at least 1",
         )?;
         ensure_key(
             d.vocab_size >= 260,
@@ -747,7 +767,7 @@ mod tests {
             "configs/imdb-sst2.toml needs ../shared"
         );
         assert_eq!(s.finetune.sst2, "hub");
-        assert_eq!(s.data.mode, DataMode::Documents);
+        assert_eq!(s.data.mode, Some(DataMode::Documents));
         assert!(s.data.lowercase && s.data.ptb_split);
     }
 

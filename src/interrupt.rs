@@ -112,6 +112,46 @@ pub fn check() -> Result<()> {
 /// every 50 ms: a stage that has no safe points of its own (a blocking read, a
 /// library's tokenizer training) is then left behind, to end with the process, and
 /// `Err(Interrupted)` returned at once.
+/// [`interruptible`] for work that reports progress: `work` gets a callback whose
+/// `(stage, done, total)` reach `progress` on this thread.
+pub fn interruptible_progress<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce(&mut dyn FnMut(&str, u64, u64)) -> Result<T> + Send + 'static,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<T> {
+    let (tx, rx) = crossbeam_channel::unbounded::<(String, u64, u64)>();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name(format!("gptdash-{what}"))
+        .spawn(move || {
+            let mut report = |stage: &str, done: u64, total: u64| {
+                let _ = tx.send((stage.to_string(), done, total));
+            };
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut report)))
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!(
+                            "internal error while {what_}",
+                            what_ = "working"
+                        ))
+                    });
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start a thread for {what}: {e}"))?;
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> msg => if let Ok((stage, done, total)) = msg { progress(&stage, done, total) },
+            recv(done_rx) -> result => {
+                for (stage, done, total) in rx.try_iter() {
+                    progress(&stage, done, total);
+                }
+                return result.unwrap_or_else(|_| Err(anyhow::anyhow!("{what} stopped without a result")));
+            },
+            default(std::time::Duration::from_millis(50)) => check()?,
+        }
+    }
+}
+
 pub fn interruptible<T: Send + 'static>(
     what: &str,
     work: impl FnOnce() -> Result<T> + Send + 'static,

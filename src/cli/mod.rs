@@ -1,5 +1,6 @@
 //! Command-line interface: argument types (clap) and one module per headless command.
 pub mod bench;
+pub mod data;
 pub mod export;
 pub mod finetune;
 pub mod generate;
@@ -42,6 +43,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Write a model as a Hugging Face GPT-2 folder (transformers, torchrun, accelerate).
     Export(export::ExportArgs),
+    /// Named corpora from the Hugging Face hub: list, get (download once), path.
+    Data(data::DataArgs),
     /// Speed benchmarks.
     Bench(bench::BenchArgs),
     /// The dashboard (also what `gptdash` alone starts).

@@ -15,7 +15,9 @@ use crate::train::lm::LmTrainer;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct TrainArgs {
-    /// `small` (built-in corpus) or a path to a UTF-8 text file.
+    /// `small` (built-in corpus), a corpus name from `gptdash data list` (imdb,
+    /// tinystories, ...: downloaded from the Hugging Face hub the first time), or a path
+    /// to a UTF-8 text file (`./imdb` for a file called like a corpus).
     #[arg(long, value_name = "small|PATH")]
     pub corpus: Option<String>,
     /// Model preset: gpt-nano, gpt-micro, gpt-mini, gpt2, or custom (with the sizes below).
@@ -157,7 +159,7 @@ impl TrainArgs {
             s.train.seed = v;
         }
         if let Some(v) = self.mode {
-            s.data.mode = v;
+            s.data.mode = Some(v);
         }
         if let Some(v) = &self.tokenizer {
             s.data.tokenizer = Some(v.clone());
@@ -217,18 +219,25 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
                 .map_err(|e| e.context("invalid settings (config file and flags)"))?;
             let bar = (!args.json).then(|| {
                 let bar = ProgressBar::new(1);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "preparing the corpus: {msg} {bar:30.cyan/blue} {pos}/{len}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
+                bar.set_style(bar_style("{pos}/{len}"));
                 bar
             });
+            let mut stage_now = String::new();
             let run = LmTrainer::new_with_progress(settings, &mut |event| match &bar {
                 None => print_event(&event),
                 Some(bar) => match event {
                     Event::Prepare { stage, done, total } => {
+                        if stage != stage_now {
+                            // Downloads (and the streaming stages) count bytes.
+                            let bytes = matches!(stage.as_str(), "download" | "verify")
+                                || (total > 1 << 20 && matches!(stage.as_str(), "read" | "encode"));
+                            bar.set_style(bar_style(if bytes {
+                                "{bytes}/{total_bytes} {bytes_per_sec} {eta}"
+                            } else {
+                                "{pos}/{len}"
+                            }));
+                            stage_now = stage.clone();
+                        }
                         bar.set_message(stage);
                         bar.set_length(total);
                         bar.set_position(done);
@@ -275,6 +284,13 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
 }
 
 /// One event as a JSON line on stdout, flushed.
+fn bar_style(counts: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!(
+        "preparing the corpus: {{msg}} {{bar:30.cyan/blue}} {counts}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
 fn print_event(event: &Event) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", event.to_json());

@@ -21,6 +21,105 @@ pub struct Corpus {
     /// `None` for the built-in corpus.
     pub path: Option<PathBuf>,
     pub text: String,
+    /// What checkpoints store to find it again (`small`, a catalog name, a path);
+    /// `None`: the path.
+    pub named: Option<String>,
+}
+
+/// How a corpus's text divides into documents (`documents` mode).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum DocSplit {
+    /// One document per non-empty line, trimmed.
+    Lines,
+    /// Documents separated by a line holding exactly this marker (TinyStories'
+    /// `<|endoftext|>`); each trimmed, empty ones skipped.
+    Marker(String),
+}
+
+/// Where a corpus is, before any of it is read: the built-in text, or files read in order.
+#[derive(Debug, Clone)]
+pub struct CorpusSource {
+    pub name: String,
+    /// What checkpoints store (`small`, a catalog name, an absolute path).
+    pub spec: String,
+    /// The files, in order; empty for the built-in corpus.
+    pub files: Vec<PathBuf>,
+    pub docs: DocSplit,
+    /// The data mode the corpus trains in when the settings name none.
+    pub mode: DataMode,
+}
+
+impl CorpusSource {
+    /// `small`, a catalog name (downloaded and assembled on first use: `progress` hears
+    /// `download`, `verify` and `assemble`), or a path to a text file (`.gz` read through
+    /// gzip). Reads no text.
+    pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Self> {
+        if spec == "small" {
+            return Ok(Self {
+                name: "small".into(),
+                spec: "small".into(),
+                files: Vec::new(),
+                docs: DocSplit::Lines,
+                mode: DataMode::Sentences,
+            });
+        }
+        if let Some(entry) = crate::data::catalog::find(spec) {
+            let local = entry.get(progress)?;
+            return Ok(Self {
+                name: entry.name.clone(),
+                spec: entry.name.clone(),
+                files: local.files,
+                docs: local.docs,
+                mode: entry.mode,
+            });
+        }
+        let path = PathBuf::from(spec);
+        let meta = std::fs::metadata(&path).with_context(|| {
+            format!(
+                "cannot read corpus file {} (not a file, nor a corpus gptdash knows: gptdash data list)",
+                path.display()
+            )
+        })?;
+        if meta.is_dir() {
+            bail!("corpus {} is a folder; give a text file", path.display());
+        }
+        Ok(Self {
+            name: corpus_name(&path),
+            spec: std::fs::canonicalize(&path)
+                .unwrap_or_else(|_| path.clone())
+                .display()
+                .to_string(),
+            files: vec![path],
+            docs: DocSplit::Lines,
+            mode: DataMode::Sentences,
+        })
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The whole text in memory (modes that split sentences), at most `limit` bytes.
+    pub fn load_text(&self, limit: u64) -> Result<Corpus> {
+        if self.is_builtin() {
+            return Corpus::load("small");
+        }
+        let mut text = String::new();
+        for f in &self.files {
+            let left = limit.saturating_sub(text.len() as u64);
+            let part = Corpus::load_limited(&f.display().to_string(), left)?;
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&part.text);
+        }
+        Ok(Corpus {
+            name: self.name.clone(),
+            path: self.files.first().cloned(),
+            text,
+            named: Some(self.spec.clone()),
+        })
+    }
 }
 
 impl Corpus {
@@ -37,6 +136,7 @@ impl Corpus {
                 name: "small".into(),
                 path: None,
                 text: SMALL_CORPUS.to_string(),
+                named: None,
             });
         }
         let path = PathBuf::from(spec);
@@ -56,11 +156,15 @@ impl Corpus {
             name,
             path: Some(path),
             text,
+            named: None,
         })
     }
 
     /// The value to store so the same corpus can be found again (`small` or an absolute path).
     pub fn spec(&self) -> String {
+        if let Some(named) = &self.named {
+            return named.clone();
+        }
         match &self.path {
             None => "small".into(),
             Some(p) => std::fs::canonicalize(p)
@@ -75,7 +179,7 @@ impl Corpus {
 /// truncated or corrupt one is an error naming it. More than `limit` bytes (after
 /// decompression) is an error naming the file and the limit — a device or a pipe that
 /// never ends stops there — and a stop request (Ctrl-C) is honoured between chunks.
-fn read_maybe_gzip(path: &Path, limit: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_maybe_gzip(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read corpus file {}", path.display()))?;
@@ -295,10 +399,87 @@ pub fn split_train_test(sentences: Vec<String>, train_fraction: f64) -> Result<S
     Ok(SentenceSplit { train, test })
 }
 
+/// Token ids of a packed stream: in memory, or a token file of the cache read
+/// memory-mapped (see [`crate::data::stream`]).
+#[derive(Debug)]
+pub enum TokenIds {
+    Memory(Vec<u32>),
+    Mapped(crate::data::stream::MappedIds),
+}
+
+impl TokenIds {
+    pub fn len(&self) -> usize {
+        match self {
+            TokenIds::Memory(v) => v.len(),
+            TokenIds::Mapped(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends ids `[start, end)` to `out`.
+    pub fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
+        match self {
+            TokenIds::Memory(v) => out.extend(v[start..end].iter().map(|&i| i64::from(i))),
+            TokenIds::Mapped(m) => m.extend_into(start, end, out),
+        }
+    }
+}
+
+impl PartialEq for TokenIds {
+    fn eq(&self, other: &Self) -> bool {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        self.extend_into(0, self.len(), &mut a);
+        other.extend_into(0, other.len(), &mut b);
+        a == b
+    }
+}
+
+/// The windows of a token stream `ids[start..end]`: window `k` is the
+/// `block + 1` tokens from `start + k * block` (shorter at the end), so windows overlap by
+/// one token and every token after the first is a target exactly once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Windows {
+    pub ids: std::sync::Arc<TokenIds>,
+    pub start: usize,
+    pub end: usize,
+    pub block: usize,
+}
+
+impl Windows {
+    fn len(&self) -> usize {
+        let n = self.end.saturating_sub(self.start);
+        if n < 2 {
+            0
+        } else {
+            (n - 2) / self.block + 1
+        }
+    }
+
+    fn row(&self, k: usize) -> Vec<i64> {
+        let from = self.start + k * self.block;
+        let to = (from + self.block + 1).min(self.end);
+        let mut out = Vec::with_capacity(to - from);
+        self.ids.extend_into(from, to, &mut out);
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Rows {
+    /// One example per sentence (`sentences` mode).
+    Each(Vec<Vec<i64>>),
+    /// Windows of a packed stream (`pack`, `documents`).
+    Packed(Windows),
+}
+
 /// Token examples, each at most `block_size + 1` tokens: inputs are `[..n-1]`, targets `[1..]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Examples {
-    pub rows: Vec<Vec<i64>>,
+    rows: Rows,
 }
 
 impl Examples {
@@ -323,6 +504,25 @@ impl Examples {
         ))
     }
 
+    /// One example per row as given (each at least 2 tokens).
+    pub fn from_rows(rows: Vec<Vec<i64>>) -> Self {
+        Self {
+            rows: Rows::Each(rows),
+        }
+    }
+
+    /// The windows of `ids[start..end]` (see [`Windows`]).
+    pub fn packed(ids: std::sync::Arc<TokenIds>, start: usize, end: usize, block: usize) -> Self {
+        Self {
+            rows: Rows::Packed(Windows {
+                ids,
+                start,
+                end,
+                block: block.max(1),
+            }),
+        }
+    }
+
     /// [`Examples::from_sentences`] from texts already encoded.
     pub fn from_encoded(
         texts: Vec<Vec<u32>>,
@@ -330,69 +530,97 @@ impl Examples {
         block_size: usize,
         mode: DataMode,
     ) -> Self {
-        let eot = eot.map(i64::from);
-        let mut encoded = Vec::with_capacity(texts.len() + 1);
-        if mode == DataMode::Documents {
-            encoded.extend(eot.map(|id| vec![id]));
-        }
-        for tokens in texts {
-            let mut ids: Vec<i64> = Vec::with_capacity(tokens.len() + 2);
-            if mode == DataMode::Sentences {
-                ids.extend(eot);
+        match mode {
+            DataMode::Sentences => {
+                let eot = eot.map(i64::from);
+                let rows = texts
+                    .into_iter()
+                    .map(|tokens| {
+                        let mut ids: Vec<i64> = Vec::with_capacity(tokens.len() + 2);
+                        ids.extend(eot);
+                        ids.extend(tokens.into_iter().map(i64::from));
+                        ids.extend(eot);
+                        ids.truncate(block_size + 1);
+                        ids
+                    })
+                    .filter(|ids| ids.len() >= 2)
+                    .collect();
+                Self::from_rows(rows)
             }
-            ids.extend(tokens.into_iter().map(i64::from));
-            ids.extend(eot);
-            encoded.push(ids);
-        }
-        let rows = match mode {
-            DataMode::Sentences => encoded
-                .into_iter()
-                .filter(|ids| ids.len() >= 2)
-                .map(|mut ids| {
-                    ids.truncate(block_size + 1);
-                    ids
-                })
-                .collect(),
             DataMode::Pack | DataMode::Documents => {
-                // The token stream cut into windows of block_size + 1 that overlap by one
-                // token, so every token is a target exactly once.
-                let stream: Vec<i64> = encoded.into_iter().flatten().collect();
-                let mut rows = Vec::new();
-                let mut start = 0;
-                while start + 1 < stream.len() {
-                    let end = (start + block_size + 1).min(stream.len());
-                    rows.push(stream[start..end].to_vec());
-                    start += block_size;
+                let total: usize = texts.iter().map(|t| t.len() + 1).sum::<usize>() + 1;
+                let mut stream: Vec<u32> = Vec::with_capacity(total);
+                if mode == DataMode::Documents {
+                    stream.extend(eot);
                 }
-                rows
+                for tokens in texts {
+                    stream.extend(tokens);
+                    stream.extend(eot);
+                }
+                let n = stream.len();
+                Self::packed(
+                    std::sync::Arc::new(TokenIds::Memory(stream)),
+                    0,
+                    n,
+                    block_size,
+                )
             }
-        };
-        Self { rows }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        match &self.rows {
+            Rows::Each(r) => r.len(),
+            Rows::Packed(w) => w.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
+    }
+
+    /// Example `i` (`i < len()`).
+    pub fn row(&self, i: usize) -> Vec<i64> {
+        match &self.rows {
+            Rows::Each(r) => r[i].clone(),
+            Rows::Packed(w) => w.row(i),
+        }
+    }
+
+    /// The length of example `i` (`i < len()`), without reading it.
+    pub fn row_len(&self, i: usize) -> usize {
+        match &self.rows {
+            Rows::Each(r) => r[i].len(),
+            Rows::Packed(w) => {
+                let from = w.start + i * w.block;
+                (from + w.block + 1).min(w.end) - from
+            }
+        }
+    }
+
+    /// Every example (for tests and small corpora).
+    pub fn rows(&self) -> Vec<Vec<i64>> {
+        (0..self.len()).map(|i| self.row(i)).collect()
     }
 
     /// Number of target tokens (tokens that are predicted).
     pub fn target_tokens(&self) -> usize {
-        self.rows.iter().map(|r| r.len() - 1).sum()
+        match &self.rows {
+            Rows::Each(r) => r.iter().map(|r| r.len() - 1).sum(),
+            Rows::Packed(w) => w.end.saturating_sub(w.start).saturating_sub(1),
+        }
     }
 
     /// The batch for training step `step`: examples in a fresh seeded order each epoch,
     /// computed from the step number alone so a resumed run sees the same batches.
     /// `order` keeps the current epoch's permutation between steps.
     pub fn train_batch(&self, step: u64, batch_size: usize, order: &mut EpochOrder) -> Batch {
-        let n = self.rows.len();
+        let n = self.len();
         let first = step as usize * batch_size;
-        let picked: Vec<&Vec<i64>> = (first..first + batch_size)
-            .map(|k| &self.rows[order.indices(k / n, n)[k % n]])
+        let picked: Vec<Vec<i64>> = (first..first + batch_size)
+            .map(|k| self.row(order.indices(k / n, n)[k % n]))
             .collect();
-        Batch::pad(&picked)
+        Batch::pad(&picked.iter().collect::<Vec<_>>())
     }
 
     /// Test batches in order; at most `max_batches` (0 = all).
@@ -402,10 +630,16 @@ impl Examples {
         } else {
             max_batches
         };
-        self.rows
-            .chunks(batch_size)
+        let n = self.len();
+        (0..n)
+            .step_by(batch_size.max(1))
             .take(limit)
-            .map(|chunk| Batch::pad(&chunk.iter().collect::<Vec<_>>()))
+            .map(|first| {
+                let rows: Vec<Vec<i64>> = (first..(first + batch_size).min(n))
+                    .map(|i| self.row(i))
+                    .collect();
+                Batch::pad(&rows.iter().collect::<Vec<_>>())
+            })
             .collect()
     }
 }
@@ -544,9 +778,7 @@ mod tests {
 
     #[test]
     fn train_batches_depend_only_on_step_and_seed() {
-        let ex = Examples {
-            rows: (0..10).map(|i| vec![i, i + 1]).collect(),
-        };
+        let ex = Examples::from_rows((0..10).map(|i| vec![i, i + 1]).collect());
         assert_eq!(
             ex.train_batch(3, 4, &mut EpochOrder::new(9)),
             ex.train_batch(3, 4, &mut EpochOrder::new(9))
@@ -602,7 +834,7 @@ mod tests {
         let ids = |c: &Corpus| {
             Examples::from_sentences(&split_documents(&c.text), &tok, 8, DataMode::Documents)
                 .unwrap()
-                .rows
+                .rows()
         };
         assert_eq!(ids(&a), ids(&b));
         assert!(!ids(&a).is_empty());
@@ -638,7 +870,7 @@ mod tests {
         let block = 5;
         let rows = Examples::from_sentences(&docs, &tok, block, DataMode::Documents)
             .unwrap()
-            .rows;
+            .rows();
         // Windows of block + 1 overlapping by one token: every token a target once.
         for (k, row) in rows.iter().enumerate() {
             let start = k * block;
@@ -651,11 +883,11 @@ mod tests {
         assert_eq!(targets, stream.len() - 1);
         // Pack mode does not open with <|endoftext|>; sentences mode frames each text.
         let pack = Examples::from_sentences(&docs, &tok, block, DataMode::Pack).unwrap();
-        assert_eq!(pack.rows[0][0], enc(&docs[0])[0]);
+        assert_eq!(pack.row(0)[0], enc(&docs[0])[0]);
         let sentences = Examples::from_sentences(&docs, &tok, 64, DataMode::Sentences).unwrap();
-        assert_eq!(sentences.rows.len(), 3);
+        assert_eq!(sentences.len(), 3);
         assert!(sentences
-            .rows
+            .rows()
             .iter()
             .all(|r| r[0] == eot && r[r.len() - 1] == eot));
     }

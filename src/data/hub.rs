@@ -1,9 +1,9 @@
 //! Files from the Hugging Face hub (the `hf-hub` crate), kept in the standard Hugging
 //! Face cache. Honours `HF_HOME` (cache location), `HF_ENDPOINT` (the server) and
 //! `HF_HUB_OFFLINE` (cache only); offline without a cached copy is a clear error.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
@@ -19,7 +19,7 @@ fn offline() -> bool {
     })
 }
 
-fn endpoint() -> String {
+pub fn endpoint() -> String {
     std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
 }
 
@@ -91,4 +91,219 @@ pub fn fetch_gpt2(name: &str) -> Result<PathBuf> {
         dir = path.parent().map(|p| p.to_path_buf());
     }
     dir.ok_or_else(|| anyhow!("no files fetched for {repo}"))
+}
+
+/// A file of a dataset at `revision` from the hub cache, if it is there.
+pub fn cached(repo: &str, revision: &str, file: &str) -> Option<PathBuf> {
+    let repo_ref = Repo::with_revision(repo.to_string(), RepoType::Dataset, revision.to_string());
+    Cache::from_env().repo(repo_ref).get(file)
+}
+
+/// The URL of a dataset file at `revision` (what a browser or `curl` would fetch).
+pub fn file_url(repo: &str, revision: &str, file: &str) -> String {
+    format!(
+        "{}/datasets/{repo}/resolve/{}/{file}",
+        endpoint().trim_end_matches('/'),
+        revision.replace('/', "%2F")
+    )
+}
+
+/// What the hub records for one file of a revision: its size and, for a file kept in
+/// LFS (every large file), its sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub size: u64,
+    pub sha256: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Info {
+    #[serde(default)]
+    siblings: Vec<Sibling>,
+}
+
+#[derive(serde::Deserialize)]
+struct Sibling {
+    rfilename: String,
+    size: Option<u64>,
+    lfs: Option<Lfs>,
+}
+
+#[derive(serde::Deserialize)]
+struct Lfs {
+    sha256: String,
+    size: u64,
+}
+
+fn api() -> Result<hf_hub::api::sync::Api> {
+    let cache = Cache::from_env();
+    // The usual token: HF_TOKEN, else the one `huggingface-cli login` saved.
+    let token = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| cache.token());
+    ApiBuilder::from_env()
+        .with_token(token)
+        .with_progress(false)
+        .with_retries(3)
+        .build()
+        .map_err(|e| anyhow!("cannot set up the Hugging Face hub client: {e}"))
+}
+
+/// A dataset file at `revision`, downloaded into the hub cache (resuming a download an
+/// interruption left behind) and checked against the hub's record of its size and
+/// sha256; a file that does not match is deleted and refused. `progress` hears
+/// `download` and `verify` in bytes. Offline or refused, the error names the URL, the
+/// file and `manual`, where a user may put the file by hand.
+pub fn fetch_checked(
+    repo: &str,
+    revision: &str,
+    file: &str,
+    manual: Option<PathBuf>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<PathBuf> {
+    if let Some(path) = cached(repo, revision, file) {
+        return Ok(path);
+    }
+    let url = file_url(repo, revision, file);
+    let by_hand = match &manual {
+        Some(p) => format!("or download it yourself and put it at {}", p.display()),
+        None => "or download it yourself".into(),
+    };
+    if offline() {
+        bail!(
+            "HF_HUB_OFFLINE is set and {file} of {repo} is not in the Hugging Face cache ({}); unset it to download {url}, {by_hand}",
+            Cache::from_env().path().display()
+        );
+    }
+    let api = api()?;
+    let repo_ref = Repo::with_revision(repo.to_string(), RepoType::Dataset, revision.to_string());
+    let handle = api.repo(repo_ref.clone());
+    let record = (|| -> Result<Record> {
+        let body = handle
+            .info_request()
+            .query("blobs", "true")
+            .call()
+            .map_err(|e| anyhow!("{e}"))?
+            .into_string()?;
+        let info: Info = serde_json::from_str(&body).context("the hub's answer")?;
+        let sib = info
+            .siblings
+            .into_iter()
+            .find(|s| s.rfilename == file)
+            .ok_or_else(|| anyhow!("the hub lists no {file} in {repo} at {revision}"))?;
+        Ok(match sib.lfs {
+            Some(lfs) => Record {
+                size: lfs.size,
+                sha256: Some(lfs.sha256.to_ascii_lowercase()),
+            },
+            None => Record {
+                size: sib
+                    .size
+                    .ok_or_else(|| anyhow!("the hub records no size for {file}"))?,
+                sha256: None,
+            },
+        })
+    })()
+    .map_err(|e| {
+        anyhow!(
+            "cannot download {url} ({e:#}); check the network (HF_ENDPOINT={}), {by_hand}",
+            endpoint()
+        )
+    })?;
+    let path = handle
+        .download_with_progress(file, Bytes::new(progress, "download"))
+        .map_err(|e| anyhow!("cannot download {url} ({e}); run again to resume, {by_hand}"))?;
+    if let Err(e) = check(&path, &record, progress) {
+        // The file is gptdash's own download: it goes, so the next try starts afresh.
+        let blob = std::fs::canonicalize(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        if let Some(b) = blob {
+            let _ = std::fs::remove_file(b);
+        }
+        bail!(
+            "refused {url}: {e}; the download was deleted, run again to fetch it afresh, {by_hand}"
+        );
+    }
+    Ok(path)
+}
+
+/// Checks a file against the hub's record: its size, then its sha256.
+pub fn check(path: &Path, record: &Record, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<()> {
+    use sha2::Digest;
+    use std::io::Read;
+    let size = std::fs::metadata(path)?.len();
+    if size != record.size {
+        bail!("it is {size} bytes, the hub records {}", record.size);
+    }
+    let Some(expected) = &record.sha256 else {
+        return Ok(());
+    };
+    let mut file = std::fs::File::open(path)?;
+    let mut hash = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    let mut bytes = Bytes::new(progress, "verify");
+    hf_hub::api::Progress::init(&mut bytes, size as usize, "");
+    loop {
+        crate::interrupt::check()?;
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        done += n as u64;
+        hf_hub::api::Progress::update(&mut bytes, n);
+    }
+    let _ = done;
+    let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if &got != expected {
+        bail!("its sha256 is {got}, the hub records {expected}");
+    }
+    Ok(())
+}
+
+/// Byte counts for a progress callback, at most every 1% or quarter second.
+struct Bytes<'a> {
+    progress: &'a mut dyn FnMut(&str, u64, u64),
+    stage: &'static str,
+    total: u64,
+    done: u64,
+    told: u64,
+    at: std::time::Instant,
+}
+
+impl<'a> Bytes<'a> {
+    fn new(progress: &'a mut dyn FnMut(&str, u64, u64), stage: &'static str) -> Self {
+        Self {
+            progress,
+            stage,
+            total: 0,
+            done: 0,
+            told: 0,
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
+impl hf_hub::api::Progress for Bytes<'_> {
+    fn init(&mut self, size: usize, _filename: &str) {
+        self.total = size as u64;
+        self.done = 0;
+        (self.progress)(self.stage, 0, self.total);
+    }
+
+    fn update(&mut self, size: usize) {
+        self.done += size as u64;
+        let step = (self.total / 100).max(1);
+        if self.done - self.told >= step || self.at.elapsed().as_millis() >= 250 {
+            self.told = self.done;
+            self.at = std::time::Instant::now();
+            (self.progress)(self.stage, self.done, self.total);
+        }
+    }
+
+    fn finish(&mut self) {
+        (self.progress)(self.stage, self.done, self.total);
+    }
 }

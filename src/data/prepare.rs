@@ -40,7 +40,7 @@ pub struct Prepared {
 /// line; split Penn-Treebank style and lower-cased when asked.
 /// Ctrl-C is honoured between every 4,096 texts.
 pub fn texts(corpus: &Corpus, data: &DataSettings) -> Result<Vec<String>> {
-    let texts = match data.mode {
+    let texts = match data.mode() {
         DataMode::Documents => split_documents(&corpus.text),
         DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
     };
@@ -159,7 +159,7 @@ fn base_key(corpus: &Corpus, data: &DataSettings) -> impl Fn(&[&[u8]]) -> [u8; 3
     let mut base = Sha256::new();
     base.update(b"gptdash corpus cache v1\0");
     base.update(Sha256::digest(corpus.text.as_bytes()));
-    base.update(data.mode.name().as_bytes());
+    base.update(data.mode().name().as_bytes());
     base.update([u8::from(data.lowercase), u8::from(data.ptb_split)]);
     base.update(data.train_fraction.to_le_bytes());
     move |parts: &[&[u8]]| {
@@ -373,7 +373,7 @@ mod tests {
 
     fn settings() -> DataSettings {
         DataSettings {
-            mode: DataMode::Documents,
+            mode: Some(DataMode::Documents),
             vocab_size: 300,
             ..DataSettings::default()
         }

@@ -15,8 +15,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
+use crate::config::DataMode;
 use crate::config::Settings;
-use crate::data::corpus::{corpus_limit, Batch, Corpus, EpochOrder, Examples};
+use crate::data::corpus::{corpus_limit, Batch, CorpusSource, EpochOrder, Examples};
 use crate::data::prepare::{self, Prepared};
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::{device_name, resolve_device};
@@ -27,17 +28,72 @@ use crate::train::optim::{learning_rate, AdamWConfig};
 use crate::train::step::{LmStep, StepKind};
 
 /// Prepares the corpus: from the per-user cache when it can (file corpora, `data.cache`).
-fn prepare_corpus(
-    corpus: &Corpus,
-    settings: &Settings,
+/// The corpus as a run trains on it, whichever way it was prepared.
+struct Ready {
+    name: String,
+    /// What checkpoints store to find it again.
+    spec: String,
+    tokenizer: TextTokenizer,
+    train: Examples,
+    test: Examples,
+    train_texts: usize,
+    test_texts: usize,
+}
+
+/// Finds the corpus (downloading a catalog corpus the first time), settles the data
+/// mode (the corpus's own when the settings name none), and prepares it: `documents`
+/// mode streams it into a memory-mapped token file ([`crate::data::stream`]); the modes
+/// that split sentences read the text into memory ([`prepare::prepare`]).
+fn prepare_data(
+    settings: &mut Settings,
+    block: usize,
     tokenizer: Option<TextTokenizer>,
     progress: &mut dyn FnMut(Event),
-) -> Result<Prepared> {
-    let cache = (settings.data.cache && corpus.path.is_some())
+) -> Result<Ready> {
+    let spec = settings.data.corpus.clone();
+    let source = crate::interrupt::interruptible_progress(
+        "finding the corpus",
+        move |p| CorpusSource::resolve(&spec, p),
+        &mut |stage, done, total| progress(Event::prepare(stage, done, total)),
+    )
+    .context("data.corpus / --corpus")?;
+    let mode = *settings.data.mode.get_or_insert(source.mode);
+    let cache = (settings.data.cache && !source.is_builtin())
         .then(prepare::default_cache_dir)
         .flatten();
+    let eot = |t: &TextTokenizer| t.eot_id();
+    if mode == DataMode::Documents {
+        let s = crate::data::stream::prepare_stream(
+            &source,
+            &settings.data,
+            tokenizer,
+            cache.as_deref(),
+            &mut |stage, done, total| progress(Event::prepare(stage, done, total)),
+        )
+        .with_context(|| format!("corpus {}", source.name))?;
+        for note in &s.notes {
+            progress(Event::log(note.clone()));
+        }
+        return Ok(Ready {
+            name: source.name,
+            spec: source.spec,
+            train: Examples::packed(s.ids.clone(), s.train.0, s.train.1, block),
+            test: Examples::packed(s.ids, s.test.0, s.test.1, block),
+            tokenizer: s.tokenizer,
+            train_texts: s.train_docs,
+            test_texts: s.test_docs,
+        });
+    }
+    progress(Event::prepare("read", 0, 1));
+    let limit = corpus_limit(settings.data.max_corpus_mb);
+    let reading = source.clone();
+    let corpus =
+        crate::interrupt::interruptible("reading the corpus", move || reading.load_text(limit))
+            .context("data.corpus / --corpus")?;
+    progress(Event::prepare("read", 1, 1));
+    let cache = cache.filter(|_| corpus.path.is_some());
     let prepared = prepare::prepare(
-        corpus,
+        &corpus,
         &settings.data,
         tokenizer,
         cache.as_deref(),
@@ -46,7 +102,23 @@ fn prepare_corpus(
     for note in &prepared.notes {
         progress(Event::log(note.clone()));
     }
-    Ok(prepared)
+    let Prepared {
+        tokenizer,
+        train,
+        test,
+        ..
+    } = prepared;
+    let (train_texts, test_texts) = (train.len(), test.len());
+    let e = eot(&tokenizer);
+    Ok(Ready {
+        name: corpus.name.clone(),
+        spec: corpus.spec(),
+        train: Examples::from_encoded(train, e, block, mode),
+        test: Examples::from_encoded(test, e, block, mode),
+        tokenizer,
+        train_texts,
+        test_texts,
+    })
 }
 
 /// The GPU monitor of a CUDA run: when it last read, and the memory in use then.
@@ -145,26 +217,18 @@ impl LmTrainer {
         let on_cpu = resolve_device(&settings.train.device).context("train.device / --device")?
             == Device::Cpu;
         crate::train::memory::check(&settings, on_cpu)?;
-        progress(Event::prepare("read", 0, 1));
-        let (spec, limit) = (
-            settings.data.corpus.clone(),
-            corpus_limit(settings.data.max_corpus_mb),
-        );
-        let corpus = crate::interrupt::interruptible("reading the corpus", move || {
-            Corpus::load_limited(&spec, limit)
-        })
-        .context("data.corpus / --corpus")?;
-        progress(Event::prepare("read", 1, 1));
         let given = match &settings.data.tokenizer {
             Some(path) => {
                 Some(TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?)
             }
             None => None,
         };
-        let prepared = prepare_corpus(&corpus, &settings, given, progress)?;
+        let mut settings = settings;
+        let block = settings.model.block_size as usize;
+        let ready = prepare_data(&mut settings, block, given, progress)?;
         let dims = settings.model.dims()?;
         let config = GptConfig {
-            vocab_size: prepared.tokenizer.vocab_size() as i64,
+            vocab_size: ready.tokenizer.vocab_size() as i64,
             block_size: settings.model.block_size,
             n_layer: dims.n_layer,
             n_head: dims.n_head,
@@ -174,7 +238,7 @@ impl LmTrainer {
             layer_norm_eps: 1e-5,
             tie_lm_head: false,
         };
-        Self::build(settings, corpus, prepared, config, created)
+        Self::build(settings, ready, config, created)
     }
 
     /// Continues a run from a training checkpoint: same model, tokenizer, corpus, step
@@ -202,16 +266,11 @@ impl LmTrainer {
             );
         }
         let tokenizer = TextTokenizer::from_file(&dir.join(checkpoint::TOKENIZER_FILE))?;
-        let (spec, limit) = (
-            ckpt.corpus.clone(),
-            corpus_limit(settings.data.max_corpus_mb),
-        );
-        let corpus = crate::interrupt::interruptible("reading the corpus", move || {
-            Corpus::load_limited(&spec, limit)
-        })
-        .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
-        let prepared = prepare_corpus(&corpus, &settings, Some(tokenizer), &mut |_| {})?;
-        let mut trainer = Self::build(settings, corpus, prepared, ckpt.model, created)?;
+        settings.data.corpus = ckpt.corpus.clone();
+        let block = ckpt.model.block_size as usize;
+        let ready = prepare_data(&mut settings, block, Some(tokenizer), &mut |_| {})
+            .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
+        let mut trainer = Self::build(settings, ready, ckpt.model, created)?;
         trainer.set_out(dir.to_path_buf())?;
         let model = trainer.model.config;
         checkpoint::load_weights(
@@ -230,32 +289,25 @@ impl LmTrainer {
 
     fn build(
         settings: Settings,
-        corpus: Corpus,
-        prepared: Prepared,
+        ready: Ready,
         config: GptConfig,
         created: Instant,
     ) -> Result<Self> {
         let device = resolve_device(&settings.train.device).context("train.device / --device")?;
-        let block = config.block_size as usize;
-        let mode = settings.data.mode;
-        let Prepared {
+        let Ready {
+            name,
+            spec,
             tokenizer,
-            train: train_ids,
-            test: test_ids,
-            ..
-        } = prepared;
-        let (train_sentences, test_sentences) = (train_ids.len(), test_ids.len());
-        let eot = tokenizer.eot_id();
-        let train = Examples::from_encoded(train_ids, eot, block, mode);
-        let test = Examples::from_encoded(test_ids, eot, block, mode);
+            train,
+            test,
+            train_texts: train_sentences,
+            test_texts: test_sentences,
+        } = ready;
         if train.is_empty() {
-            bail!(
-                "corpus {}: no training example has two or more tokens",
-                corpus.name
-            );
+            bail!("corpus {name}: no training example has two or more tokens");
         }
         if test.is_empty() {
-            bail!("corpus {}: the test split is empty; use a larger corpus or a smaller data.train_fraction", corpus.name);
+            bail!("corpus {name}: the test split is empty; use a larger corpus or a smaller data.train_fraction");
         }
         tch::manual_seed(settings.train.seed as i64);
         let vs = nn::VarStore::new(device);
@@ -274,8 +326,9 @@ impl LmTrainer {
         )?;
         Ok(Self {
             device,
-            corpus_name: corpus.name.clone(),
-            corpus_spec: corpus.spec(),
+            out: PathBuf::from("checkpoints").join(&name),
+            corpus_name: name,
+            corpus_spec: spec,
             tokenizer,
             vs,
             model,
@@ -289,7 +342,6 @@ impl LmTrainer {
             step: 0,
             best_test_loss: None,
             last_train_loss: None,
-            out: PathBuf::from("checkpoints").join(&corpus.name),
             lock: None,
             latest: None,
             gpu: None,
@@ -342,7 +394,7 @@ impl LmTrainer {
             test_sentences: self.test_sentences,
             corpus: self.corpus_spec.clone(),
             corpus_name: self.corpus_name.clone(),
-            mode: self.settings.data.mode,
+            mode: self.settings.data.mode(),
             preset: self.settings.model.preset.clone(),
             model: ModelShape {
                 n_layer: c.n_layer,
@@ -469,21 +521,21 @@ impl LmTrainer {
     /// The `n`-th test example worth looking at (at least 8 tokens when the split has
     /// such; `n` wraps), at most a block of tokens: what the Inspect tab reads by default.
     pub fn test_example(&self, n: usize) -> Option<Vec<u32>> {
-        let long: Vec<&Vec<i64>> = self.test.rows.iter().filter(|r| r.len() >= 8).collect();
-        let rows: Vec<&Vec<i64>> = if long.is_empty() {
-            self.test.rows.iter().collect()
+        let t = &self.test;
+        let long = (0..t.len()).filter(|&i| t.row_len(i) >= 8).count();
+        let i = if long == 0 {
+            (t.len() > 0).then(|| n % t.len())?
         } else {
-            long
+            (0..t.len()).filter(|&i| t.row_len(i) >= 8).nth(n % long)?
         };
-        let row = rows.get(n % rows.len().max(1))?;
         let block = self.model.config.block_size as usize;
-        Some(row.iter().take(block).map(|&i| i as u32).collect())
+        Some(t.row(i).iter().take(block).map(|&i| i as u32).collect())
     }
 
     /// Whether the model learns from single `<|endoftext|>`-framed sentences (`sentences`
     /// mode), so generation frames its context the same way.
     pub fn frames_sentences(&self) -> bool {
-        self.settings.data.mode.frames_text()
+        self.settings.data.mode().frames_text()
     }
 
     /// At `max_iters`, or diverged.
@@ -619,7 +671,7 @@ impl LmTrainer {
             model: self.model.config,
             eot_id: self.tokenizer.eot_id(),
             corpus: self.corpus_spec.clone(),
-            data_mode: self.settings.data.mode,
+            data_mode: self.settings.data.mode(),
             parameters: self.parameters(),
             text_form: crate::data::normalize::TextForm::of(&self.settings.data),
         }
@@ -868,11 +920,11 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let mut s = tiny_settings(corpus_file(dir.path()));
-        s.data.mode = crate::config::DataMode::Pack;
+        s.data.mode = Some(crate::config::DataMode::Pack);
         s.model.block_size = 8;
         let mut t = LmTrainer::new(s).unwrap();
-        assert!(t.train.rows.iter().all(|r| r.len() <= 9));
-        assert!(t.train.rows[..t.train.len() - 1]
+        assert!(t.train.rows().iter().all(|r| r.len() <= 9));
+        assert!(t.train.rows()[..t.train.len() - 1]
             .iter()
             .all(|r| r.len() == 9));
         assert!(t.step().unwrap().loss.is_finite());

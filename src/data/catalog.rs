@@ -1,0 +1,582 @@
+//! Named corpora (`--corpus imdb`): the catalog in `data/catalog.toml`, compiled in, and
+//! how each entry's files become a corpus on this machine — downloaded once from the
+//! Hugging Face hub (checked against the hub's size and sha256, see [`crate::data::hub`])
+//! or put by hand in [`manual_dir`], then read in place (text files) or assembled once
+//! into a text file in gptdash's cache (parquet).
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::DataMode;
+use crate::data::corpus::DocSplit;
+
+const CATALOG: &str = include_str!("../../data/catalog.toml");
+
+/// How an entry's files hold text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Read {
+    Text,
+    Parquet,
+}
+
+/// How text becomes documents (see the catalog's header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Documents {
+    Lines,
+    Marker,
+    Rows,
+    Articles,
+    Whole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clean {
+    Imdb,
+}
+
+/// One file of an entry, with its size in MB as the hub lists it (for display).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    pub path: String,
+    pub mb: f64,
+}
+
+/// One named corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub name: String,
+    #[serde(default)]
+    pub builtin: bool,
+    #[serde(default)]
+    pub repo: String,
+    #[serde(default)]
+    pub revision: String,
+    #[serde(default = "default_read")]
+    pub read: Read,
+    #[serde(default)]
+    pub column: Option<String>,
+    #[serde(default = "default_documents")]
+    pub documents: Documents,
+    #[serde(default)]
+    pub marker: Option<String>,
+    #[serde(default)]
+    pub clean: Option<Clean>,
+    #[serde(default)]
+    pub dedup: bool,
+    #[serde(default)]
+    pub shuffle_seed: Option<u64>,
+    pub mode: DataMode,
+    pub description: String,
+    pub licence: String,
+    /// The text's size once read, in MB.
+    pub text_mb: f64,
+    #[serde(default)]
+    pub files: Vec<CatalogFile>,
+}
+
+fn default_read() -> Read {
+    Read::Text
+}
+
+fn default_documents() -> Documents {
+    Documents::Lines
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFileToml {
+    corpus: Vec<Entry>,
+}
+
+/// Parses a catalog (the built-in one is [`entries`]) and checks each entry is whole.
+pub fn parse(text: &str) -> Result<Vec<Entry>> {
+    let parsed: CatalogFileToml =
+        toml::from_str(text).map_err(|e| anyhow!("the corpus catalog: {}", e.message()))?;
+    let mut names = HashSet::new();
+    for e in &parsed.corpus {
+        let bad = |why: &str| anyhow!("the corpus catalog: entry `{}` {why}", e.name);
+        if !names.insert(e.name.clone()) {
+            return Err(bad("is listed twice"));
+        }
+        if e.name.is_empty() || e.name.contains(['/', '.']) {
+            return Err(bad("needs a name without `/` or `.`"));
+        }
+        if e.builtin {
+            continue;
+        }
+        if e.repo.split('/').count() != 2 || e.revision.is_empty() || e.files.is_empty() {
+            return Err(bad("needs a repo `owner/name`, a revision and files"));
+        }
+        match (e.read, e.documents) {
+            (Read::Text, Documents::Lines | Documents::Marker | Documents::Whole) => {}
+            (Read::Parquet, Documents::Rows | Documents::Articles | Documents::Whole) => {}
+            _ => return Err(bad("reads its documents in a way its files cannot hold")),
+        }
+        if e.read == Read::Parquet && e.column.is_none() {
+            return Err(bad("reads parquet but names no column"));
+        }
+        if e.documents == Documents::Marker && e.marker.as_deref().is_none_or(str::is_empty) {
+            return Err(bad("separates documents by a marker but names none"));
+        }
+        if e.read == Read::Text && (e.dedup || e.shuffle_seed.is_some() || e.clean.is_some()) {
+            return Err(bad(
+                "is read in place, so it cannot be cleaned, deduplicated or shuffled",
+            ));
+        }
+    }
+    Ok(parsed.corpus)
+}
+
+/// The built-in catalog.
+pub fn entries() -> Vec<Entry> {
+    // A test parses the built-in catalog, so this never fails in a released binary.
+    parse(CATALOG).unwrap_or_default()
+}
+
+/// The entry called `name`.
+pub fn find(name: &str) -> Option<Entry> {
+    entries().into_iter().find(|e| e.name == name)
+}
+
+/// Whether `spec` names a catalog entry rather than a file: a known name, with no path
+/// separator (`./imdb` is the file `imdb`).
+pub fn is_name(spec: &str) -> bool {
+    find(spec).is_some()
+}
+
+/// Where a user may put an entry's files by hand (keeping the paths they have in the
+/// repository): `~/.local/share/gptdash/corpora/<name>/`.
+pub fn manual_dir(name: &str) -> Option<PathBuf> {
+    crate::paths::data_dir().map(|d| d.join("corpora").join(name))
+}
+
+/// Where gptdash keeps assembled catalog corpora.
+fn assembled_dir() -> Option<PathBuf> {
+    crate::paths::cache_dir().map(|d| d.join("corpora").join("catalog"))
+}
+
+/// What a catalog corpus is on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Local {
+    /// The files training reads, in order (text files).
+    pub files: Vec<PathBuf>,
+    pub docs: DocSplit,
+}
+
+/// An entry's state here, for `data list` and the Train tab.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub description: String,
+    pub licence: String,
+    pub repo: String,
+    pub revision: String,
+    pub mode: DataMode,
+    pub download_mb: f64,
+    pub text_mb: f64,
+    /// `built in`, `ready` (assembled or text files present), `downloaded` (files in the
+    /// hub cache, assembled on first use) or `not here`.
+    pub here: &'static str,
+    /// The files training reads, when they are here.
+    pub path: Option<Vec<PathBuf>>,
+}
+
+impl Entry {
+    pub fn download_mb(&self) -> f64 {
+        self.files.iter().map(|f| f.mb).sum()
+    }
+
+    fn docs(&self) -> DocSplit {
+        match (self.read, self.documents) {
+            (Read::Text, Documents::Marker) => {
+                DocSplit::Marker(self.marker.clone().unwrap_or_default())
+            }
+            (Read::Parquet, Documents::Articles) => DocSplit::Marker(ARTICLE_MARKER.into()),
+            _ => DocSplit::Lines,
+        }
+    }
+
+    /// The assembled text file of a parquet entry (in gptdash's cache).
+    pub fn assembled_path(&self) -> Option<PathBuf> {
+        let rev: String = self
+            .revision
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        assembled_dir().map(|d| d.join(format!("{}@{rev}.txt", self.name)))
+    }
+
+    /// Each file of the entry where it is on this machine (the manual folder first,
+    /// then the hub cache), or `None` for a file not here.
+    fn sources_here(&self) -> Vec<Option<PathBuf>> {
+        let manual = manual_dir(&self.name);
+        self.files
+            .iter()
+            .map(|f| {
+                manual
+                    .as_ref()
+                    .map(|d| d.join(&f.path))
+                    .filter(|p| p.is_file())
+                    .or_else(|| crate::data::hub::cached(&self.repo, &self.revision, &f.path))
+            })
+            .collect()
+    }
+
+    /// The corpus if it is ready to read here, without downloading or assembling.
+    pub fn local(&self) -> Option<Local> {
+        if self.builtin {
+            return None;
+        }
+        match self.read {
+            Read::Parquet => {
+                let p = self.assembled_path()?;
+                p.is_file().then(|| Local {
+                    files: vec![p],
+                    docs: self.docs(),
+                })
+            }
+            Read::Text => {
+                let files: Option<Vec<PathBuf>> = self.sources_here().into_iter().collect();
+                files.map(|files| Local {
+                    files,
+                    docs: self.docs(),
+                })
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let (here, path) = if self.builtin {
+            ("built in", None)
+        } else if let Some(local) = self.local() {
+            ("ready", Some(local.files))
+        } else if self.sources_here().iter().all(Option::is_some) {
+            ("downloaded", None)
+        } else {
+            ("not here", None)
+        };
+        Status {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            licence: self.licence.clone(),
+            repo: self.repo.clone(),
+            revision: self.revision.clone(),
+            mode: self.mode,
+            download_mb: self.download_mb(),
+            text_mb: self.text_mb,
+            here,
+            path,
+        }
+    }
+
+    /// The corpus, downloading what is missing (`progress` hears `(stage, done, total)`:
+    /// `download` in bytes, `assemble` in files) and assembling a parquet entry once.
+    pub fn get(&self, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Local> {
+        if self.builtin {
+            bail!("corpus `{}` is built in: nothing to download", self.name);
+        }
+        if let Some(local) = self.local() {
+            return Ok(local);
+        }
+        let mut sources = Vec::new();
+        for (file, here) in self.files.iter().zip(self.sources_here()) {
+            let path = match here {
+                Some(p) => p,
+                None => crate::data::hub::fetch_checked(
+                    &self.repo,
+                    &self.revision,
+                    &file.path,
+                    manual_dir(&self.name).map(|d| d.join(&file.path)),
+                    progress,
+                )
+                .with_context(|| format!("corpus `{}`", self.name))?,
+            };
+            sources.push(path);
+        }
+        match self.read {
+            Read::Text => Ok(Local {
+                files: sources,
+                docs: self.docs(),
+            }),
+            Read::Parquet => {
+                let out = self
+                    .assembled_path()
+                    .ok_or_else(|| anyhow!("this platform has no cache folder for corpora"))?;
+                assemble(self, &sources, &out, progress)?;
+                Ok(Local {
+                    files: vec![out],
+                    docs: self.docs(),
+                })
+            }
+        }
+    }
+}
+
+/// The line between two articles of an `articles` entry in its assembled file.
+pub const ARTICLE_MARKER: &str = "<|endoftext|>";
+
+/// Writes the entry's documents from its parquet `sources` into the text file `out`
+/// (through a temporary file renamed into place): one per line (`rows`), separated by
+/// [`ARTICLE_MARKER`] lines (`articles`), or as one text (`whole`).
+pub fn assemble(
+    entry: &Entry,
+    sources: &[PathBuf],
+    out: &Path,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<()> {
+    let column = entry.column.as_deref().unwrap_or("text");
+    let mut docs: Vec<String> = Vec::new();
+    let dir = out
+        .parent()
+        .ok_or_else(|| anyhow!("no folder for {}", out.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?,
+        );
+        // Documents are kept in memory only to deduplicate or shuffle them (IMDb: 130 MB);
+        // otherwise they stream to the file as each row group is read.
+        let hold = entry.dedup || entry.shuffle_seed.is_some();
+        let mut seen = HashSet::new();
+        let mut article = String::new();
+        let mut first_article = true;
+        for (i, source) in sources.iter().enumerate() {
+            progress("assemble", i as u64, sources.len() as u64);
+            for_each_string(source, column, &mut |raw| {
+                crate::interrupt::check()?;
+                match entry.documents {
+                    Documents::Rows => {
+                        let doc = clean(entry.clean, raw);
+                        if doc.is_empty() {
+                            return Ok(());
+                        }
+                        if entry.dedup {
+                            let digest: [u8; 32] = sha2::Sha256::digest(doc.as_bytes()).into();
+                            if !seen.insert(digest) {
+                                return Ok(());
+                            }
+                        }
+                        if hold {
+                            docs.push(doc);
+                        } else {
+                            writeln!(w, "{doc}")?;
+                        }
+                    }
+                    Documents::Articles => {
+                        if is_article_title(raw) && !article.trim().is_empty() {
+                            if !first_article {
+                                writeln!(w, "{ARTICLE_MARKER}")?;
+                            }
+                            first_article = false;
+                            w.write_all(article.trim().as_bytes())?;
+                            writeln!(w)?;
+                            article.clear();
+                        }
+                        article.push_str(raw);
+                        if !raw.ends_with('\n') {
+                            article.push('\n');
+                        }
+                    }
+                    _ => w.write_all(raw.as_bytes())?,
+                }
+                Ok(())
+            })?;
+        }
+        if !article.trim().is_empty() {
+            if !first_article {
+                writeln!(w, "{ARTICLE_MARKER}")?;
+            }
+            w.write_all(article.trim().as_bytes())?;
+            writeln!(w)?;
+        }
+        if let Some(seed) = entry.shuffle_seed {
+            crate::rng::SplitMix64::new(seed).shuffle(&mut docs);
+        }
+        if hold {
+            for doc in &docs {
+                writeln!(w, "{doc}")?;
+            }
+        }
+        w.into_inner()
+            .map_err(|e| anyhow!("cannot write {}: {e}", tmp.display()))?
+            .sync_all()?;
+        std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+        progress("assemble", sources.len() as u64, sources.len() as u64);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("assembling corpus `{}`", entry.name))
+}
+
+use sha2::Digest;
+
+/// A WikiText article title: ` = Title = ` (one `=` each side; sections have more).
+fn is_article_title(row: &str) -> bool {
+    let t = row.trim();
+    t.len() > 4
+        && t.starts_with("= ")
+        && t.ends_with(" =")
+        && !t.starts_with("= =")
+        && !t.ends_with("= =")
+}
+
+/// A document's text as the entry's cleaning asks, whitespace runs collapsed to a space.
+pub fn clean(how: Option<Clean>, raw: &str) -> String {
+    let text = match how {
+        Some(Clean::Imdb) => {
+            let mut out = String::with_capacity(raw.len());
+            for c in raw.replace("<br />", " ").replace("<br/>", " ").chars() {
+                match c {
+                    '\u{91}' => out.push('\u{2018}'),
+                    '\u{92}' => out.push('\u{2019}'),
+                    '\u{93}' => out.push('\u{201c}'),
+                    '\u{94}' => out.push('\u{201d}'),
+                    '\u{96}' => out.push('\u{2013}'),
+                    '\u{97}' => out.push('\u{2014}'),
+                    '\u{85}' => out.push('\u{2026}'),
+                    '\u{80}'..='\u{9f}' => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        None => raw.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Calls `f` with each value of the string column `column` of a parquet file, in order,
+/// reading one row group at a time.
+pub fn for_each_string(
+    path: &Path,
+    column: &str,
+    f: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let file = crate::data::files::open_regular(path, "parquet file", u64::MAX)?;
+    let reader = SerializedFileReader::new(file)
+        .with_context(|| format!("{} is not a parquet file", path.display()))?;
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let index = (0..schema.num_columns())
+        .find(|&i| schema.column(i).name() == column)
+        .ok_or_else(|| anyhow!("{} has no column `{column}`", path.display()))?;
+    for g in 0..reader.num_row_groups() {
+        let group = reader
+            .get_row_group(g)
+            .with_context(|| format!("{}: row group {g}", path.display()))?;
+        let projection = {
+            let full = schema.root_schema().clone();
+            let fields: Vec<_> = full
+                .get_fields()
+                .iter()
+                .filter(|t| t.name() == column)
+                .cloned()
+                .collect();
+            parquet::schema::types::Type::group_type_builder(full.name())
+                .with_fields(fields)
+                .build()
+                .with_context(|| format!("{}: column `{column}`", path.display()))?
+        };
+        let rows = group
+            .get_row_iter(Some(projection))
+            .with_context(|| format!("{}: row group {g}", path.display()))?;
+        for row in rows {
+            let row = row.with_context(|| format!("{}: row group {g}", path.display()))?;
+            for (_, field) in row.get_column_iter() {
+                match field {
+                    Field::Str(s) => f(s)?,
+                    Field::Null => {}
+                    other => bail!(
+                        "{}: column `{column}` holds {other:?}, not text",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+    let _ = index;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_catalog_parses_with_the_entries_the_readme_names() {
+        let all = parse(CATALOG).unwrap();
+        let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+        for n in [
+            "small",
+            "shakespeare",
+            "imdb",
+            "tinystories",
+            "wikitext-103",
+        ] {
+            assert!(names.contains(&n), "{names:?}");
+        }
+        let imdb = find("imdb").unwrap();
+        assert_eq!(imdb.repo, "stanfordnlp/imdb");
+        assert_eq!(imdb.files.len(), 3);
+        assert!(imdb.dedup && imdb.shuffle_seed.is_some());
+        assert_eq!(imdb.mode, DataMode::Documents);
+        let ts = find("tinystories").unwrap();
+        assert_eq!(ts.docs(), DocSplit::Marker("<|endoftext|>".into()));
+        assert!(is_name("imdb") && !is_name("./imdb") && !is_name("imdb.txt"));
+    }
+
+    #[test]
+    fn a_broken_catalog_entry_is_named() {
+        let bad = r#"
+[[corpus]]
+name = "x"
+repo = "a/b"
+revision = "main"
+read = "parquet"
+documents = "rows"
+mode = "documents"
+description = "d"
+licence = "l"
+text_mb = 1
+files = [{ path = "f.parquet", mb = 1 }]
+"#;
+        let msg = format!("{:#}", parse(bad).unwrap_err());
+        assert!(msg.contains("`x`") && msg.contains("column"), "{msg}");
+        let twice = format!("{bad}{bad}").replace(
+            "read = \"parquet\"",
+            "read = \"parquet\"\ncolumn = \"text\"",
+        );
+        let msg = format!("{:#}", parse(&twice).unwrap_err());
+        assert!(msg.contains("twice"), "{msg}");
+    }
+
+    #[test]
+    fn imdb_cleaning_matches_the_shared_copy() {
+        let raw = "A <br /><br />fine\u{96}film\u{85}  \u{92}twas\u{81} good.\n";
+        assert_eq!(
+            clean(Some(Clean::Imdb), raw),
+            "A fine\u{2013}film\u{2026} \u{2019}twas good."
+        );
+        assert_eq!(clean(None, "a\n b "), "a b");
+    }
+
+    #[test]
+    fn wikitext_titles_start_articles_and_sections_do_not() {
+        assert!(is_article_title(" = Valkyria Chronicles III = \n"));
+        assert!(!is_article_title(" = = Gameplay = = \n"));
+        assert!(!is_article_title(" The game began development in 2010 .\n"));
+    }
+}

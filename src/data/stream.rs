@@ -1,0 +1,1135 @@
+//! Preparing a corpus in bounded memory (`documents` mode, any size): documents are read
+//! from the files in chunks, the tokenizer is trained on a bounded sample of the training
+//! documents (`data.tokenizer_sample_mb`), the documents are encoded in parallel batches
+//! and appended to a token file in the cache (u16 ids when the vocabulary allows), and
+//! training reads its windows from that file memory-mapped. Neither preparation nor
+//! training holds the text or its ids in memory, so a 2 GB corpus needs no more than a
+//! 100 MB one.
+//!
+//! Three cache entries, in the same folder as [`crate::data::prepare`]'s:
+//! - `<identity>.survey`: the files' documents' SHA-256 and count, keyed by each file's
+//!   path, size, modification time and inode, so a start from the cache reads no text;
+//! - `<key>.tokenizer`: the BPE trained on the sample;
+//! - `<key>.tokens`: the ids. A 64-byte header (counts and the train/test split), the
+//!   ids, an XXH3-128 of the ids and a SHA-256 of the entry's key, header and XXH3; on
+//!   opening, the header's SHA-256, the ids' XXH3 and every id's range are checked by
+//!   reading the file (not through the map, which would count the whole file as this
+//!   process's memory), and any failure is a miss, rebuilt with a note.
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::config::DataSettings;
+use crate::data::corpus::{CorpusSource, DocSplit, TokenIds, SMALL_CORPUS};
+use crate::data::normalize::TextForm;
+use crate::data::tokenizer::TextTokenizer;
+
+/// The longest document (a line, or the text between two markers).
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
+
+/// Documents go to the encoder in batches of about this much text.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Bytes read, shared with the thread that reports progress.
+#[derive(Clone, Default)]
+struct Counter(Arc<std::sync::atomic::AtomicU64>);
+
+impl Counter {
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    count: Counter,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.add(n as u64);
+        Ok(n)
+    }
+}
+
+/// The documents of a corpus source, one at a time, read in chunks from its files.
+pub struct DocReader {
+    files: Vec<PathBuf>,
+    builtin: bool,
+    split: DocSplit,
+    next_file: usize,
+    current: Option<(Box<dyn BufRead + Send>, PathBuf, u64)>,
+    count: Counter,
+    line: Vec<u8>,
+}
+
+impl DocReader {
+    pub fn new(source: &CorpusSource) -> Self {
+        Self {
+            files: source.files.clone(),
+            builtin: source.is_builtin(),
+            split: source.docs.clone(),
+            next_file: 0,
+            current: None,
+            count: Counter::default(),
+            line: Vec::new(),
+        }
+    }
+
+    /// The bytes of the files themselves (compressed ones as stored), for progress.
+    pub fn total_bytes(&self) -> u64 {
+        if self.builtin {
+            return SMALL_CORPUS.len() as u64;
+        }
+        self.files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    fn open_next(&mut self) -> Result<bool> {
+        if self.builtin {
+            if self.next_file > 0 {
+                return Ok(false);
+            }
+            self.next_file = 1;
+            let reader = Counting {
+                inner: SMALL_CORPUS.as_bytes(),
+                count: self.count.clone(),
+            };
+            self.current = Some((Box::new(BufReader::new(reader)), "small".into(), 0));
+            return Ok(true);
+        }
+        let Some(path) = self.files.get(self.next_file).cloned() else {
+            return Ok(false);
+        };
+        self.next_file += 1;
+        let file = crate::data::files::open_regular(&path, "corpus file", u64::MAX)?;
+        let counted = Counting {
+            inner: file,
+            count: self.count.clone(),
+        };
+        let reader: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::read::MultiGzDecoder::new(BufReader::new(counted)),
+            ))
+        } else {
+            Box::new(BufReader::with_capacity(1 << 20, counted))
+        };
+        self.current = Some((reader, path, 0));
+        Ok(true)
+    }
+
+    /// The next line of the current file (without its line end), or `None` at its end.
+    fn next_line(&mut self) -> Result<Option<String>> {
+        let Some((reader, path, line_no)) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        self.line.clear();
+        let n = reader
+            .by_ref()
+            .take(MAX_DOCUMENT_BYTES as u64 + 1)
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| {
+                let what = if path.extension().is_some_and(|e| e == "gz") {
+                    "is not a complete gzip file (truncated or corrupt)"
+                } else {
+                    "cannot be read"
+                };
+                anyhow::Error::new(e).context(format!("corpus file {} {what}", path.display()))
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        *line_no += 1;
+        if self.line.len() > MAX_DOCUMENT_BYTES {
+            bail!(
+                "{}:{line_no}: a line longer than {} MB; is this a text file?",
+                path.display(),
+                MAX_DOCUMENT_BYTES >> 20
+            );
+        }
+        while matches!(self.line.last(), Some(b'\n' | b'\r')) {
+            self.line.pop();
+        }
+        match std::str::from_utf8(&self.line) {
+            Ok(s) => Ok(Some(s.to_string())),
+            Err(e) => bail!(
+                "{}:{line_no}: not UTF-8 text (bad byte at column {}); save the file as UTF-8",
+                path.display(),
+                e.valid_up_to() + 1
+            ),
+        }
+    }
+
+    /// The next document, or `None` after the last.
+    pub fn next_doc(&mut self) -> Result<Option<String>> {
+        let mut doc = String::new();
+        loop {
+            if self.current.is_none() && !self.open_next()? {
+                let doc = doc.trim();
+                return Ok((!doc.is_empty()).then(|| doc.to_string()));
+            }
+            let Some(line) = self.next_line()? else {
+                self.current = None;
+                // A file ends a document (files are read in order, each whole).
+                if matches!(self.split, DocSplit::Marker(_)) && !doc.trim().is_empty() {
+                    return Ok(Some(doc.trim().to_string()));
+                }
+                doc.clear();
+                continue;
+            };
+            match &self.split {
+                DocSplit::Lines => {
+                    let t = line.trim();
+                    if !t.is_empty() {
+                        return Ok(Some(t.to_string()));
+                    }
+                }
+                DocSplit::Marker(marker) => {
+                    if line.trim() == marker {
+                        let t = doc.trim();
+                        if !t.is_empty() {
+                            return Ok(Some(t.to_string()));
+                        }
+                        doc.clear();
+                    } else {
+                        if !doc.is_empty() {
+                            doc.push('\n');
+                        }
+                        doc.push_str(&line);
+                        if doc.len() > MAX_DOCUMENT_BYTES {
+                            bail!(
+                                "corpus {}: a document longer than {} MB (no `{marker}` line)",
+                                self.current
+                                    .as_ref()
+                                    .map(|c| c.1.display().to_string())
+                                    .unwrap_or_default(),
+                                MAX_DOCUMENT_BYTES >> 20
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a first pass over the documents found: their SHA-256 (of each document and a
+/// NUL after it) and their count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Survey {
+    digest: [u8; 32],
+    docs: u64,
+}
+
+/// The key of a survey: what identifies the files without reading them.
+fn identity(source: &CorpusSource) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    h.update(b"gptdash survey v1\0");
+    h.update(format!("{:?}", source.docs).as_bytes());
+    if source.is_builtin() {
+        h.update(Sha256::digest(SMALL_CORPUS.as_bytes()));
+    }
+    for f in &source.files {
+        let path = std::fs::canonicalize(f).ok()?;
+        let m = std::fs::metadata(&path).ok()?;
+        h.update(path.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        for v in [m.len(), m.ino(), m.dev()] {
+            h.update(v.to_le_bytes());
+        }
+        h.update(m.mtime().to_le_bytes());
+        h.update(m.mtime_nsec().to_le_bytes());
+    }
+    Some(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn survey(
+    source: &CorpusSource,
+    cache: Option<&Path>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Survey> {
+    let memo = cache.and_then(|d| identity(source).map(|k| (d.join(format!("{k}.survey")), k)));
+    if let Some((path, key)) = &memo {
+        if let Ok(bytes) = read_small(path) {
+            if bytes.len() == 32 + 8 + 32
+                && keyed_digest(key.as_bytes(), &bytes[..40]) == bytes[40..]
+            {
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(&bytes[..32]);
+                let docs = u64::from_le_bytes(bytes[32..40].try_into()?);
+                return Ok(Survey { digest, docs });
+            }
+        }
+    }
+    let mut reader = DocReader::new(source);
+    let total = reader.total_bytes();
+    let mut h = Sha256::new();
+    let mut docs = 0u64;
+    progress("read", 0, total);
+    while let Some(doc) = reader.next_doc()? {
+        h.update(doc.as_bytes());
+        h.update([0]);
+        docs += 1;
+        if docs.is_multiple_of(4096) {
+            crate::interrupt::check()?;
+            progress("read", reader.count.get(), total);
+        }
+    }
+    progress("read", total, total);
+    let s = Survey {
+        digest: h.finalize().into(),
+        docs,
+    };
+    if let Some((path, key)) = &memo {
+        let mut body = s.digest.to_vec();
+        body.extend_from_slice(&s.docs.to_le_bytes());
+        let tag = keyed_digest(key.as_bytes(), &body);
+        body.extend_from_slice(&tag);
+        write_atomically(path, |w| Ok(w.write_all(&body)?));
+    }
+    Ok(s)
+}
+
+fn read_small(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    crate::data::files::open_regular(path, "cache entry", 1 << 20)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// SHA-256 of an entry's key (the name it is filed under) and its bytes.
+fn keyed_digest(key: &[u8], body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// Writes `path` through a temporary file renamed into place; a cache that cannot be
+/// written is not an error (the run goes on without it).
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
+) -> bool {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let ok = (|| -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut w)?;
+        w.into_inner().map_err(|e| anyhow!("{e}"))?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })()
+    .is_ok();
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    ok
+}
+
+/// A corpus prepared by streaming.
+pub struct Streamed {
+    pub tokenizer: TextTokenizer,
+    pub ids: Arc<TokenIds>,
+    /// The training and test streams, `[start, end)` of `ids`.
+    pub train: (usize, usize),
+    pub test: (usize, usize),
+    pub train_docs: usize,
+    pub test_docs: usize,
+    pub cached: bool,
+    pub notes: Vec<String>,
+    /// The token file read, when the ids are one.
+    pub file: Option<PathBuf>,
+}
+
+/// The layout of a token file's 64-byte header.
+const MAGIC: &[u8; 8] = b"GDTOKS\0\x01";
+const HEADER: usize = 64;
+const TRAILER: usize = 16 + 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    width: u8,
+    tokens: u64,
+    train_end: u64,
+    test_start: u64,
+    train_docs: u64,
+    test_docs: u64,
+}
+
+impl Header {
+    fn bytes(&self) -> [u8; HEADER] {
+        let mut b = [0u8; HEADER];
+        b[..8].copy_from_slice(MAGIC);
+        b[8] = self.width;
+        for (i, v) in [
+            self.tokens,
+            self.train_end,
+            self.test_start,
+            self.train_docs,
+            self.test_docs,
+        ]
+        .iter()
+        .enumerate()
+        {
+            b[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    fn parse(b: &[u8]) -> Result<Self> {
+        if b.len() < HEADER || &b[..8] != MAGIC || !matches!(b[8], 2 | 4) {
+            bail!("not a gptdash token file of this version");
+        }
+        let at =
+            |i: usize| u64::from_le_bytes(b[16 + 8 * i..24 + 8 * i].try_into().unwrap_or([0; 8]));
+        let h = Self {
+            width: b[8],
+            tokens: at(0),
+            train_end: at(1),
+            test_start: at(2),
+            train_docs: at(3),
+            test_docs: at(4),
+        };
+        if h.train_end > h.tokens || h.test_start > h.train_end || h.test_start >= h.tokens {
+            bail!("its split lies outside its {} tokens", h.tokens);
+        }
+        Ok(h)
+    }
+}
+
+/// A token file's ids, memory-mapped.
+pub struct MappedIds {
+    map: memmap2::Mmap,
+    width: usize,
+    tokens: usize,
+    vocab: u32,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for MappedIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MappedIds({}, {} tokens)",
+            self.path.display(),
+            self.tokens
+        )
+    }
+}
+
+impl MappedIds {
+    pub fn len(&self) -> usize {
+        self.tokens
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens == 0
+    }
+
+    /// Appends ids `[start, end)` (as checked when the file was opened; an id past the
+    /// vocabulary, the file changed since, becomes the last id rather than a crash).
+    pub fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
+        let bytes = &self.map[HEADER + start * self.width..HEADER + end * self.width];
+        let last = i64::from(self.vocab.saturating_sub(1));
+        if self.width == 2 {
+            out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| i64::from(u16::from_le_bytes([b[0], b[1]])).min(last)),
+            );
+        } else {
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).min(last)),
+            );
+        }
+    }
+}
+
+/// Opens a token file, trusting nothing in it (see the module's notes).
+fn open_tokens(path: &Path, key: &[u8], vocab: usize) -> Result<(Header, MappedIds)> {
+    let mut file = crate::data::files::open_regular(path, "cache entry", u64::MAX)?;
+    let len = file.metadata()?.len();
+    let mut head = [0u8; HEADER];
+    file.read_exact(&mut head)
+        .context("shorter than its header")?;
+    let h = Header::parse(&head)?;
+    let expected = (HEADER as u64)
+        .checked_add(
+            h.tokens
+                .checked_mul(u64::from(h.width))
+                .ok_or_else(|| anyhow!("bad count"))?,
+        )
+        .and_then(|n| n.checked_add(TRAILER as u64))
+        .ok_or_else(|| anyhow!("bad count"))?;
+    if len != expected {
+        bail!("it is {len} bytes, its header says {expected}");
+    }
+    let mut trailer = [0u8; TRAILER];
+    file.seek(SeekFrom::Start(len - TRAILER as u64))?;
+    file.read_exact(&mut trailer)?;
+    let mut tagged = head.to_vec();
+    tagged.extend_from_slice(&trailer[..16]);
+    if keyed_digest(key, &tagged) != trailer[16..] {
+        bail!("its checksum does not match (damaged, or filed under another key)");
+    }
+    // The ids, read once in chunks: their XXH3 and their range.
+    file.seek(SeekFrom::Start(HEADER as u64))?;
+    let mut left = h.tokens * u64::from(h.width);
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut max = 0u32;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        file.read_exact(&mut buf[..n])?;
+        hash.update(&buf[..n]);
+        let chunk_max = if h.width == 2 {
+            buf[..n]
+                .chunks_exact(2)
+                .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+                .max()
+        } else {
+            buf[..n]
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .max()
+        };
+        max = max.max(chunk_max.unwrap_or(0));
+        left -= n as u64;
+    }
+    if hash.digest128().to_le_bytes() != trailer[..16] {
+        bail!("its ids' checksum does not match (damaged)");
+    }
+    if h.tokens > 0 && max as usize >= vocab {
+        bail!("token id {max} is outside the vocabulary of {vocab}");
+    }
+    // SAFETY: the file is gptdash's own cache entry, written once and renamed into place,
+    // never written again; every id was checked above, and `extend_into` clamps ids, so
+    // even a file changed under the map gives wrong tokens, not undefined behaviour in
+    // this process's reads (the map is read-only).
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::Random);
+    Ok((
+        h,
+        MappedIds {
+            map,
+            width: usize::from(h.width),
+            tokens: h.tokens as usize,
+            vocab: vocab as u32,
+            path: path.to_path_buf(),
+        },
+    ))
+}
+
+/// Prepares `source` by streaming (see the module's notes). `tokenizer` is the one to
+/// use, or `None` to train a BPE of `data.vocab_size` on a sample of the training
+/// documents. `cache_dir` `None` keeps the ids in a temporary file instead (deleted
+/// once mapped). `progress` hears `(stage, done, total)`: `read`, `tokenizer`, `encode`
+/// (bytes of the files), `cache`.
+pub fn prepare_stream(
+    source: &CorpusSource,
+    data: &DataSettings,
+    tokenizer: Option<TextTokenizer>,
+    cache_dir: Option<&Path>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Streamed> {
+    let s = survey(source, cache_dir, progress)?;
+    if s.docs < 2 {
+        bail!(
+            "corpus {} has {} document(s); at least 2 are needed for a train/test split",
+            source.name,
+            s.docs
+        );
+    }
+    let n_train = ((s.docs as f64) * data.train_fraction).round() as u64;
+    let n_train = n_train.clamp(1, s.docs - 1);
+    let form = TextForm::of(data);
+    let sample_bytes = data.tokenizer_sample_mb.saturating_mul(1 << 20) as usize;
+    let mut base = Sha256::new();
+    base.update(b"gptdash stream v1\0");
+    base.update(s.digest);
+    base.update([u8::from(data.lowercase), u8::from(data.ptb_split)]);
+    base.update(data.train_fraction.to_le_bytes());
+    let key = |parts: &[&[u8]]| {
+        let mut h = base.clone();
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        hex(&h.finalize())
+    };
+    let mut notes = Vec::new();
+    let tokenizer = match tokenizer {
+        Some(t) => t,
+        None => {
+            let bpe_key = key(&[
+                b"bpe",
+                &(data.vocab_size as u64).to_le_bytes(),
+                &(sample_bytes as u64).to_le_bytes(),
+            ]);
+            let file = cache_dir.map(|d| d.join(format!("{bpe_key}.tokenizer")));
+            let hit = file.as_deref().and_then(|f| {
+                let bytes = read_small_large(f).ok()?;
+                let body = bytes.get(..bytes.len().checked_sub(32)?)?;
+                (keyed_digest(bpe_key.as_bytes(), body) == bytes[body.len()..])
+                    .then(|| TextTokenizer::from_json(std::str::from_utf8(body).ok()?).ok())
+                    .flatten()
+            });
+            match hit {
+                Some(t) => t,
+                None => {
+                    let sample = sample_docs(source, n_train, sample_bytes, form)?;
+                    progress("tokenizer", 0, 1);
+                    let vocab = data.vocab_size;
+                    let t = crate::interrupt::interruptible("training the tokenizer", move || {
+                        TextTokenizer::train_bpe(&sample, vocab)
+                    })?;
+                    progress("tokenizer", 1, 1);
+                    if let Some(f) = &file {
+                        let json = t.to_json()?;
+                        let tag = keyed_digest(bpe_key.as_bytes(), json.as_bytes());
+                        write_atomically(f, |w| {
+                            w.write_all(json.as_bytes())?;
+                            Ok(w.write_all(&tag)?)
+                        });
+                    }
+                    t
+                }
+            }
+        }
+    };
+    let ids_key = key(&[b"tokens", tokenizer.to_json()?.as_bytes()]);
+    let vocab = tokenizer.vocab_size();
+    if let Some(f) = cache_dir.map(|d| d.join(format!("{ids_key}.tokens"))) {
+        if f.is_file() {
+            progress("cache", 0, 1);
+            match open_tokens(&f, ids_key.as_bytes(), vocab) {
+                Ok((h, ids)) => {
+                    progress("cache", 1, 1);
+                    return Ok(streamed(tokenizer, h, ids, true, notes, Some(f)));
+                }
+                Err(e) => notes.push(format!(
+                    "the cached token ids {} are damaged ({e:#}); preparing the corpus again",
+                    f.display()
+                )),
+            }
+        }
+        if let Some(h) = encode_to(
+            source,
+            &tokenizer,
+            form,
+            n_train,
+            &f,
+            ids_key.as_bytes(),
+            progress,
+        )? {
+            let (_, ids) = open_tokens(&f, ids_key.as_bytes(), vocab)
+                .with_context(|| format!("reading back {}", f.display()))?;
+            return Ok(streamed(tokenizer, h, ids, false, notes, Some(f)));
+        }
+        notes.push(format!(
+            "cannot write the token cache {}; using a temporary file",
+            f.display()
+        ));
+    }
+    // No cache: a temporary file, deleted once mapped (the map keeps it alive).
+    let tmp = std::env::temp_dir().join(format!(
+        "gptdash-tokens-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let h = encode_to(
+        source,
+        &tokenizer,
+        form,
+        n_train,
+        &tmp,
+        ids_key.as_bytes(),
+        progress,
+    )?
+    .ok_or_else(|| anyhow!("cannot write a temporary token file {}", tmp.display()))?;
+    let opened = open_tokens(&tmp, ids_key.as_bytes(), vocab);
+    let _ = std::fs::remove_file(&tmp);
+    let (_, ids) = opened?;
+    Ok(streamed(tokenizer, h, ids, false, notes, None))
+}
+
+static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn read_small_large(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    crate::data::files::open_regular(path, "cache entry", crate::data::files::MAX_FILE_BYTES)?
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn streamed(
+    tokenizer: TextTokenizer,
+    h: Header,
+    ids: MappedIds,
+    cached: bool,
+    notes: Vec<String>,
+    file: Option<PathBuf>,
+) -> Streamed {
+    Streamed {
+        tokenizer,
+        ids: Arc::new(TokenIds::Mapped(ids)),
+        train: (0, h.train_end as usize),
+        test: (h.test_start as usize, h.tokens as usize),
+        train_docs: h.train_docs as usize,
+        test_docs: h.test_docs as usize,
+        cached,
+        notes,
+        file,
+    }
+}
+
+/// The first training documents, normalised, up to `limit` bytes (at least one).
+fn sample_docs(
+    source: &CorpusSource,
+    n_train: u64,
+    limit: usize,
+    form: TextForm,
+) -> Result<Vec<String>> {
+    let mut reader = DocReader::new(source);
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut n = 0u64;
+    while n < n_train && (bytes < limit || out.is_empty()) {
+        let Some(doc) = reader.next_doc()? else { break };
+        n += 1;
+        if n.is_multiple_of(4096) {
+            crate::interrupt::check()?;
+        }
+        let doc = form.apply(&doc);
+        bytes += doc.len();
+        out.push(doc);
+    }
+    Ok(out)
+}
+
+/// Encodes every document into the token file `path`; `None` when it cannot be written.
+/// Documents are read on a thread of their own, in batches of about [`BATCH_BYTES`],
+/// while the encoder works on the one before.
+fn encode_to(
+    source: &CorpusSource,
+    tokenizer: &TextTokenizer,
+    form: TextForm,
+    n_train: u64,
+    path: &Path,
+    key: &[u8],
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Option<Header>> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let created = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::File::create(&tmp));
+    let Ok(file) = created else { return Ok(None) };
+    let result = write_tokens(source, tokenizer, form, n_train, file, key, progress);
+    match result {
+        Ok(Some(h)) => match std::fs::rename(&tmp, path) {
+            Ok(()) => Ok(Some(h)),
+            Err(_) => {
+                let _ = std::fs::remove_file(&tmp);
+                Ok(None)
+            }
+        },
+        Ok(None) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_tokens(
+    source: &CorpusSource,
+    tokenizer: &TextTokenizer,
+    form: TextForm,
+    n_train: u64,
+    file: std::fs::File,
+    key: &[u8],
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Option<Header>> {
+    use rayon::prelude::*;
+    let wide = tokenizer.vocab_size() > usize::from(u16::MAX) + 1;
+    let eot = tokenizer.eot_id();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let io = |e: std::io::Error| anyhow!("{e}");
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut tokens = 0u64;
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut push = |ids: &mut dyn Iterator<Item = u32>,
+                    w: &mut std::io::BufWriter<std::fs::File>,
+                    hash: &mut xxhash_rust::xxh3::Xxh3,
+                    tokens: &mut u64|
+     -> std::io::Result<()> {
+        out.clear();
+        for id in ids {
+            if wide {
+                out.extend_from_slice(&id.to_le_bytes());
+            } else {
+                out.extend_from_slice(&(id as u16).to_le_bytes());
+            }
+            *tokens += 1;
+        }
+        hash.update(&out);
+        w.write_all(&out)
+    };
+    if w.write_all(&[0u8; HEADER]).is_err() {
+        return Ok(None);
+    }
+    // Documents mode: the stream opens with <|endoftext|>, as GPT-2 frames documents.
+    if push(&mut eot.into_iter(), &mut w, &mut hash, &mut tokens).is_err() {
+        return Ok(None);
+    }
+    let mut reader = DocReader::new(source);
+    let total = reader.total_bytes();
+    let count = reader.count.clone();
+    let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<String>>>(2);
+    let feeder = std::thread::Builder::new()
+        .name("gptdash-read".into())
+        .spawn(move || loop {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let next = loop {
+                if crate::interrupt::stop_requested() {
+                    break Ok(false);
+                }
+                match reader.next_doc() {
+                    Ok(Some(d)) => {
+                        bytes += d.len();
+                        batch.push(d);
+                        if bytes >= BATCH_BYTES {
+                            break Ok(true);
+                        }
+                    }
+                    Ok(None) => break Ok(false),
+                    Err(e) => break Err(e),
+                }
+            };
+            let more = match next {
+                Ok(more) => more,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+                return;
+            }
+            if !more {
+                return;
+            }
+        })
+        .map_err(|e| anyhow!("cannot start a thread to read the corpus: {e}"))?;
+    let mut docs = 0u64;
+    let mut train_end = None;
+    progress("encode", 0, total);
+    for batch in rx.iter() {
+        crate::interrupt::check()?;
+        let batch = batch?;
+        let texts: Vec<String> = batch.par_iter().map(|d| form.apply(d)).collect();
+        let encoded = tokenizer.encode_batch_with(&texts, |_| {})?;
+        for ids in encoded {
+            let framed = ids.into_iter().chain(eot);
+            if push(&mut { framed }, &mut w, &mut hash, &mut tokens).is_err() {
+                return Ok(None);
+            }
+            docs += 1;
+            if docs == n_train {
+                train_end = Some(tokens);
+            }
+        }
+        progress("encode", count.get(), total);
+    }
+    let _ = feeder.join();
+    crate::interrupt::check()?;
+    let train_end = train_end.ok_or_else(|| anyhow!("the corpus changed while it was read"))?;
+    let h = Header {
+        width: if wide { 4 } else { 2 },
+        tokens,
+        train_end,
+        // The test stream opens with the <|endoftext|> that closed the last training
+        // document, as a test split prepared on its own would.
+        test_start: train_end - u64::from(eot.is_some()),
+        train_docs: n_train,
+        test_docs: docs - n_train,
+    };
+    if h.test_start >= h.tokens {
+        bail!("corpus {}: the test split has no tokens", source.name);
+    }
+    let digest = hash.digest128().to_le_bytes();
+    let head = h.bytes();
+    let mut tagged = head.to_vec();
+    tagged.extend_from_slice(&digest);
+    let tag = keyed_digest(key, &tagged);
+    let finish = (|| -> std::io::Result<()> {
+        w.write_all(&digest)?;
+        w.write_all(&tag)?;
+        let mut file = w.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&head)?;
+        file.sync_all()
+    })();
+    finish.map_err(io).map(|()| Some(h)).or(Ok(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DataMode;
+    use crate::data::corpus::{Corpus, EpochOrder, Examples};
+
+    fn source(dir: &Path, text: &str, split: DocSplit) -> CorpusSource {
+        let path = dir.join("docs.txt");
+        std::fs::write(&path, text).unwrap();
+        CorpusSource {
+            name: "docs".into(),
+            spec: path.display().to_string(),
+            files: vec![path],
+            docs: split,
+            mode: DataMode::Documents,
+        }
+    }
+
+    fn settings() -> DataSettings {
+        DataSettings {
+            mode: Some(DataMode::Documents),
+            vocab_size: 300,
+            ..DataSettings::default()
+        }
+    }
+
+    fn docs_text() -> String {
+        (0..400)
+            .map(|i| {
+                format!(
+                    "Review {i}: a {} film, {} out of ten.\n",
+                    ["fine", "dull", "long"][i % 3],
+                    i % 11
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn documents_are_read_by_lines_and_by_marker_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.txt");
+        let b = dir.path().join("b.txt");
+        std::fs::write(
+            &a,
+            "One.\nTwo\n lines.\n<|endoftext|>\n\n<|endoftext|>\nThree",
+        )
+        .unwrap();
+        std::fs::write(&b, "Four.\n<|endoftext|>\n").unwrap();
+        let src = CorpusSource {
+            name: "x".into(),
+            spec: "x".into(),
+            files: vec![a, b],
+            docs: DocSplit::Marker("<|endoftext|>".into()),
+            mode: DataMode::Documents,
+        };
+        let mut r = DocReader::new(&src);
+        let mut got = Vec::new();
+        while let Some(d) = r.next_doc().unwrap() {
+            got.push(d);
+        }
+        assert_eq!(got, ["One.\nTwo\n lines.", "Three", "Four."]);
+        let lines = CorpusSource {
+            docs: DocSplit::Lines,
+            ..src
+        };
+        let mut r = DocReader::new(&lines);
+        let mut n = 0;
+        while r.next_doc().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 8);
+    }
+
+    #[test]
+    fn a_bad_byte_is_named_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.txt");
+        std::fs::write(&path, b"fine\nal\xffso\n").unwrap();
+        let src = CorpusSource {
+            name: "bad".into(),
+            spec: "bad".into(),
+            files: vec![path],
+            docs: DocSplit::Lines,
+            mode: DataMode::Documents,
+        };
+        let mut r = DocReader::new(&src);
+        assert_eq!(r.next_doc().unwrap().as_deref(), Some("fine"));
+        let msg = format!("{:#}", r.next_doc().unwrap_err());
+        assert!(msg.contains("bad.txt:2") && msg.contains("UTF-8"), "{msg}");
+    }
+
+    /// The acceptance test: the token file read memory-mapped gives the batches today's
+    /// in-memory path gives, for the same corpus, tokenizer and seed.
+    #[test]
+    fn the_mapped_token_file_gives_the_in_memory_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let text = docs_text();
+        let src = source(dir.path(), &text, DocSplit::Lines);
+        let data = settings();
+        let streamed = prepare_stream(&src, &data, None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        assert!(!streamed.cached);
+        assert!(matches!(*streamed.ids, TokenIds::Mapped(_)));
+        // Today's path: the whole text in memory, split, the same tokenizer (the sample
+        // holds every training document of a corpus this small), Examples::from_encoded.
+        let corpus = Corpus::load(src.files[0].to_str().unwrap()).unwrap();
+        let mem =
+            crate::data::prepare::prepare(&corpus, &data, None, None, &mut |_, _, _| {}).unwrap();
+        assert_eq!(
+            mem.tokenizer.to_json().unwrap(),
+            streamed.tokenizer.to_json().unwrap(),
+            "the sample of a small corpus is all of its training text"
+        );
+        assert_eq!(
+            (mem.train.len(), mem.test.len()),
+            (streamed.train_docs, streamed.test_docs)
+        );
+        let eot = mem.tokenizer.eot_id();
+        for block in [7, 16] {
+            let train_mem =
+                Examples::from_encoded(mem.train.clone(), eot, block, DataMode::Documents);
+            let test_mem =
+                Examples::from_encoded(mem.test.clone(), eot, block, DataMode::Documents);
+            let train_map = Examples::packed(
+                streamed.ids.clone(),
+                streamed.train.0,
+                streamed.train.1,
+                block,
+            );
+            let test_map = Examples::packed(
+                streamed.ids.clone(),
+                streamed.test.0,
+                streamed.test.1,
+                block,
+            );
+            assert_eq!(train_mem.len(), train_map.len());
+            assert_eq!(train_mem.target_tokens(), train_map.target_tokens());
+            let (mut a, mut b) = (EpochOrder::new(1337), EpochOrder::new(1337));
+            for step in 0..200 {
+                assert_eq!(
+                    train_mem.train_batch(step, 8, &mut a),
+                    train_map.train_batch(step, 8, &mut b),
+                    "step {step}"
+                );
+            }
+            assert_eq!(test_mem.eval_batches(8, 0), test_map.eval_batches(8, 0));
+        }
+        // A second run starts from the cache: no text read, the same ids.
+        let again = prepare_stream(&src, &data, None, Some(&cache), &mut |stage, _, _| {
+            assert_ne!(stage, "read", "the survey is remembered");
+            assert_ne!(stage, "encode");
+        })
+        .unwrap();
+        assert!(again.cached);
+        assert_eq!(*again.ids, *streamed.ids);
+        // Without a cache, the same ids from a temporary file.
+        let fresh = prepare_stream(&src, &data, None, None, &mut |_, _, _| {}).unwrap();
+        assert_eq!(*fresh.ids, *streamed.ids);
+        assert_eq!((fresh.train, fresh.test), (streamed.train, streamed.test));
+    }
+
+    #[test]
+    fn the_tokenizer_sample_is_bounded_and_keyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path(), &docs_text(), DocSplit::Lines);
+        let sample = sample_docs(&src, 320, 1000, TextForm::default()).unwrap();
+        let bytes: usize = sample.iter().map(String::len).sum();
+        assert!(bytes >= 1000 && bytes < 1100, "{bytes}");
+        assert!(
+            sample_docs(&src, 3, usize::MAX, TextForm::default())
+                .unwrap()
+                .len()
+                == 3,
+            "never past the training split"
+        );
+    }
+
+    #[test]
+    fn a_damaged_token_file_is_a_miss_rebuilt_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let src = source(dir.path(), &docs_text(), DocSplit::Lines);
+        let data = settings();
+        let first = prepare_stream(&src, &data, None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        let f = first.file.clone().unwrap();
+        let mut want = Vec::new();
+        first.ids.extend_into(0, first.ids.len(), &mut want);
+        drop(first);
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[HEADER + 10] ^= 1;
+        std::fs::write(&f, &bytes).unwrap();
+        let again = prepare_stream(&src, &data, None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        assert!(!again.cached);
+        assert!(
+            again.notes.iter().any(|n| n.contains("damaged")),
+            "{:?}",
+            again.notes
+        );
+        let mut got = Vec::new();
+        again.ids.extend_into(0, again.ids.len(), &mut got);
+        assert_eq!(got, want);
+        // Truncated, or filed under another key: misses too.
+        let bytes = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(open_tokens(&f, b"k", 300).is_err());
+        std::fs::write(&f, &bytes).unwrap();
+        assert!(open_tokens(&f, b"another key", 300).is_err());
+        // Ids past the vocabulary of another tokenizer.
+        let msg = format!(
+            "{:#}",
+            open_tokens(&f, f.file_stem().unwrap().to_str().unwrap().as_bytes(), 10).unwrap_err()
+        );
+        assert!(msg.contains("outside the vocabulary"), "{msg}");
+    }
+
+    #[test]
+    fn an_edited_corpus_misses_the_survey() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let src = source(dir.path(), &docs_text(), DocSplit::Lines);
+        let a = survey(&src, Some(&cache), &mut |_, _, _| {}).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let src = source(
+            dir.path(),
+            &docs_text().replace("fine", "fun"),
+            DocSplit::Lines,
+        );
+        let b = survey(&src, Some(&cache), &mut |_, _, _| {}).unwrap();
+        assert_ne!(a.digest, b.digest);
+        assert_eq!(a.docs, b.docs);
+    }
+}
