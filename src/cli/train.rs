@@ -18,7 +18,7 @@ pub struct TrainArgs {
     /// `small` (built-in corpus), a corpus name from `gptdash data list` (imdb,
     /// tinystories, ...: downloaded from the Hugging Face hub the first time), or a path
     /// to a UTF-8 text file (`./imdb` for a file called like a corpus).
-    #[arg(long, value_name = "small|PATH")]
+    #[arg(long, value_name = "small|NAME|PATH")]
     pub corpus: Option<String>,
     /// Model preset: gpt-nano, gpt-micro, gpt-mini, gpt2, or custom (with the sizes below).
     #[arg(long, value_name = "PRESET")]

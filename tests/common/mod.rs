@@ -232,3 +232,213 @@ pub fn serve(files: Vec<(String, Vec<u8>)>) -> (String, std::thread::JoinHandle<
     });
     (addr, handle)
 }
+
+/// How the stand-in hub of [`serve_hub`] misbehaves for one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Sends the first half of the first download, then holds the connection open.
+    StallFirst,
+    /// Records this size in the repository listing instead of the real one.
+    WrongSize,
+    /// Records another sha256 in the repository listing.
+    WrongHash,
+}
+
+/// A file a [`serve_hub`] dataset holds: its path in the repository and bytes.
+pub struct HubFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub fault: Option<Fault>,
+}
+
+pub fn hub_file(path: &str, bytes: Vec<u8>) -> HubFile {
+    HubFile {
+        path: path.into(),
+        bytes,
+        fault: None,
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A stand-in for the hub serving the datasets `repos` (repo, revision, files) as the hub
+/// does: `GET /datasets/{repo}/resolve/{rev}/{file}` with `Range`, the LFS headers
+/// (`X-Linked-Etag` = sha256), and `GET /api/datasets/{repo}/revision/{rev}` listing every
+/// file's size and LFS sha256. Returns the endpoint and a log of `path range-start`.
+pub fn serve_hub(
+    repos: Vec<(&str, &str, Vec<HubFile>)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut routes: HashMap<String, (Vec<u8>, Option<Fault>, bool)> = HashMap::new();
+    for (repo, rev, files) in repos {
+        let siblings: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| {
+                let size = f.bytes.len() + usize::from(f.fault == Some(Fault::WrongSize)) * 7;
+                let sha = if f.fault == Some(Fault::WrongHash) {
+                    sha256_hex(b"something else")
+                } else {
+                    sha256_hex(&f.bytes)
+                };
+                serde_json::json!({"rfilename": f.path, "size": size, "lfs": {"sha256": sha, "size": size}})
+            })
+            .collect();
+        let listing = serde_json::json!({"id": repo, "sha": "0123456789abcdef0123456789abcdef01234567", "siblings": siblings});
+        routes.insert(
+            format!("/api/datasets/{repo}/revision/{}", rev.replace('/', "%2F")),
+            (listing.to_string().into_bytes(), None, true),
+        );
+        for f in files {
+            routes.insert(
+                format!(
+                    "/datasets/{repo}/resolve/{}/{}",
+                    rev.replace('/', "%2F"),
+                    f.path
+                ),
+                (f.bytes, f.fault, false),
+            );
+        }
+    }
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut stalled = std::collections::HashSet::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut range = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("range: bytes=") {
+                    let (a, b) = v.trim().split_once('-').unwrap();
+                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
+                }
+            }
+            let full = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let path = full.split('?').next().unwrap_or("").to_string();
+            log2.lock()
+                .unwrap()
+                .push(format!("{path} {}", range.map_or(0, |r| r.0)));
+            let response = match routes.get(&path) {
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+                Some((body, _, true)) => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(body);
+                    r
+                }
+                Some((body, fault, false)) => {
+                    let (start, end) = match range {
+                        Some((a, b)) => (a, b.unwrap_or(body.len() - 1).min(body.len() - 1)),
+                        None => (0, body.len() - 1),
+                    };
+                    let chunk = &body[start..=end];
+                    let mut r = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\n\
+                         ETag: \"{}\"\r\nX-Linked-Etag: \"{}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
+                        chunk.len(),
+                        body.len(),
+                        &sha256_hex(body)[..40],
+                        sha256_hex(body)
+                    )
+                    .into_bytes();
+                    let stall = *fault == Some(Fault::StallFirst)
+                        && chunk.len() > 1
+                        && stalled.insert(path.clone());
+                    if stall {
+                        r.extend_from_slice(&chunk[..chunk.len() / 2]);
+                        let _ = stream.write_all(&r);
+                        let _ = stream.flush();
+                        // Held open: the client waits until it is stopped.
+                        let hold = stream;
+                        std::thread::spawn(move || {
+                            std::thread::sleep(std::time::Duration::from_secs(120));
+                            drop(hold);
+                        });
+                        continue;
+                    }
+                    r.extend_from_slice(chunk);
+                    r
+                }
+            };
+            let _ = stream.write_all(&response);
+            let _ = stream.flush();
+        }
+    });
+    (addr, log)
+}
+
+/// A parquet file with a `text` (string) and a `label` (int64) column, `group` rows per
+/// row group, as the hub's dataset files are.
+pub fn text_parquet(path: &Path, rows: &[&str], group: usize) {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message schema { REQUIRED BYTE_ARRAY text (UTF8); REQUIRED INT64 label; }",
+        )
+        .unwrap(),
+    );
+    let file = std::fs::File::create(path).unwrap();
+    let mut w =
+        SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build()))
+            .unwrap();
+    for chunk in rows.chunks(group.max(1)) {
+        let mut rg = w.next_row_group().unwrap();
+        let values: Vec<ByteArray> = chunk.iter().map(|s| ByteArray::from(*s)).collect();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let labels: Vec<i64> = (0..chunk.len() as i64).map(|i| i % 2).collect();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(&labels, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// The real binary with extra environment variables.
+pub fn gptdash_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gptdash"));
+    cmd.current_dir(dir)
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+        .env("HOME", dir)
+        .env("COLUMNS", "120")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the gptdash binary runs")
+}
