@@ -769,6 +769,30 @@ mod tests {
         assert_eq!(s.finetune.sst2, "hub");
         assert_eq!(s.data.mode, Some(DataMode::Documents));
         assert!(s.data.lowercase && s.data.ptb_split);
+        // Both recipes take their corpus from the catalog.
+        assert_eq!(s.data.corpus, "imdb");
+        let stories = include_str!("../configs/tinystories.toml");
+        let t = Settings::from_toml(stories).expect("configs/tinystories.toml parses");
+        t.validate().expect("configs/tinystories.toml is valid");
+        assert_eq!(t.data.corpus, "tinystories");
+        assert!(crate::data::catalog::is_name(&t.data.corpus));
+    }
+
+    #[test]
+    fn no_file_under_configs_refers_to_shared() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains("../shared") && !text.contains("shared/data"),
+                "{} refers to ../shared",
+                path.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 2);
     }
 
     #[test]

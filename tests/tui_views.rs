@@ -175,6 +175,57 @@ fn preparation_shows_in_the_gauge_and_the_log() {
 }
 
 #[test]
+fn c_lists_the_named_corpora_with_sizes_and_whether_each_is_here() {
+    let mut app = App::new(Settings::default());
+    app.update(key('c'));
+    let screen = render(&app, 140, 40);
+    shows_all(
+        &screen,
+        &[
+            " corpora ",
+            "small",
+            "built in",
+            "imdb",
+            "84 MB",
+            "tinystories",
+            "2.3 GB",
+            "wikitext-103",
+            "documents",
+            "type a name",
+        ],
+    );
+    // Typing a name sets the next run's corpus.
+    for _ in 0.."small".len() {
+        app.update(Msg::Key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Backspace,
+            crossterm::event::KeyModifiers::NONE,
+        )));
+    }
+    for c in "imdb".chars() {
+        app.update(key(c));
+    }
+    app.update(Msg::Key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Enter,
+        crossterm::event::KeyModifiers::NONE,
+    )));
+    let screen = render(&app, 140, 40);
+    assert!(!screen.contains(" corpora "), "{screen}");
+    shows_all(&screen, &["corpus set to imdb"]);
+}
+
+#[test]
+fn downloads_show_in_megabytes() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Worker(Event::prepare(
+        "download", 12_300_000, 84_000_000,
+    )));
+    shows_all(
+        &render(&app, 140, 40),
+        &["preparing: download 12.3/84.0 MB"],
+    );
+}
+
+#[test]
 fn a_small_terminal_gets_a_notice_not_a_panic() {
     let app = trained_app();
     for (w, h) in [

@@ -166,7 +166,7 @@ const TRAIN: &[Binding] = &[
     bind(&[(ch(' '), Action::StartPauseResume)], "space", Some("start/pause/resume"), "start / pause / resume training"),
     bind(&[(ch('x'), Action::Stop)], "x", Some("stop"), "stop the run: it saves; the model stays for generation"),
     bind(&[(ch('s'), Action::Save)], "s", Some("save"), "save a checkpoint"),
-    bind(&[(ch('c'), Action::ChooseCorpus)], "c", Some("corpus"), "choose the corpus: small or a file path"),
+    bind(&[(ch('c'), Action::ChooseCorpus)], "c", Some("corpus"), "choose the corpus: a name (the list shows which are here) or a file path"),
     bind(&[(ch('o'), Action::OpenCheckpoint)], "o", Some("open checkpoint"), "open (load) a checkpoint for generation"),
     bind(&[(ch('p'), Action::NextPreset)], "p", Some("preset"), "next model preset (gpt-nano, gpt-micro, gpt-mini, gpt2)"),
     bind(&[(ch('l'), Action::ToggleLogScale)], "l", Some("log scale"), "log-scale loss chart"),

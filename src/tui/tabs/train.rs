@@ -74,6 +74,9 @@ pub struct TrainTab {
     pub smoothing: f64,
     /// A path being typed (after `c` or `o`), if any.
     pub input: Option<(PathInput, String)>,
+    /// The catalog of named corpora and which are on this machine, as it was when `c`
+    /// opened the corpus input (shown while it is open).
+    pub corpora: Vec<crate::data::catalog::Status>,
     pub last_saved: Option<String>,
     /// The data preparation under way: stage, done, total.
     pub preparing: Option<(String, u64, u64)>,
@@ -96,6 +99,7 @@ impl TrainTab {
             log_scale,
             smoothing,
             input: None,
+            corpora: Vec::new(),
             last_saved: None,
             preparing: None,
             gpu: None,
@@ -244,6 +248,16 @@ impl TrainTab {
     }
 }
 
+/// `done/total` of a preparation stage; bytes (downloads, streamed corpora) in MB.
+pub fn progress_counts(stage: &str, done: u64, total: u64) -> String {
+    let bytes = matches!(stage, "download" | "verify") || total >= 1 << 20;
+    if bytes && matches!(stage, "download" | "verify" | "read" | "encode") {
+        format!("{:.1}/{:.1} MB", done as f64 / 1e6, total as f64 / 1e6)
+    } else {
+        format!("{done}/{total}")
+    }
+}
+
 /// The device, threads and precision, as far as they are known: `cpu (2 threads, f32)`.
 pub fn device_line(info: &RunInfo) -> String {
     let mut how = Vec::new();
@@ -333,6 +347,10 @@ impl Page for TrainTab {
             Action::Stop => return vec![Command::Stop],
             Action::Save => return vec![Command::Save(None)],
             Action::ChooseCorpus => {
+                self.corpora = crate::data::catalog::entries()
+                    .iter()
+                    .map(|e| e.status())
+                    .collect();
                 self.input = Some((PathInput::Corpus, shared.settings.data.corpus.clone()))
             }
             Action::OpenCheckpoint => {
@@ -374,7 +392,10 @@ impl Page for TrainTab {
             } => shared.log("training finished; the model is ready on the Generate tab"),
             Event::Prepare { stage, done, total } => {
                 if done == total {
-                    shared.log(format!("prepared: {stage} ({done}/{total})"));
+                    shared.log(format!(
+                        "prepared: {stage} ({})",
+                        progress_counts(stage, *done, *total)
+                    ));
                 }
                 self.preparing = Some((stage.clone(), *done, *total));
             }

@@ -22,7 +22,10 @@ pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
         Constraint::Min(3),
     ])
     .areas(left);
-    draw_chart(frame, t, chart);
+    match &t.input {
+        Some((super::PathInput::Corpus, _)) => draw_corpora(frame, t, chart),
+        _ => draw_chart(frame, t, chart),
+    }
     draw_sparkline(frame, t, spark);
     draw_log(frame, shared, log);
     let on_gpu = t
@@ -45,6 +48,54 @@ pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
 
 /// The GPU panel of a CUDA run: NVML's utilisation, memory, temperature and power, or
 /// why there are none.
+/// The named corpora while the corpus is being typed: sizes, and whether each is here.
+fn draw_corpora(frame: &mut Frame, t: &TrainTab, area: Rect) {
+    let size = |mb: f64| {
+        if mb >= 1000.0 {
+            format!("{:.1} GB", mb / 1000.0)
+        } else if mb >= 10.0 {
+            format!("{mb:.0} MB")
+        } else {
+            format!("{mb:.1} MB")
+        }
+    };
+    let mut lines = vec![Line::styled(
+        format!(
+            "{:<14}{:<11}{:>9}  {:<10}{}",
+            "name", "here", "download", "mode", "what"
+        ),
+        theme::muted(),
+    )];
+    for c in &t.corpora {
+        let here = match c.here {
+            "not here" => Span::styled(format!("{:<11}", c.here), theme::muted()),
+            _ => Span::styled(format!("{:<11}", c.here), theme::key()),
+        };
+        let download = if c.repo.is_empty() {
+            "-".to_string()
+        } else {
+            size(c.download_mb)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<14}", c.name), theme::title()),
+            here,
+            Span::raw(format!("{download:>9}  {:<10}", c.mode.name())),
+            Span::styled(c.description.clone(), theme::muted()),
+        ]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled(
+        "type a name (one not here downloads from the Hugging Face hub when the run starts) or a file path; Enter uses it, Esc cancels",
+        theme::muted(),
+    ));
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(" corpora ")),
+        area,
+    );
+}
+
 fn draw_gpu(frame: &mut Frame, t: &TrainTab, area: Rect) {
     let lines = match t.gpu.as_ref() {
         Some(crate::protocol::GpuStatus {
@@ -464,7 +515,13 @@ fn draw_gauge(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let (ratio, label) = match (&t.info, &t.preparing) {
         (None, Some((stage, done, total))) => {
             let ratio = (*done as f64 / (*total).max(1) as f64).clamp(0.0, 1.0);
-            (ratio, format!("preparing: {stage} {done}/{total}"))
+            (
+                ratio,
+                format!(
+                    "preparing: {stage} {}",
+                    super::progress_counts(stage, *done, *total)
+                ),
+            )
         }
         // A stream that does not say how long the run is.
         _ if max == 0 => (0.0, format!("step {iter}")),
