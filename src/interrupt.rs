@@ -112,6 +112,16 @@ pub fn check() -> Result<()> {
 /// every 50 ms: a stage that has no safe points of its own (a blocking read, a
 /// library's tokenizer training) is then left behind, to end with the process, and
 /// `Err(Interrupted)` returned at once.
+/// A caught panic as an error with its message.
+fn panic_error(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    anyhow::anyhow!("internal error: {what}")
+}
+
 /// [`interruptible`] for work that reports progress: `work` gets a callback whose
 /// `(stage, done, total)` reach `progress` on this thread.
 pub fn interruptible_progress<T: Send + 'static>(
@@ -129,18 +139,19 @@ pub fn interruptible_progress<T: Send + 'static>(
             };
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut report)))
-                    .unwrap_or_else(|_| {
-                        Err(anyhow::anyhow!(
-                            "internal error while {what_}",
-                            what_ = "working"
-                        ))
-                    });
+                    .unwrap_or_else(|panic| Err(panic_error(panic.as_ref())));
             let _ = done_tx.send(result);
         })
         .map_err(|e| anyhow::anyhow!("cannot start a thread for {what}: {e}"))?;
     loop {
         crossbeam_channel::select! {
-            recv(rx) -> msg => if let Ok((stage, done, total)) = msg { progress(&stage, done, total) },
+            recv(rx) -> msg => {
+                if let Ok((stage, done, total)) = msg {
+                    progress(&stage, done, total);
+                }
+                // A busy stream of progress must not keep Ctrl-C waiting.
+                check()?;
+            },
             recv(done_rx) -> result => {
                 for (stage, done, total) in rx.try_iter() {
                     progress(&stage, done, total);
@@ -162,14 +173,7 @@ pub fn interruptible<T: Send + 'static>(
         .spawn(move || {
             // A panic is reported as an error with its message, not lost with the thread.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Err(anyhow::anyhow!("internal error: {what}"))
-                });
+                .unwrap_or_else(|panic| Err(panic_error(panic.as_ref())));
             let _ = tx.send(result);
         })
         .map_err(|e| anyhow::anyhow!("cannot start a thread for {what}: {e}"))?;
@@ -194,6 +198,28 @@ mod tests {
         let e = interruptible::<()>("test", || anyhow::bail!("no")).unwrap_err();
         assert_eq!(e.to_string(), "no");
         let e = interruptible::<()>("test", || panic!("boom")).unwrap_err();
+        assert!(e.to_string().contains("boom"), "{e}");
+    }
+
+    #[test]
+    fn interruptible_progress_forwards_progress_in_order_and_the_result() {
+        let mut seen = Vec::new();
+        let r = interruptible_progress(
+            "test",
+            |p| {
+                for i in 0..5 {
+                    p("download", i, 4);
+                }
+                Ok(7)
+            },
+            &mut |stage, done, total| seen.push((stage.to_string(), done, total)),
+        )
+        .unwrap();
+        assert_eq!(r, 7);
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen[4], ("download".to_string(), 4, 4));
+        let e = interruptible_progress::<()>("test", |_| panic!("boom"), &mut |_, _, _| {})
+            .unwrap_err();
         assert!(e.to_string().contains("boom"), "{e}");
     }
 

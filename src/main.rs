@@ -29,7 +29,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Train(train)) => cli::train::run(&train, settings),
         Some(Command::Generate(generate)) => cli::generate::run(&generate, settings),
         Some(Command::Bench(bench)) => cli::bench::run(&bench),
-        Some(Command::Data(args)) => cli::data::run(&args),
+        Some(Command::Data(args)) => cli::data::run(&args, settings),
         Some(Command::Export(args)) => cli::export::run(&args),
         Some(Command::Finetune(args)) => cli::finetune::run(&args, settings),
         Some(Command::Classify(args)) => cli::finetune::classify(&args, settings),

@@ -219,8 +219,26 @@ fn an_interrupted_download_resumes_where_it_stopped() {
     let out = gptdash_env(d, &["data", "path", "tinystories"], &env(&endpoint, &hf));
     let files: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     assert_eq!(files.len(), 2);
-    assert_eq!(std::fs::read(&files[0]).unwrap(), train);
-    assert_eq!(std::fs::read(&files[1]).unwrap(), valid);
+    assert!(std::fs::read(&files[0]).unwrap() == train);
+    assert!(std::fs::read(&files[1]).unwrap() == valid);
+
+    // A cached file damaged since it was checked (the same size, one byte changed) is
+    // checked again against the sha256 that names it, deleted and fetched afresh.
+    let mut damaged = train.clone();
+    damaged[100] ^= 1;
+    let blob = std::fs::canonicalize(&files[0]).unwrap();
+    std::fs::write(&blob, &damaged).unwrap();
+    let out = gptdash_env(
+        d,
+        &["data", "get", "tinystories", "--json"],
+        &env(&endpoint, &hf),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read(&files[0]).unwrap() == train,
+        "still damaged: {}",
+        stdout(&out)
+    );
 
     // And a run trains on it by name, streamed: documents mode from the catalog.
     let out = gptdash_env(
@@ -291,6 +309,14 @@ fn a_file_that_does_not_match_the_hubs_record_is_refused_and_deleted() {
             "{err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        // The refused download is gone: only hf-hub's lock files stay.
+        let blobs = hf_home.join("hub/datasets--roneneldan--TinyStories/blobs");
+        let left: Vec<String> = std::fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         let out = gptdash_env(d, &["data", "path", "tinystories"], &env(&endpoint, &hf));
         assert_eq!(out.status.code(), Some(1), "not here after a refusal");
     }
@@ -317,6 +343,7 @@ fn offline_errors_name_the_url_the_file_and_where_to_put_it_and_files_put_there_
             let out = gptdash_env(d, args, &envs);
             assert_eq!(out.status.code(), Some(2), "{args:?}");
             let err = stderr(&out);
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
             assert!(
                 err.contains(url)
                     && err.contains("TinyStoriesV2-GPT4-train.txt")

@@ -31,6 +31,9 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare a corpus for training as `train` would (download, tokenizer, token ids in
+    /// the cache) without training: the next run on it starts in seconds.
+    Prepare(PrepareArgs),
     /// Where a corpus's files are on this machine (exit 1 when it is not here).
     Path {
         /// A corpus name (gptdash data list).
@@ -38,6 +41,26 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrepareArgs {
+    /// `small`, a corpus name, or a text file (default: the config's data.corpus).
+    #[arg(long, value_name = "small|NAME|PATH")]
+    pub corpus: Option<String>,
+    /// Use this tokenizer.json instead of training a BPE on the corpus.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<std::path::PathBuf>,
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::config::DataMode>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(260..))]
+    pub vocab_size: Option<u64>,
+    /// Prepare without the per-user cache (a measurement of a cold start).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Progress and the summary as JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn entry(name: &str) -> Result<Entry> {
@@ -63,8 +86,9 @@ fn mb(x: f64) -> String {
     }
 }
 
-pub fn run(args: &DataArgs) -> Result<()> {
+pub fn run(args: &DataArgs, settings: crate::config::Settings) -> Result<()> {
     match &args.command {
+        DataCommand::Prepare(p) => prepare(p, settings),
         DataCommand::List { json } => list(*json),
         DataCommand::Get { name, json } => get(name, *json),
         DataCommand::Path { name, json } => path(name, *json),
@@ -214,5 +238,77 @@ fn path(name: &str, json: bool) -> Result<()> {
             }
             std::process::exit(1)
         }
+    }
+}
+
+fn prepare(args: &PrepareArgs, mut settings: crate::config::Settings) -> Result<()> {
+    if let Some(c) = &args.corpus {
+        settings.data.corpus = c.clone();
+    }
+    if let Some(t) = &args.tokenizer {
+        settings.data.tokenizer = Some(t.clone());
+    }
+    if let Some(m) = args.mode {
+        settings.data.mode = Some(m);
+    }
+    if let Some(v) = args.vocab_size {
+        settings.data.vocab_size = v as usize;
+    }
+    if args.no_cache {
+        settings.data.cache = false;
+    }
+    let started = std::time::Instant::now();
+    let bar = (!args.json).then(|| ProgressBar::new(0));
+    let mut stage_now = String::new();
+    let ready = crate::train::lm::prepare_only(&mut settings, &mut |event| match (&bar, &event) {
+        (None, _) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", event.to_json());
+            let _ = out.flush();
+        }
+        (Some(bar), Event::Prepare { stage, done, total }) => {
+            if *stage != stage_now {
+                stage_now = stage.clone();
+                bar.set_style(
+                    ProgressStyle::with_template("{msg:>9} {bar:30.cyan/blue} {pos}/{len}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_message(stage.clone());
+            }
+            bar.set_length(*total);
+            bar.set_position(*done);
+        }
+        (Some(bar), Event::Log { message }) => bar.suspend(|| println!("{message}")),
+        _ => {}
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let ready = ready?;
+    let secs = started.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "event": "prepared",
+        "corpus": ready.name,
+        "mode": settings.data.mode().name(),
+        "vocab_size": ready.tokenizer.vocab_size(),
+        "train_texts": ready.train_texts,
+        "test_texts": ready.test_texts,
+        "train_tokens": ready.train.target_tokens() + 1,
+        "test_tokens": ready.test.target_tokens() + 1,
+        "seconds": secs,
+    });
+    if args.json {
+        super::print_stdout(&format!("{summary}\n"))
+    } else {
+        super::print_stdout(&format!(
+            "corpus {}: {} train / {} test texts, {} / {} tokens ({} mode, vocabulary {}), prepared in {secs:.1} s\n",
+            ready.name,
+            ready.train_texts,
+            ready.test_texts,
+            ready.train.target_tokens() + 1,
+            ready.test.target_tokens() + 1,
+            settings.data.mode().name(),
+            ready.tokenizer.vocab_size()
+        ))
     }
 }

@@ -116,7 +116,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
             return Err(bad("needs a repo `owner/name`, a revision and files"));
         }
         match (e.read, e.documents) {
-            (Read::Text, Documents::Lines | Documents::Marker | Documents::Whole) => {}
+            (Read::Text, Documents::Lines | Documents::Marker) => {}
             (Read::Parquet, Documents::Rows | Documents::Articles | Documents::Whole) => {}
             _ => return Err(bad("reads its documents in a way its files cannot hold")),
         }
@@ -137,8 +137,11 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
 
 /// The built-in catalog.
 pub fn entries() -> Vec<Entry> {
+    static PARSED: std::sync::OnceLock<Vec<Entry>> = std::sync::OnceLock::new();
     // A test parses the built-in catalog, so this never fails in a released binary.
-    parse(CATALOG).unwrap_or_default()
+    PARSED
+        .get_or_init(|| parse(CATALOG).unwrap_or_default())
+        .clone()
 }
 
 /// The entry called `name`.
@@ -204,14 +207,30 @@ impl Entry {
         }
     }
 
-    /// The assembled text file of a parquet entry (in gptdash's cache).
-    pub fn assembled_path(&self) -> Option<PathBuf> {
+    /// The assembled text file of a parquet entry made from `sources` (in gptdash's
+    /// cache): its name holds a hash of the entry (how it is read, cleaned, deduplicated,
+    /// shuffled) and of each source file's path, size and modification time, so another
+    /// recipe or other files (put by hand) make another file.
+    pub fn assembled_path(&self, sources: &[PathBuf]) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
         let rev: String = self
             .revision
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        assembled_dir().map(|d| d.join(format!("{}@{rev}.txt", self.name)))
+        let mut h = sha2::Sha256::new();
+        h.update(serde_json::to_string(self).ok()?.as_bytes());
+        for src in sources {
+            let real = std::fs::canonicalize(src).ok()?;
+            let m = std::fs::metadata(&real).ok()?;
+            h.update(real.as_os_str().as_encoded_bytes());
+            h.update(format!("\0{} {} {}\0", m.len(), m.mtime(), m.mtime_nsec()).as_bytes());
+        }
+        let tag: String = h.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assembled_dir().map(|d| d.join(format!("{}@{rev}-{tag}.txt", self.name)))
     }
 
     /// Each file of the entry where it is on this machine (the manual folder first,
@@ -237,7 +256,8 @@ impl Entry {
         }
         match self.read {
             Read::Parquet => {
-                let p = self.assembled_path()?;
+                let sources: Option<Vec<PathBuf>> = self.sources_here().into_iter().collect();
+                let p = self.assembled_path(&sources?)?;
                 p.is_file().then(|| Local {
                     files: vec![p],
                     docs: self.docs(),
@@ -283,13 +303,22 @@ impl Entry {
         if self.builtin {
             bail!("corpus `{}` is built in: nothing to download", self.name);
         }
-        if let Some(local) = self.local() {
+        // One gptdash at a time fetches and assembles a corpus; another waits here, then
+        // finds the files it fetched.
+        let _lock = CorpusLock::acquire(&self.name, progress)?;
+        if let (Read::Parquet, Some(local)) = (self.read, self.local()) {
             return Ok(local);
         }
+        let manual = manual_dir(&self.name);
         let mut sources = Vec::new();
-        for (file, here) in self.files.iter().zip(self.sources_here()) {
-            let path = match here {
+        for file in &self.files {
+            let by_hand = manual
+                .as_ref()
+                .map(|d| d.join(&file.path))
+                .filter(|p| p.is_file());
+            let path = match by_hand {
                 Some(p) => p,
+                // From the hub cache (checked once) or downloaded and checked.
                 None => crate::data::hub::fetch_checked(
                     &self.repo,
                     &self.revision,
@@ -308,7 +337,7 @@ impl Entry {
             }),
             Read::Parquet => {
                 let out = self
-                    .assembled_path()
+                    .assembled_path(&sources)
                     .ok_or_else(|| anyhow!("this platform has no cache folder for corpora"))?;
                 assemble(self, &sources, &out, progress)?;
                 Ok(Local {
@@ -317,6 +346,44 @@ impl Entry {
                 })
             }
         }
+    }
+}
+
+/// An exclusive lock on fetching one corpus (`flock` on a file in gptdash's cache),
+/// released when dropped or when the process ends.
+struct CorpusLock {
+    _file: Option<std::fs::File>,
+}
+
+impl CorpusLock {
+    fn acquire(name: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let Some(dir) = assembled_dir() else {
+            return Ok(Self { _file: None });
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            progress("waiting", 0, 1);
+            loop {
+                crate::interrupt::check()?;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                // SAFETY: as above.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                    break;
+                }
+            }
+            progress("waiting", 1, 1);
+        }
+        Ok(Self { _file: Some(file) })
     }
 }
 
@@ -338,12 +405,10 @@ pub fn assemble(
         .parent()
         .ok_or_else(|| anyhow!("no folder for {}", out.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let (tmp, file) = crate::data::files::create_temp_beside(out)
+        .with_context(|| format!("cannot write beside {}", out.display()))?;
     let result = (|| -> Result<()> {
-        let mut w = std::io::BufWriter::new(
-            std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?,
-        );
+        let mut w = std::io::BufWriter::new(file);
         // Documents are kept in memory only to deduplicate or shuffle them (IMDb: 130 MB);
         // otherwise they stream to the file as each row group is read.
         let hold = entry.dedup || entry.shuffle_seed.is_some();
@@ -470,9 +535,9 @@ pub fn for_each_string(
     let reader = SerializedFileReader::new(file)
         .with_context(|| format!("{} is not a parquet file", path.display()))?;
     let schema = reader.metadata().file_metadata().schema_descr();
-    let index = (0..schema.num_columns())
-        .find(|&i| schema.column(i).name() == column)
-        .ok_or_else(|| anyhow!("{} has no column `{column}`", path.display()))?;
+    if !(0..schema.num_columns()).any(|i| schema.column(i).name() == column) {
+        bail!("{} has no column `{column}`", path.display());
+    }
     for g in 0..reader.num_row_groups() {
         let group = reader
             .get_row_group(g)
@@ -507,7 +572,6 @@ pub fn for_each_string(
             }
         }
     }
-    let _ = index;
     Ok(())
 }
 

@@ -163,7 +163,32 @@ pub fn fetch_checked(
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<PathBuf> {
     if let Some(path) = cached(repo, revision, file) {
-        return Ok(path);
+        // A file gptdash has checked is used as it is. Otherwise (a download killed while
+        // it was checked, or one another tool made) an LFS file is checked against its
+        // sha256, which names its blob, offline too; a bad one is deleted and fetched again.
+        if is_verified(&path) {
+            return Ok(path);
+        }
+        let lfs = own_blob(repo, &path).and_then(|b| {
+            let name = b.file_name()?.to_str()?.to_string();
+            is_sha256(&name).then_some((b, name))
+        });
+        match lfs {
+            Some((blob, sha)) => {
+                let record = Record {
+                    size: std::fs::metadata(&blob)?.len(),
+                    sha256: Some(sha),
+                };
+                match check(&path, &record, progress)? {
+                    None => {
+                        mark_verified(&path);
+                        return Ok(path);
+                    }
+                    Some(_) => remove_download(repo, &path),
+                }
+            }
+            None => return Ok(path),
+        }
     }
     let url = file_url(repo, revision, file);
     let by_hand = match &manual {
@@ -214,35 +239,111 @@ pub fn fetch_checked(
     let path = handle
         .download_with_progress(file, Bytes::new(progress, "download"))
         .map_err(|e| anyhow!("cannot download {url} ({e}); run again to resume, {by_hand}"))?;
-    if let Err(e) = check(&path, &record, progress) {
-        // The file is gptdash's own download: it goes, so the next try starts afresh.
-        let blob = std::fs::canonicalize(&path).ok();
-        let _ = std::fs::remove_file(&path);
-        if let Some(b) = blob {
-            let _ = std::fs::remove_file(b);
+    match check(&path, &record, progress)? {
+        None => {
+            mark_verified(&path);
+            Ok(path)
         }
-        bail!(
-            "refused {url}: {e}; the download was deleted, run again to fetch it afresh, {by_hand}"
-        );
+        Some(why) => {
+            // The download this call made goes (only a blob of this repository's cache
+            // folder, never a file a link leads elsewhere to), so the next try starts afresh.
+            remove_download(repo, &path);
+            bail!("refused {url}: {why}; the download was deleted, run again to fetch it afresh, {by_hand}")
+        }
     }
-    Ok(path)
+}
+
+/// The folder of `repo`'s files in the Hugging Face cache.
+fn repo_cache(repo: &str) -> PathBuf {
+    Cache::from_env()
+        .path()
+        .join(format!("datasets--{}", repo.replace('/', "--")))
+}
+
+/// The blob a snapshot path leads to, when it is one of `repo`'s blobs in the cache.
+fn own_blob(repo: &str, pointer: &Path) -> Option<PathBuf> {
+    let blob = std::fs::canonicalize(pointer).ok()?;
+    let blobs = std::fs::canonicalize(repo_cache(repo).join("blobs")).ok()?;
+    (blob.parent() == Some(blobs.as_path())).then_some(blob)
+}
+
+fn is_sha256(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Deletes a refused download: the blob (when it is this repository's) and the link to it.
+fn remove_download(repo: &str, pointer: &Path) {
+    if let Some(blob) = own_blob(repo, pointer) {
+        let _ = std::fs::remove_file(&blob);
+        if std::fs::symlink_metadata(pointer).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(pointer);
+        }
+    }
+}
+
+/// Where gptdash records a file it has checked (by its real path).
+fn verified_marker(path: &Path) -> Option<PathBuf> {
+    use sha2::Digest;
+    let real = std::fs::canonicalize(path).ok()?;
+    let key: String = sha2::Sha256::digest(real.as_os_str().as_encoded_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    crate::paths::cache_dir().map(|d| d.join("corpora").join("verified").join(key))
+}
+
+/// A file's size, inode and modification time, as the marker records them.
+fn stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{} {} {} {}",
+        m.len(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
+fn is_verified(path: &Path) -> bool {
+    match (verified_marker(path), stamp(path)) {
+        (Some(marker), Some(now)) => std::fs::read_to_string(marker).is_ok_and(|s| s == now),
+        _ => false,
+    }
+}
+
+fn mark_verified(path: &Path) {
+    if let (Some(marker), Some(now)) = (verified_marker(path), stamp(path)) {
+        if let Some(dir) = marker.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(marker, now);
+    }
 }
 
 /// Checks a file against the hub's record: its size, then its sha256.
-pub fn check(path: &Path, record: &Record, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<()> {
+/// `Some(why)` when it does not match; an error (unreadable, or Ctrl-C) says nothing
+/// about the file, which is then kept.
+pub fn check(
+    path: &Path,
+    record: &Record,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Option<String>> {
     use sha2::Digest;
     use std::io::Read;
     let size = std::fs::metadata(path)?.len();
     if size != record.size {
-        bail!("it is {size} bytes, the hub records {}", record.size);
+        return Ok(Some(format!(
+            "it is {size} bytes, the hub records {}",
+            record.size
+        )));
     }
     let Some(expected) = &record.sha256 else {
-        return Ok(());
+        return Ok(None);
     };
     let mut file = std::fs::File::open(path)?;
     let mut hash = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
     let mut bytes = Bytes::new(progress, "verify");
     hf_hub::api::Progress::init(&mut bytes, size as usize, "");
     loop {
@@ -252,15 +353,15 @@ pub fn check(path: &Path, record: &Record, progress: &mut dyn FnMut(&str, u64, u
             break;
         }
         hash.update(&buf[..n]);
-        done += n as u64;
         hf_hub::api::Progress::update(&mut bytes, n);
     }
-    let _ = done;
     let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if &got != expected {
-        bail!("its sha256 is {got}, the hub records {expected}");
+        return Ok(Some(format!(
+            "its sha256 is {got}, the hub records {expected}"
+        )));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Byte counts for a progress callback, at most every 1% or quarter second.

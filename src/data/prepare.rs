@@ -179,12 +179,11 @@ fn hex(bytes: &[u8]) -> String {
 /// Writes `path` through a temporary file renamed into place. A cache that cannot be
 /// written is not an error: the run goes on without it.
 fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>) {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let Ok((tmp, file)) = crate::data::files::create_temp_beside(path) else {
+        return;
+    };
     let result = (|| -> Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut w = BufWriter::new(file);
         write(&mut w)?;
         w.into_inner().map_err(|e| anyhow!("{e}"))?.sync_all()?;
         std::fs::rename(&tmp, path)?;

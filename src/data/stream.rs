@@ -327,12 +327,11 @@ fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
 ) -> bool {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let Ok((tmp, file)) = crate::data::files::create_temp_beside(path) else {
+        return false;
+    };
     let ok = (|| -> Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut w = std::io::BufWriter::new(file);
         write(&mut w)?;
         w.into_inner().map_err(|e| anyhow!("{e}"))?.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -448,7 +447,20 @@ impl MappedIds {
     /// Appends ids `[start, end)` (as checked when the file was opened; an id past the
     /// vocabulary, the file changed since, becomes the last id rather than a crash).
     pub fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
-        let bytes = &self.map[HEADER + start * self.width..HEADER + end * self.width];
+        let (from, to) = (HEADER + start * self.width, HEADER + end * self.width);
+        self.read_into(&self.map[from..to], out);
+        // The pages just read leave this process's resident memory (they stay in the
+        // kernel's page cache, shared and reclaimable): otherwise random windows would
+        // map, one by one, the whole file into the run's RSS.
+        // SAFETY: a read-only map of a file nobody writes through: MADV_DONTNEED only
+        // drops page-table entries, and the next read faults the pages in from the file.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+        };
+    }
+
+    fn read_into(&self, bytes: &[u8], out: &mut Vec<i64>) {
         let last = i64::from(self.vocab.saturating_sub(1));
         if self.width == 2 {
             out.extend(
@@ -493,7 +505,26 @@ fn open_tokens(path: &Path, key: &[u8], vocab: usize) -> Result<(Header, MappedI
     if keyed_digest(key, &tagged) != trailer[16..] {
         bail!("its checksum does not match (damaged, or filed under another key)");
     }
-    // The ids, read once in chunks: their XXH3 and their range.
+    // The ids, read in chunks — their XXH3 and their range — the first time this file is
+    // opened; a marker beside it (keyed to the entry and to the file's size, inode and
+    // modification time) then lets later starts skip the scan, whatever the disk.
+    let marker = path.with_extension("verified");
+    let stamp = {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        let mut b = Vec::new();
+        for v in [m.len(), m.ino(), m.dev()] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&m.mtime().to_le_bytes());
+        b.extend_from_slice(&m.mtime_nsec().to_le_bytes());
+        b.extend_from_slice(&(vocab as u64).to_le_bytes());
+        b.extend_from_slice(&tagged);
+        keyed_digest(key, &b)
+    };
+    if read_small(&marker).is_ok_and(|m| m == stamp) {
+        return map_tokens(file, h, vocab, path);
+    }
     file.seek(SeekFrom::Start(HEADER as u64))?;
     let mut left = h.tokens * u64::from(h.width);
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
@@ -523,10 +554,22 @@ fn open_tokens(path: &Path, key: &[u8], vocab: usize) -> Result<(Header, MappedI
     if h.tokens > 0 && max as usize >= vocab {
         bail!("token id {max} is outside the vocabulary of {vocab}");
     }
+    write_atomically(&marker, |w| Ok(w.write_all(&stamp)?));
+    map_tokens(file, h, vocab, path)
+}
+
+fn map_tokens(
+    file: std::fs::File,
+    h: Header,
+    vocab: usize,
+    path: &Path,
+) -> Result<(Header, MappedIds)> {
     // SAFETY: the file is gptdash's own cache entry, written once and renamed into place,
-    // never written again; every id was checked above, and `extend_into` clamps ids, so
-    // even a file changed under the map gives wrong tokens, not undefined behaviour in
-    // this process's reads (the map is read-only).
+    // never written again (a rebuilt entry is a new file renamed over the name, which
+    // leaves this map on the old one). Every id was checked once, and `extend_into`
+    // clamps ids, so a file edited in place gives wrong tokens, never an out-of-range
+    // index; one truncated under the map would stop the process (SIGBUS), as for any
+    // program reading a file someone truncates.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     #[cfg(unix)]
     let _ = map.advise(memmap2::Advice::Random);
@@ -640,6 +683,7 @@ pub fn prepare_stream(
             &tokenizer,
             form,
             n_train,
+            s.docs,
             &f,
             ids_key.as_bytes(),
             progress,
@@ -653,7 +697,8 @@ pub fn prepare_stream(
             f.display()
         ));
     }
-    // No cache: a temporary file, deleted once mapped (the map keeps it alive).
+    // No cache: a temporary file (created exclusively, beside a name of this process's
+    // own), deleted once mapped: the map keeps it alive.
     let tmp = std::env::temp_dir().join(format!(
         "gptdash-tokens-{}-{}",
         std::process::id(),
@@ -664,6 +709,7 @@ pub fn prepare_stream(
         &tokenizer,
         form,
         n_train,
+        s.docs,
         &tmp,
         ids_key.as_bytes(),
         progress,
@@ -671,6 +717,7 @@ pub fn prepare_stream(
     .ok_or_else(|| anyhow!("cannot write a temporary token file {}", tmp.display()))?;
     let opened = open_tokens(&tmp, ids_key.as_bytes(), vocab);
     let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(tmp.with_extension("verified"));
     let (_, ids) = opened?;
     Ok(streamed(tokenizer, h, ids, false, notes, None))
 }
@@ -732,22 +779,30 @@ fn sample_docs(
 /// Encodes every document into the token file `path`; `None` when it cannot be written.
 /// Documents are read on a thread of their own, in batches of about [`BATCH_BYTES`],
 /// while the encoder works on the one before.
+#[allow(clippy::too_many_arguments)]
 fn encode_to(
     source: &CorpusSource,
     tokenizer: &TextTokenizer,
     form: TextForm,
     n_train: u64,
+    expected_docs: u64,
     path: &Path,
     key: &[u8],
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<Option<Header>> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let created = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::File::create(&tmp));
-    let Ok(file) = created else { return Ok(None) };
-    let result = write_tokens(source, tokenizer, form, n_train, file, key, progress);
+    let Ok((tmp, file)) = crate::data::files::create_temp_beside(path) else {
+        return Ok(None);
+    };
+    let result = write_tokens(
+        source,
+        tokenizer,
+        form,
+        n_train,
+        expected_docs,
+        file,
+        key,
+        progress,
+    );
     match result {
         Ok(Some(h)) => match std::fs::rename(&tmp, path) {
             Ok(()) => Ok(Some(h)),
@@ -767,11 +822,13 @@ fn encode_to(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_tokens(
     source: &CorpusSource,
     tokenizer: &TextTokenizer,
     form: TextForm,
     n_train: u64,
+    expected_docs: u64,
     file: std::fs::File,
     key: &[u8],
     progress: &mut dyn FnMut(&str, u64, u64),
@@ -871,6 +928,12 @@ fn write_tokens(
     let _ = feeder.join();
     crate::interrupt::check()?;
     let train_end = train_end.ok_or_else(|| anyhow!("the corpus changed while it was read"))?;
+    if docs != expected_docs {
+        bail!(
+            "corpus {}: {docs} documents now, {expected_docs} when it was first read: the file changed while it was read; run again",
+            source.name
+        );
+    }
     let h = Header {
         width: if wide { 4 } else { 2 },
         tokens,
@@ -1068,7 +1131,7 @@ mod tests {
         let src = source(dir.path(), &docs_text(), DocSplit::Lines);
         let sample = sample_docs(&src, 320, 1000, TextForm::default()).unwrap();
         let bytes: usize = sample.iter().map(String::len).sum();
-        assert!(bytes >= 1000 && bytes < 1100, "{bytes}");
+        assert!((1000..1100).contains(&bytes), "{bytes}");
         assert!(
             sample_docs(&src, 3, usize::MAX, TextForm::default())
                 .unwrap()
@@ -1116,6 +1179,124 @@ mod tests {
         assert!(msg.contains("outside the vocabulary"), "{msg}");
     }
 
+    /// A word-level tokenizer of `words` without `<|endoftext|>`.
+    fn words_without_end_of_text(words: &[&str]) -> TextTokenizer {
+        let mut vocab = serde_json::Map::new();
+        vocab.insert("[UNK]".into(), 0.into());
+        for w in words {
+            let n = vocab.len();
+            vocab.entry(w.to_string()).or_insert(n.into());
+        }
+        TextTokenizer::from_json(
+            &serde_json::json!({
+                "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+                "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+                "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+            })
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn marker_documents_across_files_in_both_widths_and_without_end_of_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.txt");
+        let b = dir.path().join("b.txt.gz");
+        let mut text_a = String::new();
+        for i in 0..40 {
+            text_a.push_str(&format!(
+                "Tom ran {i} times.\nHe was fast.\n<|endoftext|>\n"
+            ));
+        }
+        std::fs::write(&a, &text_a).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for i in 0..15 {
+            gz.write_all(format!("Anna sat {i} days.\n<|endoftext|>\n").as_bytes())
+                .unwrap();
+        }
+        std::fs::write(&b, gz.finish().unwrap()).unwrap();
+        let src = CorpusSource {
+            name: "stories".into(),
+            spec: "stories".into(),
+            files: vec![a, b],
+            docs: DocSplit::Marker("<|endoftext|>".into()),
+            mode: DataMode::Documents,
+        };
+        let mut reader = DocReader::new(&src);
+        let mut docs = Vec::new();
+        while let Some(d) = reader.next_doc().unwrap() {
+            docs.push(d);
+        }
+        assert_eq!(docs.len(), 55);
+        let words: Vec<&str> = docs.iter().flat_map(|d| d.split_whitespace()).collect();
+        let data = settings();
+        let cache = dir.path().join("cache");
+        for tok in [
+            TextTokenizer::synthetic_byte_level(70_000).unwrap(),
+            words_without_end_of_text(&words),
+        ] {
+            let s = prepare_stream(
+                &src,
+                &data,
+                Some(tok.clone()),
+                Some(&cache),
+                &mut |_, _, _| {},
+            )
+            .unwrap();
+            let n_train = 44; // round(55 * 0.8)
+            assert_eq!((s.train_docs, s.test_docs), (n_train, 55 - n_train));
+            let enc = tok.encode_batch(&docs).unwrap();
+            for block in [5, 9] {
+                let train_mem = Examples::from_encoded(
+                    enc[..n_train].to_vec(),
+                    tok.eot_id(),
+                    block,
+                    DataMode::Documents,
+                );
+                let test_mem = Examples::from_encoded(
+                    enc[n_train..].to_vec(),
+                    tok.eot_id(),
+                    block,
+                    DataMode::Documents,
+                );
+                let train = Examples::packed(s.ids.clone(), s.train.0, s.train.1, block);
+                let test = Examples::packed(s.ids.clone(), s.test.0, s.test.1, block);
+                let (mut x, mut y) = (EpochOrder::new(3), EpochOrder::new(3));
+                for step in 0..60 {
+                    assert_eq!(
+                        train_mem.train_batch(step, 4, &mut x),
+                        train.train_batch(step, 4, &mut y)
+                    );
+                }
+                assert_eq!(test_mem.eval_batches(4, 0), test.eval_batches(4, 0));
+            }
+        }
+    }
+
+    #[test]
+    fn another_tokenizer_sample_size_is_another_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path(), &docs_text(), DocSplit::Lines);
+        let cache = dir.path().join("cache");
+        let mut data = settings();
+        for mb in [1, 2, 1] {
+            data.tokenizer_sample_mb = mb;
+            prepare_stream(&src, &data, None, Some(&cache), &mut |_, _, _| {}).unwrap();
+        }
+        let entries = std::fs::read_dir(&cache)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "tokenizer")
+            })
+            .count();
+        assert_eq!(entries, 2);
+    }
+
     #[test]
     fn an_edited_corpus_misses_the_survey() {
         let dir = tempfile::tempdir().unwrap();
@@ -1123,13 +1304,15 @@ mod tests {
         let src = source(dir.path(), &docs_text(), DocSplit::Lines);
         let a = survey(&src, Some(&cache), &mut |_, _, _| {}).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
+        // The same size, edited in place: the modification time tells.
         let src = source(
             dir.path(),
-            &docs_text().replace("fine", "fun"),
+            &docs_text().replace("fine", "good"),
             DocSplit::Lines,
         );
         let b = survey(&src, Some(&cache), &mut |_, _, _| {}).unwrap();
         assert_ne!(a.digest, b.digest);
         assert_eq!(a.docs, b.docs);
+        assert_eq!(survey(&src, Some(&cache), &mut |_, _, _| {}).unwrap(), b);
     }
 }

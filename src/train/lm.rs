@@ -29,15 +29,27 @@ use crate::train::step::{LmStep, StepKind};
 
 /// Prepares the corpus: from the per-user cache when it can (file corpora, `data.cache`).
 /// The corpus as a run trains on it, whichever way it was prepared.
-struct Ready {
-    name: String,
+pub struct Ready {
+    pub name: String,
     /// What checkpoints store to find it again.
-    spec: String,
-    tokenizer: TextTokenizer,
-    train: Examples,
-    test: Examples,
-    train_texts: usize,
-    test_texts: usize,
+    pub spec: String,
+    pub tokenizer: TextTokenizer,
+    pub train: Examples,
+    pub test: Examples,
+    pub train_texts: usize,
+    pub test_texts: usize,
+}
+
+/// Prepares the corpus of `settings` as a run would (downloading, caching), without a
+/// model: `gptdash data prepare`. The settings' data mode is settled from the corpus.
+pub fn prepare_only(settings: &mut Settings, progress: &mut dyn FnMut(Event)) -> Result<Ready> {
+    settings.validate()?;
+    let given = match &settings.data.tokenizer {
+        Some(path) => Some(TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?),
+        None => None,
+    };
+    let block = settings.model.block_size as usize;
+    prepare_data(settings, block, given, progress)
 }
 
 /// Finds the corpus (downloading a catalog corpus the first time), settles the data
@@ -524,7 +536,7 @@ impl LmTrainer {
         let t = &self.test;
         let long = (0..t.len()).filter(|&i| t.row_len(i) >= 8).count();
         let i = if long == 0 {
-            (t.len() > 0).then(|| n % t.len())?
+            (!t.is_empty()).then(|| n % t.len())?
         } else {
             (0..t.len()).filter(|&i| t.row_len(i) >= 8).nth(n % long)?
         };
