@@ -108,10 +108,6 @@ pub fn check() -> Result<()> {
     }
 }
 
-/// Runs `work` on a thread of its own and waits for it, checking for a stop request
-/// every 50 ms: a stage that has no safe points of its own (a blocking read, a
-/// library's tokenizer training) is then left behind, to end with the process, and
-/// `Err(Interrupted)` returned at once.
 /// A caught panic as an error with its message.
 fn panic_error(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
     let what = panic
@@ -163,6 +159,10 @@ pub fn interruptible_progress<T: Send + 'static>(
     }
 }
 
+/// Runs `work` on a thread of its own and waits for it, checking for a stop request
+/// every 50 ms: a stage that has no safe points of its own (a blocking read, a
+/// library's tokenizer training) is then left behind, to end with the process, and
+/// `Err(Interrupted)` returned at once.
 pub fn interruptible<T: Send + 'static>(
     what: &str,
     work: impl FnOnce() -> Result<T> + Send + 'static,

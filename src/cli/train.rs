@@ -283,7 +283,7 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
     Ok(())
 }
 
-/// One event as a JSON line on stdout, flushed.
+/// The progress bar's style, with `counts` after the bar.
 fn bar_style(counts: &str) -> ProgressStyle {
     ProgressStyle::with_template(&format!(
         "preparing the corpus: {{msg}} {{bar:30.cyan/blue}} {counts}"
@@ -291,6 +291,7 @@ fn bar_style(counts: &str) -> ProgressStyle {
     .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
+/// One event as a JSON line on stdout, flushed.
 fn print_event(event: &Event) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", event.to_json());

@@ -454,9 +454,14 @@ impl MappedIds {
         // map, one by one, the whole file into the run's RSS.
         // SAFETY: a read-only map of a file nobody writes through: MADV_DONTNEED only
         // drops page-table entries, and the next read faults the pages in from the file.
+        // The kernel maps neighbouring pages along with a faulting one (fault-around,
+        // 64 KB by default), so the whole aligned 2 MB around the read goes.
+        const SPAN: usize = 2 << 20;
+        let lo = from / SPAN * SPAN;
+        let hi = to.div_ceil(SPAN).saturating_mul(SPAN).min(self.map.len());
         let _ = unsafe {
             self.map
-                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
         };
     }
 

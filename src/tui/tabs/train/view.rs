@@ -46,8 +46,6 @@ pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     draw_gauge(frame, t, shared, gauge);
 }
 
-/// The GPU panel of a CUDA run: NVML's utilisation, memory, temperature and power, or
-/// why there are none.
 /// The named corpora while the corpus is being typed: sizes, and whether each is here.
 fn draw_corpora(frame: &mut Frame, t: &TrainTab, area: Rect) {
     let size = |mb: f64| {
@@ -96,6 +94,8 @@ fn draw_corpora(frame: &mut Frame, t: &TrainTab, area: Rect) {
     );
 }
 
+/// The GPU panel of a CUDA run: NVML's utilisation, memory, temperature and power, or
+/// why there are none.
 fn draw_gpu(frame: &mut Frame, t: &TrainTab, area: Rect) {
     let lines = match t.gpu.as_ref() {
         Some(crate::protocol::GpuStatus {
