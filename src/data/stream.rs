@@ -693,8 +693,10 @@ pub fn prepare_stream(
             ids_key.as_bytes(),
             progress,
         )? {
+            progress("cache", 0, 1);
             let (_, ids) = open_tokens(&f, ids_key.as_bytes(), vocab)
                 .with_context(|| format!("reading back {}", f.display()))?;
+            progress("cache", 1, 1);
             return Ok(streamed(tokenizer, h, ids, false, notes, Some(f)));
         }
         notes.push(format!(
