@@ -240,6 +240,24 @@ fn an_interrupted_download_resumes_where_it_stopped() {
         stdout(&out)
     );
 
+    // A snapshot entry that leads outside the cache (a link someone made) is not used,
+    // and the file it leads to is left as it is.
+    let outside = d.join("outside.txt");
+    std::fs::write(&outside, "not a story\n").unwrap();
+    std::fs::remove_file(&files[1]).unwrap();
+    std::os::unix::fs::symlink(&outside, &files[1]).unwrap();
+    let out = gptdash_env(d, &["data", "get", "tinystories"], &env(&endpoint, &hf));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("leads outside the cache") && err.contains("outside.txt"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not a story\n");
+    std::fs::remove_file(&files[1]).unwrap();
+    let out = gptdash_env(d, &["data", "get", "tinystories"], &env(&endpoint, &hf));
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // And a run trains on it by name, streamed: documents mode from the catalog.
     let out = gptdash_env(
         d,

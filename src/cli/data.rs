@@ -87,6 +87,9 @@ fn mb(x: f64) -> String {
 }
 
 pub fn run(args: &DataArgs, settings: crate::config::Settings) -> Result<()> {
+    // Ctrl-C (or SIGTERM, SIGHUP) stops a download or a preparation at its next check,
+    // so it removes its temporary files; a download resumes next time.
+    crate::interrupt::install()?;
     match &args.command {
         DataCommand::Prepare(p) => prepare(p, settings),
         DataCommand::List { json } => list(*json),

@@ -194,7 +194,9 @@ pub struct Status {
 
 impl Entry {
     pub fn download_mb(&self) -> f64 {
-        self.files.iter().map(|f| f.mb).sum()
+        let mb: f64 = self.files.iter().map(|f| f.mb).sum();
+        // Two decimals, and no -0 for an entry without files.
+        (mb * 100.0).round() / 100.0 + 0.0
     }
 
     fn docs(&self) -> DocSplit {
@@ -361,15 +363,18 @@ impl CorpusLock {
         let Some(dir) = assembled_dir() else {
             return Ok(Self { _file: None });
         };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        // A cache folder that cannot be made is not this step's error (a corpus read in
+        // place needs none; assembling one says so itself): no lock then.
         let path = dir.join(format!("{name}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock {}", path.display()))?;
+        let Ok(file) = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        }) else {
+            return Ok(Self { _file: None });
+        };
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             progress("waiting", 0, 1);

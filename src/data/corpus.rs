@@ -36,6 +36,26 @@ pub enum DocSplit {
     Marker(String),
 }
 
+/// Whether the first MB of a text file (decompressed) holds a line that is exactly
+/// `<|endoftext|>`: documents separated so, not one per line.
+fn has_marker_lines(path: &Path) -> bool {
+    use std::io::{BufRead, Read};
+    let Ok(file) = crate::data::files::open_regular(path, "corpus file", u64::MAX) else {
+        return false;
+    };
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        )))
+    } else {
+        Box::new(file)
+    };
+    std::io::BufReader::new(reader.take(1 << 20))
+        .lines()
+        .map_while(|l| l.ok())
+        .any(|l| l.trim() == crate::data::catalog::ARTICLE_MARKER)
+}
+
 /// Where a corpus is, before any of it is read: the built-in text, or files read in order.
 #[derive(Debug, Clone)]
 pub struct CorpusSource {
@@ -83,6 +103,12 @@ impl CorpusSource {
         if meta.is_dir() {
             bail!("corpus {} is a folder; give a text file", path.display());
         }
+        // A file in TinyStories' form (documents between `<|endoftext|>` lines) is read so.
+        let docs = if has_marker_lines(&path) {
+            DocSplit::Marker(crate::data::catalog::ARTICLE_MARKER.into())
+        } else {
+            DocSplit::Lines
+        };
         Ok(Self {
             name: corpus_name(&path),
             spec: std::fs::canonicalize(&path)
@@ -90,7 +116,7 @@ impl CorpusSource {
                 .display()
                 .to_string(),
             files: vec![path],
-            docs: DocSplit::Lines,
+            docs,
             mode: DataMode::Sentences,
         })
     }
@@ -838,6 +864,22 @@ mod tests {
         };
         assert_eq!(ids(&a), ids(&b));
         assert!(!ids(&a).is_empty());
+    }
+
+    #[test]
+    fn a_file_of_documents_between_end_of_text_lines_is_read_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let stories = dir.path().join("stories.txt");
+        std::fs::write(
+            &stories,
+            "Tom ran.\nHe was fast.\n<|endoftext|>\nAnna sat.\n",
+        )
+        .unwrap();
+        let plain = dir.path().join("plain.txt");
+        std::fs::write(&plain, REVIEWS).unwrap();
+        let src = |p: &Path| CorpusSource::resolve(p.to_str().unwrap(), &mut |_, _, _| {}).unwrap();
+        assert_eq!(src(&stories).docs, DocSplit::Marker("<|endoftext|>".into()));
+        assert_eq!(src(&plain).docs, DocSplit::Lines);
     }
 
     #[test]

@@ -187,7 +187,12 @@ pub fn fetch_checked(
                     Some(_) => remove_download(repo, &path),
                 }
             }
-            None => return Ok(path),
+            None if own_blob_or_plain(repo, &path) => return Ok(path),
+            None => bail!(
+                "the Hugging Face cache entry {} leads outside the cache (to {}); gptdash does not use it: remove that link and run again",
+                path.display(),
+                std::fs::canonicalize(&path).unwrap_or_default().display()
+            ),
         }
     }
     let url = file_url(repo, revision, file);
@@ -265,6 +270,14 @@ fn own_blob(repo: &str, pointer: &Path) -> Option<PathBuf> {
     let blob = std::fs::canonicalize(pointer).ok()?;
     let blobs = std::fs::canonicalize(repo_cache(repo).join("blobs")).ok()?;
     (blob.parent() == Some(blobs.as_path())).then_some(blob)
+}
+
+/// A cached file gptdash may use unchecked: one of the repository's blobs not named by
+/// a sha256 (a small file kept in git, not LFS), or a plain file in the snapshot (the
+/// cache's layout where links are not possible) — never a link leading elsewhere.
+fn own_blob_or_plain(repo: &str, pointer: &Path) -> bool {
+    own_blob(repo, pointer).is_some()
+        || std::fs::symlink_metadata(pointer).is_ok_and(|m| m.file_type().is_file())
 }
 
 fn is_sha256(name: &str) -> bool {

@@ -28,7 +28,9 @@ use crate::data::normalize::TextForm;
 use crate::data::tokenizer::TextTokenizer;
 
 /// The longest document (a line, or the text between two markers).
-pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
+/// The tokenizer library needs some 200 times a text's size to encode it in one piece, so
+/// a longer "document" (a file that is not one document per line) would bound nothing.
+pub const MAX_DOCUMENT_BYTES: usize = 2 << 20;
 
 /// Documents go to the encoder in batches of about this much text.
 const BATCH_BYTES: usize = 4 << 20;
@@ -153,7 +155,7 @@ impl DocReader {
         *line_no += 1;
         if self.line.len() > MAX_DOCUMENT_BYTES {
             bail!(
-                "{}:{line_no}: a line longer than {} MB; is this a text file?",
+                "{}:{line_no}: a line longer than {} MB; documents mode reads one document per line (or between <|endoftext|> lines): split the file into documents, or use --mode pack",
                 path.display(),
                 MAX_DOCUMENT_BYTES >> 20
             );
@@ -667,6 +669,9 @@ pub fn prepare_stream(
             }
         }
     };
+    if let Some(dir) = cache_dir {
+        sweep_stale_temporaries(dir);
+    }
     let ids_key = key(&[b"tokens", tokenizer.to_json()?.as_bytes()]);
     let vocab = tokenizer.vocab_size();
     if let Some(f) = cache_dir.map(|d| d.join(format!("{ids_key}.tokens"))) {
@@ -727,6 +732,27 @@ pub fn prepare_stream(
     let _ = std::fs::remove_file(tmp.with_extension("verified"));
     let (_, ids) = opened?;
     Ok(streamed(tokenizer, h, ids, false, notes, None))
+}
+
+/// Removes `*.tmp-<pid>-<n>` files of the cache folder whose process is gone (a run
+/// killed while it wrote an entry); a live process's are left alone.
+fn sweep_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, rest)) = name.rsplit_once(".tmp-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -1302,6 +1328,31 @@ mod tests {
             })
             .count();
         assert_eq!(entries, 2);
+    }
+
+    #[test]
+    fn a_line_too_long_to_be_a_document_is_named_and_stale_temporaries_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("short\n{}\n", "word ".repeat(MAX_DOCUMENT_BYTES / 5 + 10));
+        let src = source(dir.path(), &long, DocSplit::Lines);
+        let mut r = DocReader::new(&src);
+        assert_eq!(r.next_doc().unwrap().as_deref(), Some("short"));
+        let msg = format!("{:#}", r.next_doc().unwrap_err());
+        assert!(
+            msg.contains("docs.txt:2") && msg.contains("one document per line"),
+            "{msg}"
+        );
+        // A temporary file of a process that is gone goes; one of a live process stays.
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let dead = cache.join("k.tokens.tmp-4000000-0");
+        let live = cache.join(format!("k.tokens.tmp-{}-0", std::process::id()));
+        let other = cache.join("k.tokens");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        sweep_stale_temporaries(&cache);
+        assert!(!dead.exists() && live.exists() && other.exists());
     }
 
     #[test]
