@@ -76,15 +76,7 @@ fn entry(name: &str) -> Result<Entry> {
     }
 }
 
-fn mb(x: f64) -> String {
-    if x >= 1000.0 {
-        format!("{:.1} GB", x / 1000.0)
-    } else if x >= 10.0 {
-        format!("{x:.0} MB")
-    } else {
-        format!("{x:.1} MB")
-    }
-}
+use catalog::size_text as mb;
 
 pub fn run(args: &DataArgs, settings: crate::config::Settings) -> Result<()> {
     // Ctrl-C (or SIGTERM, SIGHUP) stops a download or a preparation at its next check,

@@ -392,6 +392,17 @@ impl CorpusLock {
     }
 }
 
+/// A size in MB for people: `0.7 MB`, `84 MB`, `2.3 GB`.
+pub fn size_text(mb: f64) -> String {
+    if mb >= 1000.0 {
+        format!("{:.1} GB", mb / 1000.0)
+    } else if mb >= 10.0 {
+        format!("{mb:.0} MB")
+    } else {
+        format!("{mb:.1} MB")
+    }
+}
+
 /// The line between two articles of an `articles` entry in its assembled file.
 pub const ARTICLE_MARKER: &str = "<|endoftext|>";
 

@@ -174,6 +174,29 @@ pub fn word_tokenizer(n: usize) -> String {
     .to_string()
 }
 
+/// Reads one HTTP request's target and `Range: bytes=a-[b]` header.
+fn read_request(stream: &std::net::TcpStream) -> Option<(String, Option<(usize, Option<usize>)>)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request = String::new();
+    reader.read_line(&mut request).ok()?;
+    let mut range = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("range: bytes=") {
+            let (a, b) = v.trim().split_once('-')?;
+            range = Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()));
+        }
+    }
+    Some((
+        request.split_whitespace().nth(1).unwrap_or("").to_string(),
+        range,
+    ))
+}
+
 /// A minimal stand-in for the hub's file endpoint: `GET [/datasets]/{repo}/resolve/{rev}/{file}`
 /// with `Range` support and the headers `hf-hub` reads (etag, x-repo-commit, content-range).
 pub fn serve(files: Vec<(String, Vec<u8>)>) -> (String, std::thread::JoinHandle<()>) {
@@ -183,25 +206,9 @@ pub fn serve(files: Vec<(String, Vec<u8>)>) -> (String, std::thread::JoinHandle<
         listener.set_nonblocking(false).unwrap();
         for stream in listener.incoming().take(20) {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
+            let Some((path, range)) = read_request(&stream) else {
                 continue;
-            }
-            let mut range = None;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("range: bytes=") {
-                    let v = v.trim();
-                    let (a, b) = v.split_once('-').unwrap();
-                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
-                }
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            };
             let found = files.iter().find(|(p, _)| *p == path);
             let response = match found {
                 None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -227,7 +234,7 @@ pub fn serve(files: Vec<(String, Vec<u8>)>) -> (String, std::thread::JoinHandle<
             let _ = stream.write_all(&response);
             let mut sink = Vec::new();
             let _ = stream.flush();
-            let _ = reader.read_to_end(&mut sink).ok().filter(|_| false);
+            let _ = stream.read_to_end(&mut sink).ok().filter(|_| false);
         }
     });
     (addr, handle)
@@ -314,24 +321,9 @@ pub fn serve_hub(
         let mut stalled = std::collections::HashSet::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
+            let Some((full, range)) = read_request(&stream) else {
                 continue;
-            }
-            let mut range = None;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("range: bytes=") {
-                    let (a, b) = v.trim().split_once('-').unwrap();
-                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
-                }
-            }
-            let full = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            };
             let path = full.split('?').next().unwrap_or("").to_string();
             log2.lock()
                 .unwrap()

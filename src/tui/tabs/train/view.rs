@@ -48,15 +48,7 @@ pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
 
 /// The named corpora while the corpus is being typed: sizes, and whether each is here.
 fn draw_corpora(frame: &mut Frame, t: &TrainTab, area: Rect) {
-    let size = |mb: f64| {
-        if mb >= 1000.0 {
-            format!("{:.1} GB", mb / 1000.0)
-        } else if mb >= 10.0 {
-            format!("{mb:.0} MB")
-        } else {
-            format!("{mb:.1} MB")
-        }
-    };
+    let size = crate::data::catalog::size_text;
     let mut lines = vec![Line::styled(
         format!(
             "{:<14}{:<11}{:>9}  {:<10}{}",
