@@ -174,8 +174,11 @@ pub fn word_tokenizer(n: usize) -> String {
     .to_string()
 }
 
+/// A request's `Range: bytes=a-[b]`.
+type Range = Option<(usize, Option<usize>)>;
+
 /// Reads one HTTP request's target and `Range: bytes=a-[b]` header.
-fn read_request(stream: &std::net::TcpStream) -> Option<(String, Option<(usize, Option<usize>)>)> {
+fn read_request(stream: &std::net::TcpStream) -> Option<(String, Range)> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut request = String::new();
     reader.read_line(&mut request).ok()?;
