@@ -11,7 +11,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::DataMode;
-use crate::data::corpus::DocSplit;
+
+/// How a corpus's text divides into documents (`documents` mode).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum DocSplit {
+    /// One document per non-empty line, trimmed.
+    Lines,
+    /// Documents separated by a line holding exactly this marker (TinyStories'
+    /// `<|endoftext|>`); each trimmed, empty ones skipped.
+    Marker(String),
+}
 
 const CATALOG: &str = include_str!("../../data/catalog.toml");
 

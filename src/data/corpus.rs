@@ -26,128 +26,6 @@ pub struct Corpus {
     pub named: Option<String>,
 }
 
-/// How a corpus's text divides into documents (`documents` mode).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub enum DocSplit {
-    /// One document per non-empty line, trimmed.
-    Lines,
-    /// Documents separated by a line holding exactly this marker (TinyStories'
-    /// `<|endoftext|>`); each trimmed, empty ones skipped.
-    Marker(String),
-}
-
-/// Whether the first MB of a text file (decompressed) holds a line that is exactly
-/// `<|endoftext|>`: documents separated so, not one per line.
-fn has_marker_lines(path: &Path) -> bool {
-    use std::io::{BufRead, Read};
-    let Ok(file) = crate::data::files::open_regular(path, "corpus file", u64::MAX) else {
-        return false;
-    };
-    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
-            file,
-        )))
-    } else {
-        Box::new(file)
-    };
-    std::io::BufReader::new(reader.take(1 << 20))
-        .lines()
-        .map_while(|l| l.ok())
-        .any(|l| l.trim() == crate::data::catalog::ARTICLE_MARKER)
-}
-
-/// Where a corpus is, before any of it is read: the built-in text, or files read in order.
-#[derive(Debug, Clone)]
-pub struct CorpusSource {
-    pub name: String,
-    /// What checkpoints store (`small`, a catalog name, an absolute path).
-    pub spec: String,
-    /// The files, in order; empty for the built-in corpus.
-    pub files: Vec<PathBuf>,
-    pub docs: DocSplit,
-    /// The data mode the corpus trains in when the settings name none.
-    pub mode: DataMode,
-}
-
-impl CorpusSource {
-    /// `small`, a catalog name (downloaded and assembled on first use: `progress` hears
-    /// `download`, `verify` and `assemble`), or a path to a text file (`.gz` read through
-    /// gzip). Reads no text.
-    pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Self> {
-        if spec == "small" {
-            return Ok(Self {
-                name: "small".into(),
-                spec: "small".into(),
-                files: Vec::new(),
-                docs: DocSplit::Lines,
-                mode: DataMode::Sentences,
-            });
-        }
-        if let Some(entry) = crate::data::catalog::find(spec) {
-            let local = entry.get(progress)?;
-            return Ok(Self {
-                name: entry.name.clone(),
-                spec: entry.name.clone(),
-                files: local.files,
-                docs: local.docs,
-                mode: entry.mode,
-            });
-        }
-        let path = PathBuf::from(spec);
-        let meta = std::fs::metadata(&path).with_context(|| {
-            format!(
-                "cannot read corpus file {} (not a file, nor a corpus gptdash knows: gptdash data list)",
-                path.display()
-            )
-        })?;
-        if meta.is_dir() {
-            bail!("corpus {} is a folder; give a text file", path.display());
-        }
-        // A file in TinyStories' form (documents between `<|endoftext|>` lines) is read so.
-        let docs = if has_marker_lines(&path) {
-            DocSplit::Marker(crate::data::catalog::ARTICLE_MARKER.into())
-        } else {
-            DocSplit::Lines
-        };
-        Ok(Self {
-            name: corpus_name(&path),
-            spec: std::fs::canonicalize(&path)
-                .unwrap_or_else(|_| path.clone())
-                .display()
-                .to_string(),
-            files: vec![path],
-            docs,
-            mode: DataMode::Sentences,
-        })
-    }
-
-    pub fn is_builtin(&self) -> bool {
-        self.files.is_empty()
-    }
-
-    /// The whole text in memory (modes that split sentences), at most `limit` bytes.
-    pub fn load_text(&self, limit: u64) -> Result<Corpus> {
-        if self.is_builtin() {
-            return Corpus::load("small");
-        }
-        let mut text = String::new();
-        for f in &self.files {
-            let left = limit.saturating_sub(text.len() as u64);
-            let part = Corpus::load_limited(&f.display().to_string(), left)?;
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&part.text);
-        }
-        Ok(Corpus {
-            name: self.name.clone(),
-            path: self.files.first().cloned(),
-            text,
-            named: Some(self.spec.clone()),
-        })
-    }
-}
-
 impl Corpus {
     /// `small` is the built-in corpus; anything else is a path to a UTF-8 text file,
     /// read through gzip when its name ends in `.gz`.
@@ -274,7 +152,7 @@ pub fn corpus_limit(max_corpus_mb: u64) -> u64 {
 
 /// The corpus's short name: the file name without `.gz` and its extension
 /// (`imdb-reviews.txt.gz` → `imdb-reviews`).
-fn corpus_name(path: &Path) -> String {
+pub(crate) fn corpus_name(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -425,51 +303,12 @@ pub fn split_train_test(sentences: Vec<String>, train_fraction: f64) -> Result<S
     Ok(SentenceSplit { train, test })
 }
 
-/// Token ids of a packed stream: in memory, or a token file of the cache read
-/// memory-mapped (see [`crate::data::stream`]).
-#[derive(Debug)]
-pub enum TokenIds {
-    Memory(Vec<u32>),
-    Mapped(crate::data::stream::MappedIds),
-}
-
-impl TokenIds {
-    pub fn len(&self) -> usize {
-        match self {
-            TokenIds::Memory(v) => v.len(),
-            TokenIds::Mapped(m) => m.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Appends ids `[start, end)` to `out`.
-    pub fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
-        match self {
-            TokenIds::Memory(v) => out.extend(v[start..end].iter().map(|&i| i64::from(i))),
-            TokenIds::Mapped(m) => m.extend_into(start, end, out),
-        }
-    }
-}
-
-impl PartialEq for TokenIds {
-    fn eq(&self, other: &Self) -> bool {
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        self.extend_into(0, self.len(), &mut a);
-        other.extend_into(0, other.len(), &mut b);
-        a == b
-    }
-}
-
 /// The windows of a token stream `ids[start..end]`: window `k` is the
 /// `block + 1` tokens from `start + k * block` (shorter at the end), so windows overlap by
 /// one token and every token after the first is a target exactly once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Windows {
-    pub ids: std::sync::Arc<TokenIds>,
+    pub ids: std::sync::Arc<crate::data::tokens::TokenIds>,
     pub start: usize,
     pub end: usize,
     pub block: usize,
@@ -538,7 +377,12 @@ impl Examples {
     }
 
     /// The windows of `ids[start..end]` (see [`Windows`]).
-    pub fn packed(ids: std::sync::Arc<TokenIds>, start: usize, end: usize, block: usize) -> Self {
+    pub fn packed(
+        ids: std::sync::Arc<crate::data::tokens::TokenIds>,
+        start: usize,
+        end: usize,
+        block: usize,
+    ) -> Self {
         Self {
             rows: Rows::Packed(Windows {
                 ids,
@@ -585,7 +429,7 @@ impl Examples {
                 }
                 let n = stream.len();
                 Self::packed(
-                    std::sync::Arc::new(TokenIds::Memory(stream)),
+                    std::sync::Arc::new(crate::data::tokens::TokenIds::Memory(stream)),
                     0,
                     n,
                     block_size,
@@ -864,22 +708,6 @@ mod tests {
         };
         assert_eq!(ids(&a), ids(&b));
         assert!(!ids(&a).is_empty());
-    }
-
-    #[test]
-    fn a_file_of_documents_between_end_of_text_lines_is_read_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let stories = dir.path().join("stories.txt");
-        std::fs::write(
-            &stories,
-            "Tom ran.\nHe was fast.\n<|endoftext|>\nAnna sat.\n",
-        )
-        .unwrap();
-        let plain = dir.path().join("plain.txt");
-        std::fs::write(&plain, REVIEWS).unwrap();
-        let src = |p: &Path| CorpusSource::resolve(p.to_str().unwrap(), &mut |_, _, _| {}).unwrap();
-        assert_eq!(src(&stories).docs, DocSplit::Marker("<|endoftext|>".into()));
-        assert_eq!(src(&plain).docs, DocSplit::Lines);
     }
 
     #[test]

@@ -5,6 +5,8 @@ pub mod files;
 pub mod hub;
 pub mod normalize;
 pub mod prepare;
+pub mod source;
 pub mod sst2;
 pub mod stream;
 pub mod tokenizer;
+pub mod tokens;

@@ -23,9 +23,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::config::DataSettings;
-use crate::data::corpus::{CorpusSource, DocSplit, TokenIds, SMALL_CORPUS};
+use crate::data::catalog::DocSplit;
+use crate::data::corpus::SMALL_CORPUS;
 use crate::data::normalize::TextForm;
+use crate::data::source::CorpusSource;
 use crate::data::tokenizer::TextTokenizer;
+use crate::data::tokens::TokenIds;
 
 /// The longest document (a line, or the text between two markers).
 /// The tokenizer library needs some 200 times a text's size to encode it in one piece, so
@@ -363,7 +366,7 @@ pub struct Streamed {
 
 /// The layout of a token file's 64-byte header.
 const MAGIC: &[u8; 8] = b"GDTOKS\0\x01";
-const HEADER: usize = 64;
+use crate::data::tokens::{MappedIds, HEADER};
 const TRAILER: usize = 16 + 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,74 +417,6 @@ impl Header {
             bail!("its split lies outside its {} tokens", h.tokens);
         }
         Ok(h)
-    }
-}
-
-/// A token file's ids, memory-mapped.
-pub struct MappedIds {
-    map: memmap2::Mmap,
-    width: usize,
-    tokens: usize,
-    vocab: u32,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for MappedIds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "MappedIds({}, {} tokens)",
-            self.path.display(),
-            self.tokens
-        )
-    }
-}
-
-impl MappedIds {
-    pub fn len(&self) -> usize {
-        self.tokens
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens == 0
-    }
-
-    /// Appends ids `[start, end)` (as checked when the file was opened; an id past the
-    /// vocabulary, the file changed since, becomes the last id rather than a crash).
-    pub fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
-        let (from, to) = (HEADER + start * self.width, HEADER + end * self.width);
-        self.read_into(&self.map[from..to], out);
-        // The pages just read leave this process's resident memory (they stay in the
-        // kernel's page cache, shared and reclaimable): otherwise random windows would
-        // map, one by one, the whole file into the run's RSS.
-        // SAFETY: a read-only map of a file nobody writes through: MADV_DONTNEED only
-        // drops page-table entries, and the next read faults the pages in from the file.
-        // The kernel maps neighbouring pages along with a faulting one (fault-around,
-        // 64 KB by default), so the whole aligned 2 MB around the read goes.
-        const SPAN: usize = 2 << 20;
-        let lo = from / SPAN * SPAN;
-        let hi = to.div_ceil(SPAN).saturating_mul(SPAN).min(self.map.len());
-        let _ = unsafe {
-            self.map
-                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
-        };
-    }
-
-    fn read_into(&self, bytes: &[u8], out: &mut Vec<i64>) {
-        let last = i64::from(self.vocab.saturating_sub(1));
-        if self.width == 2 {
-            out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| i64::from(u16::from_le_bytes([b[0], b[1]])).min(last)),
-            );
-        } else {
-            out.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).min(last)),
-            );
-        }
     }
 }
 
