@@ -289,6 +289,12 @@ pub struct SentenceSplit {
     pub test: Vec<String>,
 }
 
+/// How many of `n` (≥ 2) texts, in order, are training texts: `train_fraction` of them,
+/// rounded, and at least one on each side.
+pub fn train_count(n: u64, train_fraction: f64) -> u64 {
+    (((n as f64) * train_fraction).round() as u64).clamp(1, n - 1)
+}
+
 pub fn split_train_test(sentences: Vec<String>, train_fraction: f64) -> Result<SentenceSplit> {
     if sentences.len() < 2 {
         bail!(
@@ -296,8 +302,7 @@ pub fn split_train_test(sentences: Vec<String>, train_fraction: f64) -> Result<S
             sentences.len()
         );
     }
-    let n_train = ((sentences.len() as f64) * train_fraction).round() as usize;
-    let n_train = n_train.clamp(1, sentences.len() - 1);
+    let n_train = train_count(sentences.len() as u64, train_fraction) as usize;
     let mut train = sentences;
     let test = train.split_off(n_train);
     Ok(SentenceSplit { train, test })

@@ -172,15 +172,18 @@ fn base_key(corpus: &Corpus, data: &DataSettings) -> impl Fn(&[&[u8]]) -> [u8; 3
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `path` through a temporary file renamed into place. A cache that cannot be
-/// written is not an error: the run goes on without it.
-fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>) {
+/// Writes `path` through a temporary file renamed into place; whether it was written. A
+/// cache that cannot be written is not an error: the run goes on without it.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>,
+) -> bool {
     let Ok((tmp, file)) = crate::data::files::create_temp_beside(path) else {
-        return;
+        return false;
     };
     let result = (|| -> Result<()> {
         let mut w = BufWriter::new(file);
@@ -192,13 +195,14 @@ fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<std::fs::File
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    result.is_ok()
 }
 
 const MAGIC: &[u8; 8] = b"GDIDS\0\0\x03";
 
 /// The SHA-256 an entry ends with: of its key (the name it is filed under), then its
 /// bytes — so an entry copied under another key is a miss too.
-fn keyed_digest(key: &[u8], body: &[u8]) -> [u8; 32] {
+pub(crate) fn keyed_digest(key: &[u8], body: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update((key.len() as u64).to_le_bytes());
     h.update(key);
@@ -207,7 +211,7 @@ fn keyed_digest(key: &[u8], body: &[u8]) -> [u8; 32] {
 }
 
 /// A tokenizer entry: its JSON, then [`keyed_digest`].
-fn write_tagged(w: &mut impl Write, key: &[u8], json: &[u8]) -> Result<()> {
+pub(crate) fn write_tagged(w: &mut impl Write, key: &[u8], json: &[u8]) -> Result<()> {
     w.write_all(json)?;
     w.write_all(&keyed_digest(key, json))?;
     Ok(())
@@ -223,7 +227,7 @@ fn read_entry(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// A tokenizer entry's JSON, when its digest matches `key`.
-fn read_tagged(path: &Path, key: &[u8]) -> Result<String> {
+pub(crate) fn read_tagged(path: &Path, key: &[u8]) -> Result<String> {
     let bytes = read_entry(path)?;
     let Some(body_len) = bytes.len().checked_sub(32) else {
         bail!("shorter than its checksum");

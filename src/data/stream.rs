@@ -26,6 +26,7 @@ use crate::config::DataSettings;
 use crate::data::catalog::DocSplit;
 use crate::data::corpus::SMALL_CORPUS;
 use crate::data::normalize::TextForm;
+use crate::data::prepare::{hex, keyed_digest, read_tagged, write_atomically, write_tagged};
 use crate::data::source::CorpusSource;
 use crate::data::tokenizer::TextTokenizer;
 use crate::data::tokens::TokenIds;
@@ -260,10 +261,6 @@ fn identity(source: &CorpusSource) -> Option<String> {
     Some(hex(&h.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn survey(
     source: &CorpusSource,
     cache: Option<&Path>,
@@ -315,38 +312,6 @@ fn read_small(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     crate::data::files::open_regular(path, "cache entry", 1 << 20)?.read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// SHA-256 of an entry's key (the name it is filed under) and its bytes.
-fn keyed_digest(key: &[u8], body: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update((key.len() as u64).to_le_bytes());
-    h.update(key);
-    h.update(body);
-    h.finalize().into()
-}
-
-/// Writes `path` through a temporary file renamed into place; a cache that cannot be
-/// written is not an error (the run goes on without it).
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<()>,
-) -> bool {
-    let Ok((tmp, file)) = crate::data::files::create_temp_beside(path) else {
-        return false;
-    };
-    let ok = (|| -> Result<()> {
-        let mut w = std::io::BufWriter::new(file);
-        write(&mut w)?;
-        w.into_inner().map_err(|e| anyhow!("{e}"))?.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })()
-    .is_ok();
-    if !ok {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    ok
 }
 
 /// A corpus prepared by streaming.
@@ -547,8 +512,7 @@ pub fn prepare_stream(
             s.docs
         );
     }
-    let n_train = ((s.docs as f64) * data.train_fraction).round() as u64;
-    let n_train = n_train.clamp(1, s.docs - 1);
+    let n_train = crate::data::corpus::train_count(s.docs, data.train_fraction);
     let form = TextForm::of(data);
     let sample_bytes = data.tokenizer_sample_mb.saturating_mul(1 << 20) as usize;
     let mut base = Sha256::new();
@@ -575,11 +539,8 @@ pub fn prepare_stream(
             ]);
             let file = cache_dir.map(|d| d.join(format!("{bpe_key}.tokenizer")));
             let hit = file.as_deref().and_then(|f| {
-                let bytes = read_small_large(f).ok()?;
-                let body = bytes.get(..bytes.len().checked_sub(32)?)?;
-                (keyed_digest(bpe_key.as_bytes(), body) == bytes[body.len()..])
-                    .then(|| TextTokenizer::from_json(std::str::from_utf8(body).ok()?).ok())
-                    .flatten()
+                let json = read_tagged(f, bpe_key.as_bytes()).ok()?;
+                TextTokenizer::from_json(&json).ok()
             });
             match hit {
                 Some(t) => t,
@@ -593,10 +554,8 @@ pub fn prepare_stream(
                     progress("tokenizer", 1, 1);
                     if let Some(f) = &file {
                         let json = t.to_json()?;
-                        let tag = keyed_digest(bpe_key.as_bytes(), json.as_bytes());
                         write_atomically(f, |w| {
-                            w.write_all(json.as_bytes())?;
-                            Ok(w.write_all(&tag)?)
+                            write_tagged(w, bpe_key.as_bytes(), json.as_bytes())
                         });
                     }
                     t
@@ -691,13 +650,6 @@ fn sweep_stale_temporaries(dir: &Path) {
 }
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn read_small_large(path: &Path) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    crate::data::files::open_regular(path, "cache entry", crate::data::files::MAX_FILE_BYTES)?
-        .read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
 
 fn streamed(
     tokenizer: TextTokenizer,
