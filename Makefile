@@ -12,13 +12,14 @@ build:
 	$(CARGO) build --release
 
 test:
-	$(CARGO) test --all-targets
+	# fault-injection: the save-fault hook the crash tests drive (never in release builds).
+	$(CARGO) test --all-targets --features fault-injection
 	# The device check's CPU half (scripts/gpu_check.sh), so the script cannot rot.
 	scripts/gpu_check.sh --quick --bin target/debug/gptdash --out target/gpu_check.json
 
 lint:
 	cargo fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features fault-injection -- -D warnings
 
 fmt:
 	cargo fmt

@@ -120,13 +120,18 @@ pub fn split_work<T: Send, R: Send>(mut items: Vec<T>, work: impl Fn(T) -> R + S
     })
 }
 
-/// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
-pub fn set_threads(requested: usize) -> usize {
-    let n = if requested == 0 {
+/// The CPU threads `requested` means: 0 is one per physical core.
+pub fn threads_for(requested: usize) -> usize {
+    if requested == 0 {
         physical_cores()
     } else {
         requested
-    };
+    }
+}
+
+/// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
+pub fn set_threads(requested: usize) -> usize {
+    let n = threads_for(requested);
     tch::set_num_threads(n as i32);
     n
 }

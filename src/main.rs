@@ -24,13 +24,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Cli) -> anyhow::Result<()> {
-    let settings = cli::load_settings(args.config.as_ref())?;
+    let loaded = cli::load_settings(args.config.as_ref())?;
+    // Commands with settings flags check the settings once those are on (a training run
+    // in its plan); the others check them as read.
     match args.command {
-        Some(Command::Train(train)) => cli::train::run(&train, settings),
+        Some(Command::Train(train)) => return cli::train::run(&train, loaded),
+        Some(Command::Data(data)) => return cli::data::run(&data, loaded),
+        Some(Command::Bench(bench)) => return cli::bench::run(&bench),
+        Some(Command::Export(export)) => return cli::export::run(&export),
+        _ => {}
+    }
+    let settings = loaded.checked()?;
+    match args.command {
         Some(Command::Generate(generate)) => cli::generate::run(&generate, settings),
-        Some(Command::Bench(bench)) => cli::bench::run(&bench),
-        Some(Command::Data(args)) => cli::data::run(&args, settings),
-        Some(Command::Export(args)) => cli::export::run(&args),
         Some(Command::Finetune(args)) => cli::finetune::run(&args, settings),
         Some(Command::Classify(args)) => cli::finetune::classify(&args, settings),
         Some(Command::Inspect(args)) => cli::inspect::run(&args, settings),
@@ -39,6 +45,6 @@ fn run(args: Cli) -> anyhow::Result<()> {
             source.check()?;
             gptdash::tui::run(settings, Some(source))
         }
-        Some(Command::Tui) | None => gptdash::tui::run(settings, None),
+        _ => gptdash::tui::run(settings, None),
     }
 }

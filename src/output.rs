@@ -6,6 +6,9 @@
 //! that name is there, which is left alone).
 use std::path::{Path, PathBuf};
 
+/// Where runs save when no output folder is given (relative to the working directory).
+pub const DEFAULT_PARENT: &str = "checkpoints";
+
 use anyhow::{bail, Context, Result};
 
 pub use crate::checkpoint::{replaceable, resolve_link};

@@ -10,6 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::config::{DataMode, FinetuneSettings, Settings};
 use crate::generate::{GenerateOptions, Generation};
 
+mod inspect;
+pub use inspect::{InspectReport, InspectText, LensCell, PinnedLoss};
+
 /// Dashboard → worker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Command {
@@ -277,123 +280,6 @@ pub struct ReliabilityBin {
     pub accuracy: f64,
 }
 
-/// One cell of the logit lens: what the residual stream after a layer predicts next.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LensCell {
-    /// The most probable next token and its probability.
-    pub token: String,
-    pub prob: f64,
-    /// Entropy of the whole next-token distribution, in nats.
-    pub entropy: f64,
-}
-
-/// What to inspect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InspectText {
-    /// The n-th test example of the corpus the model held was trained on (wrapping).
-    Corpus(usize),
-    /// A text, read as generation reads a prompt.
-    Typed(String),
-}
-
-/// The per-token loss of the pinned weights on the same tokens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PinnedLoss {
-    /// The training step the weights were pinned at (`None`: a loaded model).
-    pub step: Option<u64>,
-    pub token_loss: Vec<f64>,
-}
-
-/// One introspecting forward pass over a text, as plain data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InspectReport {
-    /// Pairs the report with the dashboard's ask.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub request: Option<u64>,
-    /// The text inspected.
-    #[serde(default)]
-    pub text: String,
-    /// The text as the model reads it, when that differs from `text` (its checkpoint
-    /// lower-cases or splits text Penn-Treebank style).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub read_as: Option<String>,
-    /// The training step of the weights (`None`: a loaded or fine-tuned model).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub step: Option<u64>,
-    /// The text's tokens, as the tokenizer cut them.
-    pub tokens: Vec<String>,
-    /// Per position but the last: −log P(actual next token) in nats, and its rank (1 = top).
-    pub token_loss: Vec<f64>,
-    pub token_rank: Vec<usize>,
-    /// `lens[layer][position]`.
-    pub lens: Vec<Vec<LensCell>>,
-    /// `attention[layer][head][query][key]`, each row summing to 1.
-    pub attention: Vec<Vec<Vec<Vec<f32>>>>,
-    /// The pinned weights' per-token loss, when weights are pinned.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub pinned: Option<PinnedLoss>,
-}
-
-impl InspectReport {
-    /// An example report for the tests and benchmarks of the views: `tokens` words,
-    /// `layers` × `heads`, head `h` looking about `h` tokens back (weights falling off
-    /// as a Gaussian around there, each row summing to 1), the lens growing surer with
-    /// depth, and a pinned copy that did worse.
-    pub fn example(tokens: usize, layers: usize, heads: usize) -> Self {
-        let words: Vec<String> = (0..tokens)
-            .map(|i| ["The", " cat", " sat", " on", " the", " mat", "."][i % 7].to_string())
-            .collect();
-        let head = |h: usize| -> Vec<Vec<f32>> {
-            (0..tokens)
-                .map(|q| {
-                    let w: Vec<f32> = (0..tokens)
-                        .map(|k| {
-                            if k > q {
-                                return 0.0;
-                            }
-                            let d = (q - k) as f32 - h as f32;
-                            (-0.5 * d * d).exp() + 1e-3
-                        })
-                        .collect();
-                    let sum: f32 = w.iter().sum();
-                    w.iter().map(|x| x / sum).collect()
-                })
-                .collect()
-        };
-        let attention = (0..layers)
-            .map(|_| (0..heads).map(head).collect())
-            .collect();
-        let lens = (0..layers)
-            .map(|l| {
-                (0..tokens)
-                    .map(|p| LensCell {
-                        token: words[(p + 1) % words.len().max(1)].clone(),
-                        prob: (l + 1) as f64 / (layers + 1) as f64,
-                        entropy: 3.0 / (l + 1) as f64,
-                    })
-                    .collect()
-            })
-            .collect();
-        let token_loss: Vec<f64> = (1..tokens).map(|i| 0.5 + (i % 5) as f64).collect();
-        Self {
-            request: Some(1),
-            text: words.concat(),
-            read_as: None,
-            step: Some(100),
-            token_rank: token_loss.iter().map(|l| 1 + *l as usize).collect(),
-            pinned: Some(PinnedLoss {
-                step: Some(50),
-                token_loss: token_loss.iter().map(|l| l + 0.7).collect(),
-            }),
-            token_loss,
-            tokens: words,
-            lens,
-            attention,
-        }
-    }
-}
-
 /// What `gptdash export` wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exported {
@@ -604,6 +490,10 @@ pub enum Event {
     GenerateFailed {
         request: u64,
         error: String,
+        /// The worker holds no model yet (the error is [`crate::worker::NoModel`]'s):
+        /// what the dashboard branches on, never the error's text.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_model: bool,
     },
     Classified {
         text: String,
@@ -618,6 +508,10 @@ pub enum Event {
     InspectFailed {
         request: u64,
         error: String,
+        /// The worker holds no model yet (the error is [`crate::worker::NoModel`]'s):
+        /// what the dashboard branches on, never the error's text.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_model: bool,
     },
     /// A benchmark's result (`gptdash bench ... --json`).
     Bench(Box<BenchReport>),
@@ -667,86 +561,4 @@ fn nan_when_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary() -> TrainSummary {
-        TrainSummary {
-            iter: 200,
-            train_loss: 0.86,
-            test_loss: Some(0.94),
-            best_test_loss: Some(0.93),
-            tokens_per_s: 9046.0,
-            step_tokens_per_s: 9100.0,
-            train_s: 4.4,
-            wall_s: 4.5,
-            checkpoint: "checkpoints/small".into(),
-        }
-    }
-
-    #[test]
-    fn events_serialise_flat_and_tagged_as_the_readme_shows() {
-        let e = Event::Eval {
-            iter: 50,
-            test_loss: 1.5,
-        };
-        assert_eq!(e.to_json(), r#"{"event":"eval","iter":50,"test_loss":1.5}"#);
-        let done: serde_json::Value =
-            serde_json::from_str(&Event::Done(RunDone::Train(summary())).to_json()).unwrap();
-        assert_eq!(done["event"], "done");
-        assert_eq!(done["checkpoint"], "checkpoints/small");
-        assert_eq!(done["best_test_loss"], 0.93);
-        let state = Event::State {
-            state: WorkerState::FineTuning,
-        };
-        assert_eq!(
-            state.to_json(),
-            r#"{"event":"state","state":"fine_tuning"}"#
-        );
-        assert_eq!(WorkerState::Loaded.to_string(), "model loaded");
-    }
-
-    #[test]
-    fn events_read_back_including_both_kinds_of_start_and_done() {
-        let events = vec![
-            Event::Done(RunDone::Train(summary())),
-            Event::Done(RunDone::Finetune(FinetuneSummary {
-                best_epoch: 3,
-                val_acc: 0.65,
-                val_loss: 0.6,
-                confusion: [[1, 2], [3, 4]],
-                eval_acc: None,
-                checkpoint: "c".into(),
-                ..Default::default()
-            })),
-            Event::Epoch(EpochMetrics {
-                epoch: 1,
-                train_loss: 0.7,
-                train_acc: 0.5,
-                val_loss: 0.69,
-                val_acc: 0.55,
-                secs: 1.0,
-            }),
-            Event::log("hello"),
-        ];
-        for e in events {
-            let back: Event = serde_json::from_str(&e.to_json()).unwrap();
-            assert_eq!(back, e);
-        }
-    }
-
-    #[test]
-    fn a_nan_loss_is_null_in_json_and_nan_when_read() {
-        let e = Event::Diverged {
-            iter: 3,
-            loss: f64::NAN,
-            message: "m".into(),
-        };
-        let json = e.to_json();
-        assert!(json.contains(r#""loss":null"#), "{json}");
-        let Event::Diverged { loss, .. } = serde_json::from_str(&json).unwrap() else {
-            panic!("{json}")
-        };
-        assert!(loss.is_nan());
-    }
-}
+mod tests;

@@ -14,10 +14,11 @@ use crate::checkpoint::{load_model_with_dropout, Base};
 use crate::classifier::sst2_labels;
 use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2;
-use crate::device::{device_name, resolve_device, set_threads};
+use crate::device::{device_name, resolve_device};
 use crate::protocol::{Command, Event, RunDone, RunStart, WorkerState};
 use crate::train::finetune::{FinetuneOptions, Finetuner};
 use crate::train::lm::LmTrainer;
+use crate::train::plan::{Output, Plan};
 
 /// The dashboard's handle on the worker thread.
 pub struct WorkerHandle {
@@ -38,7 +39,7 @@ impl WorkerHandle {
 
 /// Starts the worker; checkpoints it writes on its own go under `checkpoints/`.
 pub fn spawn() -> std::io::Result<WorkerHandle> {
-    spawn_with_output(PathBuf::from("checkpoints"))
+    spawn_with_output(PathBuf::from(crate::output::DEFAULT_PARENT))
 }
 
 /// Starts the worker with checkpoints (training runs, fine-tuned classifier) under `out_dir`.
@@ -64,6 +65,7 @@ pub fn spawn_with(out_dir: PathBuf, device: String) -> std::io::Result<WorkerHan
 
 mod engine;
 
+pub use engine::NoModel;
 use engine::{Engine, Pace, Pinned};
 
 struct Worker {
@@ -237,11 +239,13 @@ impl Worker {
                     },
                     Ok(Err(e)) => Event::GenerateFailed {
                         request,
+                        no_model: e.downcast_ref::<NoModel>().is_some(),
                         error: format!("{e:#}"),
                     },
                     Err(_) => Event::GenerateFailed {
                         request,
                         error: "generation hit an internal error".into(),
+                        no_model: false,
                     },
                 };
                 Ok(self.send(event))
@@ -258,11 +262,13 @@ impl Worker {
                     }
                     Ok(Err(e)) => Event::InspectFailed {
                         request,
+                        no_model: e.downcast_ref::<NoModel>().is_some(),
                         error: format!("{e:#}"),
                     },
                     Err(_) => Event::InspectFailed {
                         request,
                         error: "inspection hit an internal error".into(),
+                        no_model: false,
                     },
                 };
                 Ok(self.send(event))
@@ -317,13 +323,16 @@ impl Worker {
             "preparing corpus {} and model {}",
             settings.data.corpus, settings.model.preset
         )));
-        let threads = set_threads(settings.train.threads);
+        let plan = Plan::new(
+            settings,
+            Output::Fresh(self.out_dir.clone()),
+            "the dashboard's settings",
+        )?;
         let tx = self.events.clone();
-        let mut run = LmTrainer::new_with_progress(settings, &mut |e| {
+        let run = LmTrainer::new_with_progress(plan, &mut |e| {
             let _ = tx.send(e);
         })?;
-        run.claim_fresh(&self.out_dir)?;
-        let alive = self.send(Event::Start(RunStart::Train(Box::new(run.info(threads)))));
+        let alive = self.send(Event::Start(RunStart::Train(Box::new(run.info()))));
         self.engine = Engine::Training(Box::new(run), Pace::Running);
         Ok(alive)
     }

@@ -153,6 +153,17 @@ fn every_stop_signal_saves_a_resumable_checkpoint_and_exits_128_plus_it() {
     }
 }
 
+/// The crash tests drive the save-fault hook, which only exists with the feature: without
+/// it they must not pass by being left out.
+#[cfg(not(feature = "fault-injection"))]
+#[test]
+fn the_crash_tests_need_the_fault_injection_feature() {
+    panic!(
+        "tests/faults.rs's crash tests need `--features fault-injection` (make test turns it on)"
+    );
+}
+
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_save_killed_at_any_point_leaves_a_checkpoint_that_loads() {
     let _machine = shared_machine();
@@ -205,6 +216,7 @@ fn a_save_killed_at_any_point_leaves_a_checkpoint_that_loads() {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_save_that_cannot_replace_its_folder_is_kept_beside_it_and_said_where() {
     let _machine = shared_machine();

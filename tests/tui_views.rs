@@ -115,7 +115,7 @@ fn token(id: u32, text: &str, prob: f64) -> GeneratedToken {
 fn generate_tab_shows_the_continuation_and_six_ranked_grid_rows() {
     let mut app = App::new(Settings::default());
     app.tab = Tab::Generate;
-    app.generate.prompt = "He and I".into();
+    app.generate.prompt.set("He and I");
     app.generate.pending = Some(1);
     let generation = Generation {
         prompt: "He and I".into(),

@@ -110,9 +110,18 @@ fn a_recorded_stream_shows_its_run_and_counts_the_lines_it_cannot_read() {
         inspect.contains("no model yet: Ctrl-O loads the watched run's latest checkpoint"),
         "{inspect}"
     );
+    // Another failure that happens to begin with the same words is shown as it is: the
+    // dashboard goes by the event's `no_model`, not by its text.
     app.update(Msg::Worker(Event::GenerateFailed {
         request: 0,
-        error: "no model yet: start training (space on the Train tab) or load a checkpoint".into(),
+        error: "no model yet? the prompt is empty".into(),
+        no_model: false,
+    }));
+    assert!(!app.shared.log.back().unwrap().contains("Ctrl-O"));
+    app.update(Msg::Worker(Event::GenerateFailed {
+        request: 0,
+        error: gptdash::worker::NoModel.to_string(),
+        no_model: true,
     }));
     assert!(app.shared.log.back().unwrap().contains("Ctrl-O"));
 }

@@ -208,7 +208,7 @@ fn errors_arrive_as_events_and_the_worker_survives() {
         matches!(e, Event::GenerateFailed { .. })
     });
     assert!(
-        matches!(e, Event::GenerateFailed { request: 1, ref error } if error.contains("no model"))
+        matches!(e, Event::GenerateFailed { request: 1, no_model: true, ref error } if error.contains("no model"))
     );
 
     let mut bad = Settings::default();

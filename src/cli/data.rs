@@ -2,7 +2,7 @@
 //! machine, downloading one, and where its files are.
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::catalog::{self, Entry};
@@ -78,12 +78,12 @@ fn entry(name: &str) -> Result<Entry> {
 
 use catalog::size_text as mb;
 
-pub fn run(args: &DataArgs, settings: crate::config::Settings) -> Result<()> {
+pub fn run(args: &DataArgs, loaded: super::Loaded) -> Result<()> {
     // Ctrl-C (or SIGTERM, SIGHUP) stops a download or a preparation at its next check,
     // so it removes its temporary files; a download resumes next time.
     crate::interrupt::install()?;
     match &args.command {
-        DataCommand::Prepare(p) => prepare(p, settings),
+        DataCommand::Prepare(p) => prepare(p, loaded),
         DataCommand::List { json } => list(*json),
         DataCommand::Get { name, json } => get(name, *json),
         DataCommand::Path { name, json } => path(name, *json),
@@ -236,7 +236,8 @@ fn path(name: &str, json: bool) -> Result<()> {
     }
 }
 
-fn prepare(args: &PrepareArgs, mut settings: crate::config::Settings) -> Result<()> {
+fn prepare(args: &PrepareArgs, loaded: super::Loaded) -> Result<()> {
+    let mut settings = loaded.settings;
     if let Some(c) = &args.corpus {
         settings.data.corpus = c.clone();
     }
@@ -252,6 +253,9 @@ fn prepare(args: &PrepareArgs, mut settings: crate::config::Settings) -> Result<
     if args.no_cache {
         settings.data.cache = false;
     }
+    settings
+        .validate()
+        .with_context(|| format!("invalid settings ({} and flags)", loaded.origin))?;
     let started = std::time::Instant::now();
     let bar = (!args.json).then(|| ProgressBar::new(0));
     let mut stage_now = String::new();

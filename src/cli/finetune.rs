@@ -222,7 +222,7 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
         }
         None => {
             let stem = format!("{}-sst2", file_safe(&source_name));
-            let parent = Path::new(super::train::DEFAULT_PARENT);
+            let parent = Path::new(crate::output::DEFAULT_PARENT);
             let (dir, lock) = output::claim_fresh(parent, &stem)?;
             (dir, Some((lock, Some(parent.join(stem)))))
         }

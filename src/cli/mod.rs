@@ -62,15 +62,47 @@ pub struct WatchArgs {
     pub source: String,
 }
 
-/// Loads the settings file chosen by `--config` or the default search.
-pub fn load_settings(config: Option<&PathBuf>) -> Result<Settings> {
-    match config {
-        Some(path) => Settings::from_file(path).context("--config"),
-        None => match Settings::default_file() {
-            Some(path) => Settings::from_file(&path),
-            None => Ok(Settings::default()),
-        },
+/// Settings as read, before a command puts its flags on top and checks them.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// Where they came from, for messages: `config file x.toml` or `built-in defaults`.
+    pub origin: String,
+}
+
+impl Loaded {
+    /// The settings checked as they are, for commands whose flags do not change them.
+    pub fn checked(self) -> Result<Settings> {
+        self.settings
+            .validate()
+            .with_context(|| format!("in {}", self.origin))?;
+        Ok(self.settings)
     }
+}
+
+/// Reads the settings file chosen by `--config` or the default search (unknown keys and
+/// wrong types are errors here; values are checked by the command).
+pub fn load_settings(config: Option<&PathBuf>) -> Result<Loaded> {
+    let file = match config {
+        Some(path) => {
+            let settings = Settings::from_file(path).context("--config")?;
+            return Ok(Loaded {
+                settings,
+                origin: format!("config file {}", path.display()),
+            });
+        }
+        None => Settings::default_file(),
+    };
+    Ok(match file {
+        Some(path) => Loaded {
+            settings: Settings::from_file(&path)?,
+            origin: format!("config file {}", path.display()),
+        },
+        None => Loaded {
+            settings: Settings::default(),
+            origin: "built-in defaults".into(),
+        },
+    })
 }
 
 /// A clap value parser for a finite number > 0.

@@ -1,17 +1,17 @@
 //! `gptdash train`: the training loop driven from the command line, with a progress bar
 //! or JSON lines.
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{DataMode, Dtype, Settings};
-use crate::device::set_threads;
 use crate::output;
 use crate::protocol::{Event, RunDone, RunInfo, RunStart};
 use crate::train::lm::LmTrainer;
+use crate::train::plan::{Output, Plan};
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct TrainArgs {
@@ -177,11 +177,8 @@ impl TrainArgs {
     }
 }
 
-/// Where runs save when no --out is given.
-pub const DEFAULT_PARENT: &str = "checkpoints";
-
 /// Runs `gptdash train`: advances the run and shows its events.
-pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
+pub fn run(args: &TrainArgs, loaded: super::Loaded) -> Result<()> {
     crate::interrupt::install()?;
     // Where the run will write is settled before any work: a folder it would destroy is
     // refused now, not after training.
@@ -209,21 +206,27 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             if !flags.is_empty() {
                 bail!("{} cannot be combined with --resume: the model, data and seed come from the checkpoint", flags.join(", "));
             }
-            LmTrainer::resume(dir, |s| args.apply_loop_flags(s))?
+            let mut run = LmTrainer::resume(dir, |s| args.apply_loop_flags(s))?;
+            if let Some(out) = &args.out {
+                run.set_out(out.clone())?; // the resumed folder itself: the same lock
+            }
+            run
         }
         None => {
-            let mut settings = settings;
+            let mut settings = loaded.settings;
             args.apply(&mut settings);
-            settings
-                .validate()
-                .map_err(|e| e.context("invalid settings (config file and flags)"))?;
+            let output = match &args.out {
+                Some(out) => Output::Folder(out.clone()),
+                None => Output::Fresh(output::DEFAULT_PARENT.into()),
+            };
+            let plan = Plan::new(settings, output, &format!("{} and flags", loaded.origin))?;
             let bar = (!args.json).then(|| {
                 let bar = ProgressBar::new(1);
                 bar.set_style(bar_style("{pos}/{len}"));
                 bar
             });
             let mut stage_now = String::new();
-            let run = LmTrainer::new_with_progress(settings, &mut |event| match &bar {
+            let run = LmTrainer::new_with_progress(plan, &mut |event| match &bar {
                 None => print_event(&event),
                 Some(bar) => match event {
                     Event::Prepare { stage, done, total } => {
@@ -253,14 +256,8 @@ pub fn run(args: &TrainArgs, settings: Settings) -> Result<()> {
             run?
         }
     };
-    let threads = set_threads(run.settings.train.threads);
-    match (&args.out, &args.resume) {
-        (Some(out), _) => run.set_out(out.clone())?,
-        (None, Some(_)) => {} // the resumed folder, locked by resume
-        (None, None) => run.claim_fresh(Path::new(DEFAULT_PARENT))?,
-    }
     let report = Reporter::new(args.json, run.settings.train.max_iters, run.step);
-    report.show(&Event::Start(RunStart::Train(Box::new(run.info(threads)))));
+    report.show(&Event::Start(RunStart::Train(Box::new(run.info()))));
 
     // A signal (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) finishes the current step, saves a
     // checkpoint and exits with 128 + its number; a second one quits at once.

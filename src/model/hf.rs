@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use crate::config::DataMode;
-use crate::model::gpt::GptConfig;
+use crate::model::gpt::{is_classifier_weight, GptConfig};
 
 /// The parts of a transformers `config.json` gptdash needs.
 #[derive(Debug, Deserialize)]
@@ -129,7 +129,7 @@ pub fn map_name(hf: &str) -> Option<(String, bool)> {
 }
 
 /// An untied LM head's weight, named alike in both layouts.
-const LM_HEAD: &str = "lm_head.weight";
+const LM_HEAD: &str = crate::model::gpt::LM_HEAD_WEIGHT;
 
 /// Copies the weights of a Hugging Face GPT-2 directory into `vs`, a [`Gpt`] built from
 /// [`read_config`]; every weight must be present with the right shape. The classifier head
@@ -142,12 +142,12 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    let tensors = Tensor::read_safetensors(&path)
-        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    let file = crate::checkpoint::WeightsFile::open(&path)?;
+    let names: Vec<String> = file.tensors().into_keys().collect();
     let mut vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut loaded = 0usize;
     tch::no_grad(|| -> Result<()> {
-        for (hf_name, tensor) in &tensors {
+        for hf_name in &names {
             let Some((name, transpose)) = map_name(hf_name) else {
                 continue;
             };
@@ -157,6 +157,7 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
                 }
                 bail!("{}: unexpected tensor {hf_name}", path.display());
             };
+            let tensor = file.tensor(hf_name)?;
             let source = if transpose {
                 tensor.transpose(0, 1)
             } else {
@@ -175,18 +176,15 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
         }
         Ok(())
     })?;
-    let expected = vars
-        .keys()
-        .filter(|n| !n.starts_with("classifier."))
-        .count();
+    let expected = vars.keys().filter(|n| !is_classifier_weight(n)).count();
     if loaded != expected {
-        let present: std::collections::HashSet<String> = tensors
+        let present: std::collections::HashSet<String> = names
             .iter()
-            .filter_map(|(n, _)| map_name(n).map(|m| m.0))
+            .filter_map(|n| map_name(n).map(|m| m.0))
             .collect();
         let missing: Vec<&String> = vars
             .keys()
-            .filter(|n| !n.starts_with("classifier.") && !present.contains(*n))
+            .filter(|n| !is_classifier_weight(n) && !present.contains(*n))
             .take(5)
             .collect();
         bail!("{}: missing weights, e.g. {missing:?}", path.display());
@@ -261,7 +259,7 @@ pub fn export_tensors(vs: &nn::VarStore) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for (name, tensor) in vs.variables() {
-            if name.starts_with("classifier.") {
+            if is_classifier_weight(&name) {
                 continue;
             }
             let Some((mapped, transpose)) = map_name(&name) else {

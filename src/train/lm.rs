@@ -7,7 +7,6 @@
 //! weights are not saved (the last checkpoint, if any, stays as it was) and a `diverged`
 //! event names the step. `gptdash train` then exits with code 2; the dashboard shows the
 //! error and drops the broken model.
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,136 +14,30 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
-use crate::config::DataMode;
 use crate::config::Settings;
-use crate::data::corpus::{corpus_limit, Batch, EpochOrder, Examples};
-use crate::data::prepare::{self, Prepared};
-use crate::data::source::CorpusSource;
+use crate::data::corpus::{Batch, EpochOrder, Examples};
 use crate::data::tokenizer::TextTokenizer;
-use crate::device::{device_name, resolve_device};
+use crate::device::{device_name, set_threads};
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
 use crate::protocol::{Event, ModelShape, RunDone, RunInfo, StepMetrics, TrainSummary};
 use crate::rng::mix;
-use crate::train::optim::{learning_rate, AdamWConfig};
+use crate::train::optim::AdamWConfig;
+use crate::train::plan::{Output, Plan};
+use crate::train::schedule::learning_rate;
 use crate::train::step::{LmStep, StepKind};
 
-/// Prepares the corpus: from the per-user cache when it can (file corpora, `data.cache`).
-/// The corpus as a run trains on it, whichever way it was prepared.
-pub struct Ready {
-    pub name: String,
-    /// What checkpoints store to find it again.
-    pub spec: String,
-    pub tokenizer: TextTokenizer,
-    pub train: Examples,
-    pub test: Examples,
-    pub train_texts: usize,
-    pub test_texts: usize,
-}
-
-/// Prepares the corpus of `settings` as a run would (downloading, caching), without a
-/// model: `gptdash data prepare`. The settings' data mode is settled from the corpus.
-pub fn prepare_only(settings: &mut Settings, progress: &mut dyn FnMut(Event)) -> Result<Ready> {
-    settings.validate()?;
-    let given = match &settings.data.tokenizer {
-        Some(path) => Some(TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?),
-        None => None,
-    };
-    let block = settings.model.block_size as usize;
-    prepare_data(settings, block, given, progress)
-}
-
-/// Finds the corpus (downloading a catalog corpus the first time), settles the data
-/// mode (the corpus's own when the settings name none), and prepares it: `documents`
-/// mode streams it into a memory-mapped token file ([`crate::data::stream`]); the modes
-/// that split sentences read the text into memory ([`prepare::prepare`]).
-fn prepare_data(
-    settings: &mut Settings,
-    block: usize,
-    tokenizer: Option<TextTokenizer>,
-    progress: &mut dyn FnMut(Event),
-) -> Result<Ready> {
-    let spec = settings.data.corpus.clone();
-    let source = crate::interrupt::interruptible_progress(
-        "finding the corpus",
-        move |p| CorpusSource::resolve(&spec, p),
-        &mut |stage, done, total| progress(Event::prepare(stage, done, total)),
-    )
-    .context("data.corpus / --corpus")?;
-    let mode = *settings.data.mode.get_or_insert(source.mode);
-    let cache = (settings.data.cache && !source.is_builtin())
-        .then(prepare::default_cache_dir)
-        .flatten();
-    let eot = |t: &TextTokenizer| t.eot_id();
-    if mode == DataMode::Documents {
-        let s = crate::data::stream::prepare_stream(
-            &source,
-            &settings.data,
-            tokenizer,
-            cache.as_deref(),
-            &mut |stage, done, total| progress(Event::prepare(stage, done, total)),
-        )
-        .with_context(|| format!("corpus {}", source.name))?;
-        for note in &s.notes {
-            progress(Event::log(note.clone()));
-        }
-        return Ok(Ready {
-            name: source.name,
-            spec: source.spec,
-            train: Examples::packed(s.ids.clone(), s.train.0, s.train.1, block),
-            test: Examples::packed(s.ids, s.test.0, s.test.1, block),
-            tokenizer: s.tokenizer,
-            train_texts: s.train_docs,
-            test_texts: s.test_docs,
-        });
-    }
-    progress(Event::prepare("read", 0, 1));
-    let limit = corpus_limit(settings.data.max_corpus_mb);
-    let reading = source.clone();
-    let corpus =
-        crate::interrupt::interruptible("reading the corpus", move || reading.load_text(limit))
-            .context("data.corpus / --corpus")?;
-    progress(Event::prepare("read", 1, 1));
-    let cache = cache.filter(|_| corpus.path.is_some());
-    let prepared = prepare::prepare(
-        &corpus,
-        &settings.data,
-        tokenizer,
-        cache.as_deref(),
-        &mut |stage, done, total| progress(Event::prepare(stage, done, total)),
-    )?;
-    for note in &prepared.notes {
-        progress(Event::log(note.clone()));
-    }
-    let Prepared {
-        tokenizer,
-        train,
-        test,
-        ..
-    } = prepared;
-    let (train_texts, test_texts) = (train.len(), test.len());
-    let e = eot(&tokenizer);
-    Ok(Ready {
-        name: corpus.name.clone(),
-        spec: corpus.spec(),
-        train: Examples::from_encoded(train, e, block, mode),
-        test: Examples::from_encoded(test, e, block, mode),
-        tokenizer,
-        train_texts,
-        test_texts,
-    })
-}
-
-/// The GPU monitor of a CUDA run: when it last read, and the memory in use then.
-struct GpuWatch {
-    monitor: crate::gpu::GpuMonitor,
-    last: Option<Instant>,
-    mib: Option<f64>,
-}
+mod data;
+mod stats;
+use data::prepare_data;
+pub use data::{prepare_only, Ready};
+use stats::{GpuWatch, RunStats};
 
 /// The corpus, tokenizer, model and optimizer of one training run.
 pub struct LmTrainer {
     pub settings: Settings,
     device: Device,
+    /// libtorch's CPU threads (the plan's).
+    threads: usize,
     pub corpus_name: String,
     /// `small` or the corpus path, as stored in checkpoints.
     corpus_spec: String,
@@ -180,66 +73,25 @@ pub struct LmTrainer {
     diverged: bool,
 }
 
-/// What the run's summary needs: recent losses, tokens and time.
-struct RunStats {
-    /// When the run was set up (corpus, tokenizer and model included).
-    created: Instant,
-    /// The last 20 training losses.
-    recent: VecDeque<f64>,
-    last_test_loss: Option<f64>,
-    tokens: usize,
-    /// Seconds inside training steps only, and inside `advance` as a whole.
-    step_secs: f64,
-    busy_secs: f64,
-}
-
-impl RunStats {
-    const RECENT: usize = 20;
-
-    fn new(created: Instant) -> Self {
-        Self {
-            created,
-            recent: VecDeque::with_capacity(Self::RECENT),
-            last_test_loss: None,
-            tokens: 0,
-            step_secs: 0.0,
-            busy_secs: 0.0,
-        }
-    }
-
-    fn record(&mut self, m: &StepMetrics) {
-        if self.recent.len() == Self::RECENT {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(m.loss);
-        self.tokens += m.tokens;
-        self.step_secs += m.iter_ms / 1e3;
-    }
-}
-
 impl LmTrainer {
-    /// A fresh run: reads the corpus, trains (or loads) the tokenizer, builds the model.
-    pub fn new(settings: Settings) -> Result<Self> {
-        Self::new_with_progress(settings, &mut |_| {})
+    /// A fresh run of `plan`: reads the corpus, trains (or loads) the tokenizer, builds
+    /// the model, claims the plan's output folder.
+    pub fn new(plan: Plan) -> Result<Self> {
+        Self::new_with_progress(plan, &mut |_| {})
     }
 
     /// [`LmTrainer::new`], reporting the data preparation's progress (`prepare` events).
-    pub fn new_with_progress(settings: Settings, progress: &mut dyn FnMut(Event)) -> Result<Self> {
+    pub fn new_with_progress(plan: Plan, progress: &mut dyn FnMut(Event)) -> Result<Self> {
         let created = Instant::now();
-        settings.validate()?;
-        let on_cpu = resolve_device(&settings.train.device).context("train.device / --device")?
-            == Device::Cpu;
-        crate::train::memory::check(&settings, on_cpu)?;
-        let given = match &settings.data.tokenizer {
+        let given = match &plan.settings().data.tokenizer {
             Some(path) => {
                 Some(TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?)
             }
             None => None,
         };
-        let mut settings = settings;
+        let (mut settings, device, dims, threads, output) = plan.into_parts();
         let block = settings.model.block_size as usize;
         let ready = prepare_data(&mut settings, block, given, progress)?;
-        let dims = settings.model.dims()?;
         let config = GptConfig {
             vocab_size: ready.tokenizer.vocab_size() as i64,
             block_size: settings.model.block_size,
@@ -251,7 +103,9 @@ impl LmTrainer {
             layer_norm_eps: 1e-5,
             tie_lm_head: false,
         };
-        Self::build(settings, ready, config, created)
+        let mut run = Self::build(settings, device, threads, ready, config, created)?;
+        run.claim(output)?;
+        Ok(run)
     }
 
     /// Continues a run from a training checkpoint: same model, tokenizer, corpus, step
@@ -267,9 +121,9 @@ impl LmTrainer {
         adjust(&mut settings);
         settings.data = state.settings.data.clone();
         settings.model = state.settings.model.clone();
-        settings
-            .validate()
-            .with_context(|| format!("resuming from {}", dir.display()))?;
+        let origin = format!("resuming from {}", dir.display());
+        let plan = Plan::new(settings, Output::Folder(dir.to_path_buf()), &origin)?;
+        let (mut settings, device, _, threads, output) = plan.into_parts();
         if state.step >= settings.train.max_iters {
             bail!(
                 "checkpoint {} is already at step {} of max_iters {}; pass a larger --max-iters to train further",
@@ -283,14 +137,10 @@ impl LmTrainer {
         let block = ckpt.model.block_size as usize;
         let ready = prepare_data(&mut settings, block, Some(tokenizer), &mut |_| {})
             .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
-        let mut trainer = Self::build(settings, ready, ckpt.model, created)?;
-        trainer.set_out(dir.to_path_buf())?;
+        let mut trainer = Self::build(settings, device, threads, ready, ckpt.model, created)?;
+        trainer.claim(output)?;
         let model = trainer.model.config;
-        checkpoint::load_weights(
-            &mut trainer.vs,
-            &dir.join(checkpoint::MODEL_FILE),
-            Some(&model),
-        )?;
+        checkpoint::load_weights(&mut trainer.vs, &dir.join(checkpoint::MODEL_FILE), &model)?;
         trainer
             .stepper
             .load(&dir.join(checkpoint::OPTIMIZER_FILE), state.step)?;
@@ -302,11 +152,13 @@ impl LmTrainer {
 
     fn build(
         settings: Settings,
+        device: Device,
+        threads: usize,
         ready: Ready,
         config: GptConfig,
         created: Instant,
     ) -> Result<Self> {
-        let device = resolve_device(&settings.train.device).context("train.device / --device")?;
+        set_threads(threads);
         let Ready {
             name,
             spec,
@@ -339,7 +191,8 @@ impl LmTrainer {
         )?;
         Ok(Self {
             device,
-            out: PathBuf::from("checkpoints").join(&name),
+            threads,
+            out: PathBuf::from(crate::output::DEFAULT_PARENT).join(&name),
             corpus_name: name,
             corpus_spec: spec,
             tokenizer,
@@ -362,6 +215,15 @@ impl LmTrainer {
             diverged: false,
             settings,
         })
+    }
+
+    /// Claims the plan's output folder.
+    fn claim(&mut self, output: Output) -> Result<()> {
+        match output {
+            Output::Fresh(parent) => self.claim_fresh(&parent),
+            Output::Folder(dir) => self.set_out(dir),
+            Output::Unclaimed => Ok(()),
+        }
     }
 
     /// Where the run saves: `checkpoints/<corpus name>` unless set here (a resumed run:
@@ -392,7 +254,8 @@ impl LmTrainer {
     }
 
     /// The run's facts, for its `start` event.
-    pub fn info(&self, threads: usize) -> RunInfo {
+    pub fn info(&self) -> RunInfo {
+        let threads = self.threads;
         let c = self.model.config;
         RunInfo {
             device: device_name(self.device),
@@ -442,7 +305,7 @@ impl LmTrainer {
             );
         }
         let mut m = self.step()?;
-        let gpu = self.gpu_reading();
+        let gpu = GpuWatch::read(&mut self.gpu, self.device);
         m.gpu_mib = self.gpu.as_ref().and_then(|g| g.mib);
         let mut events = vec![Event::Iter(m)];
         events.extend(gpu.map(Event::Gpu));
@@ -624,25 +487,6 @@ impl LmTrainer {
         })
     }
 
-    /// A reading of the run's GPU, about once a second (CUDA runs only).
-    fn gpu_reading(&mut self) -> Option<crate::protocol::GpuStatus> {
-        let Device::Cuda(index) = self.device else {
-            return None;
-        };
-        let watch = self.gpu.get_or_insert_with(|| GpuWatch {
-            monitor: crate::gpu::GpuMonitor::open(index),
-            last: None,
-            mib: None,
-        });
-        if watch.last.is_some_and(|t| t.elapsed().as_secs_f64() < 1.0) {
-            return None;
-        }
-        watch.last = Some(Instant::now());
-        let status = watch.monitor.read();
-        watch.mib = status.reading.as_ref().map(|r| r.memory_used_mib);
-        Some(status)
-    }
-
     /// Mean loss per real token over the test split (at most `train.eval_batches` batches).
     /// The batches are padded and moved to the device once, on the first evaluation;
     /// the losses are summed on the device and read once.
@@ -734,212 +578,4 @@ impl LmTrainer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn corpus_file(dir: &Path) -> String {
-        let path = dir.join("tiny.txt");
-        let text =
-            "The cat sat. The dog ran. A cat ran. A dog sat. The cat ran. The dog sat.\n".repeat(6);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-
-    fn tiny_settings(corpus: String) -> Settings {
-        let mut s = Settings::default();
-        s.data.corpus = corpus;
-        s.data.vocab_size = 300;
-        s.data.cache = false; // never write to the user's cache from a test
-        s.model.preset = "custom".into();
-        s.model.n_layer = Some(2);
-        s.model.n_head = Some(2);
-        s.model.n_embd = Some(32);
-        s.model.block_size = 16;
-        s.train.device = "cpu".into();
-        s.train.batch_size = 8;
-        s.train.max_iters = 40;
-        s.train.warmup_iters = 2;
-        s.train.learning_rate = 3e-3;
-        s.train.eval_interval = 10;
-        s
-    }
-
-    #[test]
-    fn loss_falls_on_a_tiny_corpus() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let mut trainer = LmTrainer::new(tiny_settings(corpus_file(dir.path()))).unwrap();
-        let first = trainer.step().unwrap();
-        assert!(first.loss.is_finite() && first.tokens > 0 && first.lr > 0.0);
-        let before = trainer.evaluate().unwrap();
-        let mut last = first;
-        while !trainer.is_done() {
-            last = trainer.step().unwrap();
-        }
-        let after = trainer.evaluate().unwrap();
-        assert_eq!(last.iter, 40);
-        assert!(
-            last.loss < first.loss * 0.5,
-            "train loss {} -> {}",
-            first.loss,
-            last.loss
-        );
-        assert!(after < before * 0.6, "test loss {before} -> {after}");
-    }
-
-    #[test]
-    fn bf16_training_tracks_f32() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let curve = |dtype| {
-            let mut s = tiny_settings(corpus_file(dir.path()));
-            s.train.dtype = dtype;
-            let mut trainer = LmTrainer::new(s).unwrap();
-            let mut losses = Vec::new();
-            while !trainer.is_done() {
-                losses.push(trainer.step().unwrap().loss);
-            }
-            (losses, trainer.evaluate().unwrap())
-        };
-        let (f32_curve, f32_test) = curve(crate::config::Dtype::F32);
-        let (bf16_curve, bf16_test) = curve(crate::config::Dtype::Bf16);
-        assert_ne!(f32_curve, bf16_curve, "bf16 must change the arithmetic");
-        for (i, (a, b)) in f32_curve.iter().zip(&bf16_curve).enumerate() {
-            assert!(
-                (a - b).abs() <= 0.03 * a,
-                "step {}: f32 {a} vs bf16 {b}",
-                i + 1
-            );
-        }
-        assert!(
-            bf16_curve[39] < bf16_curve[0] * 0.5,
-            "bf16 learns: {bf16_curve:?}"
-        );
-        assert!(
-            (f32_test - bf16_test).abs() <= 0.03 * f32_test,
-            "test loss {f32_test} vs {bf16_test}"
-        );
-    }
-
-    #[test]
-    fn save_then_load_gives_identical_logits() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let mut trainer = LmTrainer::new(tiny_settings(corpus_file(dir.path()))).unwrap();
-        for _ in 0..3 {
-            trainer.step().unwrap();
-        }
-        let ckpt = dir.path().join("ckpt");
-        trainer.save(&ckpt).unwrap();
-        let loaded = checkpoint::load_model(&ckpt, Device::Cpu).unwrap();
-        let x = Tensor::from_slice(&[1i64, 5, 7, 3]).view([1, 4]);
-        // The weights come back bit-exact; the logits within a stated tolerance, since the
-        // trainer's weights are views into one flat buffer and the loaded ones separate
-        // tensors, and a CPU's kernels may round the two layouts differently.
-        let saved = trainer.var_store().variables();
-        for (name, t) in loaded.vs.variables() {
-            let ours = &saved[&name];
-            assert!(ours.equal(&t), "{name} differs after the round trip");
-        }
-        let a = trainer.model.forward(&x, false);
-        let b = loaded.model.forward(&x, false);
-        assert!((a - b).abs().max().double_value(&[]) < 1e-6);
-        let text = "The cat sat.";
-        assert_eq!(
-            loaded.tokenizer.encode(text).unwrap(),
-            trainer.tokenizer.encode(text).unwrap()
-        );
-    }
-
-    #[test]
-    fn resume_continues_step_count_and_optimizer_state_exactly() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let settings = tiny_settings(corpus_file(dir.path()));
-        let mut straight = LmTrainer::new(settings.clone()).unwrap();
-        let losses: Vec<f64> = (0..8).map(|_| straight.step().unwrap().loss).collect();
-
-        let mut first = LmTrainer::new(settings).unwrap();
-        for _ in 0..4 {
-            first.step().unwrap();
-        }
-        let ckpt = dir.path().join("half");
-        first.save(&ckpt).unwrap();
-        drop(first);
-        let mut resumed = LmTrainer::resume(&ckpt, |_| {}).unwrap();
-        assert_eq!(resumed.step, 4);
-        let rest: Vec<StepMetrics> = (0..4).map(|_| resumed.step().unwrap()).collect();
-        assert_eq!(rest[0].iter, 5);
-        for (k, m) in rest.iter().enumerate() {
-            assert!(
-                (m.loss - losses[4 + k]).abs() < 1e-5 * losses[4 + k].abs().max(1.0),
-                "step {}: {} vs {}",
-                5 + k,
-                m.loss,
-                losses[4 + k]
-            );
-        }
-    }
-
-    #[test]
-    fn resume_past_the_end_asks_for_more_steps() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = tiny_settings(corpus_file(dir.path()));
-        settings.train.max_iters = 2;
-        let mut t = LmTrainer::new(settings).unwrap();
-        t.step().unwrap();
-        t.step().unwrap();
-        let ckpt = dir.path().join("done");
-        t.save(&ckpt).unwrap();
-        let msg = format!("{:#}", LmTrainer::resume(&ckpt, |_| {}).err().unwrap());
-        assert!(msg.contains("--max-iters"), "{msg}");
-        let more = LmTrainer::resume(&ckpt, |s| s.train.max_iters = 3).unwrap();
-        assert_eq!(more.step, 2);
-    }
-
-    #[test]
-    fn same_seed_same_losses() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let settings = tiny_settings(corpus_file(dir.path()));
-        let run = |s: Settings| {
-            let mut t = LmTrainer::new(s).unwrap();
-            (0..3).map(|_| t.step().unwrap().loss).collect::<Vec<_>>()
-        };
-        assert_eq!(run(settings.clone()), run(settings.clone()));
-        let mut other = settings;
-        other.train.seed = 7;
-        assert_ne!(
-            run(other.clone()),
-            run(tiny_settings(other.data.corpus.clone()))
-        );
-    }
-
-    #[test]
-    fn missing_corpus_is_an_error_naming_the_file_and_key() {
-        let _rng = crate::torch_rng_lock();
-        let mut s = Settings::default();
-        s.data.corpus = "/nowhere/corpus.txt".into();
-        let msg = format!("{:#}", LmTrainer::new(s).err().unwrap());
-        assert!(
-            msg.contains("/nowhere/corpus.txt") && msg.contains("--corpus"),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn pack_mode_streams_block_sized_chunks() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = tiny_settings(corpus_file(dir.path()));
-        s.data.mode = Some(crate::config::DataMode::Pack);
-        s.model.block_size = 8;
-        let mut t = LmTrainer::new(s).unwrap();
-        assert!(t.train.rows().iter().all(|r| r.len() <= 9));
-        assert!(t.train.rows()[..t.train.len() - 1]
-            .iter()
-            .all(|r| r.len() == 9));
-        assert!(t.step().unwrap().loss.is_finite());
-    }
-}
+mod tests;

@@ -4,14 +4,13 @@
 //! the machine swaps or the kernel kills it.
 use anyhow::{bail, Result};
 
-use crate::config::Settings;
+use crate::config::{ModelDims, Settings};
 
 /// Bytes a training step of `settings` needs at its peak, roughly: weights, gradients
 /// and AdamW's two moments (16 bytes a parameter), activations kept for the backward
 /// pass (Korthikanti et al.'s 34·C + 5·H·T elements per token and layer, at 4 bytes),
 /// and the LM head's logits and their gradient.
-pub fn estimate(settings: &Settings) -> Result<f64> {
-    let dims = settings.model.dims()?;
+pub fn estimate(settings: &Settings, dims: ModelDims) -> f64 {
     let (c, h, l) = (dims.n_embd as f64, dims.n_head as f64, dims.n_layer as f64);
     let v = settings.data.vocab_size as f64;
     let t = settings.model.block_size as f64;
@@ -20,7 +19,7 @@ pub fn estimate(settings: &Settings) -> Result<f64> {
     let states = 16.0 * parameters;
     let activations = b * t * l * (34.0 * c + 5.0 * h * t) * 4.0 / 2.0;
     let logits = 2.0 * b * t * v * 4.0;
-    Ok(states + activations + logits)
+    states + activations + logits
 }
 
 /// Memory available to this process: the kernel's MemAvailable, or less when a cgroup
@@ -52,14 +51,15 @@ fn gb(bytes: f64) -> String {
     format!("{:.1} GB", bytes / 1e9)
 }
 
-/// Refuses a CPU run whose estimate exceeds 90% of the memory available.
-pub fn check(settings: &Settings, on_cpu: bool) -> Result<()> {
+/// Refuses a CPU run whose estimate exceeds 90% of the memory available; returns the
+/// estimate.
+pub fn check(settings: &Settings, dims: ModelDims, on_cpu: bool) -> Result<f64> {
+    let need = estimate(settings, dims);
     if !on_cpu {
-        return Ok(());
+        return Ok(need);
     }
-    let need = estimate(settings)?;
     let Some(have) = available() else {
-        return Ok(());
+        return Ok(need);
     };
     if need > 0.9 * have {
         bail!(
@@ -72,7 +72,7 @@ pub fn check(settings: &Settings, on_cpu: bool) -> Result<()> {
             gb(have)
         );
     }
-    Ok(())
+    Ok(need)
 }
 
 #[cfg(test)]
@@ -82,11 +82,12 @@ mod tests {
     #[test]
     fn the_default_run_is_small_and_the_issue_example_is_tens_of_gigabytes() {
         let s = Settings::default();
-        assert!(estimate(&s).unwrap() < 1e9, "{}", estimate(&s).unwrap());
+        let dims = s.model.dims().unwrap();
+        assert!(estimate(&s, dims) < 1e9, "{}", estimate(&s, dims));
         let mut big = Settings::default();
         big.train.batch_size = 512;
         big.model.block_size = 512;
-        let need = estimate(&big).unwrap();
+        let need = estimate(&big, dims);
         assert!(need > 30e9 && need < 60e9, "{need}");
         assert!(available().is_some_and(|a| a > 0.0));
     }

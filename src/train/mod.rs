@@ -3,4 +3,6 @@ pub mod finetune;
 pub mod lm;
 pub mod memory;
 pub mod optim;
+pub mod plan;
+pub mod schedule;
 pub mod step;

@@ -1,6 +1,29 @@
 //! AdamW written over the VarStore's tensors, so its moment buffers can be saved and
-//! restored (tch's `nn::Optimizer` cannot export them), plus gradient clipping and the
-//! learning-rate schedule.
+//! restored (tch's `nn::Optimizer` cannot export them), plus gradient clipping: the
+//! per-parameter [`AdamW`] (the reference, and the plain step's) and [`FlatAdamW`] (the
+//! fused step's).
+//!
+//! ## FlatAdamW's invariants (what must change together)
+//! - **The variables are views.** [`FlatAdamW::new`] moves every variable of the
+//!   VarStore into one flat `params` buffer (`set_data`: values unchanged) and points each
+//!   trained variable's `.grad` at a view of one flat `grads` buffer. Whatever replaces a
+//!   variable's storage afterwards — `set_data`, moving or casting the VarStore — silently
+//!   cuts it loose from the optimizer: weights are loaded *into* the variables (`copy_`,
+//!   as [`crate::checkpoint::load_weights`] does), and the VarStore is on its device and in
+//!   f32 before `new` (it refuses other kinds).
+//! - **Layout**: weight-decayed parameters ([`decays`]) first, then the other trained
+//!   ones, then those the run does not train (the `trains` predicate: a language-model
+//!   run leaves the classifier head), so decay is one prefix and the update another.
+//!   The saved state names each parameter's moments (`exp_avg.NAME`), so the layout is
+//!   not in the file: flat and per-parameter state files are interchangeable (tested).
+//! - **Gradients are zero when a step starts**: autograd accumulates into `grads`, the
+//!   fused step adds its hand-made gradients into [`FlatAdamW::grad_of`]'s views, and the
+//!   update pass zeroes them as it reads them. No `zero_grad` elsewhere.
+//! - **Three copies of one formula**: [`AdamW::step`], the CPU pass (`adamw_pass`) and the
+//!   tensor-op path (CUDA) are the same update — global-norm clipping with `1e-6` in the
+//!   denominator, decoupled weight decay applied to the weight before the update, bias
+//!   corrections, `eps` outside the square root. Change one, change all three;
+//!   `flat_updates_match_per_parameter_adamw` compares them.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -151,8 +174,7 @@ impl AdamW {
                 p.exp_avg_sq.to_device(tch::Device::Cpu),
             ));
         }
-        Tensor::write_safetensors(&named, path)
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+        crate::checkpoint::write_safetensors(&named, path, &[])
     }
 
     /// Restores moment buffers saved by [`AdamW::save`]; every parameter must be present.
@@ -164,7 +186,7 @@ impl AdamW {
                     ("exp_avg", &mut p.exp_avg),
                     ("exp_avg_sq", &mut p.exp_avg_sq),
                 ] {
-                    buffer.copy_(saved.get(prefix, &p.name, &buffer.size())?);
+                    buffer.copy_(&saved.get(prefix, &p.name, &buffer.size())?);
                 }
             }
             Ok(())
@@ -177,34 +199,31 @@ impl AdamW {
 /// Moment buffers read back from an optimizer state file.
 struct SavedMoments<'a> {
     path: &'a Path,
-    tensors: BTreeMap<String, Tensor>,
+    file: crate::checkpoint::WeightsFile,
 }
 
 impl<'a> SavedMoments<'a> {
     fn read(path: &'a Path) -> Result<Self> {
-        let tensors = Tensor::read_safetensors(path)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("cannot read optimizer state {}", path.display()))?
-            .into_iter()
-            .collect();
-        Ok(Self { path, tensors })
+        let file = crate::checkpoint::WeightsFile::open(path)
+            .with_context(|| format!("cannot read optimizer state {}", path.display()))?;
+        Ok(Self { path, file })
     }
 
     /// Moment `prefix` (`exp_avg`/`exp_avg_sq`) of parameter `name`, which must have `shape`.
-    fn get(&self, prefix: &str, name: &str, shape: &[i64]) -> Result<&Tensor> {
+    fn get(&self, prefix: &str, name: &str, shape: &[i64]) -> Result<Tensor> {
         let key = format!("{prefix}.{name}");
-        let Some(t) = self.tensors.get(&key) else {
+        let Some(saved) = self.file.shape(&key) else {
             bail!("optimizer state {} lacks {key}", self.path.display());
         };
-        if t.size() != shape {
+        if saved != shape {
             bail!(
                 "optimizer state {}: {key} has shape {:?}, expected {:?}",
                 self.path.display(),
-                t.size(),
+                saved,
                 shape
             );
         }
-        Ok(t)
+        self.file.tensor(&key)
     }
 }
 
@@ -458,8 +477,7 @@ impl FlatAdamW {
                 ));
             }
         }
-        Tensor::write_safetensors(&named, path)
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+        crate::checkpoint::write_safetensors(&named, path, &[])
     }
 
     /// Restores moment buffers saved by [`FlatAdamW::save`] or [`AdamW::save`].
@@ -538,215 +556,5 @@ fn adamw_pass(
     }
 }
 
-/// Learning rate at step `it` (0-based): linear warm-up, then optional cosine decay to
-/// `min_lr` at `max_iters` (nanoGPT's schedule).
-pub fn learning_rate(
-    it: u64,
-    lr: f64,
-    warmup: u64,
-    decay: bool,
-    min_lr: f64,
-    max_iters: u64,
-) -> f64 {
-    if it < warmup {
-        return lr * (it + 1) as f64 / (warmup + 1) as f64;
-    }
-    if !decay || max_iters <= warmup {
-        return lr;
-    }
-    let ratio = ((it - warmup) as f64 / (max_iters - warmup) as f64).min(1.0);
-    let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
-    min_lr + coeff * (lr - min_lr)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::{nn, Device};
-
-    #[test]
-    fn schedule_warms_up_then_decays_to_min() {
-        let _rng = crate::torch_rng_lock();
-        let lr = |it| learning_rate(it, 1e-3, 10, true, 1e-4, 110);
-        assert!(lr(0) < lr(5) && lr(5) < lr(9));
-        assert!((lr(10) - 1e-3).abs() < 1e-12);
-        assert!(lr(60) < 1e-3 && lr(60) > 1e-4);
-        assert!((lr(110) - 1e-4).abs() < 1e-12);
-        assert_eq!(learning_rate(50, 1e-3, 0, false, 0.0, 100), 1e-3);
-    }
-
-    #[test]
-    fn decay_groups() {
-        let _rng = crate::torch_rng_lock();
-        let (vs, _model) = small_model(0);
-        let vars = vs.variables();
-        let d = |n: &str| decays(n, &vars[n]);
-        assert!(d("transformer.h.0.attn.c_attn.weight"));
-        assert!(d("lm_head.weight"));
-        assert!(!d("transformer.h.0.attn.c_attn.bias"));
-        assert!(!d("transformer.h.0.ln_1.weight"));
-        assert!(!d("transformer.wte.weight"));
-        assert!(!d("transformer.wpe.weight"));
-    }
-
-    #[test]
-    fn matches_the_adamw_formula_on_one_parameter() {
-        let _rng = crate::torch_rng_lock();
-        let vs = nn::VarStore::new(Device::Cpu);
-        let w = (vs.root() / "layer").var_copy(
-            "weight",
-            &Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([2, 2]),
-        );
-        let mut opt = AdamW::new(
-            &vs,
-            AdamWConfig {
-                weight_decay: 0.1,
-                ..Default::default()
-            },
-        );
-        for _ in 0..2 {
-            opt.zero_grad();
-            (&w * &w).sum(Kind::Float).backward();
-            opt.step(0.01);
-        }
-        // Reference computed by hand for element w0 = 1.0 (grad 2w), two steps.
-        let (b1, b2, lr, wd, eps) = (0.9f64, 0.95f64, 0.01, 0.1, 1e-8);
-        let (mut x, mut m, mut v) = (1.0f64, 0.0, 0.0);
-        for t in 1..=2 {
-            let g = 2.0 * x;
-            x *= 1.0 - lr * wd;
-            m = b1 * m + (1.0 - b1) * g;
-            v = b2 * v + (1.0 - b2) * g * g;
-            let mh = m / (1.0 - b1.powi(t));
-            let vh = v / (1.0 - b2.powi(t));
-            x -= lr * mh / (vh.sqrt() + eps);
-        }
-        let got = w.view([-1]).double_value(&[0]);
-        assert!((got - x).abs() < 1e-6, "{got} vs {x}");
-    }
-
-    #[test]
-    fn clipping_bounds_the_global_norm() {
-        let _rng = crate::torch_rng_lock();
-        let vs = nn::VarStore::new(Device::Cpu);
-        let w =
-            (vs.root() / "w").var_copy("weight", &Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]));
-        let opt = AdamW::new(&vs, AdamWConfig::default());
-        (&w * &w).sum(Kind::Float).backward(); // grad = (6, 8), norm 10
-        let norm = opt.clip_grad_norm(1.0).double_value(&[]);
-        assert!((norm - 10.0).abs() < 1e-5);
-        let clipped = w.grad().norm().double_value(&[]);
-        assert!((clipped - 1.0).abs() < 1e-4, "{clipped}");
-    }
-
-    /// A small model (2 layers, 8 dims, vocabulary 40) and its var store.
-    fn small_model(seed: i64) -> (nn::VarStore, crate::model::gpt::Gpt) {
-        tch::manual_seed(seed);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = crate::model::gpt::Gpt::new(
-            &vs.root(),
-            crate::model::gpt::GptConfig {
-                vocab_size: 40,
-                block_size: 8,
-                n_layer: 2,
-                n_head: 2,
-                n_embd: 8,
-                dropout: 0.0,
-                n_classes: 2,
-                layer_norm_eps: 1e-5,
-                tie_lm_head: false,
-            },
-        );
-        (vs, model)
-    }
-
-    fn backward(model: &crate::model::gpt::Gpt, seed: i64) {
-        tch::manual_seed(seed);
-        let x = Tensor::randint(40, [3, 8], (Kind::Int64, Device::Cpu));
-        let y = Tensor::randint(40, [3, 8], (Kind::Int64, Device::Cpu));
-        crate::model::gpt::Gpt::lm_loss(&model.forward(&x, false), &y).backward();
-    }
-
-    /// The tensor-op update (what CUDA runs) and the hand-written CPU pass agree, and
-    /// both equal per-parameter AdamW, with clipping on, over several steps.
-    #[test]
-    fn flat_updates_match_per_parameter_adamw() {
-        let _rng = crate::torch_rng_lock();
-        let config = AdamWConfig::default();
-        let (vs_ref, m_ref) = small_model(1);
-        let (vs_cpu, m_cpu) = small_model(1);
-        let (vs_ops, m_ops) = small_model(1);
-        let mut reference = AdamW::new(&vs_ref, config);
-        let lm = |n: &str| !n.starts_with("classifier.");
-        let mut cpu = FlatAdamW::new(&vs_cpu, config, lm).unwrap();
-        let mut ops = FlatAdamW::new(&vs_ops, config, lm).unwrap();
-        for step in 0..4 {
-            reference.zero_grad();
-            backward(&m_ref, 10 + step);
-            let norm_ref = reference.clip_grad_norm(0.5).double_value(&[]);
-            reference.step(0.01);
-            backward(&m_cpu, 10 + step);
-            let norm_cpu = cpu.step(0.01, 0.5).unwrap().double_value(&[]);
-            backward(&m_ops, 10 + step);
-            ops.steps += 1;
-            let u = FlatUpdate {
-                lr: 0.01,
-                max_norm: 0.5,
-                beta1: config.beta1,
-                beta2: config.beta2,
-                eps: config.eps,
-                decay_factor: 1.0 - 0.01 * config.weight_decay,
-                bias1: 1.0 - config.beta1.powi(ops.steps as i32),
-                bias2: 1.0 - config.beta2.powi(ops.steps as i32),
-            };
-            let norm_ops = ops.step_tensor_ops(&u).double_value(&[]);
-            assert!((norm_cpu - norm_ref).abs() < 1e-5 && (norm_ops - norm_ref).abs() < 1e-5);
-            assert_eq!(
-                ops.grads.abs().sum(Kind::Float).double_value(&[]),
-                0.0,
-                "gradients left zeroed"
-            );
-        }
-        let vars = |vs: &nn::VarStore| vs.variables();
-        let (r, c, o) = (vars(&vs_ref), vars(&vs_cpu), vars(&vs_ops));
-        for (name, t) in &r {
-            for other in [&c[name], &o[name]] {
-                let diff = (t - other).abs().max().double_value(&[]);
-                assert!(diff < 1e-5, "{name} differs by {diff}");
-            }
-        }
-        // The classifier is not trained by a language-model step.
-        assert!(c["classifier.weight"].equal(&r["classifier.weight"]));
-    }
-
-    #[test]
-    fn flat_and_per_parameter_state_files_are_interchangeable() {
-        let _rng = crate::torch_rng_lock();
-        let dir = tempfile::tempdir().unwrap();
-        let config = AdamWConfig::default();
-        let (vs_a, m_a) = small_model(2);
-        let mut flat = FlatAdamW::new(&vs_a, config, |_| true).unwrap();
-        backward(&m_a, 5);
-        let _norm = flat.step(0.01, 1.0).unwrap();
-        let path = dir.path().join("optim.safetensors");
-        flat.save(&path).unwrap();
-        let (vs_b, _m) = small_model(2);
-        let mut plain = AdamW::new(&vs_b, config);
-        plain.load(&path, 1).unwrap();
-        let again = dir.path().join("again.safetensors");
-        plain.save(&again).unwrap();
-        let (vs_c, _m) = small_model(2);
-        let mut flat2 = FlatAdamW::new(&vs_c, config, |_| true).unwrap();
-        flat2.load(&again, 1).unwrap();
-        assert!(flat2.exp_avg.equal(&flat.exp_avg) && flat2.exp_avg_sq.equal(&flat.exp_avg_sq));
-        assert!(flat.exp_avg.abs().sum(Kind::Float).double_value(&[]) > 0.0);
-        let err = format!(
-            "{:#}",
-            FlatAdamW::new(&vs_c, config, |_| true)
-                .unwrap()
-                .load(&dir.path().join("none"), 1)
-                .unwrap_err()
-        );
-        assert!(err.contains("none"), "{err}");
-    }
-}
+mod tests;

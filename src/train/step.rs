@@ -13,14 +13,46 @@
 //!   * gradients accumulate into one flat buffer that the optimizer's single fused pass
 //!     reads, clips, applies and leaves zeroed ([`FlatAdamW`]).
 //!
-//!   A test checks that both give the same losses to 1e-4.
+//! ## Invariants (what must change together)
+//!
+//! Fused, by hand, are exactly the model's top and its loss; everything below the final
+//! hidden states `h` is autograd's:
+//! - **Two gradients derived by hand.** With `p = softmax(h Wᵀ)` per row and `w_r` the
+//!   row's loss weight: the LM head's weight gets `Σ_r w_r (p_r − onehot(y_r))ᵀ h_r`
+//!   (added into `lm_head.weight`'s flat gradient, or `transformer.wte.weight`'s when the
+//!   head is tied), and `h` gets `w_r (p_r − onehot(y_r)) W`, which `backward` on
+//!   `sum(h · grad_h)` carries through the blocks, the final LayerNorm and the position
+//!   embedding. So the top must stay *hidden → bias-free linear head → softmax
+//!   cross-entropy*: a head bias, logit soft-capping, label smoothing or a z-loss must be
+//!   written into [`FusedStep::chunked_loss`] as well as into [`Gpt::forward`] and
+//!   [`Gpt::lm_loss`], or the two steps part.
+//! - **Loss weights.** Each real target weighs `1 / (real targets in the batch)`;
+//!   [`IGNORE_INDEX`] rows weigh 0 (no loss, no gradient) — the mean `lm_loss` takes.
+//! - **The token embedding** is gathered from the detached table (`tok`), so autograd
+//!   stops there; its gradient comes back on `tok` and is `index_add_`ed into the rows the
+//!   batch used. Tied, the same flat view also receives the head's gradient: both add.
+//! - **`hidden_from_embeddings` is `forward` up to the final LayerNorm** (the same code:
+//!   `Gpt::hidden_states`), and dropout draws from libtorch's generator in the same order
+//!   in both steps (embeddings, then each block), so one seed gives both the same masks.
+//! - **Gradients accumulate into [`FlatAdamW`]'s flat buffer**, which is zero when a step
+//!   starts (its pass leaves it zeroed): hand-made gradients are *added* into
+//!   [`FlatAdamW::grad_of`]'s views, never assigned, and nothing else zeroes or replaces
+//!   a variable's `.grad`.
+//! - **Compute kind.** In bf16 the head's two products run on bf16 copies and the
+//!   softmax, loss and weights stay f32; the plain step's head runs in f32 (`forward`
+//!   keeps it so), so in bf16 the two agree to bf16 rounding rather than to 1e-4.
+//!
+//! `fused_step_trains_exactly_like_the_plain_one` checks every read-out of a step — the
+//! loss, the gradient norm, every weight and both AdamW moments of every parameter after
+//! 25 steps, and the logits — for the untied and the tied head, in f32 and bf16, at
+//! chunk sizes that divide the batch and that do not.
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::data::corpus::IGNORE_INDEX;
-use crate::model::gpt::Gpt;
+use crate::model::gpt::{Gpt, LM_HEAD_WEIGHT, TOKEN_EMBEDDING_WEIGHT};
 use crate::train::optim::{AdamW, AdamWConfig, FlatAdamW};
 
 /// Rows of the logits computed at a time by the fused step's loss.
@@ -63,7 +95,7 @@ pub struct FusedStep {
 
 /// The parameters a language-model step trains: all but the classifier head.
 fn lm_trains(name: &str) -> bool {
-    !name.starts_with("classifier.")
+    !crate::model::gpt::is_classifier_weight(name)
 }
 
 impl LmStep {
@@ -171,7 +203,7 @@ impl FusedStep {
             .f_backward()
             .map_err(|e| anyhow!("backward pass failed: {e}"))?;
         let tok_grad = tok.grad();
-        let mut wte_grad = self.optimizer.grad_of("transformer.wte.weight")?;
+        let mut wte_grad = self.optimizer.grad_of(TOKEN_EMBEDDING_WEIGHT)?;
         tch::no_grad(|| {
             let _ = wte_grad.index_add_(0, &idx, &tok_grad.view([n, c]));
         });
@@ -292,9 +324,9 @@ impl LossBuffers {
 /// Name of the LM head's weight (the token embedding when tied).
 fn lm_head_name(model: &Gpt) -> &'static str {
     if model.config.tie_lm_head {
-        "transformer.wte.weight"
+        TOKEN_EMBEDDING_WEIGHT
     } else {
-        "lm_head.weight"
+        LM_HEAD_WEIGHT
     }
 }
 
@@ -338,17 +370,23 @@ mod tests {
             .collect()
     }
 
-    /// Losses of `steps` steps of `kind` from the same initialisation and dropout seeds.
-    fn losses(
-        kind: StepKind,
-        chunk_rows: i64,
-        tie: bool,
-        steps: usize,
-    ) -> (Vec<f64>, Vec<f64>, Tensor) {
+    /// What a run of steps leaves to compare: each step's loss and gradient norm, the
+    /// logits after, and every weight and both AdamW moments of every parameter (the
+    /// moments as the optimizer saves them, so the state file is compared too).
+    struct Readouts {
+        loss: Vec<f64>,
+        norms: Vec<f64>,
+        logits: Tensor,
+        state: std::collections::BTreeMap<String, Tensor>,
+    }
+
+    /// `steps` steps of `kind` in `compute` from the same initialisation and dropout seeds.
+    fn run(kind: StepKind, chunk_rows: i64, tie: bool, compute: Kind, steps: usize) -> Readouts {
         let data = batches(steps);
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = Gpt::new(&vs.root(), config(tie));
+        let mut model = Gpt::new(&vs.root(), config(tie));
+        model.set_compute_kind(compute);
         let mut step = LmStep::new(kind, &vs, AdamWConfig::default())
             .unwrap()
             .with_chunk_rows(chunk_rows);
@@ -360,8 +398,26 @@ mod tests {
             loss.push(out.loss.double_value(&[]));
             norms.push(out.grad_norm.double_value(&[]));
         }
-        let probe = model.forward(&data[0].0, false);
-        (loss, norms, probe)
+        let logits = model.forward(&data[0].0, false);
+        let mut state: std::collections::BTreeMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| (format!("weight.{name}"), t.detach().copy()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optimizer.safetensors");
+        step.save(&path).unwrap();
+        let saved = crate::checkpoint::WeightsFile::open(&path).unwrap();
+        for name in saved.tensors().into_keys() {
+            let t = saved.tensor(&name).unwrap();
+            state.insert(name, t);
+        }
+        Readouts {
+            loss,
+            norms,
+            logits,
+            state,
+        }
     }
 
     fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
@@ -373,23 +429,63 @@ mod tests {
         }
     }
 
+    /// Every read-out of `fused` against `plain`: `tol` relative to each quantity's
+    /// scale (a tensor's largest magnitude).
+    fn assert_same(fused: &Readouts, plain: &Readouts, tol: f64, what: &str) {
+        assert_close(&fused.loss, &plain.loss, tol, &format!("{what}: loss"));
+        assert_close(
+            &fused.norms,
+            &plain.norms,
+            tol,
+            &format!("{what}: grad norm"),
+        );
+        let keys = |r: &Readouts| r.state.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(fused),
+            keys(plain),
+            "{what}: the same parameters and moments"
+        );
+        let mut compared = vec![("logits".to_string(), &fused.logits, &plain.logits)];
+        compared.extend(
+            fused
+                .state
+                .iter()
+                .map(|(name, t)| (name.clone(), t, &plain.state[name])),
+        );
+        for (name, f, p) in compared {
+            let scale = p.abs().max().double_value(&[]);
+            let diff = (f - p).abs().max().double_value(&[]);
+            assert!(
+                diff <= tol * scale + 1e-12,
+                "{what}: {name} differs by {diff} (scale {scale})"
+            );
+        }
+    }
+
     #[test]
     fn fused_step_trains_exactly_like_the_plain_one() {
         let _rng = crate::torch_rng_lock();
-        for tie in [false, true] {
-            let (plain, plain_norms, plain_logits) = losses(StepKind::Plain, 0, tie, 25);
-            // 48 rows per batch: one chunk, several equal chunks, a ragged last chunk.
-            for chunk in [48, 16, 20] {
-                let (fused, norms, logits) = losses(StepKind::Fused, chunk, tie, 25);
-                assert_close(&fused, &plain, 1e-4, "loss");
-                assert_close(&norms, &plain_norms, 1e-4, "grad norm");
-                let diff = (logits - &plain_logits).abs().max().double_value(&[]);
+        // In bf16 the fused head's products are bf16 and the plain one's f32, so the two
+        // agree to bf16's rounding (3 significant digits), compounded over the steps.
+        for (compute, tol) in [(Kind::Float, 1e-4), (Kind::BFloat16, 3e-2)] {
+            for tie in [false, true] {
+                let plain = run(StepKind::Plain, 0, tie, compute, 25);
+                // 48 rows per batch: one chunk, several equal chunks, a ragged last chunk.
+                for chunk in [48, 16, 20] {
+                    let fused = run(StepKind::Fused, chunk, tie, compute, 25);
+                    assert_same(
+                        &fused,
+                        &plain,
+                        tol,
+                        &format!("{compute:?}, tied {tie}, chunk {chunk}"),
+                    );
+                }
                 assert!(
-                    diff < 1e-4,
-                    "tie {tie} chunk {chunk}: logits differ by {diff}"
+                    plain.loss[24] < plain.loss[0] - 0.5,
+                    "training must move: {:?}",
+                    plain.loss
                 );
             }
-            assert!(plain[24] < plain[0] - 0.5, "training must move: {plain:?}");
         }
     }
 }

@@ -22,6 +22,10 @@ pub enum Action {
     CursorRight,
     CursorHome,
     CursorEnd,
+    WordLeft,
+    WordRight,
+    DeleteWordBack,
+    DeleteToStart,
     HistoryUp,
     HistoryDown,
     // Runs (Train and Classify tabs).
@@ -131,6 +135,9 @@ pub enum Scope {
     Always,
     /// Whenever no text field has the keys.
     Navigation,
+    /// In every text field, after the field's own keys: moving, deleting, history
+    /// ([`crate::tui::input::TextInput`] does what they ask).
+    Editing,
     Train,
     /// The Train tab watching a stream (`gptdash watch`): the run trains elsewhere.
     Watch,
@@ -161,6 +168,17 @@ const NAVIGATION: &[Binding] = &[
     bind(&[(ch('q'), Action::Quit)], "q", None, "quit (asks first while a run is in progress, then stops and keeps it)"),
 ];
 
+/// Ctrl with a key that is not a character.
+const fn ctrl_key(code: KeyCode) -> Key {
+    Key { code, ctrl: true }
+}
+
+#[rustfmt::skip]
+const EDITING: &[Binding] = &[
+    bind(&[(key(KeyCode::Left), Action::CursorLeft), (key(KeyCode::Right), Action::CursorRight), (key(KeyCode::Home), Action::CursorHome), (key(KeyCode::End), Action::CursorEnd), (ctrl_key(KeyCode::Left), Action::WordLeft), (ctrl_key(KeyCode::Right), Action::WordRight), (key(KeyCode::Up), Action::HistoryUp), (key(KeyCode::Down), Action::HistoryDown)], "←→ Home End ↑↓", Some("history"), "move (Ctrl-←→: a word); ↑↓: earlier / later entries"),
+    bind(&[(key(KeyCode::Backspace), Action::DeleteBack), (key(KeyCode::Delete), Action::DeleteForward), (ctrl('w'), Action::DeleteWordBack), (ctrl_key(KeyCode::Backspace), Action::DeleteWordBack), (ctrl('u'), Action::DeleteToStart)], "Bksp Del ^W ^U", None, "delete before / under the cursor, the word / all before it"),
+];
+
 #[rustfmt::skip]
 const TRAIN: &[Binding] = &[
     bind(&[(ch(' '), Action::StartPauseResume)], "space", Some("start/pause/resume"), "start / pause / resume training"),
@@ -184,16 +202,12 @@ const WATCH: &[Binding] = &[
 const PATH_INPUT: &[Binding] = &[
     bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("use this path"), "use the path typed"),
     bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("cancel"), "cancel"),
-    bind(&[(key(KeyCode::Backspace), Action::DeleteBack)], "Backspace", None, "delete the last character"),
 ];
 
 #[rustfmt::skip]
 const GENERATE_PROMPT: &[Binding] = &[
     bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("generate"), "generate after the prompt"),
-    bind(&[(key(KeyCode::Up), Action::HistoryUp), (key(KeyCode::Down), Action::HistoryDown)], "↑/↓", Some("history"), "earlier / later prompts"),
     bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("to grid"), "leave the prompt, move over the grid"),
-    bind(&[(key(KeyCode::Left), Action::CursorLeft), (key(KeyCode::Right), Action::CursorRight), (key(KeyCode::Home), Action::CursorHome), (key(KeyCode::End), Action::CursorEnd)], "←→ Home End", None, "move in the prompt"),
-    bind(&[(key(KeyCode::Backspace), Action::DeleteBack), (key(KeyCode::Delete), Action::DeleteForward)], "Backspace Del", None, "delete before / under the cursor"),
 ];
 
 #[rustfmt::skip]
@@ -223,7 +237,6 @@ const CLASSIFY: &[Binding] = &[
 const SENTENCE_INPUT: &[Binding] = &[
     bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("classify"), "show P(positive) of the sentence"),
     bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("leave the text box"), "leave the text box"),
-    bind(&[(key(KeyCode::Backspace), Action::DeleteBack)], "Backspace", None, "delete the last character"),
 ];
 
 #[rustfmt::skip]
@@ -243,7 +256,6 @@ const INSPECT: &[Binding] = &[
 const INSPECT_INPUT: &[Binding] = &[
     bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("inspect"), "inspect the text typed"),
     bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("leave the text box"), "leave the text box (the text stays)"),
-    bind(&[(key(KeyCode::Backspace), Action::DeleteBack)], "Backspace", None, "delete the last character"),
 ];
 
 impl Scope {
@@ -251,6 +263,7 @@ impl Scope {
         match self {
             Scope::Always => ALWAYS,
             Scope::Navigation => NAVIGATION,
+            Scope::Editing => EDITING,
             Scope::Train => TRAIN,
             Scope::Watch => WATCH,
             Scope::PathInput => PATH_INPUT,
@@ -275,6 +288,7 @@ impl Scope {
     pub fn title(self) -> &'static str {
         match self {
             Scope::Always | Scope::Navigation => "Everywhere",
+            Scope::Editing => "Typing (every text field)",
             Scope::Train => "Train",
             Scope::Watch => "Train (gptdash watch: the run trains elsewhere)",
             Scope::PathInput => "Train (typing a path)",
@@ -287,21 +301,35 @@ impl Scope {
         }
     }
 
-    /// The hint bar: `(keys, what)` for the bindings that have a hint.
+    /// The hint bar: `(keys, what)` for the bindings that have a hint (a text field's
+    /// own, then the editing keys').
     pub fn hints(self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let editing: &[Binding] = if self.is_text() { EDITING } else { &[] };
         self.bindings()
             .iter()
+            .chain(editing)
             .filter_map(|b| b.hint.map(|h| (b.label, h)))
+    }
+
+    /// The scopes whose keys are read in this one, first to last: the always-bindings,
+    /// navigation (outside text fields), the scope's own, then (in text fields) editing.
+    fn layers(self) -> impl Iterator<Item = Scope> {
+        let text = self.is_text();
+        [
+            Some(Scope::Always),
+            (!text).then_some(Scope::Navigation),
+            Some(self),
+            text.then_some(Scope::Editing),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
-/// What `event` does in `scope`: the always-bindings first, then (outside text fields)
-/// navigation, then the scope's own.
+/// What `event` does in `scope`, the first of its [layers](Scope::layers) that binds it.
 pub fn action(scope: Scope, event: &KeyEvent) -> Option<Action> {
-    let navigation = (!scope.is_text()).then_some(Scope::Navigation);
-    [Some(Scope::Always), navigation, Some(scope)]
-        .into_iter()
-        .flatten()
+    scope
+        .layers()
         .flat_map(|s| s.bindings())
         .flat_map(|b| b.keys)
         .find(|(k, _)| k.matches(event))
@@ -316,6 +344,9 @@ pub fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static Bindin
     for scope in scopes {
         sections.push((scope.title(), scope.bindings().iter().collect()));
     }
+    if scopes.iter().any(|s| s.is_text()) {
+        sections.push((Scope::Editing.title(), EDITING.iter().collect()));
+    }
     sections
 }
 
@@ -323,9 +354,10 @@ pub fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static Bindin
 mod tests {
     use super::*;
 
-    const ALL: [Scope; 11] = [
+    const ALL: [Scope; 12] = [
         Scope::Always,
         Scope::Navigation,
+        Scope::Editing,
         Scope::Train,
         Scope::Watch,
         Scope::PathInput,
@@ -340,10 +372,7 @@ mod tests {
     #[test]
     fn no_key_means_two_things_where_it_is_read() {
         for scope in ALL {
-            let mut layers = vec![Scope::Always, scope];
-            if !scope.is_text() && scope != Scope::Always {
-                layers.push(Scope::Navigation);
-            }
+            let mut layers: Vec<Scope> = scope.layers().collect();
             layers.dedup();
             let keys: Vec<Key> = layers
                 .iter()
@@ -358,7 +387,7 @@ mod tests {
 
     #[test]
     fn every_tab_scope_has_hints_and_help_text() {
-        for scope in &ALL[2..] {
+        for scope in &ALL[3..] {
             assert!(scope.hints().count() >= 2, "{scope:?}");
             assert!(scope.bindings().iter().all(|b| !b.help.is_empty()));
         }
@@ -373,6 +402,22 @@ mod tests {
         assert_eq!(action(Scope::GeneratePrompt, &ctrl_c), Some(Action::Quit));
         let c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE);
         assert_eq!(action(Scope::Train, &c), Some(Action::ChooseCorpus));
+        // Every text field edits with the same keys.
+        let ctrl_left = KeyEvent::new(KeyCode::Left, KeyModifiers::CONTROL);
+        let ctrl_w = KeyEvent::new(KeyCode::Char('w'), KeyModifiers::CONTROL);
+        for field in ALL.iter().filter(|s| s.is_text()) {
+            assert_eq!(
+                action(*field, &ctrl_left),
+                Some(Action::WordLeft),
+                "{field:?}"
+            );
+            assert_eq!(
+                action(*field, &ctrl_w),
+                Some(Action::DeleteWordBack),
+                "{field:?}"
+            );
+        }
+        assert_eq!(action(Scope::Train, &ctrl_w), None);
         let upper_t = KeyEvent::new(KeyCode::Char('T'), KeyModifiers::SHIFT);
         assert_eq!(
             action(Scope::GenerateGrid, &upper_t),

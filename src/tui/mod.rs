@@ -1,5 +1,6 @@
 //! The dashboard: terminal set-up, the event loop and the views.
 pub mod app;
+pub mod input;
 pub mod keys;
 pub mod tabs;
 pub mod terminal;
@@ -32,8 +33,11 @@ pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
         );
     }
     let fps = settings.ui.fps.max(1);
-    let worker = crate::worker::spawn_with("checkpoints".into(), settings.train.device.clone())
-        .context("cannot start the worker thread")?;
+    let worker = crate::worker::spawn_with(
+        crate::output::DEFAULT_PARENT.into(),
+        settings.train.device.clone(),
+    )
+    .context("cannot start the worker thread")?;
     // Bounded: a stream faster than the UI waits in its source, not in memory.
     let (stream_tx, stream) = crossbeam_channel::bounded(4096);
     let (never, mut stream_open) = (crossbeam_channel::never(), true);

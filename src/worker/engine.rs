@@ -77,9 +77,7 @@ impl Engine {
             ),
             Engine::Loaded(l, _) => Reading::of(l),
             Engine::Finetuning(run, _) => Reading::of(&run.loaded),
-            Engine::Empty => {
-                bail!("no model yet: start training (space on the Train tab) or load a checkpoint")
-            }
+            Engine::Empty => return Err(NoModel.into()),
         };
         Ok(reading)
     }
@@ -279,3 +277,16 @@ impl Engine {
         })
     }
 }
+
+/// What generating or inspecting answers while the worker holds no model. The dashboard
+/// tells it apart by type (`no_model` in the failure events), not by its words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoModel;
+
+impl std::fmt::Display for NoModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no model yet: start training (space on the Train tab) or load a checkpoint")
+    }
+}
+
+impl std::error::Error for NoModel {}

@@ -85,7 +85,7 @@ fn q_and_ctrl_c_quit_and_stop_the_worker() {
     b.tab = Tab::Generate; // typing: q is a letter, Ctrl-C still quits
     b.update(ch('q'));
     assert!(!b.quit);
-    assert_eq!(b.generate.prompt, "q");
+    assert_eq!(b.generate.prompt.text(), "q");
     b.update(Msg::Key(KeyEvent::new(
         KeyCode::Char('c'),
         KeyModifiers::CONTROL,
@@ -244,7 +244,7 @@ fn prompt_editing_history_and_generate_request() {
         a.update(key(KeyCode::Left));
     }
     a.update(ch('a'));
-    assert_eq!(a.generate.prompt, "He and I");
+    assert_eq!(a.generate.prompt.text(), "He and I");
     a.update(key(KeyCode::End));
     a.update(key(KeyCode::Backspace));
     a.update(ch('I'));
@@ -263,11 +263,11 @@ fn prompt_editing_history_and_generate_request() {
         }
         other => panic!("{other:?}"),
     }
-    a.generate.prompt.clear();
+    a.generate.prompt.set("");
     a.update(key(KeyCode::Up));
-    assert_eq!(a.generate.prompt, "He and I");
+    assert_eq!(a.generate.prompt.text(), "He and I");
     a.update(key(KeyCode::Down));
-    assert_eq!(a.generate.prompt, "");
+    assert_eq!(a.generate.prompt.text(), "");
     assert!(a.update(key(KeyCode::Enter)).is_empty());
     assert!(a.generate.error.is_some());
 }
@@ -290,6 +290,7 @@ fn results_answer_only_their_request_and_errors_show() {
     a.update(Msg::Worker(Event::GenerateFailed {
         request: 3,
         error: "no model yet".into(),
+        no_model: true,
     }));
     assert_eq!(a.generate.error.as_deref(), Some("no model yet"));
     assert_eq!(a.generate.pending, None);
@@ -445,5 +446,64 @@ fn quitting_during_a_run_asks_first_and_keeps_the_run() {
         a.update(Msg::Worker(Event::State { state }));
         let ctrl_c = Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
         assert_eq!(a.update(ctrl_c), vec![Command::Stop, Command::Shutdown]);
+    }
+}
+
+#[test]
+fn every_text_field_edits_with_the_same_keys_and_keeps_a_history() {
+    fn with_ctrl(code: KeyCode) -> Msg {
+        Msg::Key(KeyEvent::new(code, KeyModifiers::CONTROL))
+    }
+    type Read = fn(&App) -> String;
+    // (tab, the key that opens the field, the field's text)
+    let fields: [(Tab, Option<char>, Read); 6] = [
+        (Tab::Generate, None, |a| a.generate.prompt.text().into()),
+        (Tab::Train, Some('c'), |a| {
+            a.train.corpus_input.text().into()
+        }),
+        (Tab::Train, Some('o'), |a| {
+            a.train.checkpoint_input.text().into()
+        }),
+        (Tab::Classify, Some('i'), |a| a.classify.input.text().into()),
+        (Tab::Classify, Some('B'), |a| {
+            a.classify.base_input.text().into()
+        }),
+        (Tab::Inspect, Some('i'), |a| a.inspect.input.text().into()),
+    ];
+    for (tab, open, read) in fields {
+        let mut a = app();
+        a.tab = tab;
+        let type_in = |a: &mut App, text: &str| {
+            if let Some(k) = open {
+                a.update(ch(k));
+            }
+            a.update(with_ctrl(KeyCode::Char('u')));
+            a.update(key(KeyCode::End));
+            a.update(with_ctrl(KeyCode::Char('u')));
+            for c in text.chars() {
+                a.update(ch(c));
+            }
+        };
+        type_in(&mut a, "one two");
+        a.update(with_ctrl(KeyCode::Char('w')));
+        assert_eq!(read(&a), "one ", "{tab:?} {open:?}: Ctrl-W");
+        for c in "three".chars() {
+            a.update(ch(c));
+        }
+        a.update(with_ctrl(KeyCode::Left));
+        a.update(key(KeyCode::Backspace));
+        a.update(with_ctrl(KeyCode::Left));
+        a.update(key(KeyCode::Delete));
+        assert_eq!(read(&a), "nethree", "{tab:?} {open:?}: word jumps, delete");
+        a.update(with_ctrl(KeyCode::Right));
+        a.update(ch('!'));
+        assert_eq!(read(&a), "nethree!", "{tab:?} {open:?}");
+        // Submitted, then recalled with ↑ in a field opened again.
+        a.update(key(KeyCode::Enter));
+        type_in(&mut a, "x");
+        a.update(key(KeyCode::Up));
+        assert_eq!(read(&a), "nethree!", "{tab:?} {open:?}: history");
+        a.update(key(KeyCode::Down));
+        assert_eq!(read(&a), "x", "{tab:?} {open:?}: back to what was typed");
     }
 }

@@ -11,6 +11,7 @@ use crate::config::HELD_BASE;
 use crate::protocol::{
     Command, EpochMetrics, Event, FinetuneInfo, FinetuneSummary, RunDone, RunStart, WorkerState,
 };
+use crate::tui::input::TextInput;
 use crate::tui::keys::{Action, Scope};
 
 /// The bases `b` cycles through (`B` types any other).
@@ -34,10 +35,11 @@ pub struct ClassifyTab {
     pub done: Option<FinetuneSummary>,
     /// The first mistake shown (the list scrolls).
     pub mistake_row: usize,
-    /// A base being typed (a checkpoint folder or a hub id).
-    pub base_input: Option<String>,
+    /// Typing a base (a checkpoint folder or a hub id) into `base_input`.
+    pub typing_base: bool,
+    pub base_input: TextInput,
     /// The sentence to classify.
-    pub input: String,
+    pub input: TextInput,
     pub editing: bool,
     /// The last sentence classified and its P(positive).
     pub last: Option<(String, f64)>,
@@ -46,7 +48,7 @@ pub struct ClassifyTab {
 
 impl Page for ClassifyTab {
     fn scope(&self) -> Scope {
-        if self.base_input.is_some() {
+        if self.typing_base {
             Scope::PathInput
         } else if self.editing {
             Scope::SentenceInput
@@ -56,31 +58,32 @@ impl Page for ClassifyTab {
     }
 
     fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command> {
+        if self.typing_base && self.base_input.edit(action)
+            || self.editing && !self.typing_base && self.input.edit(action)
+        {
+            return Vec::new();
+        }
         match action {
             Action::Submit => {
-                if let Some(typed) = self.base_input.take() {
+                if self.typing_base {
+                    self.typing_base = false;
+                    let typed = self.base_input.submit();
                     if !typed.trim().is_empty() {
                         set_base(shared, typed.trim());
                     }
                     return Vec::new();
                 }
-                let text = self.input.trim().to_string();
+                let text = self.input.submit().trim().to_string();
                 if !text.is_empty() {
                     return vec![Command::ClassifyText(text)];
                 }
             }
             Action::Cancel => {
-                if self.base_input.is_some() {
-                    self.base_input = None;
+                if self.typing_base {
+                    self.typing_base = false;
                 } else {
                     self.editing = false;
                 }
-            }
-            Action::DeleteBack => {
-                match &mut self.base_input {
-                    Some(typed) => typed.pop(),
-                    None => self.input.pop(),
-                };
             }
             Action::NextBase => {
                 let now = shared.settings.finetune.base.clone();
@@ -90,11 +93,12 @@ impl Page for ClassifyTab {
             }
             Action::TypeBase => {
                 let now = &shared.settings.finetune.base;
-                self.base_input = Some(if now == HELD_BASE {
-                    "checkpoints/".into()
+                self.base_input.set(if now == HELD_BASE {
+                    format!("{}/", crate::output::DEFAULT_PARENT)
                 } else {
                     now.clone()
                 });
+                self.typing_base = true;
             }
             Action::Finetune => {
                 return vec![Command::StartFinetune(Box::new(
@@ -121,9 +125,10 @@ impl Page for ClassifyTab {
     }
 
     fn on_char(&mut self, c: char) {
-        match &mut self.base_input {
-            Some(typed) => typed.push(c),
-            None => self.input.push(c),
+        if self.typing_base {
+            self.base_input.insert(c);
+        } else {
+            self.input.insert(c);
         }
     }
 
@@ -140,7 +145,8 @@ impl Page for ClassifyTab {
                 ));
                 *self = Self {
                     info: Some(info.as_ref().clone()),
-                    base_input: self.base_input.take(),
+                    typing_base: self.typing_base,
+                    base_input: std::mem::take(&mut self.base_input),
                     input: std::mem::take(&mut self.input),
                     editing: self.editing,
                     last: self.last.take(),

@@ -12,15 +12,13 @@ use super::{Page, Shared};
 use crate::config::Settings;
 use crate::generate::{GenerateOptions, Generation};
 use crate::protocol::{Command, Event};
+use crate::tui::input::TextInput;
 use crate::tui::keys::{Action, Scope};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateTab {
-    pub prompt: String,
-    /// Cursor position in characters.
-    pub cursor: usize,
-    pub history: Vec<String>,
-    pub history_pos: Option<usize>,
+    /// The prompt, its cursor and the prompts generated from before.
+    pub prompt: TextInput,
     /// Typing into the prompt (otherwise keys move over the grid).
     pub editing: bool,
     pub options: GenerateOptions,
@@ -37,10 +35,7 @@ pub struct GenerateTab {
 impl GenerateTab {
     pub fn new(settings: &Settings) -> Self {
         Self {
-            prompt: String::new(),
-            cursor: 0,
-            history: Vec::new(),
-            history_pos: None,
+            prompt: TextInput::default(),
             editing: true,
             // The dashboard's grid is always the top 6.
             options: GenerateOptions {
@@ -70,22 +65,18 @@ impl GenerateTab {
     }
 
     fn submit(&mut self) -> Vec<Command> {
-        let prompt = self.prompt.clone();
-        if prompt.trim().is_empty() {
+        if self.prompt.text().trim().is_empty() {
             self.error = Some("the prompt is empty: type a few words, e.g. He and I".into());
             return Vec::new();
         }
-        if self.history.last() != Some(&prompt) {
-            self.history.push(prompt.clone());
-        }
-        self.history_pos = None;
+        let prompt = self.prompt.submit();
         self.col = 0;
         self.row = 0;
         self.request(Vec::new(), prompt)
     }
 
     fn regenerate(&mut self) -> Vec<Command> {
-        let prompt = self.prompt.clone();
+        let prompt = self.prompt.text().to_string();
         if prompt.trim().is_empty() {
             self.error = Some("type a prompt first (i to edit)".into());
             return Vec::new();
@@ -116,52 +107,14 @@ impl GenerateTab {
         self.request(forced, prompt)
     }
 
-    fn byte_at(&self, i: usize) -> usize {
-        self.prompt
-            .char_indices()
-            .nth(i)
-            .map(|(b, _)| b)
-            .unwrap_or(self.prompt.len())
-    }
-
-    fn recall(&mut self, pos: Option<usize>) {
-        self.history_pos = pos;
-        self.prompt = pos.map(|p| self.history[p].clone()).unwrap_or_default();
-        self.cursor = self.prompt.chars().count();
-    }
-
     /// Keys while typing the prompt.
     fn edit(&mut self, action: Action) -> Vec<Command> {
-        let len = self.prompt.chars().count();
         match action {
             Action::Submit => return self.submit(),
             Action::Cancel => self.editing = false,
-            Action::DeleteBack if self.cursor > 0 => {
-                let at = self.byte_at(self.cursor - 1);
-                self.prompt.remove(at);
-                self.cursor -= 1;
+            other => {
+                self.prompt.edit(other);
             }
-            Action::DeleteForward if self.cursor < len => {
-                let at = self.byte_at(self.cursor);
-                self.prompt.remove(at);
-            }
-            Action::CursorLeft => self.cursor = self.cursor.saturating_sub(1),
-            Action::CursorRight => self.cursor = (self.cursor + 1).min(len),
-            Action::CursorHome => self.cursor = 0,
-            Action::CursorEnd => self.cursor = len,
-            Action::HistoryUp if !self.history.is_empty() => {
-                let pos = match self.history_pos {
-                    Some(p) => p.saturating_sub(1),
-                    None => self.history.len() - 1,
-                };
-                self.recall(Some(pos));
-            }
-            Action::HistoryDown => {
-                if let Some(p) = self.history_pos {
-                    self.recall((p + 1 < self.history.len()).then_some(p + 1));
-                }
-            }
-            _ => {}
         }
         Vec::new()
     }
@@ -215,9 +168,7 @@ impl Page for GenerateTab {
     }
 
     fn on_char(&mut self, c: char) {
-        let at = self.byte_at(self.cursor);
-        self.prompt.insert(at, c);
-        self.cursor += 1;
+        self.prompt.insert(c);
     }
 
     fn on_event(&mut self, event: &Event, shared: &mut Shared, _focused: bool) -> Vec<Command> {
@@ -231,9 +182,13 @@ impl Page for GenerateTab {
                 self.col = self.col.min(generation.tokens.len().saturating_sub(1));
                 self.result = Some(generation.clone());
             }
-            Event::GenerateFailed { request, error } => {
+            Event::GenerateFailed {
+                request,
+                error,
+                no_model,
+            } => {
                 // The worker does not know the dashboard is watching a stream.
-                let error = if shared.watching && error.starts_with("no model yet") {
+                let error = if shared.watching && *no_model {
                     format!("no model yet: {}", shared.how_to_get_a_model())
                 } else {
                     error.clone()

@@ -12,6 +12,7 @@ use ratatui::Frame;
 
 use super::{Page, Shared};
 use crate::protocol::{Command, Event, InspectReport, InspectText, RunStart, WorkerState};
+use crate::tui::input::TextInput;
 use crate::tui::keys::{Action, Scope};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +22,7 @@ pub struct InspectTab {
     /// What is inspected: a test example of the corpus, or a typed text.
     pub source: InspectText,
     /// The text box (kept when left with Esc).
-    pub input: String,
+    pub input: TextInput,
     pub editing: bool,
     /// Selected layer and head (from 0).
     pub layer: usize,
@@ -48,7 +49,7 @@ impl InspectTab {
         Self {
             report: None,
             source: InspectText::Corpus(0),
-            input: String::new(),
+            input: TextInput::default(),
             editing: false,
             layer: 0,
             head: 0,
@@ -124,6 +125,9 @@ impl Page for InspectTab {
     }
 
     fn on_action(&mut self, action: Action, _shared: &mut Shared) -> Vec<Command> {
+        if self.editing && self.input.edit(action) {
+            return Vec::new();
+        }
         let (layers, heads, tokens) = self.shape();
         match action {
             Action::GridLeft | Action::GridRight if self.overview => {
@@ -142,15 +146,15 @@ impl Page for InspectTab {
             }
             Action::ToggleOverview => self.overview = !self.overview,
             Action::EditPrompt => {
-                if self.input.is_empty() {
+                if self.input.text().is_empty() {
                     if let Some(r) = &self.report {
-                        self.input = r.text.clone();
+                        self.input.set(r.text.clone());
                     }
                 }
                 self.editing = true;
             }
             Action::Submit => {
-                let text = self.input.trim().to_string();
+                let text = self.input.submit().trim().to_string();
                 self.editing = false;
                 if !text.is_empty() {
                     self.source = InspectText::Typed(text);
@@ -159,9 +163,6 @@ impl Page for InspectTab {
                 }
             }
             Action::Cancel => self.editing = false,
-            Action::DeleteBack => {
-                self.input.pop();
-            }
             Action::NextExample => {
                 self.source = match self.source {
                     InspectText::Corpus(n) => InspectText::Corpus(n + 1),
@@ -193,7 +194,7 @@ impl Page for InspectTab {
     }
 
     fn on_char(&mut self, c: char) {
-        self.input.push(c);
+        self.input.insert(c);
     }
 
     fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) -> Vec<Command> {
@@ -216,7 +217,7 @@ impl Page for InspectTab {
                     return self.request();
                 }
             }
-            Event::InspectFailed { request, error } => {
+            Event::InspectFailed { request, error, .. } => {
                 if Some(*request) == self.in_flight {
                     self.in_flight = None;
                 }

@@ -16,6 +16,7 @@ pub use view::{downsample, smooth};
 use super::{Page, Shared};
 use crate::config::PRESETS;
 use crate::protocol::{Command, Event, RunDone, RunInfo, RunStart, StepMetrics, WorkerState};
+use crate::tui::input::TextInput;
 use crate::tui::keys::{Action, Scope};
 use crate::watch::StreamMsg;
 use watching::Watching;
@@ -72,8 +73,11 @@ pub struct TrainTab {
     pub best_test: Option<f64>,
     pub log_scale: bool,
     pub smoothing: f64,
-    /// A path being typed (after `c` or `o`), if any.
-    pub input: Option<(PathInput, String)>,
+    /// What a path is being typed for (after `c` or `o`), if one is.
+    pub typing: Option<PathInput>,
+    /// The corpus and checkpoint fields (each keeps its own history).
+    pub corpus_input: TextInput,
+    pub checkpoint_input: TextInput,
     /// The catalog of named corpora and which are on this machine, as it was when `c`
     /// opened the corpus input (shown while it is open).
     pub corpora: Vec<crate::data::catalog::Status>,
@@ -98,7 +102,9 @@ impl TrainTab {
             best_test: None,
             log_scale,
             smoothing,
-            input: None,
+            typing: None,
+            corpus_input: TextInput::default(),
+            checkpoint_input: TextInput::default(),
             corpora: Vec::new(),
             last_saved: None,
             preparing: None,
@@ -229,11 +235,19 @@ impl TrainTab {
         }
     }
 
+    /// The field a path for `target` is typed into.
+    pub fn field(&mut self, target: PathInput) -> &mut TextInput {
+        match target {
+            PathInput::Corpus => &mut self.corpus_input,
+            PathInput::Checkpoint => &mut self.checkpoint_input,
+        }
+    }
+
     fn typed(&mut self, shared: &mut Shared) -> Vec<Command> {
-        let Some((target, input)) = self.input.take() else {
+        let Some(target) = self.typing.take() else {
             return Vec::new();
         };
-        let path = input.trim().to_string();
+        let path = self.field(target).submit().trim().to_string();
         if path.is_empty() {
             return Vec::new();
         }
@@ -316,7 +330,7 @@ pub fn describe_run(info: &RunInfo) -> String {
 
 impl Page for TrainTab {
     fn scope(&self) -> Scope {
-        if self.input.is_some() {
+        if self.typing.is_some() {
             Scope::PathInput
         } else if self.watch.is_some() {
             Scope::Watch
@@ -326,14 +340,14 @@ impl Page for TrainTab {
     }
 
     fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command> {
+        if let Some(target) = self.typing {
+            if self.field(target).edit(action) {
+                return Vec::new();
+            }
+        }
         match action {
             Action::Submit => return self.typed(shared),
-            Action::Cancel => self.input = None,
-            Action::DeleteBack => {
-                if let Some((_, input)) = &mut self.input {
-                    input.pop();
-                }
-            }
+            Action::Cancel => self.typing = None,
             Action::StartPauseResume => {
                 return match shared.state {
                     WorkerState::Training => vec![Command::Pause],
@@ -351,16 +365,18 @@ impl Page for TrainTab {
                     .iter()
                     .map(|e| e.status())
                     .collect();
-                self.input = Some((PathInput::Corpus, shared.settings.data.corpus.clone()))
+                self.corpus_input.set(shared.settings.data.corpus.clone());
+                self.typing = Some(PathInput::Corpus);
             }
             Action::OpenCheckpoint => {
                 let last = match &self.last_saved {
                     Some(saved) => self
                         .locate(Path::new(saved))
                         .map_or_else(|| saved.clone(), |p| p.display().to_string()),
-                    None => "checkpoints/small".into(),
+                    None => format!("{}/small", crate::output::DEFAULT_PARENT),
                 };
-                self.input = Some((PathInput::Checkpoint, last));
+                self.checkpoint_input.set(last);
+                self.typing = Some(PathInput::Checkpoint);
             }
             Action::NextPreset => {
                 let i = PRESETS
@@ -380,8 +396,8 @@ impl Page for TrainTab {
     }
 
     fn on_char(&mut self, c: char) {
-        if let Some((_, input)) = &mut self.input {
-            input.push(c);
+        if let Some(target) = self.typing {
+            self.field(target).insert(c);
         }
     }
 

@@ -11,6 +11,7 @@ use super::ClassifyTab;
 use crate::checkpoint::Base;
 use crate::config::{FinetuneSettings, Keep, Readout};
 use crate::protocol::ReliabilityBin;
+use crate::tui::input::TextInput;
 use crate::tui::tabs::Shared;
 use crate::tui::theme;
 use crate::tui::widgets::line_series;
@@ -37,9 +38,10 @@ pub fn draw(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
         }
     }
     draw_summary(frame, c, shared, side);
-    match &c.base_input {
-        Some(typed) => draw_base_input(frame, typed, bottom),
-        None => draw_sentence(frame, c, bottom),
+    if c.typing_base {
+        draw_base_input(frame, &c.base_input, bottom);
+    } else {
+        draw_sentence(frame, c, bottom);
     }
 }
 
@@ -84,9 +86,10 @@ fn draw_reliability(frame: &mut Frame, bins: &[ReliabilityBin], ece: f64, area: 
     frame.render_widget(chart, area);
 }
 
-fn draw_base_input(frame: &mut Frame, typed: &str, area: Rect) {
+fn draw_base_input(frame: &mut Frame, typed: &TextInput, area: Rect) {
+    let inner = usize::from(area.width.saturating_sub(2));
     frame.render_widget(
-        Paragraph::new(format!("{typed}█")).block(
+        Paragraph::new(Line::from(typed.spans(inner, Style::default(), true))).block(
             Block::default()
                 .borders(Borders::ALL)
                 .border_style(theme::key())
@@ -358,11 +361,8 @@ fn draw_sentence(frame: &mut Frame, c: &ClassifyTab, area: Rect) {
     } else {
         theme::muted()
     };
-    let text = if c.editing {
-        format!("{}█", c.input)
-    } else {
-        c.input.clone()
-    };
+    let inner = usize::from(input.width.saturating_sub(2));
+    let text = Line::from(c.input.spans(inner, Style::default(), c.editing));
     frame.render_widget(
         Paragraph::new(text).block(
             Block::default()

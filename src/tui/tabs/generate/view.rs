@@ -35,42 +35,20 @@ fn draw_prompt(frame: &mut Frame, g: &GenerateTab, area: Rect) {
         theme::muted()
     };
     // A prompt wider than the box scrolls sideways so the cursor stays in view.
-    let mut offset = 0;
-    let line = if g.editing {
-        let chars: Vec<char> = g.prompt.chars().collect();
-        let before: String = chars[..g.cursor.min(chars.len())].iter().collect();
-        let inner = usize::from(area.width.saturating_sub(2)).max(1);
-        offset = (before.width() + 1).saturating_sub(inner);
-        let at: String = chars
-            .get(g.cursor)
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| " ".into());
-        let after: String = chars
-            .get(g.cursor + 1..)
-            .map(|s| s.iter().collect())
-            .unwrap_or_default();
-        Line::from(vec![
-            Span::raw(before),
-            Span::styled(at, theme::grid_cursor()),
-            Span::raw(after),
-        ])
-    } else {
-        Line::from(g.prompt.clone())
-    };
+    let inner = usize::from(area.width.saturating_sub(2));
+    let line = Line::from(g.prompt.spans(inner, Style::default(), g.editing));
     let title = if g.editing {
         " prompt (Enter generates, Esc to the grid) "
     } else {
         " prompt (i to edit) "
     };
     frame.render_widget(
-        Paragraph::new(line)
-            .scroll((0, u16::try_from(offset).unwrap_or(u16::MAX)))
-            .block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(title)
-                    .border_style(style),
-            ),
+        Paragraph::new(line).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(title)
+                .border_style(style),
+        ),
         area,
     );
 }

@@ -87,6 +87,7 @@ fn one_request_in_flight_and_a_refresh_wanted_meanwhile_follows_it() {
         &Event::InspectFailed {
             request: 2,
             error: "no model yet".into(),
+            no_model: true,
         },
         &mut s,
         true,

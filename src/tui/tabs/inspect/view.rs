@@ -5,7 +5,7 @@
 //! lens grid coloured by probability ([`super::maps`] draws the grids). Pure functions of
 //! the tab's state.
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Modifier;
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
@@ -83,10 +83,10 @@ fn mean(xs: &[f64]) -> Option<f64> {
 fn draw_text(frame: &mut Frame, t: &InspectTab, area: Rect) {
     let block = Block::default().borders(Borders::ALL);
     if t.editing {
-        let line = Line::from(vec![
-            Span::raw(t.input.clone()),
-            Span::styled(" ", theme::grid_cursor()),
-        ]);
+        // The box wraps: the text scrolls only once it fills every row.
+        let room =
+            usize::from(area.width.saturating_sub(2)) * usize::from(area.height.saturating_sub(2));
+        let line = Line::from(t.input.spans(room, Style::default(), true));
         frame.render_widget(
             Paragraph::new(line).wrap(Wrap { trim: false }).block(
                 block

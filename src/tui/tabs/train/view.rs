@@ -22,8 +22,8 @@ pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
         Constraint::Min(3),
     ])
     .areas(left);
-    match &t.input {
-        Some((super::PathInput::Corpus, _)) => draw_corpora(frame, t, chart),
+    match t.typing {
+        Some(super::PathInput::Corpus) => draw_corpora(frame, t, chart),
         _ => draw_chart(frame, t, chart),
     }
     draw_sparkline(frame, t, spark);
@@ -341,6 +341,7 @@ fn shown(x: f64, f: impl Fn(f64) -> String) -> String {
 }
 
 fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
+    let inner = usize::from(area.width.saturating_sub(2));
     let dash = || "—".to_string();
     let mut lines = Vec::new();
     let iter = t
@@ -474,11 +475,15 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
         }
         None => {
             lines.push(Line::styled("next run", theme::title()));
-            match &t.input {
-                Some((PathInput::Corpus, input)) => lines.push(Line::from(vec![
-                    Span::styled(format!("{:<12}", "corpus"), theme::muted()),
-                    Span::styled(format!("{input}█"), theme::key()),
-                ])),
+            match t.typing {
+                Some(PathInput::Corpus) => {
+                    let mut line = vec![Span::styled(format!("{:<12}", "corpus"), theme::muted())];
+                    line.extend(
+                        t.corpus_input
+                            .spans(inner.saturating_sub(12), theme::key(), true),
+                    );
+                    lines.push(Line::from(line));
+                }
                 _ => lines.push(stat("corpus", shared.settings.data.corpus.clone())),
             }
             lines.push(stat("preset", shared.settings.model.preset.clone()));
@@ -490,10 +495,14 @@ fn draw_stats(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
             lines.push(Line::styled("  Ctrl-O loads it (any tab)", theme::muted()));
         }
     }
-    if let Some((PathInput::Checkpoint, input)) = &t.input {
+    if t.typing == Some(PathInput::Checkpoint) {
         lines.push(Line::from(""));
         lines.push(Line::styled("load checkpoint", theme::title()));
-        lines.push(Line::styled(format!("{input}█"), theme::key()));
+        lines.push(Line::from(t.checkpoint_input.spans(
+            inner,
+            theme::key(),
+            true,
+        )));
     }
     frame.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" stats ")),

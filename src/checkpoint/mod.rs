@@ -1,0 +1,30 @@
+//! Checkpoints are directories, written atomically (a temp directory renamed into place):
+//!
+//! | file | what |
+//! |---|---|
+//! | `model.safetensors` | weights, GPT-2 style names |
+//! | `config.json` | [`CheckpointConfig`]: model sizes, tokenizer facts, corpus |
+//! | `tokenizer.json` | the tokenizer, loadable by any `tokenizers` implementation |
+//! | `optimizer.safetensors` | AdamW moment buffers (training checkpoints only) |
+//! | `train_state.json` | [`TrainState`]: step and settings, for exact resume |
+//! | `classifier.json`, `curves.csv` | a fine-tuned classifier's record and curves |
+//!
+//! Four parts, each its own file:
+//! - [`folder`]: the directory itself — the atomic swap, the lock, recovery after a
+//!   save was killed. A save replaces only a folder of these files (and an export's): see
+//!   [`replaceable`].
+//! - [`schema`]: the file names and the JSON records (`config.json`, `train_state.json`)
+//!   with their checks.
+//! - [`weights`]: safetensors files, read memory-mapped and written with the
+//!   `safetensors` crate, the model configuration recorded in their header.
+//! - [`load`]: a model ready for use from a checkpoint or a Hugging Face GPT-2 folder,
+//!   every recorded fact checked once.
+pub mod folder;
+pub mod load;
+pub mod schema;
+pub mod weights;
+
+pub use folder::{recover, replaceable, resolve_link, siblings, write_atomically, OutputLock};
+pub use load::{load_model, load_model_with_dropout, Base, LoadedModel, Prompt};
+pub use schema::*;
+pub use weights::{load_weights, save_weights, write_safetensors, WeightsFile};
