@@ -38,20 +38,20 @@ pub struct ClassifierInfo {
 
 impl ClassifierInfo {
     /// Makes `loaded` read sentences as this classifier was trained to.
-    pub fn apply(&self, loaded: &mut LoadedModel) {
+    pub(crate) fn apply(&self, loaded: &mut LoadedModel) {
         loaded.model.set_readout(self.readout);
         loaded.prompt = self.prompt.clone();
     }
 }
 
 /// The two SST-2 labels, in label order.
-pub fn sst2_labels() -> [String; 2] {
+pub(crate) fn sst2_labels() -> [String; 2] {
     ["negative".into(), "positive".into()]
 }
 
 /// A tokenised sentence and its label.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Example {
+pub(crate) struct Example {
     pub ids: Vec<i64>,
     pub label: i64,
 }
@@ -60,7 +60,7 @@ pub struct Example {
 /// trained on `<|endoftext|>`-framed sentences get that token first. A prompt
 /// classifier's template follows the sentence; otherwise a framed sentence is closed by
 /// `<|endoftext|>`.
-pub struct Encoder<'a> {
+pub(crate) struct Encoder<'a> {
     pub tokenizer: &'a TextTokenizer,
     pub prefix: Option<i64>,
     /// The template's tokens, the last of them the position the head reads.
@@ -71,7 +71,7 @@ pub struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
-    pub fn for_model(loaded: &LoadedModel) -> Result<Encoder<'_>> {
+    pub(crate) fn for_model(loaded: &LoadedModel) -> Result<Encoder<'_>> {
         let reading = crate::reading::Reading::of(loaded);
         let prefix = reading.frame.map(i64::from);
         let template = match &loaded.prompt {
@@ -99,7 +99,7 @@ impl Encoder<'_> {
         })
     }
 
-    pub fn encode(&self, sentence: &str) -> Result<Vec<i64>> {
+    pub(crate) fn encode(&self, sentence: &str) -> Result<Vec<i64>> {
         let mut ids: Vec<i64> = self.prefix.into_iter().collect();
         let sentence = self.form.apply(sentence);
         ids.extend(self.tokenizer.encode(&sentence)?.into_iter().map(i64::from));
@@ -120,7 +120,7 @@ impl Encoder<'_> {
         Ok(ids)
     }
 
-    pub fn examples(&self, rows: &[Labeled]) -> Result<Vec<Example>> {
+    pub(crate) fn examples(&self, rows: &[Labeled]) -> Result<Vec<Example>> {
         rows.iter()
             .map(|r| {
                 Ok(Example {
@@ -134,7 +134,7 @@ impl Encoder<'_> {
 
 /// A prompt in token ids: the template's, and the token each class is read from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PromptTokens {
+pub(crate) struct PromptTokens {
     /// The template's tokens, then the tokens the two label words share at their start
     /// (a small vocabulary may split `" great"` into `" "` + `"great"`: the `" "` joins
     /// the template and the classes are read at the first token where the words differ).
@@ -148,7 +148,7 @@ pub struct PromptTokens {
 /// the template (a space before it); if the words share their first tokens those join
 /// the template. Words that are the same, or one a token-prefix of the other, are an
 /// error naming `finetune.label_words`.
-pub fn prompt_tokens(tokenizer: &TextTokenizer, prompt: &Prompt) -> Result<PromptTokens> {
+pub(crate) fn prompt_tokens(tokenizer: &TextTokenizer, prompt: &Prompt) -> Result<PromptTokens> {
     let mut template: Vec<i64> = tokenizer
         .encode(&prompt.template)?
         .into_iter()
@@ -202,7 +202,7 @@ pub fn prompt_tokens(tokenizer: &TextTokenizer, prompt: &Prompt) -> Result<Promp
 }
 
 /// Right-padded ids `[rows, longest]`, lengths and labels for a slice of examples.
-pub fn batch_tensors(examples: &[&Example], device: Device) -> (Tensor, Tensor, Tensor) {
+pub(crate) fn batch_tensors(examples: &[&Example], device: Device) -> (Tensor, Tensor, Tensor) {
     let cols = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
     let mut ids = vec![0i64; examples.len() * cols];
     for (r, e) in examples.iter().enumerate() {
@@ -239,7 +239,7 @@ fn for_each_batch(
 }
 
 /// Loss, accuracy and confusion matrix of `model` on `examples` (no dropout, no gradients).
-pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluation {
+pub(crate) fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluation {
     let mut confusion = [[0usize; 2]; 2];
     let mut loss_sum = 0.0;
     let _ = for_each_batch(model, examples, batch_size, |chunk, logits, labels| {
@@ -260,7 +260,7 @@ pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize) -> Evaluat
 }
 
 /// P(positive) of every example (no dropout, no gradients).
-pub fn p_positive(model: &Gpt, examples: &[Example], batch_size: usize) -> Result<Vec<f64>> {
+pub(crate) fn p_positive(model: &Gpt, examples: &[Example], batch_size: usize) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(examples.len());
     for_each_batch(model, examples, batch_size, |_, logits, _| {
         let probs = logits
@@ -275,7 +275,7 @@ pub fn p_positive(model: &Gpt, examples: &[Example], batch_size: usize) -> Resul
 
 /// Precision, recall and F1 of each class from `confusion[true][predicted]` (0 where a
 /// ratio has nothing to count).
-pub fn per_class(confusion: &[[usize; 2]; 2]) -> ([f64; 2], [f64; 2], [f64; 2]) {
+pub(crate) fn per_class(confusion: &[[usize; 2]; 2]) -> ([f64; 2], [f64; 2], [f64; 2]) {
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let mut precision = [0.0; 2];
     let mut recall = [0.0; 2];
@@ -296,7 +296,11 @@ pub fn per_class(confusion: &[[usize; 2]; 2]) -> ([f64; 2], [f64; 2], [f64; 2]) 
 
 /// Expected calibration error over `bins` equal-width bins of confidence (the predicted
 /// class's probability), and the bins themselves (a reliability diagram).
-pub fn calibration(p_positive: &[f64], labels: &[i64], bins: usize) -> (f64, Vec<ReliabilityBin>) {
+pub(crate) fn calibration(
+    p_positive: &[f64],
+    labels: &[i64],
+    bins: usize,
+) -> (f64, Vec<ReliabilityBin>) {
     let mut table: Vec<ReliabilityBin> = (0..bins)
         .map(|b| ReliabilityBin {
             lo: b as f64 / bins as f64,
@@ -327,7 +331,7 @@ pub fn calibration(p_positive: &[f64], labels: &[i64], bins: usize) -> (f64, Vec
 }
 
 /// The `most` most confident wrong predictions, most confident first.
-pub fn worst_mistakes(
+pub(crate) fn worst_mistakes(
     texts: &[String],
     labels: &[i64],
     p_positive: &[f64],
@@ -351,7 +355,7 @@ pub fn worst_mistakes(
 }
 
 /// Probability of each class for one sentence.
-pub fn class_probabilities(loaded: &LoadedModel, sentence: &str) -> Result<Vec<f64>> {
+pub(crate) fn class_probabilities(loaded: &LoadedModel, sentence: &str) -> Result<Vec<f64>> {
     let ids = Encoder::for_model(loaded)?.encode(sentence)?;
     let example = Example { ids, label: 0 };
     let (x, lengths, _) = batch_tensors(&[&example], loaded.model.device());
@@ -366,7 +370,11 @@ pub fn class_probabilities(loaded: &LoadedModel, sentence: &str) -> Result<Vec<f
 }
 
 /// A sentence's verdict: the label and P(positive).
-pub fn classify(loaded: &LoadedModel, labels: &[String; 2], text: &str) -> Result<(String, f64)> {
+pub(crate) fn classify(
+    loaded: &LoadedModel,
+    labels: &[String; 2],
+    text: &str,
+) -> Result<(String, f64)> {
     let probs = class_probabilities(loaded, text)?;
     let p_positive = probs.get(1).copied().unwrap_or(0.0);
     let label = labels[usize::from(p_positive >= 0.5)].clone();
@@ -386,7 +394,7 @@ pub fn read_info(dir: &Path) -> Result<Option<ClassifierInfo>> {
 }
 
 /// Loads a classifier written by fine-tuning.
-pub fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, ClassifierInfo)> {
+pub(crate) fn load_classifier(dir: &Path, device: Device) -> Result<(LoadedModel, ClassifierInfo)> {
     let mut loaded = checkpoint::load_model(dir, device)?;
     let Some(info) = read_info(dir)? else {
         bail!("{} has no trained classifier head ({CLASSIFIER_FILE} is missing); run `gptdash finetune` first", dir.display());

@@ -103,14 +103,14 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    pub fn kind(self) -> tch::Kind {
+    pub(crate) fn kind(self) -> tch::Kind {
         match self {
             Dtype::F32 => tch::Kind::Float,
             Dtype::Bf16 => tch::Kind::BFloat16,
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.into()
     }
 }
@@ -174,7 +174,7 @@ pub struct DataSettings {
 
 impl DataSettings {
     /// The data mode: as set, else `sentences` (a run's plan sets it from its corpus).
-    pub fn mode(&self) -> DataMode {
+    pub(crate) fn mode(&self) -> DataMode {
         self.mode.unwrap_or(DataMode::Sentences)
     }
 }
@@ -223,13 +223,13 @@ pub enum DataMode {
 }
 
 impl DataMode {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.into()
     }
 
     /// Whether every example starts after `<|endoftext|>` (sentences or documents), so
     /// inference should frame its input the same way.
-    pub fn frames_text(self) -> bool {
+    pub(crate) fn frames_text(self) -> bool {
         matches!(self, DataMode::Sentences | DataMode::Documents)
     }
 }
@@ -305,7 +305,7 @@ pub enum Keep {
 }
 
 /// `[finetune] base` for the model the dashboard holds.
-pub const HELD_BASE: &str = "held";
+pub(crate) const HELD_BASE: &str = "held";
 
 /// `[finetune]`: SST-2 sentiment fine-tuning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -418,7 +418,7 @@ pub struct ModelDims {
 }
 
 /// The named model sizes, as minGPT names them.
-pub const PRESETS: &[(&str, ModelDims)] = &[
+pub(crate) const PRESETS: &[(&str, ModelDims)] = &[
     (
         "gpt-nano",
         ModelDims {
@@ -493,7 +493,7 @@ impl Settings {
     /// Reads a settings file; unknown keys and wrong types are errors naming the file,
     /// line and key. Values are checked once, where the command has put its flags on top
     /// ([`Settings::validate`]: a training run's [`crate::train::plan::Plan`]).
-    pub fn from_file(path: &Path) -> Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let settings =
@@ -508,7 +508,7 @@ impl Settings {
 
     /// The file to read when `--config` is not given: `./config.toml`, else the per-user
     /// config file, else none (built-in defaults).
-    pub fn default_file() -> Option<PathBuf> {
+    pub(crate) fn default_file() -> Option<PathBuf> {
         let local = PathBuf::from("config.toml");
         if local.is_file() {
             return Some(local);
@@ -542,7 +542,7 @@ fn one_line_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
 
 /// The largest `[finetune] lm_weight` (and `--lm-weight`): the auxiliary loss is a
 /// helper of the classification loss, not a replacement that swamps it.
-pub const MAX_LM_WEIGHT: f64 = 10.0;
+pub(crate) const MAX_LM_WEIGHT: f64 = 10.0;
 
 mod validate;
 

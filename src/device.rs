@@ -4,13 +4,13 @@ use tch::Device;
 
 /// What the user asked for, before checking the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceRequest {
+pub(crate) enum DeviceRequest {
     Auto,
     Cpu,
     Cuda(usize),
 }
 
-pub fn parse_device(text: &str) -> Result<DeviceRequest> {
+pub(crate) fn parse_device(text: &str) -> Result<DeviceRequest> {
     let t = text.trim().to_ascii_lowercase();
     Ok(match t.as_str() {
         "auto" => DeviceRequest::Auto,
@@ -28,7 +28,7 @@ pub fn parse_device(text: &str) -> Result<DeviceRequest> {
 }
 
 /// Resolves a device request against the machine; asking for a GPU that is not there is an error.
-pub fn resolve_device(text: &str) -> Result<Device> {
+pub(crate) fn resolve_device(text: &str) -> Result<Device> {
     let gpus = if tch::Cuda::is_available() {
         tch::Cuda::device_count().max(0) as usize
     } else {
@@ -39,7 +39,7 @@ pub fn resolve_device(text: &str) -> Result<Device> {
 
 /// The device for `request` on a machine with `gpus` CUDA devices (`text`: as written,
 /// for the message).
-pub fn choose_device(text: &str, request: DeviceRequest, gpus: usize) -> Result<Device> {
+pub(crate) fn choose_device(text: &str, request: DeviceRequest, gpus: usize) -> Result<Device> {
     match request {
         DeviceRequest::Cpu => Ok(Device::Cpu),
         DeviceRequest::Auto => Ok(if gpus > 0 { Device::Cuda(0) } else { Device::Cpu }),
@@ -54,7 +54,7 @@ pub fn choose_device(text: &str, request: DeviceRequest, gpus: usize) -> Result<
     }
 }
 
-pub fn device_name(device: Device) -> String {
+pub(crate) fn device_name(device: Device) -> String {
     match device {
         Device::Cpu => "cpu".into(),
         Device::Cuda(n) => format!("cuda:{n}"),
@@ -66,7 +66,7 @@ pub fn device_name(device: Device) -> String {
 /// Physical cores of this machine (hyper-threads share matmul units, so libtorch runs
 /// fastest with one thread per core), never more than the CPUs this process may use.
 /// `num_cpus` reads the topology (it falls back to the logical count where it cannot).
-pub fn physical_cores() -> usize {
+pub(crate) fn physical_cores() -> usize {
     let allowed = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -92,14 +92,17 @@ pub fn keep_freed_memory() {
 /// Part length for a hand-written pass over `len` elements split across libtorch's
 /// thread count, with at least ~64k elements a part (below that, a thread costs more
 /// than it saves).
-pub fn pass_part_len(len: usize) -> usize {
+pub(crate) fn pass_part_len(len: usize) -> usize {
     let threads = (tch::get_num_threads().max(1) as usize).min(len.div_ceil(65_536).max(1));
     len.div_ceil(threads).max(1)
 }
 
 /// Runs `work` on every item and returns the results in order: all items but the last
 /// on scoped threads, the last on the calling thread (so one item spawns nothing).
-pub fn split_work<T: Send, R: Send>(mut items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+pub(crate) fn split_work<T: Send, R: Send>(
+    mut items: Vec<T>,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
     let work = &work;
     std::thread::scope(|s| {
         let last = items.pop();
@@ -121,7 +124,7 @@ pub fn split_work<T: Send, R: Send>(mut items: Vec<T>, work: impl Fn(T) -> R + S
 }
 
 /// The CPU threads `requested` means: 0 is one per physical core.
-pub fn threads_for(requested: usize) -> usize {
+pub(crate) fn threads_for(requested: usize) -> usize {
     if requested == 0 {
         physical_cores()
     } else {
@@ -130,7 +133,7 @@ pub fn threads_for(requested: usize) -> usize {
 }
 
 /// Sets libtorch's CPU thread count (0 = one per physical core) and returns it.
-pub fn set_threads(requested: usize) -> usize {
+pub(crate) fn set_threads(requested: usize) -> usize {
     let n = threads_for(requested);
     tch::set_num_threads(n as i32);
     n
@@ -141,7 +144,7 @@ pub fn set_threads(requested: usize) -> usize {
 /// (`bench generate`): one thread is as fast as two (6.5 vs 6.6 ms/token for gpt-mini's
 /// shape, 35.6 vs 36.1 for GPT-2 124M: products of one token are memory-bound), and
 /// 2.6x / 2.1x faster when another process keeps a core busy (6.4 vs 16.9, 38.0 vs 80.4).
-pub fn set_inference_threads(requested: usize) -> usize {
+pub(crate) fn set_inference_threads(requested: usize) -> usize {
     set_threads(requested.max(1))
 }
 

@@ -72,7 +72,7 @@ impl From<&GenerateSettings> for GenerateOptions {
 }
 
 impl GenerateOptions {
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             bail!(
                 "temperature must be a number >= 0 (0 means greedy), got {}",
@@ -178,8 +178,9 @@ pub fn encode_prompt(tokenizer: &TextTokenizer, model: &Gpt, prompt: &str) -> Re
     Ok(ids)
 }
 
+#[cfg(test)]
 /// Generates from a text prompt.
-pub fn generate(
+pub(crate) fn generate(
     model: &Gpt,
     tokenizer: &TextTokenizer,
     prompt: &str,
@@ -192,7 +193,7 @@ pub fn generate(
 /// Generates after `prompt_ids`, first emitting `forced` tokens (each reported with the
 /// probability the model gave it: the dashboard's "what if this token instead"), then
 /// continuing with the decoder until `max_new_tokens` tokens are reported in all.
-pub fn generate_from(
+pub(crate) fn generate_from(
     model: &Gpt,
     tokenizer: &TextTokenizer,
     prompt: &str,

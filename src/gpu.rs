@@ -8,13 +8,13 @@ use nvml_wrapper::Nvml;
 use crate::protocol::{GpuReading, GpuStatus};
 
 /// NVML, opened once per run (or the reason it could not be).
-pub struct GpuMonitor {
+pub(crate) struct GpuMonitor {
     nvml: Result<Nvml, String>,
     index: u32,
 }
 
 impl GpuMonitor {
-    pub fn open(index: usize) -> Self {
+    pub(crate) fn open(index: usize) -> Self {
         Self {
             nvml: Nvml::init().map_err(|e| format!("NVML is not available ({e})")),
             index: index as u32,
@@ -22,7 +22,7 @@ impl GpuMonitor {
     }
 
     /// A reading of the device, or why there is none.
-    pub fn read(&self) -> GpuStatus {
+    pub(crate) fn read(&self) -> GpuStatus {
         let reading = self.nvml.as_ref().map_err(Clone::clone).and_then(|nvml| {
             let d = nvml
                 .device_by_index(self.index)

@@ -18,7 +18,7 @@ where
 /// The report of `model` on `ids`: per layer and head the attention, per layer and
 /// position the lens's top token, its probability and the entropy, per position the
 /// loss and rank of the actual next token. `text` is what the ids were read from.
-pub fn report(
+pub(crate) fn report(
     model: &Gpt,
     tokenizer: &TextTokenizer,
     ids: &[u32],

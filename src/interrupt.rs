@@ -11,7 +11,7 @@ use anyhow::Result;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 
 /// The signals a command stops on.
-pub const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+pub(crate) const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
 struct Flags {
     any: Arc<AtomicBool>,
@@ -21,7 +21,7 @@ struct Flags {
 static FLAGS: OnceLock<Flags> = OnceLock::new();
 
 /// Installs the handlers (once per process).
-pub fn install() -> Result<()> {
+pub(crate) fn install() -> Result<()> {
     if FLAGS.get().is_some() {
         return Ok(());
     }
@@ -40,7 +40,7 @@ pub fn install() -> Result<()> {
 }
 
 /// The signal received, if one was (and the handlers are installed).
-pub fn requested() -> Option<i32> {
+pub(crate) fn requested() -> Option<i32> {
     let flags = FLAGS.get()?;
     if !flags.any.load(Ordering::SeqCst) {
         return None;
@@ -52,7 +52,7 @@ pub fn requested() -> Option<i32> {
 }
 
 /// The name of a signal this module handles.
-pub fn name(signal: i32) -> &'static str {
+pub(crate) fn name(signal: i32) -> &'static str {
     match signal {
         SIGINT => "SIGINT (Ctrl-C)",
         SIGTERM => "SIGTERM",
@@ -88,19 +88,19 @@ static CANCELLED: AtomicBool = AtomicBool::new(false);
 
 /// Asks every long stage in this process to stop at its next safe point (the dashboard
 /// quitting).
-pub fn cancel() {
+pub(crate) fn cancel() {
     CANCELLED.store(true, Ordering::SeqCst);
 }
 
 /// Whether a stop was asked for (a signal, or the process quitting): for loops that
 /// cannot return an error, which end early and leave [`check`] to their caller.
-pub fn stop_requested() -> bool {
+pub(crate) fn stop_requested() -> bool {
     requested().is_some() || CANCELLED.load(Ordering::SeqCst)
 }
 
 /// `Err(Interrupted)` when a signal arrived (or the process is quitting): for a
 /// command's safe points.
-pub fn check() -> Result<()> {
+pub(crate) fn check() -> Result<()> {
     match requested() {
         Some(signal) => Err(Interrupted(signal).into()),
         None if CANCELLED.load(Ordering::SeqCst) => Err(Interrupted(SIGINT).into()),
@@ -120,7 +120,7 @@ fn panic_error(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
 
 /// [`interruptible`] for work that reports progress: `work` gets a callback whose
 /// `(stage, done, total)` reach `progress` on this thread.
-pub fn interruptible_progress<T: Send + 'static>(
+pub(crate) fn interruptible_progress<T: Send + 'static>(
     what: &str,
     work: impl FnOnce(&mut dyn FnMut(&str, u64, u64)) -> Result<T> + Send + 'static,
     progress: &mut dyn FnMut(&str, u64, u64),
@@ -163,7 +163,7 @@ pub fn interruptible_progress<T: Send + 'static>(
 /// every 50 ms: a stage that has no safe points of its own (a blocking read, a
 /// library's tokenizer training) is then left behind, to end with the process, and
 /// `Err(Interrupted)` returned at once.
-pub fn interruptible<T: Send + 'static>(
+pub(crate) fn interruptible<T: Send + 'static>(
     what: &str,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {

@@ -7,16 +7,16 @@
 use std::path::{Path, PathBuf};
 
 /// Where runs save when no output folder is given (relative to the working directory).
-pub const DEFAULT_PARENT: &str = "checkpoints";
+pub(crate) const DEFAULT_PARENT: &str = "checkpoints";
 
 use anyhow::{bail, Context, Result};
 
-pub use crate::checkpoint::{replaceable, resolve_link};
+pub(crate) use crate::checkpoint::{replaceable, resolve_link};
 use crate::checkpoint::{siblings, OutputLock, CHECKPOINT_FILES, CONFIG_FILE};
 
 /// What a folder holds, as far as writing into it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     Missing,
     /// A file (or something else that is not a folder) is there.
     NotAFolder,
@@ -30,7 +30,7 @@ pub enum Found {
 }
 
 /// Looks at `dir` without changing it.
-pub fn survey(dir: &Path) -> Result<Found> {
+pub(crate) fn survey(dir: &Path) -> Result<Found> {
     if !dir.exists() {
         return Ok(match std::fs::read_link(dir) {
             Ok(target) => Found::BrokenLink(target),
@@ -80,7 +80,7 @@ pub fn survey(dir: &Path) -> Result<Found> {
 }
 
 /// Whether `dir` lies inside the folder `outer` (at any depth; `outer` must exist).
-pub fn inside(dir: &Path, outer: &Path) -> bool {
+pub(crate) fn inside(dir: &Path, outer: &Path) -> bool {
     let Ok(outer) = outer.canonicalize() else {
         return false;
     };
@@ -109,13 +109,18 @@ pub fn same_folder(a: &Path, b: &Path) -> bool {
 /// but a gptdash checkpoint, and a checkpoint unless `overwrite`. `what` names the
 /// folder in the user's words: a flag (`--out`), whose message then names the flags
 /// that help, or a dashboard action (`save to`). Then the [`preflight`] checks.
-pub fn check_target(dir: &Path, what: &str, overwrite: bool) -> Result<()> {
+pub(crate) fn check_target(dir: &Path, what: &str, overwrite: bool) -> Result<()> {
     check_target_for(dir, what, overwrite, true)
 }
 
 /// [`check_target`]; `resumable`: the command can continue a run (`train --resume`),
 /// so the message offers it.
-pub fn check_target_for(dir: &Path, what: &str, overwrite: bool, resumable: bool) -> Result<()> {
+pub(crate) fn check_target_for(
+    dir: &Path,
+    what: &str,
+    overwrite: bool,
+    resumable: bool,
+) -> Result<()> {
     let flags = what.starts_with("--");
     match survey(dir)? {
         Found::Missing | Found::Empty => {}
@@ -151,7 +156,7 @@ pub fn check_target_for(dir: &Path, what: &str, overwrite: bool, resumable: bool
 /// Checks that a save into `dir` can land: its parent can be written (a save writes a
 /// sibling `.NAME.tmp` and renames it into place), and `dir` is not a mount point (which
 /// cannot be renamed, so could not be replaced).
-pub fn preflight(dir: &Path, what: &str) -> Result<()> {
+pub(crate) fn preflight(dir: &Path, what: &str) -> Result<()> {
     if dir.is_dir() && is_mount_point(dir) {
         bail!(
             "{what} {}: is a mount point, and a save replaces its folder by renaming, which a mount point does not allow; give a folder inside it, e.g. {}",
@@ -201,7 +206,7 @@ pub fn preflight(dir: &Path, what: &str) -> Result<()> {
 }
 
 /// Whether `dir` is the root of a mounted filesystem.
-pub fn is_mount_point(dir: &Path) -> bool {
+pub(crate) fn is_mount_point(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(dir) = dir.canonicalize() else {
         return false;
@@ -260,7 +265,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// A new run's folder under `parent`, `<stem>-<YYYYMMDD>-<n>` with the first `n` that is
 /// neither on disk nor being written by another process, locked for this run.
-pub fn claim_fresh(parent: &Path, stem: &str) -> Result<(PathBuf, OutputLock)> {
+pub(crate) fn claim_fresh(parent: &Path, stem: &str) -> Result<(PathBuf, OutputLock)> {
     if parent.exists() && !parent.is_dir() {
         bail!(
             "runs are saved under {}/, but a file of that name is here; move it, or give --out DIR",
@@ -290,7 +295,7 @@ pub fn claim_fresh(parent: &Path, stem: &str) -> Result<(PathBuf, OutputLock)> {
 
 /// Points `link` (`checkpoints/<stem>`) at `target`, a run folder beside it: `true` when
 /// it did. A real file or folder at `link` is a user's, left alone (`false`).
-pub fn point_latest(link: &Path, target: &Path) -> Result<bool> {
+pub(crate) fn point_latest(link: &Path, target: &Path) -> Result<bool> {
     let name = target
         .file_name()
         .with_context(|| format!("{} has no folder name", target.display()))?;

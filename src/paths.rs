@@ -8,23 +8,23 @@ fn project_dirs() -> Option<ProjectDirs> {
 }
 
 /// Where a user's own `config.toml` may live (e.g. `~/.config/gptdash`).
-pub fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     project_dirs().map(|d| d.config_dir().to_path_buf())
 }
 
 /// Per-user data (e.g. `~/.local/share/gptdash`): the dashboard's log file.
-pub fn data_dir() -> Option<PathBuf> {
+pub(crate) fn data_dir() -> Option<PathBuf> {
     project_dirs().map(|d| d.data_dir().to_path_buf())
 }
 
 /// Per-user cache (e.g. `~/.cache/gptdash`): prepared corpora.
-pub fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     project_dirs().map(|d| d.cache_dir().to_path_buf())
 }
 
 /// `path` with a leading `~/` (or a lone `~`) replaced by the home directory (the
 /// `directories` crate's), as a shell would; other paths as they are.
-pub fn expand_home(path: &str) -> PathBuf {
+pub(crate) fn expand_home(path: &str) -> PathBuf {
     let home = || directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
     match path.strip_prefix("~/") {
         Some(rest) => home().map_or_else(|| PathBuf::from(path), |h| h.join(rest)),

@@ -534,13 +534,13 @@ impl Event {
         }
     }
 
-    pub fn log(message: impl Into<String>) -> Self {
+    pub(crate) fn log(message: impl Into<String>) -> Self {
         Event::Log {
             message: message.into(),
         }
     }
 
-    pub fn error(message: impl Into<String>) -> Self {
+    pub(crate) fn error(message: impl Into<String>) -> Self {
         Event::Error {
             message: message.into(),
         }

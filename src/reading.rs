@@ -13,7 +13,7 @@ use crate::model::gpt::Gpt;
 
 /// A model's way of reading text.
 #[derive(Clone, Copy)]
-pub struct Reading<'a> {
+pub(crate) struct Reading<'a> {
     pub tokenizer: &'a TextTokenizer,
     pub model: &'a Gpt,
     /// How the pretraining text was prepared; every text given to the model is too.
@@ -25,7 +25,7 @@ pub struct Reading<'a> {
 impl<'a> Reading<'a> {
     /// `frames_text`: the model was trained on `<|endoftext|>`-framed text (and its
     /// tokenizer has that token).
-    pub fn new(
+    pub(crate) fn new(
         tokenizer: &'a TextTokenizer,
         model: &'a Gpt,
         form: TextForm,
@@ -40,7 +40,7 @@ impl<'a> Reading<'a> {
     }
 
     /// How a loaded checkpoint reads text.
-    pub fn of(loaded: &'a LoadedModel) -> Self {
+    pub(crate) fn of(loaded: &'a LoadedModel) -> Self {
         Self::new(
             &loaded.tokenizer,
             &loaded.model,
@@ -50,26 +50,26 @@ impl<'a> Reading<'a> {
     }
 
     /// `text` as the model reads it.
-    pub fn prepare(&self, text: &str) -> String {
+    pub(crate) fn prepare(&self, text: &str) -> String {
         self.form.apply(text)
     }
 
     /// The text the model reads, when it differs from `typed` (beyond surrounding
     /// spaces): for the screen's "as the model reads it".
-    pub fn read_as(&self, typed: &str) -> Option<String> {
+    pub(crate) fn read_as(&self, typed: &str) -> Option<String> {
         let prepared = self.prepare(typed);
         (prepared.trim() != typed.trim()).then(|| prepared.trim().to_string())
     }
 
     /// A prompt's ids, prepared and checked (non-empty, inside the vocabulary), without
     /// the frame: generation opens its context with [`Reading::frame`] itself.
-    pub fn prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
+    pub(crate) fn prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
         encode_prompt(self.tokenizer, self.model, &self.prepare(text))
     }
 
     /// A text's ids as the model reads a whole text: framed (so the first word has a
     /// loss too), at most the block size.
-    pub fn framed_ids(&self, text: &str) -> Result<Vec<u32>> {
+    pub(crate) fn framed_ids(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = self.prompt_ids(text)?;
         if let Some(eot) = self.frame {
             ids.insert(0, eot);

@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use crate::protocol::{Event, RunDone, RunStart};
 
 /// Longest line read; a longer one is reported as malformed and skipped.
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// Where the events come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Source {
         Ok(())
     }
 
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Source::Stdin => "standard input".into(),
             Source::File(path) => path.display().to_string(),
@@ -67,7 +67,7 @@ impl Source {
     }
 
     /// The folder a relative checkpoint path in the stream may be relative to.
-    pub fn folder(&self) -> Option<PathBuf> {
+    pub(crate) fn folder(&self) -> Option<PathBuf> {
         match self {
             Source::Stdin => None,
             Source::File(path) => path.parent().map(Path::to_path_buf),
@@ -146,7 +146,7 @@ pub fn parse_line(text: &str, line: u64) -> Option<Parsed> {
 }
 
 /// Whether an event belongs to a fine-tuning run (the Classify tab shows those).
-pub fn is_finetuning(event: &Event) -> bool {
+pub(crate) fn is_finetuning(event: &Event) -> bool {
     matches!(
         event,
         Event::Start(RunStart::Finetune(_)) | Event::Epoch(_) | Event::Done(RunDone::Finetune(_))
@@ -173,7 +173,7 @@ const SHOWN: &[&str] = &[
 /// Cuts bytes into lines, however they arrive; a line longer than [`MAX_LINE`] is
 /// reported (once) and skipped up to its end.
 #[derive(Debug, Default)]
-pub struct Lines {
+pub(crate) struct Lines {
     partial: Vec<u8>,
     overlong: bool,
     /// Lines seen so far (the next line's number is this + 1).
@@ -182,7 +182,7 @@ pub struct Lines {
 
 impl Lines {
     /// The lines completed by `bytes`: their text, or why it cannot be read.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<(u64, Result<String, String>)> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<(u64, Result<String, String>)> {
         let mut out = Vec::new();
         let mut rest = bytes;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
@@ -194,7 +194,7 @@ impl Lines {
     }
 
     /// The last line when the stream ends without a newline.
-    pub fn finish(&mut self) -> Vec<(u64, Result<String, String>)> {
+    pub(crate) fn finish(&mut self) -> Vec<(u64, Result<String, String>)> {
         let mut out = Vec::new();
         if !self.partial.is_empty() || self.overlong {
             self.take(&[], true, &mut out);
@@ -203,7 +203,7 @@ impl Lines {
     }
 
     /// Forgets a line in progress (the file was truncated or replaced).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.partial.clear();
         self.overlong = false;
     }
@@ -232,7 +232,7 @@ impl Lines {
 
 /// Stops the reader thread when dropped (a followed file's reader polls it; a blocked
 /// read of standard input ends with the process).
-pub struct StreamHandle {
+pub(crate) struct StreamHandle {
     stop: Arc<AtomicBool>,
 }
 
@@ -243,10 +243,10 @@ impl Drop for StreamHandle {
 }
 
 /// How often a followed file is looked at when nothing new was in it.
-pub const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 
 /// Starts reading `source` on its own thread, sending what it reads to `tx`.
-pub fn spawn(source: Source, tx: Sender<StreamMsg>) -> std::io::Result<StreamHandle> {
+pub(crate) fn spawn(source: Source, tx: Sender<StreamMsg>) -> std::io::Result<StreamHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::Builder::new()
@@ -313,7 +313,7 @@ fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
 
 /// Follows `path` as `tail -F` does, until `stop`: waits for it to exist, reads what is
 /// appended, starts again from the top when it is truncated or replaced.
-pub fn follow(path: &Path, tx: &Sender<StreamMsg>, stop: &AtomicBool, poll: Duration) {
+pub(crate) fn follow(path: &Path, tx: &Sender<StreamMsg>, stop: &AtomicBool, poll: Duration) {
     let mut open: Option<(std::fs::File, (u64, u64), u64)> = None;
     let mut lines = Lines::default();
     let mut buf = vec![0u8; 64 << 10];

@@ -139,7 +139,7 @@ fn held_locks(
 impl OutputLock {
     /// Locks `dir` for writing: its parent is created and must be writable, and no other
     /// process may hold it.
-    pub fn acquire(dir: &Path) -> Result<Self> {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         match Self::try_acquire(dir)? {
             Ok(lock) => Ok(lock),
             Err(pid) => bail!(
@@ -151,7 +151,7 @@ impl OutputLock {
 
     /// [`OutputLock::acquire`], with another process holding the lock as `Ok(Err(its
     /// pid))` rather than an error.
-    pub fn try_acquire(dir: &Path) -> Result<std::result::Result<Self, String>> {
+    pub(crate) fn try_acquire(dir: &Path) -> Result<std::result::Result<Self, String>> {
         let dir = &resolve_link(dir);
         let s = siblings(dir)?;
         std::fs::create_dir_all(&s.parent)
@@ -197,7 +197,7 @@ impl OutputLock {
 
 impl OutputLock {
     /// Whether this process holds the lock on `dir` already.
-    pub fn held_here(dir: &Path) -> bool {
+    pub(crate) fn held_here(dir: &Path) -> bool {
         let dir = resolve_link(dir);
         siblings(&dir).is_ok_and(|s| held_locks().contains_key(&lock_key(&s)))
     }

@@ -79,7 +79,7 @@ impl Base {
     }
 
     /// How the log and the `start` event name it.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Base::Held => "the model held".into(),
             Base::Folder(dir) => dir.display().to_string(),

@@ -19,12 +19,12 @@
 //!   `safetensors` crate, the model configuration recorded in their header.
 //! - [`load`]: a model ready for use from a checkpoint or a Hugging Face GPT-2 folder,
 //!   every recorded fact checked once.
-pub mod folder;
-pub mod load;
-pub mod schema;
+pub(crate) mod folder;
+pub(crate) mod load;
+pub(crate) mod schema;
 pub mod weights;
 
 pub use folder::{recover, replaceable, resolve_link, siblings, write_atomically, OutputLock};
 pub use load::{load_model, load_model_with_dropout, Base, LoadedModel, Prompt};
 pub use schema::*;
-pub use weights::{load_weights, save_weights, write_safetensors, WeightsFile};
+pub(crate) use weights::{load_weights, save_weights, write_safetensors, WeightsFile};

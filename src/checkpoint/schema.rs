@@ -9,29 +9,29 @@ use crate::config::{DataMode, Settings};
 use crate::data::normalize::TextForm;
 use crate::model::gpt::GptConfig;
 
-pub const MODEL_FILE: &str = "model.safetensors";
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub(crate) const MODEL_FILE: &str = "model.safetensors";
+pub(crate) const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const STATE_FILE: &str = "train_state.json";
 
 /// A fine-tuned classifier's record (head, read-out, validation result).
 pub const CLASSIFIER_FILE: &str = "classifier.json";
 /// A fine-tuning run's per-epoch losses and accuracies.
-pub const CURVES_FILE: &str = "curves.csv";
+pub(crate) const CURVES_FILE: &str = "curves.csv";
 /// Inside a checkpoint being written, the last file: its presence says every other file
 /// was written and synced.
-pub const COMPLETE: &str = ".complete";
+pub(crate) const COMPLETE: &str = ".complete";
 
 /// The files `gptdash export` writes beside a checkpoint's own.
-pub const EXPORT_FILES: &[&str] = &[
+pub(crate) const EXPORT_FILES: &[&str] = &[
     "tokenizer_config.json",
     "special_tokens_map.json",
     "generation_config.json",
 ];
 
 /// Every file a gptdash checkpoint (a training run's or a classifier's) may hold.
-pub const CHECKPOINT_FILES: &[&str] = &[
+pub(crate) const CHECKPOINT_FILES: &[&str] = &[
     MODEL_FILE,
     OPTIMIZER_FILE,
     CONFIG_FILE,
@@ -43,7 +43,7 @@ pub const CHECKPOINT_FILES: &[&str] = &[
 ];
 
 /// Layout version of `config.json`.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointConfig {
@@ -100,7 +100,7 @@ fn require_checkpoint_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn read_config(dir: &Path) -> Result<CheckpointConfig> {
+pub(crate) fn read_config(dir: &Path) -> Result<CheckpointConfig> {
     require_checkpoint_dir(dir)?;
     let path = dir.join(CONFIG_FILE);
     let value: serde_json::Value = read_json(&path)?;
@@ -149,7 +149,7 @@ pub fn read_train_state(dir: &Path) -> Result<TrainState> {
 
 /// A model configuration that can be built at all: sizes positive and consistent,
 /// LayerNorm epsilon and dropout in range, nothing so large it could only be a typo.
-pub fn check_model_config(path: &Path, c: &GptConfig) -> Result<()> {
+pub(crate) fn check_model_config(path: &Path, c: &GptConfig) -> Result<()> {
     let bad =
         |key: &str, what: &str| -> Result<()> { bail!("{}: model.{key} {what}", path.display()) };
     for (key, value, max) in [

@@ -25,7 +25,7 @@ const MODEL_METADATA: &str = "gptdash.model";
 
 /// A safetensors file mapped into memory, its header parsed and checked (every tensor
 /// inside the file, the data exactly as long as the header says).
-pub struct WeightsFile {
+pub(crate) struct WeightsFile {
     path: PathBuf,
     map: memmap2::Mmap,
     /// Where the tensor data starts (after the length and the header).
@@ -34,7 +34,7 @@ pub struct WeightsFile {
 }
 
 impl WeightsFile {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         // SAFETY: the mapping is read-only and private to this value. gptdash replaces
@@ -57,17 +57,17 @@ impl WeightsFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Every tensor's name and header entry.
-    pub fn tensors(&self) -> HashMap<String, &TensorInfo> {
+    pub(crate) fn tensors(&self) -> HashMap<String, &TensorInfo> {
         self.header.tensors()
     }
 
     /// The shape of tensor `name`, if the file has it.
-    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+    pub(crate) fn shape(&self, name: &str) -> Option<Vec<i64>> {
         self.header
             .tensors()
             .get(name)
@@ -75,7 +75,7 @@ impl WeightsFile {
     }
 
     /// A string the header's metadata holds under `key`.
-    pub fn metadata(&self, key: &str) -> Option<&str> {
+    pub(crate) fn metadata(&self, key: &str) -> Option<&str> {
         self.header
             .metadata()
             .as_ref()?
@@ -84,7 +84,7 @@ impl WeightsFile {
     }
 
     /// Tensor `name` as a new CPU tensor.
-    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+    pub(crate) fn tensor(&self, name: &str) -> Result<Tensor> {
         let info = self.info(name)?;
         let kind = Kind::try_from(info.dtype)
             .map_err(|e| anyhow!("{}: tensor {name}: {e}", self.path.display()))?;
@@ -95,7 +95,7 @@ impl WeightsFile {
 
     /// Copies tensor `name` into `var` (converted to its kind and device); the shapes
     /// must agree.
-    pub fn copy_into(&self, name: &str, var: &mut Tensor) -> Result<()> {
+    pub(crate) fn copy_into(&self, name: &str, var: &mut Tensor) -> Result<()> {
         let source = self.tensor(name)?;
         if source.size() != var.size() {
             bail!(
@@ -161,7 +161,7 @@ impl View for TensorBytes<'_> {
 
 /// Writes `tensors` as a safetensors file with string `metadata` in its header, in one
 /// pass (each tensor copied to the CPU on its turn).
-pub fn write_safetensors(
+pub(crate) fn write_safetensors(
     tensors: &[(String, Tensor)],
     path: &Path,
     metadata: &[(&str, String)],
@@ -203,7 +203,7 @@ pub fn write_safetensors(
 
 /// Saves `vs` to `path` (safetensors) with the model configuration in the file's
 /// metadata.
-pub fn save_weights(vs: &nn::VarStore, path: &Path, model: &GptConfig) -> Result<()> {
+pub(crate) fn save_weights(vs: &nn::VarStore, path: &Path, model: &GptConfig) -> Result<()> {
     let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     write_safetensors(
         &named,
@@ -227,7 +227,7 @@ fn recorded_model(file: &WeightsFile) -> Result<Option<GptConfig>> {
 
 /// Compares `config.json`'s model with the one the weights were saved with, field by
 /// field (dropout is a training setting and may differ).
-pub fn check_recorded(file: &WeightsFile, config: &Path, said: &GptConfig) -> Result<()> {
+pub(crate) fn check_recorded(file: &WeightsFile, config: &Path, said: &GptConfig) -> Result<()> {
     let Some(saved) = recorded_model(file)? else {
         return Ok(());
     };
@@ -265,7 +265,7 @@ pub fn check_recorded(file: &WeightsFile, config: &Path, said: &GptConfig) -> Re
 
 /// Loads a gptdash weights file into `vs`, first checking that the model configuration
 /// recorded in it is `model`'s ([`check_recorded`]), then as [`load_checked`] does.
-pub fn load_weights(vs: &mut nn::VarStore, path: &Path, model: &GptConfig) -> Result<()> {
+pub(crate) fn load_weights(vs: &mut nn::VarStore, path: &Path, model: &GptConfig) -> Result<()> {
     if !path.is_file() {
         bail!("missing weights file {}", path.display());
     }
@@ -278,7 +278,7 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path, model: &GptConfig) -> Re
 /// model has, of the shape its `config.json` implies, and no tensor the model does not
 /// use — so a `config.json` that disagrees with the weights is an error naming the
 /// tensor, never a libtorch stack trace or silently wrong numbers.
-pub fn load_checked(vs: &mut nn::VarStore, file: &WeightsFile) -> Result<()> {
+pub(crate) fn load_checked(vs: &mut nn::VarStore, file: &WeightsFile) -> Result<()> {
     let path = file.path();
     let config = path.with_file_name(CONFIG_FILE);
     let mut wanted = vs.variables();

@@ -112,7 +112,7 @@ fn check_destination(source: &Path, out: &Path) -> Result<()> {
 
 /// Writes the export of `checkpoint` to `out` (atomically: a failed export leaves `out`
 /// as it was) and says what it wrote.
-pub fn export(checkpoint: &Path, out: &Path) -> Result<Exported> {
+pub(crate) fn export(checkpoint: &Path, out: &Path) -> Result<Exported> {
     let loaded = load_model(checkpoint, tch::Device::Cpu)?;
     let model = loaded.config.model;
     let eot = loaded.tokenizer.eot_id();

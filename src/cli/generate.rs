@@ -51,7 +51,7 @@ pub struct GenerateArgs {
 }
 
 impl GenerateArgs {
-    pub fn options(&self, settings: &Settings) -> GenerateOptions {
+    pub(crate) fn options(&self, settings: &Settings) -> GenerateOptions {
         let defaults = GenerateOptions::from(&settings.generate);
         GenerateOptions {
             max_new_tokens: self
@@ -120,7 +120,7 @@ pub fn run(args: &GenerateArgs, settings: Settings) -> Result<()> {
 }
 
 /// `He and I can (0.3781) hold (0.6837) ...`: the prompt, then each token and its probability.
-pub fn annotated_text(g: &Generation) -> String {
+pub(crate) fn annotated_text(g: &Generation) -> String {
     let mut out = g.prompt.clone();
     for t in &g.tokens {
         out.push_str(&format!("{} ({:.4})", t.text, t.prob));
@@ -141,7 +141,7 @@ fn terminal_width() -> usize {
 /// The grid: one column per generated token, one row per rank, cells `token (p)`, the
 /// chosen token marked `*`, and a last row with the probability outside the grid.
 /// Columns that do not fit `width` wrap into further blocks.
-pub fn grid_table(g: &Generation, width: usize) -> String {
+pub(crate) fn grid_table(g: &Generation, width: usize) -> String {
     let ranks = g.tokens.iter().map(|t| t.top.len()).max().unwrap_or(0);
     let label_width = format!("#{ranks}").len().max("rest".len()) + 1;
     let columns: Vec<Vec<String>> = g

@@ -65,7 +65,7 @@ pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
 }
 
 /// The text coloured by loss, the lens table and one head's attention heatmap.
-pub fn human(r: &InspectReport, layer: usize, head: usize) -> String {
+pub(crate) fn human(r: &InspectReport, layer: usize, head: usize) -> String {
     let mut out =
         String::from("per-token loss (nats; green low, red high; the first token has none):\n");
     for (i, token) in r.tokens.iter().enumerate() {

@@ -106,7 +106,7 @@ pub fn load_settings(config: Option<&PathBuf>) -> Result<Loaded> {
 }
 
 /// A clap value parser for a finite number > 0.
-pub fn positive_f64(text: &str) -> Result<f64, String> {
+pub(crate) fn positive_f64(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
         Ok(_) => Err("must be a number greater than 0".into()),
@@ -115,7 +115,7 @@ pub fn positive_f64(text: &str) -> Result<f64, String> {
 }
 
 /// A clap value parser for a finite number >= 0.
-pub fn non_negative_f64(text: &str) -> Result<f64, String> {
+pub(crate) fn non_negative_f64(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
         Ok(_) => Err("must be a number >= 0".into()),
@@ -124,7 +124,7 @@ pub fn non_negative_f64(text: &str) -> Result<f64, String> {
 }
 
 /// Writes to stdout; a closed pipe (`gptdash generate ... | head -1`) is not an error.
-pub fn print_stdout(text: &str) -> Result<()> {
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

@@ -136,7 +136,7 @@ impl TrainArgs {
     }
 
     /// Applies every flag on top of the settings file.
-    pub fn apply(&self, s: &mut Settings) {
+    pub(crate) fn apply(&self, s: &mut Settings) {
         if let Some(v) = &self.corpus {
             s.data.corpus = v.clone();
         }

@@ -27,7 +27,7 @@ fn shipped_recipes_parse_and_validate() {
     let t = checked(stories).expect("configs/tinystories.toml parses");
     t.validate().expect("configs/tinystories.toml is valid");
     assert_eq!(t.data.corpus, "tinystories");
-    assert!(crate::data::catalog::is_name(&t.data.corpus));
+    assert!(crate::data::catalog::find(&t.data.corpus).is_some());
 }
 
 #[test]

@@ -19,7 +19,7 @@ pub use assemble::{assemble, clean, for_each_string, ARTICLE_MARKER};
 
 /// How a corpus's text divides into documents (`documents` mode).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub enum DocSplit {
+pub(crate) enum DocSplit {
     /// One document per non-empty line, trimmed.
     Lines,
     /// Documents separated by a line holding exactly this marker (TinyStories'
@@ -111,7 +111,7 @@ struct CatalogFileToml {
 }
 
 /// Parses a catalog (the built-in one is [`entries`]) and checks each entry is whole.
-pub fn parse(text: &str) -> Result<Vec<Entry>> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Entry>> {
     let parsed: CatalogFileToml =
         toml::from_str(text).map_err(|e| anyhow!("the corpus catalog: {}", e.message()))?;
     let mut names = HashSet::new();
@@ -150,7 +150,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
 }
 
 /// The built-in catalog.
-pub fn entries() -> Vec<Entry> {
+pub(crate) fn entries() -> Vec<Entry> {
     static PARSED: std::sync::OnceLock<Vec<Entry>> = std::sync::OnceLock::new();
     // A test parses the built-in catalog, so this never fails in a released binary.
     PARSED
@@ -159,19 +159,13 @@ pub fn entries() -> Vec<Entry> {
 }
 
 /// The entry called `name`.
-pub fn find(name: &str) -> Option<Entry> {
+pub(crate) fn find(name: &str) -> Option<Entry> {
     entries().into_iter().find(|e| e.name == name)
-}
-
-/// Whether `spec` names a catalog entry rather than a file: a known name, with no path
-/// separator (`./imdb` is the file `imdb`).
-pub fn is_name(spec: &str) -> bool {
-    find(spec).is_some()
 }
 
 /// Where a user may put an entry's files by hand (keeping the paths they have in the
 /// repository): `~/.local/share/gptdash/corpora/<name>/`.
-pub fn manual_dir(name: &str) -> Option<PathBuf> {
+pub(crate) fn manual_dir(name: &str) -> Option<PathBuf> {
     crate::paths::data_dir().map(|d| d.join("corpora").join(name))
 }
 
@@ -182,7 +176,7 @@ fn assembled_dir() -> Option<PathBuf> {
 
 /// What a catalog corpus is on this machine.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Local {
+pub(crate) struct Local {
     /// The files training reads, in order (text files).
     pub files: Vec<PathBuf>,
     pub docs: DocSplit,
@@ -207,7 +201,7 @@ pub struct Status {
 }
 
 impl Entry {
-    pub fn download_mb(&self) -> f64 {
+    pub(crate) fn download_mb(&self) -> f64 {
         let mb: f64 = self.files.iter().map(|f| f.mb).sum();
         // Two decimals, and no -0 for an entry without files.
         (mb * 100.0).round() / 100.0 + 0.0
@@ -227,7 +221,7 @@ impl Entry {
     /// cache): its name holds a hash of the entry (how it is read, cleaned, deduplicated,
     /// shuffled) and of each source file's path, size and modification time, so another
     /// recipe or other files (put by hand) make another file.
-    pub fn assembled_path(&self, sources: &[PathBuf]) -> Option<PathBuf> {
+    pub(crate) fn assembled_path(&self, sources: &[PathBuf]) -> Option<PathBuf> {
         use std::os::unix::fs::MetadataExt;
         let rev: String = self
             .revision
@@ -266,7 +260,7 @@ impl Entry {
     }
 
     /// The corpus if it is ready to read here, without downloading or assembling.
-    pub fn local(&self) -> Option<Local> {
+    pub(crate) fn local(&self) -> Option<Local> {
         if self.builtin {
             return None;
         }
@@ -289,7 +283,7 @@ impl Entry {
         }
     }
 
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         let (here, path) = if self.builtin {
             ("built in", None)
         } else if let Some(local) = self.local() {
@@ -315,7 +309,7 @@ impl Entry {
 
     /// The corpus, downloading what is missing (`progress` hears `(stage, done, total)`:
     /// `download` in bytes, `assemble` in files) and assembling a parquet entry once.
-    pub fn get(&self, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Local> {
+    pub(crate) fn get(&self, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Local> {
         if self.builtin {
             bail!("corpus `{}` is built in: nothing to download", self.name);
         }
@@ -407,7 +401,7 @@ impl CorpusLock {
 }
 
 /// A size in MB for people: `0.7 MB`, `84 MB`, `2.3 GB`.
-pub fn size_text(mb: f64) -> String {
+pub(crate) fn size_text(mb: f64) -> String {
     if mb >= 1000.0 {
         format!("{:.1} GB", mb / 1000.0)
     } else if mb >= 10.0 {

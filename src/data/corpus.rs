@@ -5,18 +5,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::config::DataMode;
+#[cfg(test)]
 use crate::data::tokenizer::TextTokenizer;
 use crate::rng::{mix, SplitMix64};
 
 /// The built-in corpus, compiled into the binary so `--corpus small` works anywhere.
-pub const SMALL_CORPUS: &str = include_str!("../../data/small_simple_corpus.txt");
+pub(crate) const SMALL_CORPUS: &str = include_str!("../../data/small_simple_corpus.txt");
 
 /// Target id the loss ignores (padding).
-pub const IGNORE_INDEX: i64 = -100;
+pub(crate) const IGNORE_INDEX: i64 = -100;
 
 /// A corpus: its name (for display and checkpoint paths), where it came from, its text.
 #[derive(Debug, Clone)]
-pub struct Corpus {
+pub(crate) struct Corpus {
     pub name: String,
     /// `None` for the built-in corpus.
     pub path: Option<PathBuf>,
@@ -29,12 +30,12 @@ pub struct Corpus {
 impl Corpus {
     /// `small` is the built-in corpus; anything else is a path to a UTF-8 text file,
     /// read through gzip when its name ends in `.gz`.
-    pub fn load(spec: &str) -> Result<Self> {
+    pub(crate) fn load(spec: &str) -> Result<Self> {
         Self::load_limited(spec, corpus_limit(0))
     }
 
     /// [`Corpus::load`], reading at most `limit` bytes of text (see [`corpus_limit`]).
-    pub fn load_limited(spec: &str, limit: u64) -> Result<Self> {
+    pub(crate) fn load_limited(spec: &str, limit: u64) -> Result<Self> {
         if spec == "small" {
             return Ok(Self {
                 name: "small".into(),
@@ -65,7 +66,7 @@ impl Corpus {
     }
 
     /// The value to store so the same corpus can be found again (`small` or an absolute path).
-    pub fn spec(&self) -> String {
+    pub(crate) fn spec(&self) -> String {
         if let Some(named) = &self.named {
             return named.clone();
         }
@@ -131,7 +132,7 @@ pub(crate) fn read_maybe_gzip(path: &Path, limit: u64) -> Result<Vec<u8>> {
 
 /// The most bytes of text a corpus may hold: `max_corpus_mb` MB, or with 0 a tenth of
 /// the machine's physical memory (at least 256 MB).
-pub fn corpus_limit(max_corpus_mb: u64) -> u64 {
+pub(crate) fn corpus_limit(max_corpus_mb: u64) -> u64 {
     if max_corpus_mb > 0 {
         return max_corpus_mb.saturating_mul(1_000_000);
     }
@@ -170,7 +171,7 @@ pub(crate) fn corpus_name(path: &Path) -> String {
 }
 
 /// One document per non-empty line (a review, an article), trimmed, in file order.
-pub fn split_documents(text: &str) -> Vec<String> {
+pub(crate) fn split_documents(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -284,18 +285,21 @@ fn ends_sentence(word: &str, next: Option<&str>) -> bool {
 
 /// Sentences in file order: the first `train_fraction` for training, the rest for testing.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SentenceSplit {
+pub(crate) struct SentenceSplit {
     pub train: Vec<String>,
     pub test: Vec<String>,
 }
 
 /// How many of `n` (≥ 2) texts, in order, are training texts: `train_fraction` of them,
 /// rounded, and at least one on each side.
-pub fn train_count(n: u64, train_fraction: f64) -> u64 {
+pub(crate) fn train_count(n: u64, train_fraction: f64) -> u64 {
     (((n as f64) * train_fraction).round() as u64).clamp(1, n - 1)
 }
 
-pub fn split_train_test(sentences: Vec<String>, train_fraction: f64) -> Result<SentenceSplit> {
+pub(crate) fn split_train_test(
+    sentences: Vec<String>,
+    train_fraction: f64,
+) -> Result<SentenceSplit> {
     if sentences.len() < 2 {
         bail!(
             "the corpus has {} sentence(s); at least 2 are needed for a train/test split",
@@ -312,7 +316,7 @@ pub fn split_train_test(sentences: Vec<String>, train_fraction: f64) -> Result<S
 /// `block + 1` tokens from `start + k * block` (shorter at the end), so windows overlap by
 /// one token and every token after the first is a target exactly once.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Windows {
+pub(crate) struct Windows {
     pub ids: std::sync::Arc<crate::data::tokens::TokenIds>,
     pub start: usize,
     pub end: usize,
@@ -348,7 +352,7 @@ enum Rows {
 
 /// Token examples, each at most `block_size + 1` tokens: inputs are `[..n-1]`, targets `[1..]`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Examples {
+pub(crate) struct Examples {
     rows: Rows,
 }
 
@@ -360,7 +364,8 @@ impl Examples {
     /// texts' token stream (each followed by `<|endoftext|>`) in block-size windows.
     /// `documents`: the same stream starting with `<|endoftext|>`, so every document is
     /// framed by it on both sides, as GPT-2 trains.
-    pub fn from_sentences(
+    #[cfg(test)]
+    pub(crate) fn from_sentences(
         sentences: &[String],
         tokenizer: &TextTokenizer,
         block_size: usize,
@@ -375,14 +380,14 @@ impl Examples {
     }
 
     /// One example per row as given (each at least 2 tokens).
-    pub fn from_rows(rows: Vec<Vec<i64>>) -> Self {
+    pub(crate) fn from_rows(rows: Vec<Vec<i64>>) -> Self {
         Self {
             rows: Rows::Each(rows),
         }
     }
 
     /// The windows of `ids[start..end]` (see [`Windows`]).
-    pub fn packed(
+    pub(crate) fn packed(
         ids: std::sync::Arc<crate::data::tokens::TokenIds>,
         start: usize,
         end: usize,
@@ -399,7 +404,7 @@ impl Examples {
     }
 
     /// [`Examples::from_sentences`] from texts already encoded.
-    pub fn from_encoded(
+    pub(crate) fn from_encoded(
         texts: Vec<Vec<u32>>,
         eot: Option<u32>,
         block_size: usize,
@@ -443,19 +448,19 @@ impl Examples {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match &self.rows {
             Rows::Each(r) => r.len(),
             Rows::Packed(w) => w.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Example `i` (`i < len()`).
-    pub fn row(&self, i: usize) -> Vec<i64> {
+    pub(crate) fn row(&self, i: usize) -> Vec<i64> {
         match &self.rows {
             Rows::Each(r) => r[i].clone(),
             Rows::Packed(w) => w.row(i),
@@ -463,7 +468,7 @@ impl Examples {
     }
 
     /// The length of example `i` (`i < len()`), without reading it.
-    pub fn row_len(&self, i: usize) -> usize {
+    pub(crate) fn row_len(&self, i: usize) -> usize {
         match &self.rows {
             Rows::Each(r) => r[i].len(),
             Rows::Packed(w) => {
@@ -474,12 +479,13 @@ impl Examples {
     }
 
     /// Every example (for tests and small corpora).
-    pub fn rows(&self) -> Vec<Vec<i64>> {
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> Vec<Vec<i64>> {
         (0..self.len()).map(|i| self.row(i)).collect()
     }
 
     /// Number of target tokens (tokens that are predicted).
-    pub fn target_tokens(&self) -> usize {
+    pub(crate) fn target_tokens(&self) -> usize {
         match &self.rows {
             Rows::Each(r) => r.iter().map(|r| r.len() - 1).sum(),
             Rows::Packed(w) => w.end.saturating_sub(w.start).saturating_sub(1),
@@ -489,7 +495,12 @@ impl Examples {
     /// The batch for training step `step`: examples in a fresh seeded order each epoch,
     /// computed from the step number alone so a resumed run sees the same batches.
     /// `order` keeps the current epoch's permutation between steps.
-    pub fn train_batch(&self, step: u64, batch_size: usize, order: &mut EpochOrder) -> Batch {
+    pub(crate) fn train_batch(
+        &self,
+        step: u64,
+        batch_size: usize,
+        order: &mut EpochOrder,
+    ) -> Batch {
         let n = self.len();
         let first = step as usize * batch_size;
         let picked: Vec<Vec<i64>> = (first..first + batch_size)
@@ -499,7 +510,7 @@ impl Examples {
     }
 
     /// Test batches in order; at most `max_batches` (0 = all).
-    pub fn eval_batches(&self, batch_size: usize, max_batches: usize) -> Vec<Batch> {
+    pub(crate) fn eval_batches(&self, batch_size: usize, max_batches: usize) -> Vec<Batch> {
         let limit = if max_batches == 0 {
             usize::MAX
         } else {
@@ -522,14 +533,14 @@ impl Examples {
 /// The seeded permutation of the examples for one epoch, rebuilt only when the epoch
 /// changes (not on every step).
 #[derive(Debug, Clone)]
-pub struct EpochOrder {
+pub(crate) struct EpochOrder {
     seed: u64,
     epoch: Option<usize>,
     order: Vec<usize>,
 }
 
 impl EpochOrder {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             seed,
             epoch: None,
@@ -552,7 +563,7 @@ impl EpochOrder {
 /// major; padded targets are [`IGNORE_INDEX`] and padded inputs 0 (a causal model never
 /// lets a real position see a later padded one).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub inputs: Vec<i64>,
     pub targets: Vec<i64>,
     pub rows: usize,
@@ -562,7 +573,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn pad(examples: &[&Vec<i64>]) -> Self {
+    pub(crate) fn pad(examples: &[&Vec<i64>]) -> Self {
         let rows = examples.len();
         let cols = examples.iter().map(|e| e.len() - 1).max().unwrap_or(0);
         let mut inputs = vec![0i64; rows * cols];

@@ -6,11 +6,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 /// The largest such file: 1 GB (GPT-2's tokenizer is 1.4 MB, SST-2's train split 5 MB).
-pub const MAX_FILE_BYTES: u64 = 1_000_000_000;
+pub(crate) const MAX_FILE_BYTES: u64 = 1_000_000_000;
 
 /// Opens `path` for reading after checking it is a regular file of at most `limit`
 /// bytes; `what` names it in errors (`tokenizer file`, `SST-2 file`).
-pub fn open_regular(path: &Path, what: &str, limit: u64) -> Result<std::fs::File> {
+pub(crate) fn open_regular(path: &Path, what: &str, limit: u64) -> Result<std::fs::File> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
     if !meta.is_file() {
@@ -31,7 +31,7 @@ pub fn open_regular(path: &Path, what: &str, limit: u64) -> Result<std::fs::File
 }
 
 /// The bytes of a regular file of at most [`MAX_FILE_BYTES`] (see [`open_regular`]).
-pub fn read_regular(path: &Path, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_regular(path: &Path, what: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     open_regular(path, what, MAX_FILE_BYTES)?
@@ -43,7 +43,9 @@ pub fn read_regular(path: &Path, what: &str) -> Result<Vec<u8>> {
 
 /// A new file beside `path`, `<name>.tmp-<pid>-<n>`, created exclusively (never an
 /// existing file or a link planted there), to be renamed onto `path` when complete.
-pub fn create_temp_beside(path: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+pub(crate) fn create_temp_beside(
+    path: &Path,
+) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

@@ -8,7 +8,7 @@ use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
 /// The dataset repository that holds SST-2.
-pub const GLUE_REPO: &str = "nyu-mll/glue";
+pub(crate) const GLUE_REPO: &str = "nyu-mll/glue";
 
 fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
@@ -19,12 +19,12 @@ fn offline() -> bool {
     })
 }
 
-pub fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
 }
 
 /// One file of a hub repository: from the cache, else downloaded into it.
-pub fn fetch(repo: &str, kind: RepoType, file: &str, what_to_do: &str) -> Result<PathBuf> {
+pub(crate) fn fetch(repo: &str, kind: RepoType, file: &str, what_to_do: &str) -> Result<PathBuf> {
     let repo_ref = Repo::new(repo.to_string(), kind);
     let cache = Cache::from_env();
     if let Some(path) = cache.repo(repo_ref.clone()).get(file) {
@@ -50,7 +50,7 @@ pub fn fetch(repo: &str, kind: RepoType, file: &str, what_to_do: &str) -> Result
 
 /// SST-2's train (and validation) parquet files from `nyu-mll/glue`; returns the
 /// directory that holds `sst2/`.
-pub fn fetch_sst2(with_validation: bool) -> Result<PathBuf> {
+pub(crate) fn fetch_sst2(with_validation: bool) -> Result<PathBuf> {
     let help = "without network access, put the GLUE files (train.tsv, dev.tsv) or the Hugging Face files \
                 (sst2/train-00000-of-00001.parquet, sst2/validation-00000-of-00001.parquet) in a folder and \
                 pass --sst2 FOLDER, or in the dashboard set `sst2 = \"FOLDER\"` under [finetune] in config.toml";
@@ -77,7 +77,7 @@ pub fn fetch_sst2(with_validation: bool) -> Result<PathBuf> {
 
 /// A GPT-2 model (`gpt2`, `distilgpt2`, or any `owner/name`) as a directory holding
 /// `config.json`, `model.safetensors` and `tokenizer.json`.
-pub fn fetch_gpt2(name: &str) -> Result<PathBuf> {
+pub(crate) fn fetch_gpt2(name: &str) -> Result<PathBuf> {
     let repo = match name {
         "gpt2" => "openai-community/gpt2",
         "distilgpt2" => "distilbert/distilgpt2",
@@ -94,13 +94,13 @@ pub fn fetch_gpt2(name: &str) -> Result<PathBuf> {
 }
 
 /// A file of a dataset at `revision` from the hub cache, if it is there.
-pub fn cached(repo: &str, revision: &str, file: &str) -> Option<PathBuf> {
+pub(crate) fn cached(repo: &str, revision: &str, file: &str) -> Option<PathBuf> {
     let repo_ref = Repo::with_revision(repo.to_string(), RepoType::Dataset, revision.to_string());
     Cache::from_env().repo(repo_ref).get(file)
 }
 
 /// The URL of a dataset file at `revision` (what a browser or `curl` would fetch).
-pub fn file_url(repo: &str, revision: &str, file: &str) -> String {
+pub(crate) fn file_url(repo: &str, revision: &str, file: &str) -> String {
     format!(
         "{}/datasets/{repo}/resolve/{}/{file}",
         endpoint().trim_end_matches('/'),
@@ -111,7 +111,7 @@ pub fn file_url(repo: &str, revision: &str, file: &str) -> String {
 /// What the hub records for one file of a revision: its size and, for a file kept in
 /// LFS (every large file), its sha256.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     pub size: u64,
     pub sha256: Option<String>,
 }
@@ -155,7 +155,7 @@ fn api() -> Result<hf_hub::api::sync::Api> {
 /// sha256; a file that does not match is deleted and refused. `progress` hears
 /// `download` and `verify` in bytes. Offline or refused, the error names the URL, the
 /// file and `manual`, where a user may put the file by hand.
-pub fn fetch_checked(
+pub(crate) fn fetch_checked(
     repo: &str,
     revision: &str,
     file: &str,
@@ -337,7 +337,7 @@ fn mark_verified(path: &Path) {
 /// Checks a file against the hub's record: its size, then its sha256.
 /// `Some(why)` when it does not match; an error (unreadable, or Ctrl-C) says nothing
 /// about the file, which is then kept.
-pub fn check(
+pub(crate) fn check(
     path: &Path,
     record: &Record,
     progress: &mut dyn FnMut(&str, u64, u64),

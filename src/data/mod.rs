@@ -1,12 +1,12 @@
 //! Text in, token batches out: corpora and sentence splitting, the tokenizer.
 pub mod catalog;
 pub mod corpus;
-pub mod files;
+pub(crate) mod files;
 pub mod hub;
 pub mod normalize;
-pub mod prepare;
+pub(crate) mod prepare;
 pub mod source;
 pub mod sst2;
 pub mod stream;
 pub mod tokenizer;
-pub mod tokens;
+pub(crate) mod tokens;

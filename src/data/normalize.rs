@@ -18,7 +18,7 @@ pub struct TextForm {
 
 impl TextForm {
     /// The form the `[data]` settings ask for.
-    pub fn of(data: &crate::config::DataSettings) -> Self {
+    pub(crate) fn of(data: &crate::config::DataSettings) -> Self {
         Self {
             lowercase: data.lowercase,
             ptb_split: data.ptb_split,
@@ -27,7 +27,7 @@ impl TextForm {
 
     /// `text` split Penn-Treebank style and lower-cased, as the form asks. Both steps
     /// leave text already in that form as it is, so SST-2's rows pass unchanged.
-    pub fn apply(&self, text: &str) -> String {
+    pub(crate) fn apply(&self, text: &str) -> String {
         let text = if self.ptb_split {
             ptb_split(text)
         } else {
@@ -41,7 +41,7 @@ impl TextForm {
     }
 
     /// Words for people: "lower-cased and split Penn-Treebank style", or `None`.
-    pub fn describe(&self) -> Option<String> {
+    pub(crate) fn describe(&self) -> Option<String> {
         let mut done = Vec::new();
         if self.lowercase {
             done.push("lower-cased");

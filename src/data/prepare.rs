@@ -25,12 +25,13 @@ use crate::data::corpus::{split_documents, split_sentences, split_train_test, Co
 use crate::data::tokenizer::TextTokenizer;
 
 /// The corpus as training needs it.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub tokenizer: TextTokenizer,
     /// Every text of each split as token ids (no framing: that is the data mode's job).
     pub train: Vec<Vec<u32>>,
     pub test: Vec<Vec<u32>>,
     /// Whether the ids came from the cache.
+    #[cfg(test)]
     pub cached: bool,
     /// Lines for the run's log (a damaged cache entry rebuilt).
     pub notes: Vec<String>,
@@ -39,7 +40,7 @@ pub struct Prepared {
 /// The corpus's texts as the data settings ask for them: sentences, or one document per
 /// line; split Penn-Treebank style and lower-cased when asked.
 /// Ctrl-C is honoured between every 4,096 texts.
-pub fn texts(corpus: &Corpus, data: &DataSettings) -> Result<Vec<String>> {
+pub(crate) fn texts(corpus: &Corpus, data: &DataSettings) -> Result<Vec<String>> {
     let texts = match data.mode() {
         DataMode::Documents => split_documents(&corpus.text),
         DataMode::Sentences | DataMode::Pack => split_sentences(&corpus.text),
@@ -57,7 +58,7 @@ pub fn texts(corpus: &Corpus, data: &DataSettings) -> Result<Vec<String>> {
 /// Splits, tokenizes and encodes `corpus`; `tokenizer` is the one to use, or `None` to
 /// train a BPE of `data.vocab_size` on the training split. `cache_dir` `None` turns the
 /// cache off. `progress` hears `(stage, done, total)`: `tokenizer`, `encode`, `cache`.
-pub fn prepare(
+pub(crate) fn prepare(
     corpus: &Corpus,
     data: &DataSettings,
     tokenizer: Option<TextTokenizer>,
@@ -110,6 +111,7 @@ pub fn prepare(
                     tokenizer,
                     train,
                     test,
+                    #[cfg(test)]
                     cached: true,
                     notes,
                 });
@@ -143,6 +145,7 @@ pub fn prepare(
         tokenizer,
         train,
         test,
+        #[cfg(test)]
         cached: false,
         notes,
     })
@@ -360,7 +363,7 @@ fn read_ids(path: &Path, vocab_size: usize, key: &[u8]) -> Result<Splits> {
 }
 
 /// The per-user cache folder for prepared corpora, if the platform has one.
-pub fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     crate::paths::cache_dir().map(|d| d.join("corpora"))
 }
 

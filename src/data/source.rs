@@ -30,7 +30,7 @@ fn has_marker_lines(path: &Path) -> bool {
 
 /// Where a corpus is, before any of it is read: the built-in text, or files read in order.
 #[derive(Debug, Clone)]
-pub struct CorpusSource {
+pub(crate) struct CorpusSource {
     pub name: String,
     /// What checkpoints store (`small`, a catalog name, an absolute path).
     pub spec: String,
@@ -45,7 +45,7 @@ impl CorpusSource {
     /// `small`, a catalog name (downloaded and assembled on first use: `progress` hears
     /// `download`, `verify` and `assemble`), or a path to a text file (`.gz` read through
     /// gzip). Reads no text.
-    pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Self> {
+    pub(crate) fn resolve(spec: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Self> {
         if spec == "small" {
             return Ok(Self {
                 name: "small".into(),
@@ -93,12 +93,12 @@ impl CorpusSource {
         })
     }
 
-    pub fn is_builtin(&self) -> bool {
+    pub(crate) fn is_builtin(&self) -> bool {
         self.files.is_empty()
     }
 
     /// The whole text in memory (modes that split sentences), at most `limit` bytes.
-    pub fn load_text(&self, limit: u64) -> Result<Corpus> {
+    pub(crate) fn load_text(&self, limit: u64) -> Result<Corpus> {
         if self.is_builtin() {
             return Corpus::load("small");
         }

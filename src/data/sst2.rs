@@ -17,7 +17,7 @@ pub struct Labeled {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
+pub(crate) enum Split {
     Train,
     Validation,
 }
@@ -41,7 +41,7 @@ impl Split {
 /// Finds the file of `split` under `source`: a `.tsv` or `.parquet` file (for the train
 /// split), or a directory holding `train.tsv`/`dev.tsv` or the Hugging Face layout
 /// `sst2/train-00000-of-00001.parquet` (also directly inside the directory).
-pub fn locate(source: &Path, split: Split) -> Result<PathBuf> {
+pub(crate) fn locate(source: &Path, split: Split) -> Result<PathBuf> {
     if source.is_file() {
         if split == Split::Train {
             return Ok(source.to_path_buf());
@@ -77,7 +77,7 @@ pub fn locate(source: &Path, split: Split) -> Result<PathBuf> {
 }
 
 /// Reads a TSV or parquet file by its extension.
-pub fn read_file(path: &Path) -> Result<Vec<Labeled>> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<Labeled>> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("parquet") => read_parquet(path),
         _ => read_tsv(path),
@@ -174,7 +174,7 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Labeled>> {
 }
 
 /// Hugging Face parquet: columns `sentence` (string) and `label` (integer); others ignored.
-pub fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
+pub(crate) fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
     let file =
         crate::data::files::open_regular(path, "SST-2 file", crate::data::files::MAX_FILE_BYTES)?;
     let reader = SerializedFileReader::new(file)
@@ -247,7 +247,7 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Labeled>> {
 /// A seeded split that keeps the class ratio: each class contributes its share of
 /// validation rows (largest remainders make the total `round(n · val_fraction)`), both
 /// parts keep the original row order.
-pub fn stratified_split(
+pub(crate) fn stratified_split(
     rows: &[Labeled],
     val_fraction: f64,
     seed: u64,
@@ -309,7 +309,7 @@ pub fn stratified_split(
 /// `samples` rows of the train split from `sst2` (`hub` or a path), split with the
 /// seeded stratified split.
 #[derive(Debug, Clone)]
-pub struct ProtocolData {
+pub(crate) struct ProtocolData {
     /// Folder holding the splits (for `--eval-split validation`).
     pub data_dir: PathBuf,
     pub train_file: PathBuf,
@@ -317,7 +317,10 @@ pub struct ProtocolData {
     pub val: Vec<Labeled>,
 }
 
-pub fn load_protocol(settings: &FinetuneSettings, with_validation: bool) -> Result<ProtocolData> {
+pub(crate) fn load_protocol(
+    settings: &FinetuneSettings,
+    with_validation: bool,
+) -> Result<ProtocolData> {
     let data_dir = if settings.sst2 == "hub" {
         crate::data::hub::fetch_sst2(with_validation)?
     } else {
@@ -359,7 +362,7 @@ pub fn load_protocol(settings: &FinetuneSettings, with_validation: bool) -> Resu
     })
 }
 
-pub fn positive_share(rows: &[Labeled]) -> f64 {
+pub(crate) fn positive_share(rows: &[Labeled]) -> f64 {
     rows.iter().filter(|r| r.label == 1).count() as f64 / rows.len().max(1) as f64
 }
 

@@ -33,12 +33,12 @@ use crate::data::tokens::{MappedIds, TokenIds, HEADER};
 mod file;
 mod reader;
 use file::{open_tokens, Header};
-pub use reader::DocReader;
+pub(crate) use reader::DocReader;
 
 /// The longest document (a line, or the text between two markers).
 /// The tokenizer library needs some 200 times a text's size to encode it in one piece, so
 /// a longer "document" (a file that is not one document per line) would bound nothing.
-pub const MAX_DOCUMENT_BYTES: usize = 2 << 20;
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 2 << 20;
 
 /// Documents go to the encoder in batches of about this much text.
 const BATCH_BYTES: usize = 4 << 20;
@@ -128,7 +128,7 @@ pub(super) fn read_small(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// A corpus prepared by streaming.
-pub struct Streamed {
+pub(crate) struct Streamed {
     pub tokenizer: TextTokenizer,
     pub ids: Arc<TokenIds>,
     /// The training and test streams, `[start, end)` of `ids`.
@@ -136,9 +136,12 @@ pub struct Streamed {
     pub test: (usize, usize),
     pub train_docs: usize,
     pub test_docs: usize,
+    /// Whether the cache answered (the tests' view).
+    #[cfg(test)]
     pub cached: bool,
     pub notes: Vec<String>,
-    /// The token file read, when the ids are one.
+    /// The token file read, when the ids are one (the tests' view).
+    #[cfg(test)]
     pub file: Option<PathBuf>,
 }
 
@@ -147,7 +150,7 @@ pub struct Streamed {
 /// documents. `cache_dir` `None` keeps the ids in a temporary file instead (deleted
 /// once mapped). `progress` hears `(stage, done, total)`: `read`, `tokenizer`, `encode`
 /// (bytes of the files), `cache`.
-pub fn prepare_stream(
+pub(crate) fn prepare_stream(
     source: &CorpusSource,
     data: &DataSettings,
     tokenizer: Option<TextTokenizer>,
@@ -309,6 +312,8 @@ fn streamed(
     notes: Vec<String>,
     file: Option<PathBuf>,
 ) -> Streamed {
+    #[cfg(not(test))]
+    let _ = (cached, file);
     Streamed {
         tokenizer,
         ids: Arc::new(TokenIds::Mapped(ids)),
@@ -316,8 +321,10 @@ fn streamed(
         test: (h.test_start as usize, h.tokens as usize),
         train_docs: h.train_docs as usize,
         test_docs: h.test_docs as usize,
+        #[cfg(test)]
         cached,
         notes,
+        #[cfg(test)]
         file,
     }
 }

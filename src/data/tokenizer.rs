@@ -11,7 +11,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
 /// GPT-2's end-of-text token; trained tokenizers get it too.
-pub const END_OF_TEXT: &str = "<|endoftext|>";
+pub(crate) const END_OF_TEXT: &str = "<|endoftext|>";
 
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -31,7 +31,7 @@ impl std::fmt::Debug for TextTokenizer {
 impl TextTokenizer {
     /// Trains a GPT-2 style byte-level BPE (no prefix space) on `texts`, with
     /// `<|endoftext|>` as its one special token. Deterministic for the same input.
-    pub fn train_bpe(texts: &[String], vocab_size: usize) -> Result<Self> {
+    pub(crate) fn train_bpe(texts: &[String], vocab_size: usize) -> Result<Self> {
         let mut trainer = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(2)
@@ -110,14 +110,14 @@ impl TextTokenizer {
     }
 
     /// Loads a `tokenizer.json`; errors name the file.
-    pub fn from_file(path: &Path) -> Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self> {
         let bytes = crate::data::files::read_regular(path, "tokenizer file")?;
         let text = String::from_utf8(bytes)
             .map_err(|_| anyhow!("tokenizer file {} is not UTF-8 JSON", path.display()))?;
         Self::from_json(&text).with_context(|| format!("invalid tokenizer file {}", path.display()))
     }
 
-    pub fn from_json(json: &str) -> Result<Self> {
+    pub(crate) fn from_json(json: &str) -> Result<Self> {
         let inner = Tokenizer::from_str(json).map_err(|e| anyhow!("{e}"))?;
         let eot = inner.token_to_id(END_OF_TEXT);
         let tokenizer = Self { inner, eot };
@@ -141,19 +141,19 @@ impl TextTokenizer {
         Ok(tokenizer)
     }
 
-    pub fn to_json(&self) -> Result<String> {
+    pub(crate) fn to_json(&self) -> Result<String> {
         self.inner
             .to_string(false)
             .map_err(|e| anyhow!("cannot serialise the tokenizer: {e}"))
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
         std::fs::write(path, self.to_json()?)
             .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Vocabulary size including special tokens: the model's embedding rows.
-    pub fn vocab_size(&self) -> usize {
+    pub(crate) fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
@@ -169,16 +169,17 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    #[cfg(test)]
     /// Token ids of many texts, encoded in parallel on every core (the `tokenizers`
     /// batch API, without offsets) in chunks, so per-text encodings never pile up.
     /// The same ids as [`TextTokenizer::encode`] one by one.
-    pub fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+    pub(crate) fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
         self.encode_batch_with(texts, |_| {})
     }
 
     /// [`TextTokenizer::encode_batch`], telling `done` the texts encoded so far after
     /// each chunk.
-    pub fn encode_batch_with(
+    pub(crate) fn encode_batch_with(
         &self,
         texts: &[String],
         mut done: impl FnMut(usize),
@@ -198,7 +199,7 @@ impl TextTokenizer {
         Ok(out)
     }
 
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, false)
             .map_err(|e| anyhow!("cannot decode {ids:?}: {e}"))
@@ -207,7 +208,7 @@ impl TextTokenizer {
     /// A token as it should be displayed: its text with leading spaces kept, a newline
     /// as `⏎`, a tab as `⇥`, other control characters and bytes that are not valid
     /// UTF-8 on their own as `<0xNN>`. Never fails.
-    pub fn display(&self, id: u32) -> String {
+    pub(crate) fn display(&self, id: u32) -> String {
         let Some(piece) = self.inner.id_to_token(id) else {
             return format!("<id {id}>");
         };
@@ -257,7 +258,7 @@ fn byte_level_bytes(piece: &str) -> Option<Vec<u8>> {
 
 /// Shows bytes as text: valid UTF-8 runs as characters (control characters made
 /// visible), invalid bytes as `<0xNN>`.
-pub fn display_bytes(bytes: &[u8]) -> String {
+pub(crate) fn display_bytes(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -282,12 +283,12 @@ pub fn display_bytes(bytes: &[u8]) -> String {
 }
 
 /// The longest run without whitespace that BPE training sees.
-pub const MAX_PIECE: usize = 64;
+pub(crate) const MAX_PIECE: usize = 64;
 
 /// `text` with every run of more than [`MAX_PIECE`] non-space characters cut by spaces
 /// (borrowed unchanged when there is none): BPE training is slow on long runs and
 /// learns nothing useful from them.
-pub fn cap_pieces(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn cap_pieces(text: &str) -> std::borrow::Cow<'_, str> {
     let mut run = 0;
     if text.chars().all(|c| {
         run = if c.is_whitespace() { 0 } else { run + 1 };

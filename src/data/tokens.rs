@@ -3,30 +3,26 @@
 use std::path::PathBuf;
 
 /// The size of a token file's header, before its ids.
-pub const HEADER: usize = 64;
+pub(crate) const HEADER: usize = 64;
 
 /// Token ids of a packed stream: in memory, or a token file of the cache read
 /// memory-mapped (see [`crate::data::stream`]).
 #[derive(Debug)]
-pub enum TokenIds {
+pub(crate) enum TokenIds {
     Memory(Vec<u32>),
     Mapped(MappedIds),
 }
 
 impl TokenIds {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             TokenIds::Memory(v) => v.len(),
             TokenIds::Mapped(m) => m.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Appends ids `[start, end)` to `out`.
-    pub fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
+    pub(crate) fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
         match self {
             TokenIds::Memory(v) => out.extend(v[start..end].iter().map(|&i| i64::from(i))),
             TokenIds::Mapped(m) => m.extend_into(start, end, out),
@@ -45,7 +41,7 @@ impl PartialEq for TokenIds {
 }
 
 /// A token file's ids, memory-mapped.
-pub struct MappedIds {
+pub(crate) struct MappedIds {
     pub(crate) map: memmap2::Mmap,
     pub(crate) width: usize,
     pub(crate) tokens: usize,
@@ -65,17 +61,13 @@ impl std::fmt::Debug for MappedIds {
 }
 
 impl MappedIds {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tokens
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens == 0
     }
 
     /// Appends ids `[start, end)` (as checked when the file was opened; an id past the
     /// vocabulary, the file changed since, becomes the last id rather than a crash).
-    pub fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
+    pub(crate) fn extend_into(&self, start: usize, end: usize, out: &mut Vec<i64>) {
         let (from, to) = (HEADER + start * self.width, HEADER + end * self.width);
         self.read_into(&self.map[from..to], out);
         // The pages just read leave this process's resident memory (they stay in the

@@ -10,24 +10,24 @@ use crate::config::Readout;
 use crate::data::corpus::IGNORE_INDEX;
 
 mod dropout;
-pub use dropout::dropout;
+pub(crate) use dropout::dropout;
 
 /// The classifier head's variable path: its weights are `classifier.weight`/`.bias`.
-pub const CLASSIFIER: &str = "classifier";
+pub(crate) const CLASSIFIER: &str = "classifier";
 /// The token embedding's weight (also the LM head's when tied).
-pub const TOKEN_EMBEDDING_WEIGHT: &str = "transformer.wte.weight";
+pub(crate) const TOKEN_EMBEDDING_WEIGHT: &str = "transformer.wte.weight";
 /// An untied LM head's weight (GPT-2's name too).
-pub const LM_HEAD_WEIGHT: &str = "lm_head.weight";
+pub(crate) const LM_HEAD_WEIGHT: &str = "lm_head.weight";
 
 /// Whether weight `name` belongs to the classifier head (which language-model training
 /// leaves alone and a GPT-2 folder does not have).
-pub fn is_classifier_weight(name: &str) -> bool {
+pub(crate) fn is_classifier_weight(name: &str) -> bool {
     name.strip_prefix(CLASSIFIER)
         .is_some_and(|rest| rest.starts_with('.'))
 }
 
 mod inspect;
-pub use inspect::Inspection;
+pub(crate) use inspect::Inspection;
 
 /// Everything needed to build a GPT; stored in each checkpoint's `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -49,12 +49,6 @@ pub struct GptConfig {
 
 fn default_layer_norm_eps() -> f64 {
     1e-5
-}
-
-impl GptConfig {
-    pub fn head_dim(&self) -> i64 {
-        self.n_embd / self.n_head
-    }
 }
 
 fn linear(p: nn::Path, n_in: i64, n_out: i64, std: f64, bias: bool) -> nn::Linear {
@@ -91,7 +85,7 @@ fn layer_norm(p: nn::Path, cfg: &GptConfig) -> nn::LayerNorm {
 
 /// Multi-head causal self-attention: one fused q/k/v projection and an output projection.
 #[derive(Debug)]
-pub struct CausalSelfAttention {
+pub(crate) struct CausalSelfAttention {
     c_attn: nn::Linear,
     c_proj: nn::Linear,
     n_head: i64,
@@ -182,7 +176,7 @@ impl CausalSelfAttention {
 
 /// The feed-forward part of a block: 4× expansion, tanh-GELU, projection back.
 #[derive(Debug)]
-pub struct Mlp {
+pub(crate) struct Mlp {
     c_fc: nn::Linear,
     c_proj: nn::Linear,
     dropout: f64,
@@ -214,7 +208,7 @@ impl Mlp {
 
 /// A pre-LayerNorm transformer block with two residual branches.
 #[derive(Debug)]
-pub struct Block {
+pub(crate) struct Block {
     ln_1: nn::LayerNorm,
     attn: CausalSelfAttention,
     ln_2: nn::LayerNorm,
@@ -244,26 +238,26 @@ impl Block {
 
 /// Keys and values of every layer for the positions seen so far (inference only).
 #[derive(Debug, Default)]
-pub struct KvCache {
+pub(crate) struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: i64,
 }
 
 impl KvCache {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Positions held.
-    pub fn len(&self) -> i64 {
+    pub(crate) fn len(&self) -> i64 {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.layers.clear();
         self.len = 0;
     }
@@ -335,14 +329,14 @@ impl Gpt {
     }
 
     /// Where the weights live.
-    pub fn device(&self) -> tch::Device {
+    pub(crate) fn device(&self) -> tch::Device {
         self.wte.ws.device()
     }
 
     /// Runs the blocks' matrix products in `kind` (`Kind::Float`, the default, or
     /// `Kind::BFloat16`). Weights, LayerNorms and the residual stream stay f32. The
     /// fused training step also runs the LM head in this kind; `forward` keeps it f32.
-    pub fn set_compute_kind(&mut self, kind: Kind) {
+    pub(crate) fn set_compute_kind(&mut self, kind: Kind) {
         for block in &mut self.h {
             block.attn.kind = kind;
             block.mlp.kind = kind;
@@ -350,29 +344,29 @@ impl Gpt {
     }
 
     /// What the blocks' matrix products compute in.
-    pub fn compute_kind(&self) -> Kind {
+    pub(crate) fn compute_kind(&self) -> Kind {
         self.h.first().map_or(Kind::Float, |b| b.attn.kind)
     }
 
     /// The token embedding matrix `[vocab, n_embd]`.
-    pub fn token_embedding(&self) -> &Tensor {
+    pub(crate) fn token_embedding(&self) -> &Tensor {
         &self.wte.ws
     }
 
     /// The LM head matrix `[vocab, n_embd]` (the token embedding when tied).
-    pub fn lm_head_weight(&self) -> &Tensor {
+    pub(crate) fn lm_head_weight(&self) -> &Tensor {
         &self.lm_head.ws
     }
 
     /// Final hidden states `[batch, time, n_embd]` for token ids `[batch, time]`
     /// (time ≤ block_size).
-    pub fn hidden(&self, idx: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn hidden(&self, idx: &Tensor, train: bool) -> Tensor {
         self.hidden_from_embeddings(&self.wte.forward(idx), train)
     }
 
     /// Final hidden states from token embeddings `[batch, time, n_embd]` already looked
     /// up (the fused training step gathers them itself to handle their gradient).
-    pub fn hidden_from_embeddings(&self, tok_emb: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn hidden_from_embeddings(&self, tok_emb: &Tensor, train: bool) -> Tensor {
         self.hidden_states(tok_emb, train, false).0
     }
 
@@ -413,7 +407,7 @@ impl Gpt {
     /// The hidden states the classifier head reads (`[batch, time, n_embd]`), and the
     /// final ones the LM head reads: the same tensor unless the read-out is
     /// [`Readout::Layers`].
-    pub fn classifier_hidden(&self, idx: &Tensor, train: bool) -> (Tensor, Tensor) {
+    pub(crate) fn classifier_hidden(&self, idx: &Tensor, train: bool) -> (Tensor, Tensor) {
         let every_block = self.readout == Readout::Layers;
         let (last, mean) = self.hidden_states(&self.wte.forward(idx), train, every_block);
         (mean.unwrap_or_else(|| last.shallow_clone()), last)
@@ -425,13 +419,13 @@ impl Gpt {
     }
 
     /// Next-token logits `[batch, time, vocab]` from hidden states.
-    pub fn lm_logits(&self, h: &Tensor) -> Tensor {
+    pub(crate) fn lm_logits(&self, h: &Tensor) -> Tensor {
         self.lm_head.forward(h)
     }
 
     /// Inference: logits `[batch, vocab]` of the last position only (the LM head runs on
     /// one position, as nanoGPT does at generation time).
-    pub fn forward_last(&self, idx: &Tensor) -> Tensor {
+    pub(crate) fn forward_last(&self, idx: &Tensor) -> Tensor {
         let h = self.hidden(idx, false);
         let t = h.size()[1];
         self.lm_head.forward(&h.select(1, t - 1))
@@ -441,7 +435,11 @@ impl Gpt {
     /// extending `cache`, and returns the logits `[batch, vocab]` of the last position.
     /// An empty cache takes a whole prompt; a filled one exactly one new token; the
     /// total never exceeds the block size.
-    pub fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> anyhow::Result<Tensor> {
+    pub(crate) fn forward_cached(
+        &self,
+        idx: &Tensor,
+        cache: &mut KvCache,
+    ) -> anyhow::Result<Tensor> {
         let t = idx.size()[1];
         if !cache.is_empty() && t != 1 {
             anyhow::bail!("a filled KV cache takes one new token at a time, got {t}");
@@ -467,7 +465,7 @@ impl Gpt {
     }
 
     /// Mean cross-entropy over the targets that are not padding ([`IGNORE_INDEX`]).
-    pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
+    pub(crate) fn lm_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
         let v = logits.size()[2];
         logits.view([-1, v]).cross_entropy_loss::<Tensor>(
             &targets.view([-1]),
@@ -482,15 +480,16 @@ impl Gpt {
     /// real token of each right-padded row (`lengths[b]` real tokens in row `b`). A
     /// causal model never lets that position see the padding, so the amount of padding
     /// cannot change a prediction.
-    pub fn classify(&self, idx: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn classify(&self, idx: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         self.classify_hidden(&self.classifier_hidden(idx, train).0, lengths, train)
     }
 
-    pub fn readout(&self) -> Readout {
+    #[cfg(test)]
+    pub(crate) fn readout(&self) -> Readout {
         self.readout
     }
 
-    pub fn set_readout(&mut self, readout: Readout) {
+    pub(crate) fn set_readout(&mut self, readout: Readout) {
         self.readout = readout;
     }
 
@@ -498,7 +497,7 @@ impl Gpt {
     /// zero bias: its logits are then the language model's logits of those tokens, so
     /// class probabilities are the LM's next-token judgement between them
     /// ([`Readout::Prompt`]). Out-of-vocabulary ids are an error.
-    pub fn start_head_from_lm_head(&mut self, tokens: &[i64]) -> anyhow::Result<()> {
+    pub(crate) fn start_head_from_lm_head(&mut self, tokens: &[i64]) -> anyhow::Result<()> {
         let vocab = self.config.vocab_size;
         if tokens.len() as i64 != self.config.n_classes {
             anyhow::bail!(
@@ -523,7 +522,7 @@ impl Gpt {
     }
 
     /// [`Gpt::classify`] from the hidden states [`Gpt::classifier_hidden`] computed.
-    pub fn classify_hidden(&self, h: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn classify_hidden(&self, h: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let lengths = lengths.to_device(h.device());
         let pooled = match self.readout {
             Readout::Last | Readout::Prompt => {
@@ -548,7 +547,7 @@ impl Gpt {
 }
 
 /// Parameters in a var store (every trainable tensor).
-pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+pub(crate) fn parameter_count(vs: &nn::VarStore) -> i64 {
     vs.trainable_variables()
         .iter()
         .map(|t| t.numel() as i64)

@@ -52,7 +52,7 @@ fn default_dropout() -> f64 {
 }
 
 /// Whether `dir` holds a Hugging Face GPT-2 checkpoint (rather than a gptdash one).
-pub fn is_hf_gpt2(dir: &Path) -> bool {
+pub(crate) fn is_hf_gpt2(dir: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
         return false;
     };
@@ -63,7 +63,7 @@ pub fn is_hf_gpt2(dir: &Path) -> bool {
 }
 
 /// Reads `config.json` of a Hugging Face GPT-2 directory into a [`GptConfig`].
-pub fn read_config(dir: &Path, n_classes: i64) -> Result<GptConfig> {
+pub(crate) fn read_config(dir: &Path, n_classes: i64) -> Result<GptConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -108,7 +108,7 @@ pub fn read_config(dir: &Path, n_classes: i64) -> Result<GptConfig> {
 /// gptdash's name for a Hugging Face GPT-2 tensor name, and whether it is a transposed
 /// `Conv1D` weight; `None` for tensors that are not weights (mask buffers). The names
 /// are the same both ways but for the `transformer.` prefix, which gptdash always has.
-pub fn map_name(hf: &str) -> Option<(String, bool)> {
+pub(crate) fn map_name(hf: &str) -> Option<(String, bool)> {
     if hf == LM_HEAD {
         return Some((LM_HEAD.into(), false));
     }
@@ -134,7 +134,7 @@ const LM_HEAD: &str = crate::model::gpt::LM_HEAD_WEIGHT;
 /// Copies the weights of a Hugging Face GPT-2 directory into `vs`, a [`Gpt`] built from
 /// [`read_config`]; every weight must be present with the right shape. The classifier head
 /// keeps its fresh initialisation.
-pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
+pub(crate) fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
     let path = dir.join("model.safetensors");
     if !path.is_file() {
         bail!(
@@ -196,7 +196,7 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
 /// `gptdash` (transformers keeps keys it does not know), so `--init` reads the folder
 /// back as it was trained: how text was framed, and where the model came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     /// The gptdash checkpoint exported.
     pub source: String,
     /// `small` or the corpus file the model was trained on.
@@ -211,7 +211,7 @@ pub struct Provenance {
 }
 
 /// The `gptdash` record of an exported folder, if it has one.
-pub fn read_provenance(dir: &Path) -> Option<Provenance> {
+pub(crate) fn read_provenance(dir: &Path) -> Option<Provenance> {
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     serde_json::from_value(value.get("gptdash")?.clone()).ok()
@@ -220,7 +220,7 @@ pub fn read_provenance(dir: &Path) -> Option<Provenance> {
 /// transformers' `GPT2Config` for a gptdash model, as `config.json` holds it:
 /// `GPT2LMHeadModel`, tanh GELU, one dropout rate for residual, embedding and attention
 /// dropout; `<|endoftext|>` (when the tokenizer has it) as begin and end of text.
-pub fn config_json(
+pub(crate) fn config_json(
     model: &GptConfig,
     eot_id: Option<u32>,
     provenance: &Provenance,
@@ -255,7 +255,7 @@ pub fn config_json(
 /// The language model's weights of `vs` under GPT-2's names and layouts (`Conv1D`
 /// weights transposed to `[in, out]`; `lm_head.weight` only when the head is untied), in
 /// f32 on the CPU. The classifier head is not part of GPT-2's LM and is left out.
-pub fn export_tensors(vs: &nn::VarStore) -> Result<Vec<(String, Tensor)>> {
+pub(crate) fn export_tensors(vs: &nn::VarStore) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for (name, tensor) in vs.variables() {

@@ -1,3 +1,3 @@
 //! The model: one GPT type used for language modelling and classification.
 pub mod gpt;
-pub mod hf;
+pub(crate) mod hf;

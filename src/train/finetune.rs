@@ -22,12 +22,12 @@ use crate::protocol::{EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSum
 use crate::rng::{mix, SplitMix64};
 use crate::train::optim::{AdamW, AdamWConfig};
 
-pub use crate::checkpoint::CURVES_FILE;
+pub(crate) use crate::checkpoint::CURVES_FILE;
 /// Mistakes the summary lists.
 const MISTAKES: usize = 20;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct FinetuneOptions {
+pub(crate) struct FinetuneOptions {
     pub epochs: usize,
     pub learning_rate: f64,
     pub schedule: Schedule,
@@ -86,7 +86,7 @@ fn lm_targets(examples: &[&Example], device: Device) -> Tensor {
 }
 
 /// A fine-tuning run: model, examples, optimizer, and where the classifier goes.
-pub struct Finetuner {
+pub(crate) struct Finetuner {
     pub loaded: LoadedModel,
     /// The validation sentences, for the summary's mistakes.
     val_texts: Vec<String>,
@@ -134,7 +134,7 @@ struct EpochProgress {
 }
 
 impl Finetuner {
-    pub fn new(
+    pub(crate) fn new(
         mut loaded: LoadedModel,
         train_rows: &[Labeled],
         val_rows: &[Labeled],
@@ -221,23 +221,19 @@ impl Finetuner {
 
     /// Also evaluates the best epoch on these rows at the end (their accuracy is the
     /// summary's `eval_acc`).
-    pub fn evaluate_at_end(&mut self, rows: &[Labeled]) -> Result<()> {
+    pub(crate) fn evaluate_at_end(&mut self, rows: &[Labeled]) -> Result<()> {
         self.extra_eval = Some(Encoder::for_model(&self.loaded)?.examples(rows)?);
         Ok(())
     }
 
     /// Points `link` at the classifier's folder once it is saved (see
     /// [`crate::output::point_latest`]).
-    pub fn link_latest(&mut self, link: PathBuf) {
+    pub(crate) fn link_latest(&mut self, link: PathBuf) {
         self.latest = Some(link);
     }
 
-    pub fn out(&self) -> &Path {
-        &self.out
-    }
-
     /// The run's facts, for its `start` event.
-    pub fn info(
+    pub(crate) fn info(
         &self,
         data: &Path,
         samples: usize,
@@ -260,7 +256,7 @@ impl Finetuner {
         }
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.diverged
             || self.epoch >= self.options.epochs
             || (self.options.patience > 0 && self.epochs_since_best >= self.options.patience)
@@ -270,7 +266,7 @@ impl Finetuner {
     /// metrics (`epoch`); when the run is over (all epochs, or `patience` epochs without a
     /// better validation loss) the best epoch restored, the classifier saved and `done`;
     /// a non-finite training loss ends the run with `diverged`, saving nothing.
-    pub fn advance(&mut self) -> Result<Vec<Event>> {
+    pub(crate) fn advance(&mut self) -> Result<Vec<Event>> {
         if self.is_done() {
             bail!("the fine-tuning run is over (epoch {})", self.epoch);
         }
@@ -301,7 +297,7 @@ impl Finetuner {
     /// Ends the run (when done, or stopped early): restores the best epoch, saves the
     /// classifier to the run's folder and reports `done`. Before the first epoch has
     /// ended there is nothing to keep, and nothing is saved.
-    pub fn finish(&mut self) -> Result<Vec<Event>> {
+    pub(crate) fn finish(&mut self) -> Result<Vec<Event>> {
         let Some((best_epoch, val)) = self.kept() else {
             return Ok(vec![Event::log(
                 "fine-tuning stopped before its first epoch ended; nothing was saved",
@@ -474,7 +470,7 @@ impl Finetuner {
 
     /// The epoch the run ends with, and its validation result: the best one's weights
     /// put back (`keep = best`), or the last one's as they are (`keep = last`).
-    pub fn kept(&mut self) -> Option<(usize, Evaluation)> {
+    pub(crate) fn kept(&mut self) -> Option<(usize, Evaluation)> {
         match self.options.keep {
             Keep::Best => self.restore_best(),
             Keep::Last => self.last,
@@ -482,7 +478,7 @@ impl Finetuner {
     }
 
     /// Puts the best epoch's weights back; returns that epoch and its validation result.
-    pub fn restore_best(&mut self) -> Option<(usize, Evaluation)> {
+    pub(crate) fn restore_best(&mut self) -> Option<(usize, Evaluation)> {
         let (epoch, _, eval, snapshot) = self.best.as_ref()?;
         tch::no_grad(|| {
             for (name, mut var) in self.loaded.vs.variables() {
@@ -496,7 +492,7 @@ impl Finetuner {
 
     /// Saves the classifier as a checkpoint directory (atomically), with `curves.csv`
     /// and `classifier.json`.
-    pub fn save(&self, dir: &Path, info: &ClassifierInfo) -> Result<()> {
+    pub(crate) fn save(&self, dir: &Path, info: &ClassifierInfo) -> Result<()> {
         let config = CheckpointConfig {
             parameters: crate::model::gpt::parameter_count(&self.loaded.vs),
             ..self.loaded.config.clone()

@@ -29,7 +29,7 @@ use crate::train::step::{LmStep, StepKind};
 mod data;
 mod stats;
 use data::prepare_data;
-pub use data::{prepare_only, Ready};
+pub(crate) use data::{prepare_only, Ready};
 use stats::{GpuWatch, RunStats};
 
 /// The corpus, tokenizer, model and optimizer of one training run.
@@ -74,14 +74,15 @@ pub struct LmTrainer {
 }
 
 impl LmTrainer {
+    #[cfg(test)]
     /// A fresh run of `plan`: reads the corpus, trains (or loads) the tokenizer, builds
     /// the model, claims the plan's output folder.
-    pub fn new(plan: Plan) -> Result<Self> {
+    pub(crate) fn new(plan: Plan) -> Result<Self> {
         Self::new_with_progress(plan, &mut |_| {})
     }
 
     /// [`LmTrainer::new`], reporting the data preparation's progress (`prepare` events).
-    pub fn new_with_progress(plan: Plan, progress: &mut dyn FnMut(Event)) -> Result<Self> {
+    pub(crate) fn new_with_progress(plan: Plan, progress: &mut dyn FnMut(Event)) -> Result<Self> {
         let created = Instant::now();
         let given = match &plan.settings().data.tokenizer {
             Some(path) => {
@@ -222,6 +223,7 @@ impl LmTrainer {
         match output {
             Output::Fresh(parent) => self.claim_fresh(&parent),
             Output::Folder(dir) => self.set_out(dir),
+            #[cfg(test)]
             Output::Unclaimed => Ok(()),
         }
     }
@@ -229,7 +231,7 @@ impl LmTrainer {
     /// Where the run saves: `checkpoints/<corpus name>` unless set here (a resumed run:
     /// the folder it resumed from). Locks it for this run: another process writing it,
     /// or a place that cannot be written, is an error now rather than after training.
-    pub fn set_out(&mut self, out: PathBuf) -> Result<()> {
+    pub(crate) fn set_out(&mut self, out: PathBuf) -> Result<()> {
         // The new lock before the old one goes (guards are counted: the same folder
         // again stays locked throughout); a link is saved through, into its run folder.
         let out = crate::output::resolve_link(&out);
@@ -241,7 +243,7 @@ impl LmTrainer {
 
     /// Saves into a new folder under `parent`, `<corpus name>-<YYYYMMDD>-<n>`, and
     /// links `parent/<corpus name>` to it once a checkpoint is there.
-    pub fn claim_fresh(&mut self, parent: &Path) -> Result<()> {
+    pub(crate) fn claim_fresh(&mut self, parent: &Path) -> Result<()> {
         let (out, lock) = crate::output::claim_fresh(parent, &self.corpus_name)?;
         self.lock = Some(lock);
         self.out = out;
@@ -249,12 +251,12 @@ impl LmTrainer {
         Ok(())
     }
 
-    pub fn out(&self) -> &Path {
+    pub(crate) fn out(&self) -> &Path {
         &self.out
     }
 
     /// The run's facts, for its `start` event.
-    pub fn info(&self) -> RunInfo {
+    pub(crate) fn info(&self) -> RunInfo {
         let threads = self.threads;
         let c = self.model.config;
         RunInfo {
@@ -289,7 +291,7 @@ impl LmTrainer {
     /// One training step and what the run's rules make of it: `iter`; `eval` when due;
     /// a `checkpoint` when `save_interval` says so; at `max_iters` the final checkpoint and
     /// `done`. A non-finite loss gives `diverged` and ends the run without saving.
-    pub fn advance(&mut self) -> Result<Vec<Event>> {
+    pub(crate) fn advance(&mut self) -> Result<Vec<Event>> {
         let started = Instant::now();
         let result = self.advance_inner(started);
         self.stats.busy_secs += started.elapsed().as_secs_f64();
@@ -339,7 +341,7 @@ impl LmTrainer {
     }
 
     /// Saves to the run's folder and reports it.
-    pub fn checkpoint(&self) -> Result<Event> {
+    pub(crate) fn checkpoint(&self) -> Result<Event> {
         self.save(&self.out)?;
         Ok(Event::Checkpoint {
             iter: self.step,
@@ -349,7 +351,7 @@ impl LmTrainer {
 
     /// Ends the run before `max_iters` (Ctrl-C, the dashboard's stop): a checkpoint to
     /// resume from, `interrupted`, and the summary. Training may continue afterwards.
-    pub fn interrupt(&mut self) -> Result<Vec<Event>> {
+    pub(crate) fn interrupt(&mut self) -> Result<Vec<Event>> {
         let mut events = vec![self.checkpoint()?];
         events.push(Event::Interrupted {
             iter: self.step,
@@ -385,18 +387,18 @@ impl LmTrainer {
         }))
     }
 
-    pub fn parameters(&self) -> i64 {
+    pub(crate) fn parameters(&self) -> i64 {
         parameter_count(&self.vs)
     }
 
     /// The weights (to copy them, e.g. to pin them for comparison).
-    pub fn var_store(&self) -> &nn::VarStore {
+    pub(crate) fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
 
     /// The `n`-th test example worth looking at (at least 8 tokens when the split has
     /// such; `n` wraps), at most a block of tokens: what the Inspect tab reads by default.
-    pub fn test_example(&self, n: usize) -> Option<Vec<u32>> {
+    pub(crate) fn test_example(&self, n: usize) -> Option<Vec<u32>> {
         let t = &self.test;
         let long = (0..t.len()).filter(|&i| t.row_len(i) >= 8).count();
         let i = if long == 0 {
@@ -410,12 +412,12 @@ impl LmTrainer {
 
     /// Whether the model learns from single `<|endoftext|>`-framed sentences (`sentences`
     /// mode), so generation frames its context the same way.
-    pub fn frames_sentences(&self) -> bool {
+    pub(crate) fn frames_sentences(&self) -> bool {
         self.settings.data.mode().frames_text()
     }
 
     /// At `max_iters`, or diverged.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.diverged || self.step >= self.settings.train.max_iters
     }
 
@@ -444,7 +446,7 @@ impl LmTrainer {
 
     /// One optimizer step on the next batch. Dropout is seeded from (seed, step), and
     /// the batch is a function of the step, so a resumed run repeats an uninterrupted one.
-    pub fn step(&mut self) -> Result<StepMetrics> {
+    pub(crate) fn step(&mut self) -> Result<StepMetrics> {
         let start = Instant::now();
         let t = &self.settings.train;
         let it = self.step;
@@ -490,7 +492,7 @@ impl LmTrainer {
     /// Mean loss per real token over the test split (at most `train.eval_batches` batches).
     /// The batches are padded and moved to the device once, on the first evaluation;
     /// the losses are summed on the device and read once.
-    pub fn evaluate(&mut self) -> Result<f64> {
+    pub(crate) fn evaluate(&mut self) -> Result<f64> {
         if self.eval_set.is_none() {
             let t = &self.settings.train;
             let set = self
@@ -522,7 +524,7 @@ impl LmTrainer {
         Ok(mean)
     }
 
-    pub fn checkpoint_config(&self) -> CheckpointConfig {
+    pub(crate) fn checkpoint_config(&self) -> CheckpointConfig {
         CheckpointConfig {
             format_version: checkpoint::FORMAT_VERSION,
             model: self.model.config,
@@ -535,7 +537,7 @@ impl LmTrainer {
     }
 
     /// The trained model and tokenizer, without the optimizer and data (for fine-tuning).
-    pub fn into_loaded(self) -> checkpoint::LoadedModel {
+    pub(crate) fn into_loaded(self) -> checkpoint::LoadedModel {
         let config = self.checkpoint_config();
         checkpoint::LoadedModel {
             vs: self.vs,
@@ -548,7 +550,7 @@ impl LmTrainer {
     }
 
     /// Writes a complete training checkpoint to `dir`, atomically.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<()> {
         checkpoint::write_atomically(dir, |tmp| {
             checkpoint::save_weights(
                 &self.vs,

@@ -10,7 +10,7 @@ use crate::config::{ModelDims, Settings};
 /// and AdamW's two moments (16 bytes a parameter), activations kept for the backward
 /// pass (Korthikanti et al.'s 34·C + 5·H·T elements per token and layer, at 4 bytes),
 /// and the LM head's logits and their gradient.
-pub fn estimate(settings: &Settings, dims: ModelDims) -> f64 {
+pub(crate) fn estimate(settings: &Settings, dims: ModelDims) -> f64 {
     let (c, h, l) = (dims.n_embd as f64, dims.n_head as f64, dims.n_layer as f64);
     let v = settings.data.vocab_size as f64;
     let t = settings.model.block_size as f64;
@@ -24,7 +24,7 @@ pub fn estimate(settings: &Settings, dims: ModelDims) -> f64 {
 
 /// Memory available to this process: the kernel's MemAvailable, or less when a cgroup
 /// (a container) limits it. `None` when neither can be read.
-pub fn available() -> Option<f64> {
+pub(crate) fn available() -> Option<f64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
     let system = meminfo.as_deref().and_then(|m| {
         m.lines()
@@ -53,7 +53,7 @@ fn gb(bytes: f64) -> String {
 
 /// Refuses a CPU run whose estimate exceeds 90% of the memory available; returns the
 /// estimate.
-pub fn check(settings: &Settings, dims: ModelDims, on_cpu: bool) -> Result<f64> {
+pub(crate) fn check(settings: &Settings, dims: ModelDims, on_cpu: bool) -> Result<f64> {
     let need = estimate(settings, dims);
     if !on_cpu {
         return Ok(need);

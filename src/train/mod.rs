@@ -1,8 +1,8 @@
 //! Training: the language-model step function and the optimizer.
 pub mod finetune;
 pub mod lm;
-pub mod memory;
-pub mod optim;
-pub mod plan;
-pub mod schedule;
-pub mod step;
+pub(crate) mod memory;
+pub(crate) mod optim;
+pub(crate) mod plan;
+pub(crate) mod schedule;
+pub(crate) mod step;

@@ -33,7 +33,7 @@ use tch::{nn::VarStore, Kind, Tensor};
 use crate::device::{pass_part_len, split_work};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamWConfig {
+pub(crate) struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
@@ -61,7 +61,7 @@ struct ParamState {
 
 /// AdamW with decoupled weight decay on matrix weights only (not biases, LayerNorm or
 /// embeddings), as minGPT/nanoGPT configure it. Parameters without a gradient are skipped.
-pub struct AdamW {
+pub(crate) struct AdamW {
     pub config: AdamWConfig,
     params: Vec<ParamState>,
     /// Optimizer steps taken (bias correction uses it).
@@ -69,7 +69,7 @@ pub struct AdamW {
 }
 
 /// Whether a parameter gets weight decay: 2-D weights of linear layers, not embeddings.
-pub fn decays(name: &str, param: &Tensor) -> bool {
+pub(crate) fn decays(name: &str, param: &Tensor) -> bool {
     param.dim() >= 2
         && name.ends_with(".weight")
         && !name.ends_with("wte.weight")
@@ -77,7 +77,7 @@ pub fn decays(name: &str, param: &Tensor) -> bool {
 }
 
 impl AdamW {
-    pub fn new(vs: &VarStore, config: AdamWConfig) -> Self {
+    pub(crate) fn new(vs: &VarStore, config: AdamWConfig) -> Self {
         let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let params = vars
             .into_iter()
@@ -98,7 +98,7 @@ impl AdamW {
     }
 
     /// Clears gradients before a backward pass.
-    pub fn zero_grad(&mut self) {
+    pub(crate) fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.param.zero_grad();
         }
@@ -106,7 +106,7 @@ impl AdamW {
 
     /// Scales gradients so their global L2 norm is at most `max_norm` (0 = no clipping);
     /// returns the norm before clipping as a 0-d tensor (no host synchronisation).
-    pub fn clip_grad_norm(&self, max_norm: f64) -> Tensor {
+    pub(crate) fn clip_grad_norm(&self, max_norm: f64) -> Tensor {
         let grads: Vec<Tensor> = self
             .params
             .iter()
@@ -133,7 +133,7 @@ impl AdamW {
     }
 
     /// One AdamW update at learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    pub(crate) fn step(&mut self, lr: f64) {
         self.steps += 1;
         let AdamWConfig {
             beta1,
@@ -162,7 +162,7 @@ impl AdamW {
     }
 
     /// Saves the moment buffers as safetensors (`exp_avg.NAME`, `exp_avg_sq.NAME`).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.params.len());
         for p in &self.params {
             named.push((
@@ -178,7 +178,7 @@ impl AdamW {
     }
 
     /// Restores moment buffers saved by [`AdamW::save`]; every parameter must be present.
-    pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
+    pub(crate) fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
         let saved = SavedMoments::read(path)?;
         tch::no_grad(|| -> Result<()> {
             for p in &mut self.params {
@@ -248,7 +248,7 @@ struct FlatSlot {
 /// Layout: weight-decayed parameters first, then the other trained ones, then the
 /// parameters this run does not train (kept in the buffers so checkpoints and optimizer
 /// state keep their names, never updated).
-pub struct FlatAdamW {
+pub(crate) struct FlatAdamW {
     pub config: AdamWConfig,
     pub steps: u64,
     slots: Vec<FlatSlot>,
@@ -266,7 +266,11 @@ impl FlatAdamW {
     /// Moves every variable of `vs` into one flat buffer (the variables become views of
     /// it, values unchanged) and gives each trained one a gradient view. `trains` says
     /// which parameters this run updates.
-    pub fn new(vs: &VarStore, config: AdamWConfig, trains: impl Fn(&str) -> bool) -> Result<Self> {
+    pub(crate) fn new(
+        vs: &VarStore,
+        config: AdamWConfig,
+        trains: impl Fn(&str) -> bool,
+    ) -> Result<Self> {
         let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let mut groups: [Vec<(String, Tensor)>; 3] = Default::default();
         for (name, t) in vars {
@@ -355,7 +359,7 @@ impl FlatAdamW {
 
     /// The gradient view of parameter `name` (for gradients computed by hand, which are
     /// added into it; the buffer is zero at the start of each step).
-    pub fn grad_of(&self, name: &str) -> Result<Tensor> {
+    pub(crate) fn grad_of(&self, name: &str) -> Result<Tensor> {
         let slot = self
             .slots
             .iter()
@@ -373,7 +377,7 @@ impl FlatAdamW {
     /// Clips the gradients to global norm `max_norm` (0 = no clipping), applies one
     /// AdamW update at learning rate `lr` and zeroes the gradients. Returns the norm
     /// before clipping as a 0-d f32 tensor on the parameters' device.
-    pub fn step(&mut self, lr: f64, max_norm: f64) -> Result<Tensor> {
+    pub(crate) fn step(&mut self, lr: f64, max_norm: f64) -> Result<Tensor> {
         self.steps += 1;
         let c = self.config;
         let update = FlatUpdate {
@@ -466,7 +470,7 @@ impl FlatAdamW {
     }
 
     /// Saves the moment buffers as safetensors, named as [`AdamW::save`] names them.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.slots.len());
         for s in &self.slots {
             for (prefix, buffer) in [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)] {
@@ -481,7 +485,7 @@ impl FlatAdamW {
     }
 
     /// Restores moment buffers saved by [`FlatAdamW::save`] or [`AdamW::save`].
-    pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
+    pub(crate) fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
         let saved = SavedMoments::read(path)?;
         tch::no_grad(|| -> Result<()> {
             for s in &self.slots {

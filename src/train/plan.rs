@@ -1,7 +1,8 @@
 //! A training run's plan: the settings (a config file with the flags, or the dashboard's
 //! changes, on top) validated once, and everything derived from them settled before any
 //! data is read or tensor allocated — the device, the model's sizes, libtorch's threads,
-//! the memory estimate against what the machine has, and where the run saves.
+//! the memory the run needs against what the machine has (a run that cannot fit is
+//! refused here), and where the run saves.
 //!
 //! `gptdash train` and the dashboard's worker each make one ([`Plan::new`]) and hand it to
 //! [`crate::train::lm::LmTrainer::new`]; a resumed run makes one from its checkpoint's
@@ -17,71 +18,47 @@ use crate::train::memory;
 
 /// Where a run saves its checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// A new folder under this parent, `<corpus>-<YYYYMMDD>-<n>`, linked as
     /// `<parent>/<corpus>` once a checkpoint is there.
     Fresh(PathBuf),
     /// This folder: `--out`, or the checkpoint a run resumes.
     Folder(PathBuf),
     /// None is claimed: the run saves only where it is asked to (tests).
+    #[cfg(test)]
     Unclaimed,
 }
 
 /// The settings of one training run, checked, with what follows from them.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     settings: Settings,
     device: Device,
     dims: ModelDims,
     threads: usize,
-    memory: f64,
     output: Output,
 }
 
 impl Plan {
     /// Validates `settings` (errors name the key, in the context `origin`: "config file
     /// x.toml and flags") and settles the device, sizes, threads, memory and output.
-    pub fn new(settings: Settings, output: Output, origin: &str) -> Result<Self> {
+    pub(crate) fn new(settings: Settings, output: Output, origin: &str) -> Result<Self> {
         let dims = settings
             .validate()
             .with_context(|| format!("invalid settings ({origin})"))?;
         let device = resolve_device(&settings.train.device).context("train.device / --device")?;
-        let memory = memory::check(&settings, dims, device == Device::Cpu)?;
+        memory::check(&settings, dims, device == Device::Cpu)?;
         Ok(Self {
             threads: threads_for(settings.train.threads),
             settings,
             device,
             dims,
-            memory,
             output,
         })
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
-    }
-
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// The model's layers, heads and width (the preset's, with any explicit sizes).
-    pub fn dims(&self) -> ModelDims {
-        self.dims
-    }
-
-    /// libtorch's CPU threads for the run (`train.threads`; 0 is one per physical core).
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// The estimated peak memory of a training step, in bytes.
-    pub fn memory(&self) -> f64 {
-        self.memory
-    }
-
-    pub fn output(&self) -> &Output {
-        &self.output
     }
 
     /// The parts a run is built from.
@@ -103,9 +80,12 @@ mod tests {
     #[test]
     fn a_plan_settles_sizes_device_and_threads_or_names_the_key() {
         let plan = Plan::new(Settings::default(), Output::Unclaimed, "defaults").unwrap();
-        assert_eq!(plan.device(), Device::Cpu);
-        assert_eq!(plan.dims(), Settings::default().model.dims().unwrap());
-        assert!(plan.threads() >= 1 && plan.memory() > 0.0);
+        let (settings, device, dims, threads, output) = plan.into_parts();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(device, Device::Cpu);
+        assert_eq!(dims, Settings::default().model.dims().unwrap());
+        assert!(threads >= 1);
+        assert_eq!(output, Output::Unclaimed);
         let mut bad = Settings::default();
         bad.train.batch_size = 0;
         let msg = format!(

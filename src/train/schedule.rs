@@ -5,7 +5,7 @@ use crate::config::Schedule;
 
 /// Learning rate at step `it` (0-based): linear warm-up, then optional cosine decay to
 /// `min_lr` at `max_iters` (nanoGPT's schedule).
-pub fn learning_rate(
+pub(crate) fn learning_rate(
     it: u64,
     lr: f64,
     warmup: u64,
@@ -26,7 +26,7 @@ pub fn learning_rate(
 
 impl Schedule {
     /// The rate's multiplier at `step` (from 0) of `total` steps.
-    pub fn factor(self, step: usize, total: usize) -> f64 {
+    pub(crate) fn factor(self, step: usize, total: usize) -> f64 {
         match self {
             Schedule::Constant => 1.0,
             Schedule::Linear => {

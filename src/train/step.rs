@@ -56,7 +56,7 @@ use crate::model::gpt::{Gpt, LM_HEAD_WEIGHT, TOKEN_EMBEDDING_WEIGHT};
 use crate::train::optim::{AdamW, AdamWConfig, FlatAdamW};
 
 /// Rows of the logits computed at a time by the fused step's loss.
-pub const DEFAULT_LOSS_CHUNK_ROWS: i64 = 512;
+pub(crate) const DEFAULT_LOSS_CHUNK_ROWS: i64 = 512;
 
 /// Which implementation of the training step to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr)]
@@ -67,26 +67,26 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.into()
     }
 }
 
 /// Loss and gradient norm of one step, as 0-d f32 tensors on the model's device (read
 /// them when needed; reading synchronises with the device).
-pub struct StepOutput {
+pub(crate) struct StepOutput {
     pub loss: Tensor,
     pub grad_norm: Tensor,
 }
 
 /// The optimizer and scratch buffers of a training run, and the step that uses them.
-pub enum LmStep {
+pub(crate) enum LmStep {
     Plain(AdamW),
     Fused(FusedStep),
 }
 
 /// State of the fused step.
-pub struct FusedStep {
+pub(crate) struct FusedStep {
     optimizer: FlatAdamW,
     chunk_rows: i64,
     /// Buffers of the chunked loss, reused by every chunk of every step.
@@ -101,7 +101,7 @@ fn lm_trains(name: &str) -> bool {
 impl LmStep {
     /// Sets up the optimizer of `vs` (which holds `model`). For the fused step the
     /// variables move into flat buffers (values unchanged).
-    pub fn new(kind: StepKind, vs: &VarStore, config: AdamWConfig) -> Result<Self> {
+    pub(crate) fn new(kind: StepKind, vs: &VarStore, config: AdamWConfig) -> Result<Self> {
         Ok(match kind {
             StepKind::Plain => LmStep::Plain(AdamW::new(vs, config)),
             StepKind::Fused => LmStep::Fused(FusedStep {
@@ -113,7 +113,7 @@ impl LmStep {
     }
 
     /// Rows per chunk of the fused loss (ignored by the plain step).
-    pub fn with_chunk_rows(mut self, rows: i64) -> Self {
+    pub(crate) fn with_chunk_rows(mut self, rows: i64) -> Self {
         if let LmStep::Fused(f) = &mut self {
             f.chunk_rows = rows.max(1);
             f.buffers = None;
@@ -124,7 +124,7 @@ impl LmStep {
     /// One optimizer step of `model` on inputs `x` and targets `y` (`[batch, time]`,
     /// targets [`IGNORE_INDEX`] where there is nothing to predict), at learning rate
     /// `lr`, clipping the gradient norm to `clip` (0 = no clipping). Dropout is active.
-    pub fn step(
+    pub(crate) fn step(
         &mut self,
         model: &Gpt,
         x: &Tensor,
@@ -150,14 +150,14 @@ impl LmStep {
         }
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
         match self {
             LmStep::Plain(o) => o.save(path),
             LmStep::Fused(f) => f.optimizer.save(path),
         }
     }
 
-    pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
+    pub(crate) fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
         match self {
             LmStep::Plain(o) => o.load(path, steps),
             LmStep::Fused(f) => f.optimizer.load(path, steps),

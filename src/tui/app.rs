@@ -65,12 +65,12 @@ impl App {
         app
     }
 
-    pub fn log(&mut self, line: impl Into<String>) {
+    pub(crate) fn log(&mut self, line: impl Into<String>) {
         self.shared.log(line);
     }
 
     /// The key scopes the help screen lists for the tab shown.
-    pub fn help_scopes(&self) -> Vec<Scope> {
+    pub(crate) fn help_scopes(&self) -> Vec<Scope> {
         let watching = self.train.watch.is_some();
         self.tab
             .scopes()
@@ -85,7 +85,7 @@ impl App {
     }
 
     /// The tab shown.
-    pub fn page(&self) -> &dyn Page {
+    pub(crate) fn page(&self) -> &dyn Page {
         match self.tab {
             Tab::Train => &self.train,
             Tab::Generate => &self.generate,
@@ -105,12 +105,12 @@ impl App {
     }
 
     /// Whether keys go to a text field (then only Ctrl-C, Tab and the field's keys act).
-    pub fn typing(&self) -> bool {
+    pub(crate) fn typing(&self) -> bool {
         self.page().scope().is_text()
     }
 
     /// Whether a run is in progress (training or fine-tuning, running or paused).
-    pub fn run_in_progress(&self) -> bool {
+    pub(crate) fn run_in_progress(&self) -> bool {
         use crate::protocol::WorkerState;
         matches!(
             self.shared.state,
@@ -120,7 +120,7 @@ impl App {
 
     /// Quits, first stopping a run in progress so it is kept: a training run saves a
     /// resumable checkpoint, fine-tuning keeps and saves its best epoch.
-    pub fn stop_and_quit(&mut self) -> Vec<Command> {
+    pub(crate) fn stop_and_quit(&mut self) -> Vec<Command> {
         self.quit = true;
         if self.run_in_progress() {
             vec![Command::Stop, Command::Shutdown]

@@ -29,23 +29,18 @@ pub struct TextInput {
 }
 
 impl TextInput {
-    /// A field holding `text`, the cursor at its end.
-    pub fn new(text: impl Into<String>) -> Self {
-        let mut input = Self::default();
-        input.set(text);
-        input
-    }
-
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
     /// The cursor's position in characters.
-    pub fn cursor(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn cursor(&self) -> usize {
         self.cursor
     }
 
-    pub fn history(&self) -> &[String] {
+    #[cfg(test)]
+    pub(crate) fn history(&self) -> &[String] {
         &self.history
     }
 
@@ -57,7 +52,7 @@ impl TextInput {
     }
 
     /// Types `c` at the cursor.
-    pub fn insert(&mut self, c: char) {
+    pub(crate) fn insert(&mut self, c: char) {
         let at = self.byte_at(self.cursor);
         self.text.insert(at, c);
         self.cursor += 1;
@@ -66,7 +61,7 @@ impl TextInput {
 
     /// Records the text in the history (not an empty one, nor the last one again) and
     /// returns it; the text stays in the field.
-    pub fn submit(&mut self) -> String {
+    pub(crate) fn submit(&mut self) -> String {
         if !self.text.trim().is_empty() && self.history.last() != Some(&self.text) {
             self.history.push(self.text.clone());
         }
@@ -75,15 +70,8 @@ impl TextInput {
         self.text.clone()
     }
 
-    /// [`TextInput::submit`], then an empty field.
-    pub fn take(&mut self) -> String {
-        let text = self.submit();
-        self.set("");
-        text
-    }
-
     /// Applies an editing action; `false` for an action that is not one (the tab's).
-    pub fn edit(&mut self, action: Action) -> bool {
+    pub(crate) fn edit(&mut self, action: Action) -> bool {
         let len = self.len();
         match action {
             Action::CursorLeft => self.cursor = self.cursor.saturating_sub(1),
@@ -129,7 +117,7 @@ impl TextInput {
     /// The field drawn into `width` columns: the text scrolled sideways so the cursor
     /// stays in view, and (when `focused`) the cursor — the character under it
     /// highlighted, or a block after the end.
-    pub fn spans(&self, width: usize, style: Style, focused: bool) -> Vec<Span<'static>> {
+    pub(crate) fn spans(&self, width: usize, style: Style, focused: bool) -> Vec<Span<'static>> {
         let chars: Vec<char> = self.text.chars().collect();
         let width = width.max(1);
         let cell = |c: &char| c.width().unwrap_or(0);
@@ -312,8 +300,8 @@ mod tests {
         );
         t.edit(Action::HistoryDown);
         assert_eq!(t.text(), "half-typed");
-        assert_eq!(t.take(), "half-typed");
-        assert_eq!((t.text(), t.history().len()), ("", 3));
+        assert_eq!(t.submit(), "half-typed");
+        assert_eq!((t.text(), t.history().len()), ("half-typed", 3));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// What a key asks for. Tabs handle their own actions; the first five are the app's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Quit,
     Help,
     NextTab,
@@ -76,7 +76,7 @@ pub enum Action {
 
 /// A key: its code, and whether Ctrl is held. Shift is not told apart (`T` is `T`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
+pub(crate) struct Key {
     pub code: KeyCode,
     pub ctrl: bool,
 }
@@ -104,7 +104,7 @@ impl Key {
 
 /// Keys that do one thing (or a pair of opposite things, `t/T`), as shown to the user.
 #[derive(Debug, Clone, Copy)]
-pub struct Binding {
+pub(crate) struct Binding {
     pub keys: &'static [(Key, Action)],
     /// How the keys are written in the hint bar and on the help screen.
     pub label: &'static str,
@@ -130,7 +130,7 @@ const fn bind(
 
 /// Where keys are read: everywhere, or in one tab in one of its modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Always, even while typing.
     Always,
     /// Whenever no text field has the keys.
@@ -259,7 +259,7 @@ const INSPECT_INPUT: &[Binding] = &[
 ];
 
 impl Scope {
-    pub fn bindings(self) -> &'static [Binding] {
+    pub(crate) fn bindings(self) -> &'static [Binding] {
         match self {
             Scope::Always => ALWAYS,
             Scope::Navigation => NAVIGATION,
@@ -278,14 +278,14 @@ impl Scope {
 
     /// A text field: unbound printable characters are typed into it, and the
     /// navigation keys (`q`, `?`, digits) are letters.
-    pub fn is_text(self) -> bool {
+    pub(crate) fn is_text(self) -> bool {
         matches!(
             self,
             Scope::PathInput | Scope::GeneratePrompt | Scope::SentenceInput | Scope::InspectInput
         )
     }
 
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Scope::Always | Scope::Navigation => "Everywhere",
             Scope::Editing => "Typing (every text field)",
@@ -303,7 +303,7 @@ impl Scope {
 
     /// The hint bar: `(keys, what)` for the bindings that have a hint (a text field's
     /// own, then the editing keys').
-    pub fn hints(self) -> impl Iterator<Item = (&'static str, &'static str)> {
+    pub(crate) fn hints(self) -> impl Iterator<Item = (&'static str, &'static str)> {
         let editing: &[Binding] = if self.is_text() { EDITING } else { &[] };
         self.bindings()
             .iter()
@@ -327,7 +327,7 @@ impl Scope {
 }
 
 /// What `event` does in `scope`, the first of its [layers](Scope::layers) that binds it.
-pub fn action(scope: Scope, event: &KeyEvent) -> Option<Action> {
+pub(crate) fn action(scope: Scope, event: &KeyEvent) -> Option<Action> {
     scope
         .layers()
         .flat_map(|s| s.bindings())
@@ -338,7 +338,7 @@ pub fn action(scope: Scope, event: &KeyEvent) -> Option<Action> {
 
 /// The help screen for a tab that reads `scopes`: the keys that work everywhere, then
 /// the tab's.
-pub fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static Binding>)> {
+pub(crate) fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static Binding>)> {
     let everywhere = ALWAYS.iter().chain(NAVIGATION).collect();
     let mut sections = vec![(Scope::Always.title(), everywhere)];
     for scope in scopes {

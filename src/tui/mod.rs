@@ -1,12 +1,12 @@
 //! The dashboard: terminal set-up, the event loop and the views.
 pub mod app;
-pub mod input;
+pub(crate) mod input;
 pub mod keys;
 pub mod tabs;
 pub mod terminal;
 pub mod theme;
 pub mod view;
-pub mod widgets;
+pub(crate) mod widgets;
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

@@ -16,7 +16,7 @@ use ratatui::Frame;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-pub struct Terminal {
+pub(crate) struct Terminal {
     inner: ratatui::Terminal<CrosstermBackend<Stdout>>,
 }
 
@@ -45,7 +45,7 @@ fn install_panic_hook(ui_thread: ThreadId) {
 }
 
 /// Appends a line to the dashboard's log file in the per-user data directory.
-pub fn log_to_file(line: &str) {
+pub(crate) fn log_to_file(line: &str) {
     let Some(dir) = crate::paths::data_dir() else {
         return;
     };
@@ -60,7 +60,7 @@ pub fn log_to_file(line: &str) {
 }
 
 impl Terminal {
-    pub fn enter() -> Result<Self> {
+    pub(crate) fn enter() -> Result<Self> {
         install_panic_hook(std::thread::current().id());
         terminal::enable_raw_mode()?;
         ACTIVE.store(true, Ordering::SeqCst);
@@ -79,7 +79,7 @@ impl Terminal {
     }
 
     /// Draws one frame inside a synchronized update (no flicker).
-    pub fn draw(&mut self, f: impl FnOnce(&mut Frame)) -> Result<()> {
+    pub(crate) fn draw(&mut self, f: impl FnOnce(&mut Frame)) -> Result<()> {
         execute!(stdout(), BeginSynchronizedUpdate)?;
         let drawn = self.inner.draw(f);
         execute!(stdout(), EndSynchronizedUpdate)?;
@@ -87,7 +87,7 @@ impl Terminal {
         Ok(())
     }
 
-    pub fn leave(self) -> Result<()> {
+    pub(crate) fn leave(self) -> Result<()> {
         restore();
         Ok(())
     }

@@ -1,31 +1,31 @@
 //! Every colour and style of the dashboard.
 use ratatui::style::{Color, Modifier, Style};
 
-pub const ACCENT: Color = Color::Cyan;
-pub const TRAIN_LOSS: Color = Color::Cyan;
-pub const TEST_LOSS: Color = Color::Yellow;
-pub const MUTED: Color = Color::DarkGray;
-pub const ERROR: Color = Color::Red;
+pub(crate) const ACCENT: Color = Color::Cyan;
+pub(crate) const TRAIN_LOSS: Color = Color::Cyan;
+pub(crate) const TEST_LOSS: Color = Color::Yellow;
+pub(crate) const MUTED: Color = Color::DarkGray;
+pub(crate) const ERROR: Color = Color::Red;
 
-pub fn title() -> Style {
+pub(crate) fn title() -> Style {
     Style::default().fg(ACCENT).add_modifier(Modifier::BOLD)
 }
 
-pub fn muted() -> Style {
+pub(crate) fn muted() -> Style {
     Style::default().fg(MUTED)
 }
 
-pub fn error() -> Style {
+pub(crate) fn error() -> Style {
     Style::default().fg(ERROR)
 }
 
-pub fn key() -> Style {
+pub(crate) fn key() -> Style {
     Style::default()
         .fg(Color::Yellow)
         .add_modifier(Modifier::BOLD)
 }
 
-pub fn selected_tab() -> Style {
+pub(crate) fn selected_tab() -> Style {
     Style::default()
         .fg(Color::Black)
         .bg(ACCENT)
@@ -33,7 +33,7 @@ pub fn selected_tab() -> Style {
 }
 
 /// A token coloured by how sure the model was: green (sure) to red (unsure).
-pub fn probability(p: f64) -> Style {
+pub(crate) fn probability(p: f64) -> Style {
     let color = if p >= 0.6 {
         Color::Green
     } else if p >= 0.3 {
@@ -46,16 +46,16 @@ pub fn probability(p: f64) -> Style {
     Style::default().fg(color)
 }
 
-pub fn chosen() -> Style {
+pub(crate) fn chosen() -> Style {
     Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
 }
 
-pub fn grid_cursor() -> Style {
+pub(crate) fn grid_cursor() -> Style {
     Style::default().add_modifier(Modifier::REVERSED)
 }
 
 /// A token coloured by its loss in nats: green (≤ 1) through yellow to red (≥ 6).
-pub fn loss(l: f64) -> Style {
+pub(crate) fn loss(l: f64) -> Style {
     match l {
         l if l < 1.0 => Style::default().fg(Color::Green),
         l if l < 3.0 => Style::default().fg(Color::Yellow),
@@ -66,7 +66,7 @@ pub fn loss(l: f64) -> Style {
 
 /// A token coloured by how its loss changed since the pin: green lower, red higher,
 /// grey within ±0.1 nats.
-pub fn loss_change(d: f64) -> Style {
+pub(crate) fn loss_change(d: f64) -> Style {
     match d {
         d if d <= -1.0 => Style::default()
             .fg(Color::Green)
@@ -97,7 +97,7 @@ fn ramp(stops: &[(u8, u8, u8)], a: f32) -> Color {
 
 /// An attention weight (or a probability) in [0, 1]: black through purple and orange
 /// to pale yellow (an "inferno"-like scale, readable on dark and light terminals).
-pub fn heat(a: f32) -> Color {
+pub(crate) fn heat(a: f32) -> Color {
     ramp(
         &[
             (0, 0, 4),
@@ -116,7 +116,7 @@ pub fn heat_cursor(a: f32) -> Color {
 }
 
 /// Text on a [`heat`] background: dark on the bright end.
-pub fn on_heat(a: f32) -> Color {
+pub(crate) fn on_heat(a: f32) -> Color {
     if a >= 0.6 {
         Color::Black
     } else {

@@ -3,7 +3,7 @@ use ratatui::symbols::Marker;
 use ratatui::widgets::{Dataset, GraphType};
 
 /// A curve for a `Chart`: a braille line in `color`.
-pub fn line_series<'a>(
+pub(crate) fn line_series<'a>(
     name: &'a str,
     color: ratatui::style::Color,
     data: &'a [(f64, f64)],
@@ -17,7 +17,7 @@ pub fn line_series<'a>(
 }
 
 /// `12.3s`, `4m05s`, `1h02m`.
-pub fn format_duration(secs: f64) -> String {
+pub(crate) fn format_duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     if s < 60 {
         format!("{secs:.1}s")

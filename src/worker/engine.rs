@@ -19,7 +19,7 @@ use crate::train::finetune::Finetuner;
 use crate::train::lm::LmTrainer;
 
 /// A copy of the weights at one moment, kept to compare inspections against.
-pub struct Pinned {
+pub(crate) struct Pinned {
     _vs: nn::VarStore,
     pub model: Gpt,
     /// The training step it was taken at (`None`: a loaded model).
@@ -28,7 +28,7 @@ pub struct Pinned {
 
 /// Whether a run advances by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pace {
+pub(crate) enum Pace {
     Running,
     Paused,
     /// Stopped before its end; it may be resumed.
@@ -37,7 +37,7 @@ pub enum Pace {
 
 /// What the worker holds. Each variant carries its own state: the worker's state is a
 /// function of it ([`Engine::state`]).
-pub enum Engine {
+pub(crate) enum Engine {
     Empty,
     Training(Box<LmTrainer>, Pace),
     /// A model for generation; `labels` when it is a fine-tuned classifier.
@@ -46,7 +46,7 @@ pub enum Engine {
 }
 
 impl Engine {
-    pub fn state(&self) -> WorkerState {
+    pub(crate) fn state(&self) -> WorkerState {
         match self {
             Engine::Empty => WorkerState::Idle,
             Engine::Training(run, _) if run.is_done() => WorkerState::Finished,
@@ -59,7 +59,7 @@ impl Engine {
         }
     }
 
-    pub fn pace(&mut self) -> Option<&mut Pace> {
+    pub(crate) fn pace(&mut self) -> Option<&mut Pace> {
         match self {
             Engine::Training(_, pace) | Engine::Finetuning(_, pace) => Some(pace),
             _ => None,
@@ -83,7 +83,7 @@ impl Engine {
     }
 
     /// Continues `prompt` with the model held.
-    pub fn generate(
+    pub(crate) fn generate(
         &self,
         prompt: &str,
         forced: &[u32],
@@ -111,7 +111,7 @@ impl Engine {
 
     /// One introspecting pass over `text` with the current weights, and the pinned
     /// weights' per-token loss on the same tokens.
-    pub fn inspect(
+    pub(crate) fn inspect(
         &self,
         text: &InspectText,
         pinned: Option<&Pinned>,
@@ -178,7 +178,7 @@ impl Engine {
     }
 
     /// A copy of the current weights, to compare later inspections with.
-    pub fn pin(&self) -> anyhow::Result<Pinned> {
+    pub(crate) fn pin(&self) -> anyhow::Result<Pinned> {
         let model = self.lm()?.model;
         let source = match self {
             Engine::Training(run, _) => run.var_store(),
@@ -198,14 +198,14 @@ impl Engine {
     }
 
     /// Pauses a running run.
-    pub fn pause(&mut self) {
+    pub(crate) fn pause(&mut self) {
         if let Some(pace @ Pace::Running) = self.pace() {
             *pace = Pace::Paused;
         }
     }
 
     /// Sets a paused or stopped run going again; `false` when there is none.
-    pub fn resume(&mut self) -> bool {
+    pub(crate) fn resume(&mut self) -> bool {
         match self {
             Engine::Training(run, pace) if !run.is_done() => *pace = Pace::Running,
             Engine::Finetuning(_, pace) => *pace = Pace::Running,
@@ -216,7 +216,7 @@ impl Engine {
 
     /// A checkpoint folder loaded for generation (and classification, if it is a
     /// classifier), with a line for the log.
-    pub fn load(dir: &Path, device: &str) -> anyhow::Result<(Engine, String)> {
+    pub(crate) fn load(dir: &Path, device: &str) -> anyhow::Result<(Engine, String)> {
         let device = resolve_device(device).context("train.device")?;
         let mut loaded = load_model(dir, device)?;
         let info = classifier::read_info(dir)?;
@@ -239,7 +239,7 @@ impl Engine {
     }
 
     /// Saves the training run held: to its own folder, or to `dir`.
-    pub fn save(&self, dir: Option<PathBuf>) -> anyhow::Result<Event> {
+    pub(crate) fn save(&self, dir: Option<PathBuf>) -> anyhow::Result<Event> {
         match (self, dir) {
             (Engine::Training(run, _), None) => run.checkpoint(),
             (Engine::Training(run, _), Some(dir)) => {
@@ -261,7 +261,7 @@ impl Engine {
     }
 
     /// A sentence's label and P(positive), with the classifier held.
-    pub fn classify(&self, text: String) -> anyhow::Result<Event> {
+    pub(crate) fn classify(&self, text: String) -> anyhow::Result<Event> {
         let sst2 = sst2_labels();
         let (loaded, labels) = match self {
             Engine::Loaded(model, Some(labels)) => (model.as_ref(), labels),

@@ -21,7 +21,7 @@ fn the_built_in_catalog_parses_with_the_entries_the_readme_names() {
     assert_eq!(imdb.mode, DataMode::Documents);
     let ts = find("tinystories").unwrap();
     assert_eq!(ts.docs(), DocSplit::Marker("<|endoftext|>".into()));
-    assert!(is_name("imdb") && !is_name("./imdb") && !is_name("imdb.txt"));
+    assert!(find("imdb").is_some() && find("./imdb").is_none() && find("imdb.txt").is_none());
 }
 
 #[test]

@@ -39,7 +39,7 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// The documents of a corpus source, one at a time, read in chunks from its files.
-pub struct DocReader {
+pub(crate) struct DocReader {
     files: Vec<PathBuf>,
     builtin: bool,
     split: DocSplit,
@@ -50,7 +50,7 @@ pub struct DocReader {
 }
 
 impl DocReader {
-    pub fn new(source: &CorpusSource) -> Self {
+    pub(crate) fn new(source: &CorpusSource) -> Self {
         Self {
             files: source.files.clone(),
             builtin: source.is_builtin(),
@@ -63,7 +63,7 @@ impl DocReader {
     }
 
     /// The bytes of the files themselves (compressed ones as stored), for progress.
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         if self.builtin {
             return SMALL_CORPUS.len() as u64;
         }
@@ -151,7 +151,7 @@ impl DocReader {
     }
 
     /// The next document, or `None` after the last.
-    pub fn next_doc(&mut self) -> Result<Option<String>> {
+    pub(crate) fn next_doc(&mut self) -> Result<Option<String>> {
         let mut doc = String::new();
         loop {
             if self.current.is_none() && !self.open_next()? {

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 /// still fixes every mask), filled by as many threads as libtorch uses. libtorch's CPU
 /// `bernoulli_` fills masks on one thread and took a fifth of a small model's
 /// forward-and-backward time. Elsewhere libtorch's own dropout.
-pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
+pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if !train || p <= 0.0 {
         return x.shallow_clone();
     }

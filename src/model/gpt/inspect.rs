@@ -12,7 +12,7 @@ use super::{CausalSelfAttention, Gpt};
 /// What one forward pass over a token sequence shows (tensors on the CPU, no gradients;
 /// the worker turns them into plain data for the dashboard).
 #[derive(Debug)]
-pub struct Inspection {
+pub(crate) struct Inspection {
     /// Per layer: attention probabilities `[heads, time, time]`, row = query position;
     /// each row sums to 1 and is zero above the diagonal.
     pub attention: Vec<Tensor>,
@@ -22,7 +22,9 @@ pub struct Inspection {
     /// allocator to reuse, and made the pass twice as slow.)
     pub lens: Vec<Tensor>,
     /// Per layer: the attention branch's output `[time, n_embd]` (after the output
-    /// projection), what the block adds to the residual stream.
+    /// projection), what the block adds to the residual stream (the tests' check that
+    /// the explained attention is the model's).
+    #[cfg(test)]
     pub attention_out: Vec<Tensor>,
     /// Per position but the last: −log P(actual next token), in nats.
     pub token_loss: Vec<f64>,
@@ -48,7 +50,7 @@ impl CausalSelfAttention {
 
 impl Gpt {
     /// Inspects the model on `ids` (1 to block-size tokens, each in the vocabulary).
-    pub fn inspect(&self, ids: &[i64]) -> Result<Inspection> {
+    pub(crate) fn inspect(&self, ids: &[i64]) -> Result<Inspection> {
         let t = ids.len() as i64;
         if t == 0 || t > self.config.block_size {
             bail!(
@@ -68,6 +70,7 @@ impl Gpt {
             let pos = Tensor::arange(t, (Kind::Int64, device));
             let mut x = self.wte.forward(&idx) + self.wpe.forward(&pos);
             let mut attention = Vec::new();
+            #[cfg(test)]
             let mut attention_out = Vec::new();
             let mut streams = Vec::new();
             for block in &self.h {
@@ -75,6 +78,7 @@ impl Gpt {
                 x = &x + &out;
                 x = &x + block.mlp.forward(&block.ln_2.forward(&x), false);
                 attention.push(att.squeeze_dim(0).to_device(tch::Device::Cpu));
+                #[cfg(test)]
                 attention_out.push(
                     out.squeeze_dim(0)
                         .to_kind(Kind::Float)
@@ -106,6 +110,7 @@ impl Gpt {
             Ok(Inspection {
                 attention,
                 lens,
+                #[cfg(test)]
                 attention_out,
                 token_loss,
                 token_rank,

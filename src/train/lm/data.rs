@@ -13,7 +13,7 @@ use crate::protocol::Event;
 
 /// Prepares the corpus: from the per-user cache when it can (file corpora, `data.cache`).
 /// The corpus as a run trains on it, whichever way it was prepared.
-pub struct Ready {
+pub(crate) struct Ready {
     pub name: String,
     /// What checkpoints store to find it again.
     pub spec: String,
@@ -27,7 +27,10 @@ pub struct Ready {
 /// Prepares the corpus of `settings` (checked by the caller) as a run would
 /// (downloading, caching), without a model: `gptdash data prepare`. The settings' data
 /// mode is settled from the corpus.
-pub fn prepare_only(settings: &mut Settings, progress: &mut dyn FnMut(Event)) -> Result<Ready> {
+pub(crate) fn prepare_only(
+    settings: &mut Settings,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Ready> {
     let given = match &settings.data.tokenizer {
         Some(path) => Some(TextTokenizer::from_file(path).context("data.tokenizer / --tokenizer")?),
         None => None,

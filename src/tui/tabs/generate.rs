@@ -6,8 +6,6 @@ mod view;
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
-pub use view::continuation_line;
-
 use super::{Page, Shared};
 use crate::config::Settings;
 use crate::generate::{GenerateOptions, Generation};
@@ -33,7 +31,7 @@ pub struct GenerateTab {
 }
 
 impl GenerateTab {
-    pub fn new(settings: &Settings) -> Self {
+    pub(crate) fn new(settings: &Settings) -> Self {
         Self {
             prompt: TextInput::default(),
             editing: true,

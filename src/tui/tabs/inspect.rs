@@ -45,7 +45,7 @@ pub struct InspectTab {
 }
 
 impl InspectTab {
-    pub fn new(every: u64) -> Self {
+    pub(crate) fn new(every: u64) -> Self {
         Self {
             report: None,
             source: InspectText::Corpus(0),
@@ -82,12 +82,12 @@ impl InspectTab {
     }
 
     /// Whether a request is waiting for its answer.
-    pub fn waiting(&self) -> bool {
+    pub(crate) fn waiting(&self) -> bool {
         self.in_flight.is_some()
     }
 
     /// Layers, heads and positions of the report (zeros without one).
-    pub fn shape(&self) -> (usize, usize, usize) {
+    pub(crate) fn shape(&self) -> (usize, usize, usize) {
         self.report.as_ref().map_or((0, 0, 0), |r| {
             let heads = r.attention.first().map_or(0, Vec::len);
             (r.attention.len(), heads, r.tokens.len())

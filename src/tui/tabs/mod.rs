@@ -1,10 +1,10 @@
 //! The dashboard's tabs. Each owns its state, handles its own keys (as [`Action`]s) and
 //! worker events, and draws itself; [`Shared`] is what they all read: the settings of
 //! the next run, the worker's state and the log.
-pub mod classify;
-pub mod generate;
-pub mod inspect;
-pub mod train;
+pub(crate) mod classify;
+pub(crate) mod generate;
+pub(crate) mod inspect;
+pub(crate) mod train;
 
 use std::collections::VecDeque;
 
@@ -27,11 +27,11 @@ pub enum Tab {
 }
 
 impl Tab {
-    pub fn all() -> impl Iterator<Item = Tab> {
+    pub(crate) fn all() -> impl Iterator<Item = Tab> {
         Tab::iter()
     }
 
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Tab::Train => "1 Train",
             Tab::Generate => "2 Generate",
@@ -40,16 +40,16 @@ impl Tab {
         }
     }
 
-    pub fn next(self) -> Tab {
+    pub(crate) fn next(self) -> Tab {
         Tab::from_repr((self as usize + 1) % Tab::COUNT).unwrap_or(Tab::Train)
     }
 
-    pub fn prev(self) -> Tab {
+    pub(crate) fn prev(self) -> Tab {
         Tab::from_repr((self as usize + Tab::COUNT - 1) % Tab::COUNT).unwrap_or(Tab::Train)
     }
 
     /// The key scopes the tab reads, in help-screen order.
-    pub fn scopes(self) -> &'static [Scope] {
+    pub(crate) fn scopes(self) -> &'static [Scope] {
         match self {
             Tab::Train => &[Scope::Train, Scope::Watch, Scope::PathInput],
             Tab::Generate => &[Scope::GeneratePrompt, Scope::GenerateGrid],
@@ -72,7 +72,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: Settings) -> Self {
+    pub(crate) fn new(settings: Settings) -> Self {
         Self {
             settings,
             state: WorkerState::Idle,
@@ -82,7 +82,7 @@ impl Shared {
     }
 
     /// How to get a model to look at, for the tabs that need one.
-    pub fn how_to_get_a_model(&self) -> &'static str {
+    pub(crate) fn how_to_get_a_model(&self) -> &'static str {
         if self.watching {
             "Ctrl-O loads the watched run's latest checkpoint (o on tab 1: another)"
         } else {
@@ -90,7 +90,7 @@ impl Shared {
         }
     }
 
-    pub fn log(&mut self, line: impl Into<String>) {
+    pub(crate) fn log(&mut self, line: impl Into<String>) {
         if self.log.len() == LOG_LINES {
             self.log.pop_front();
         }
@@ -99,7 +99,7 @@ impl Shared {
 }
 
 /// A tab's behaviour.
-pub trait Page {
+pub(crate) trait Page {
     /// Where its keys are read now (a text field, or the tab's commands).
     fn scope(&self) -> Scope;
     /// A key's action; returns the commands for the worker.

@@ -3,15 +3,13 @@
 //! Under `gptdash watch` it shows a run that trains elsewhere, from its event stream
 //! ([`watching`]), with the same chart and stats.
 mod view;
-pub mod watching;
+pub(crate) mod watching;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use ratatui::layout::Rect;
 use ratatui::Frame;
-
-pub use view::{downsample, smooth};
 
 use super::{Page, Shared};
 use crate::config::PRESETS;
@@ -23,9 +21,9 @@ use watching::Watching;
 
 /// Longest loss history kept; beyond it neighbouring points are merged (averaged), so
 /// memory stays bounded while the chart still covers the whole run.
-pub const MAX_LOSS_POINTS: usize = 1 << 17;
+pub(crate) const MAX_LOSS_POINTS: usize = 1 << 17;
 /// Steps shown in the sparkline.
-pub const RECENT_STEPS: usize = 240;
+pub(crate) const RECENT_STEPS: usize = 240;
 
 /// Train-loss history: `(iteration, loss)`, bounded by merging neighbours.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,7 +32,7 @@ pub struct LossHistory {
 }
 
 impl LossHistory {
-    pub fn push(&mut self, iter: f64, loss: f64) {
+    pub(crate) fn push(&mut self, iter: f64, loss: f64) {
         self.points.push((iter, loss));
         if self.points.len() > MAX_LOSS_POINTS {
             self.points = self
@@ -91,7 +89,7 @@ pub struct TrainTab {
 }
 
 impl TrainTab {
-    pub fn new(log_scale: bool, smoothing: f64) -> Self {
+    pub(crate) fn new(log_scale: bool, smoothing: f64) -> Self {
         Self {
             info: None,
             losses: LossHistory::default(),
@@ -115,7 +113,7 @@ impl TrainTab {
 
     /// The run's length in steps: what its start said, else (no run yet) the next run's
     /// setting; 0 when unknown (a watched stream that has not said).
-    pub fn max_iters(&self, shared: &Shared) -> u64 {
+    pub(crate) fn max_iters(&self, shared: &Shared) -> u64 {
         match &self.info {
             Some(i) => i.max_iters,
             None if self.watch.is_some() => 0,
@@ -124,7 +122,7 @@ impl TrainTab {
     }
 
     /// Estimated time left, in seconds.
-    pub fn eta_secs(&self) -> Option<f64> {
+    pub(crate) fn eta_secs(&self) -> Option<f64> {
         let info = self.info.as_ref().filter(|i| i.max_iters > 0)?;
         let iter = self.last.map(|m| m.iter).unwrap_or(info.start_iter);
         Some(info.max_iters.saturating_sub(iter) as f64 * self.ms_per_step? / 1e3)
@@ -157,7 +155,7 @@ impl TrainTab {
 
     /// A message of the watched stream (`gptdash watch`). A fine-tuning run's event is
     /// returned, for the Classify tab to show.
-    pub fn on_stream(&mut self, msg: StreamMsg, shared: &mut Shared) -> Option<Event> {
+    pub(crate) fn on_stream(&mut self, msg: StreamMsg, shared: &mut Shared) -> Option<Event> {
         let watch = self.watch.as_mut()?;
         let event = match msg {
             StreamMsg::Status(status) => {
@@ -209,7 +207,7 @@ impl TrainTab {
 
     /// Loads the latest checkpoint the run saved (watching: the last one its stream
     /// named) into the worker, for Generate, Classify and Inspect.
-    pub fn load_latest(&mut self, shared: &mut Shared) -> Vec<Command> {
+    pub(crate) fn load_latest(&mut self, shared: &mut Shared) -> Vec<Command> {
         if matches!(
             shared.state,
             WorkerState::Training
@@ -236,7 +234,7 @@ impl TrainTab {
     }
 
     /// The field a path for `target` is typed into.
-    pub fn field(&mut self, target: PathInput) -> &mut TextInput {
+    pub(crate) fn field(&mut self, target: PathInput) -> &mut TextInput {
         match target {
             PathInput::Corpus => &mut self.corpus_input,
             PathInput::Checkpoint => &mut self.checkpoint_input,
@@ -263,7 +261,7 @@ impl TrainTab {
 }
 
 /// `done/total` of a preparation stage; bytes (downloads, streamed corpora) in MB.
-pub fn progress_counts(stage: &str, done: u64, total: u64) -> String {
+pub(crate) fn progress_counts(stage: &str, done: u64, total: u64) -> String {
     let bytes = matches!(stage, "download" | "verify") || total >= 1 << 20;
     if bytes && matches!(stage, "download" | "verify" | "read" | "encode") {
         format!("{:.1}/{:.1} MB", done as f64 / 1e6, total as f64 / 1e6)
@@ -273,7 +271,7 @@ pub fn progress_counts(stage: &str, done: u64, total: u64) -> String {
 }
 
 /// The device, threads and precision, as far as they are known: `cpu (2 threads, f32)`.
-pub fn device_line(info: &RunInfo) -> String {
+pub(crate) fn device_line(info: &RunInfo) -> String {
     let mut how = Vec::new();
     if info.threads > 0 {
         how.push(format!("{} threads", info.threads));
@@ -290,7 +288,7 @@ pub fn device_line(info: &RunInfo) -> String {
 
 /// What is known of a run, in one line: all of it for gptdash's runs; another
 /// trainer's stream may say little (empty and zero fields are left out).
-pub fn describe_run(info: &RunInfo) -> String {
+pub(crate) fn describe_run(info: &RunInfo) -> String {
     let mut head = Vec::new();
     if !info.preset.is_empty() {
         head.push(info.preset.clone());

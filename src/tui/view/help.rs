@@ -9,7 +9,7 @@ use crate::tui::keys::{help_sections, Scope};
 use crate::tui::theme;
 
 /// The overlay for a tab whose keys are read in `scopes`.
-pub fn draw(frame: &mut Frame, area: Rect, scopes: &[Scope]) {
+pub(crate) fn draw(frame: &mut Frame, area: Rect, scopes: &[Scope]) {
     let sections = help_sections(scopes);
     // Blank lines between sections only where they fit (80×24 shows every key).
     let rows: usize = sections.iter().map(|(_, b)| b.len() + 1).sum();

@@ -16,7 +16,7 @@ use crate::tui::tabs::Shared;
 use crate::tui::theme;
 use crate::tui::widgets::line_series;
 
-pub fn draw(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
+pub(crate) fn draw(frame: &mut Frame, c: &ClassifyTab, shared: &Shared, area: Rect) {
     let [top, bottom] = Layout::vertical([Constraint::Min(10), Constraint::Length(6)]).areas(area);
     let [charts, side] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(44)]).areas(top);

@@ -14,7 +14,7 @@ use crate::tui::theme;
 /// Widest grid column, in cells.
 const MAX_COLUMN: usize = 20;
 
-pub fn draw(frame: &mut Frame, g: &GenerateTab, area: Rect) {
+pub(crate) fn draw(frame: &mut Frame, g: &GenerateTab, area: Rect) {
     let [prompt, options, output, grid] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(1),
@@ -106,7 +106,7 @@ fn draw_output(frame: &mut Frame, g: &GenerateTab, area: Rect) {
 }
 
 /// The prompt, then each token coloured by its probability and followed by it.
-pub fn continuation_line(result: &Generation) -> Line<'static> {
+pub(crate) fn continuation_line(result: &Generation) -> Line<'static> {
     let mut spans = vec![Span::styled(
         result.prompt.clone(),
         Style::default().add_modifier(ratatui::style::Modifier::BOLD),

@@ -13,7 +13,7 @@ use crate::tui::theme;
 const LENS_CELL: u16 = 9;
 
 /// `s` cut to `width` columns, with `…` when cut.
-pub fn clip(s: &str, width: usize) -> String {
+pub(crate) fn clip(s: &str, width: usize) -> String {
     if s.width() <= width {
         return s.to_string();
     }
@@ -29,13 +29,13 @@ pub fn clip(s: &str, width: usize) -> String {
 }
 
 /// A token as a label: its spaces shown as `·`.
-pub fn label(token: &str) -> String {
+pub(crate) fn label(token: &str) -> String {
     token.replace(' ', "·")
 }
 
 /// The first of `capacity` consecutive items shown out of `count`, so `at` is visible
 /// (centred when the items do not all fit).
-pub fn window(at: usize, count: usize, capacity: usize) -> usize {
+pub(crate) fn window(at: usize, count: usize, capacity: usize) -> usize {
     if count <= capacity || capacity == 0 {
         0
     } else {
@@ -63,7 +63,7 @@ fn cell_colour(att: &[Vec<f32>], q: usize, k: usize, cursor: usize) -> Color {
 /// character (`▀` takes the upper pixel's colour as foreground, the lower one's as
 /// background). Labels on the left (each query where its rows start) and under the map
 /// (keys, written downwards); below, where the cursor's query looks most.
-pub fn render_map(
+pub(crate) fn render_map(
     buf: &mut Buffer,
     area: Rect,
     att: &[Vec<f32>],
@@ -171,7 +171,7 @@ pub fn render_map(
 
 /// Every layer (rows) × head (columns) as a small map, each pixel the largest weight of
 /// the block of query × key cells it covers; the selected one in the cursor's colours.
-pub fn render_overview(
+pub(crate) fn render_overview(
     buf: &mut Buffer,
     area: Rect,
     attention: &[Vec<Vec<Vec<f32>>>],

@@ -17,7 +17,7 @@ use crate::protocol::{InspectReport, InspectText};
 use crate::tui::tabs::Shared;
 use crate::tui::theme;
 
-pub fn draw(frame: &mut Frame, t: &InspectTab, shared: &Shared, area: Rect) {
+pub(crate) fn draw(frame: &mut Frame, t: &InspectTab, shared: &Shared, area: Rect) {
     let [text, body] = Layout::vertical([Constraint::Length(7), Constraint::Min(8)]).areas(area);
     draw_text(frame, t, text);
     let Some(r) = &t.report else {

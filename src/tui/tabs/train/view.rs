@@ -13,7 +13,7 @@ use crate::tui::tabs::Shared;
 use crate::tui::theme;
 use crate::tui::widgets::{format_duration, line_series};
 
-pub fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
+pub(crate) fn draw(frame: &mut Frame, t: &TrainTab, shared: &Shared, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(38)]).areas(area);
     let [chart, spark, log] = Layout::vertical([
@@ -136,7 +136,7 @@ fn draw_gpu(frame: &mut Frame, t: &TrainTab, area: Rect) {
 }
 
 /// At most `target` points: the mean of equal index buckets.
-pub fn downsample(points: &[(f64, f64)], target: usize) -> Vec<(f64, f64)> {
+pub(crate) fn downsample(points: &[(f64, f64)], target: usize) -> Vec<(f64, f64)> {
     if points.len() <= target || target == 0 {
         return points.to_vec();
     }
@@ -154,7 +154,7 @@ pub fn downsample(points: &[(f64, f64)], target: usize) -> Vec<(f64, f64)> {
 }
 
 /// Exponential moving average of the y values (`alpha` = weight of the past).
-pub fn smooth(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
+pub(crate) fn smooth(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
     let mut out = Vec::with_capacity(points.len());
     let mut ema: Option<f64> = None;
     for &(x, y) in points {

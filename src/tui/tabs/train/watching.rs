@@ -6,7 +6,7 @@ use crate::protocol::{Event, RunStart};
 use crate::watch::{Parsed, Source, StreamStatus};
 
 /// Malformed lines logged one by one; later ones are only counted.
-pub const LOGGED_MALFORMED: u64 = 5;
+pub(crate) const LOGGED_MALFORMED: u64 = 5;
 
 /// Where the watched run is, as its events tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display)]
@@ -47,7 +47,7 @@ pub struct Watching {
 }
 
 impl Watching {
-    pub fn new(source: &Source) -> Self {
+    pub(crate) fn new(source: &Source) -> Self {
         Self {
             source: source.name(),
             folder: source.folder(),
@@ -61,7 +61,7 @@ impl Watching {
     }
 
     /// Counts a line; returns the event to show, if it is one, and a line for the log.
-    pub fn line(&mut self, parsed: Parsed) -> (Option<Event>, Option<String>) {
+    pub(crate) fn line(&mut self, parsed: Parsed) -> (Option<Event>, Option<String>) {
         match parsed {
             Parsed::Event(event) => {
                 self.events += 1;
@@ -98,7 +98,7 @@ impl Watching {
     }
 
     /// A change of the source's condition; returns a line for the log.
-    pub fn status(&mut self, status: StreamStatus) -> Option<String> {
+    pub(crate) fn status(&mut self, status: StreamStatus) -> Option<String> {
         let before = std::mem::replace(&mut self.status, status);
         (before != status).then(|| match status {
             StreamStatus::Following => format!("stream: reading {}", self.source),
@@ -112,7 +112,7 @@ impl Watching {
 
     /// Where a checkpoint the stream named is on this machine: as written (relative to
     /// the working directory), else relative to the followed file's folder.
-    pub fn locate(&self, path: &Path) -> Option<PathBuf> {
+    pub(crate) fn locate(&self, path: &Path) -> Option<PathBuf> {
         if path.is_dir() {
             return Some(path.to_path_buf());
         }
