@@ -68,14 +68,22 @@ pub struct Loaded {
     pub settings: Settings,
     /// Where they came from, for messages: `config file x.toml` or `built-in defaults`.
     pub origin: String,
+    /// The file was named by `--config` (its errors say so).
+    pub flagged: bool,
 }
 
 impl Loaded {
     /// The settings checked as they are, for commands whose flags do not change them.
     pub fn checked(self) -> Result<Settings> {
-        self.settings
+        let checked = self
+            .settings
             .validate()
-            .with_context(|| format!("in {}", self.origin))?;
+            .with_context(|| format!("in {}", self.origin));
+        if self.flagged {
+            checked.context("--config")?;
+        } else {
+            checked?;
+        }
         Ok(self.settings)
     }
 }
@@ -89,6 +97,7 @@ pub fn load_settings(config: Option<&PathBuf>) -> Result<Loaded> {
             return Ok(Loaded {
                 settings,
                 origin: format!("config file {}", path.display()),
+                flagged: true,
             });
         }
         None => Settings::default_file(),
@@ -97,10 +106,12 @@ pub fn load_settings(config: Option<&PathBuf>) -> Result<Loaded> {
         Some(path) => Loaded {
             settings: Settings::from_file(&path)?,
             origin: format!("config file {}", path.display()),
+            flagged: false,
         },
         None => Loaded {
             settings: Settings::default(),
             origin: "built-in defaults".into(),
+            flagged: false,
         },
     })
 }

@@ -175,8 +175,8 @@ const fn ctrl_key(code: KeyCode) -> Key {
 
 #[rustfmt::skip]
 const EDITING: &[Binding] = &[
-    bind(&[(key(KeyCode::Left), Action::CursorLeft), (key(KeyCode::Right), Action::CursorRight), (key(KeyCode::Home), Action::CursorHome), (key(KeyCode::End), Action::CursorEnd), (ctrl_key(KeyCode::Left), Action::WordLeft), (ctrl_key(KeyCode::Right), Action::WordRight), (key(KeyCode::Up), Action::HistoryUp), (key(KeyCode::Down), Action::HistoryDown)], "←→ Home End ↑↓", Some("history"), "move (Ctrl-←→: a word); ↑↓: earlier / later entries"),
-    bind(&[(key(KeyCode::Backspace), Action::DeleteBack), (key(KeyCode::Delete), Action::DeleteForward), (ctrl('w'), Action::DeleteWordBack), (ctrl_key(KeyCode::Backspace), Action::DeleteWordBack), (ctrl('u'), Action::DeleteToStart)], "Bksp Del ^W ^U", None, "delete before / under the cursor, the word / all before it"),
+    bind(&[(key(KeyCode::Left), Action::CursorLeft), (key(KeyCode::Right), Action::CursorRight), (key(KeyCode::Home), Action::CursorHome), (key(KeyCode::End), Action::CursorEnd), (ctrl_key(KeyCode::Left), Action::WordLeft), (ctrl_key(KeyCode::Right), Action::WordRight), (key(KeyCode::Backspace), Action::DeleteBack), (key(KeyCode::Delete), Action::DeleteForward), (ctrl('w'), Action::DeleteWordBack), (ctrl_key(KeyCode::Backspace), Action::DeleteWordBack), (ctrl('u'), Action::DeleteToStart)], "←→ Home End ⌫ Del", None, "move, delete; Ctrl-←→ and Ctrl-W by word, Ctrl-U to the start"),
+    bind(&[(key(KeyCode::Up), Action::HistoryUp), (key(KeyCode::Down), Action::HistoryDown)], "↑/↓", Some("history"), "earlier / later entries (then what was being typed)"),
 ];
 
 #[rustfmt::skip]
