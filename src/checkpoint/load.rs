@@ -12,10 +12,11 @@ use super::schema::{
     check_model_config, read_config, CheckpointConfig, CONFIG_FILE, FORMAT_VERSION, MODEL_FILE,
     TOKENIZER_FILE,
 };
-use super::weights::{check_recorded, load_checked, WeightsFile};
+use super::weights::{check_recorded, load_checked};
 use crate::config::DataMode;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::{Gpt, GptConfig};
+use crate::model::safetensors::WeightsFile;
 
 /// A model ready for inference, with its tokenizer.
 pub struct LoadedModel {

@@ -15,8 +15,9 @@
 //!   [`replaceable`].
 //! - [`schema`]: the file names and the JSON records (`config.json`, `train_state.json`)
 //!   with their checks.
-//! - [`weights`]: safetensors files, read memory-mapped and written with the
-//!   `safetensors` crate, the model configuration recorded in their header.
+//! - [`weights`]: the weights file — saved and loaded through
+//!   [`crate::model::safetensors`] (memory-mapped reads, one-pass writes, by the
+//!   `safetensors` crate) with the model configuration recorded in its header.
 //! - [`load`]: a model ready for use from a checkpoint or a Hugging Face GPT-2 folder,
 //!   every recorded fact checked once.
 pub(crate) mod folder;
@@ -27,4 +28,4 @@ pub mod weights;
 pub use folder::{recover, replaceable, resolve_link, siblings, write_atomically, OutputLock};
 pub use load::{load_model, load_model_with_dropout, Base, LoadedModel, Prompt};
 pub use schema::*;
-pub(crate) use weights::{load_weights, save_weights, write_safetensors, WeightsFile};
+pub(crate) use weights::{load_weights, save_weights};

@@ -1,205 +1,19 @@
-//! safetensors files (weights, optimizer moments, exports), through the `safetensors`
-//! crate: read memory-mapped ([`WeightsFile`]: the header parsed and checked against the
-//! file's length once, each tensor copied from the mapping straight into its variable),
-//! written in one pass with string metadata in the header ([`write_safetensors`]).
-//!
-//! gptdash records the model configuration the weights were saved with in the header
+//! A checkpoint's weights: saved and loaded through [`crate::model::safetensors`]
+//! (memory-mapped reads, one-pass writes, by the `safetensors` crate). gptdash records the model configuration the weights were saved with in the header
 //! (`gptdash.model`), so a `config.json` edited afterwards (head count, LayerNorm epsilon
 //! — what tensor shapes cannot show) is caught on load ([`check_recorded`]).
-use std::borrow::Cow;
-use std::cell::Cell;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
-use safetensors::tensor::{Dtype, Metadata, TensorInfo, View};
-use safetensors::SafeTensors;
-use tch::{nn, Device, Kind, Tensor};
+use anyhow::{bail, Context, Result};
+use tch::{nn, Tensor};
 
 use super::schema::CONFIG_FILE;
 use crate::model::gpt::GptConfig;
+use crate::model::safetensors::{write_safetensors, WeightsFile};
 
 /// The safetensors metadata key under which gptdash records the model configuration
 /// the weights were saved with.
 const MODEL_METADATA: &str = "gptdash.model";
-
-/// A safetensors file mapped into memory, its header parsed and checked (every tensor
-/// inside the file, the data exactly as long as the header says).
-pub(crate) struct WeightsFile {
-    path: PathBuf,
-    map: memmap2::Mmap,
-    /// Where the tensor data starts (after the length and the header).
-    data_start: usize,
-    header: Metadata,
-}
-
-impl WeightsFile {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        // SAFETY: the mapping is read-only and private to this value. gptdash replaces
-        // weights files by writing a new folder and renaming it, never in place, so the
-        // mapped file is not changed under it by gptdash; another program truncating it
-        // meanwhile would be a fault of that program (as for any mapped reader).
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let (header_len, header) = SafeTensors::read_metadata(&map).map_err(|e| {
-            anyhow!(
-                "{} is not a valid safetensors file ({e:?}; truncated or damaged?)",
-                path.display()
-            )
-        })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            map,
-            data_start: 8 + header_len,
-            header,
-        })
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Every tensor's name and header entry.
-    pub(crate) fn tensors(&self) -> HashMap<String, &TensorInfo> {
-        self.header.tensors()
-    }
-
-    /// The shape of tensor `name`, if the file has it.
-    pub(crate) fn shape(&self, name: &str) -> Option<Vec<i64>> {
-        self.header
-            .tensors()
-            .get(name)
-            .map(|info| info.shape.iter().map(|&d| d as i64).collect())
-    }
-
-    /// A string the header's metadata holds under `key`.
-    pub(crate) fn metadata(&self, key: &str) -> Option<&str> {
-        self.header
-            .metadata()
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
-    }
-
-    /// Tensor `name` as a new CPU tensor.
-    pub(crate) fn tensor(&self, name: &str) -> Result<Tensor> {
-        let info = self.info(name)?;
-        let kind = Kind::try_from(info.dtype)
-            .map_err(|e| anyhow!("{}: tensor {name}: {e}", self.path.display()))?;
-        let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
-        Tensor::f_from_data_size(self.bytes(info), &shape, kind)
-            .map_err(|e| anyhow!("{}: tensor {name}: {e}", self.path.display()))
-    }
-
-    /// Copies tensor `name` into `var` (converted to its kind and device); the shapes
-    /// must agree.
-    pub(crate) fn copy_into(&self, name: &str, var: &mut Tensor) -> Result<()> {
-        let source = self.tensor(name)?;
-        if source.size() != var.size() {
-            bail!(
-                "{}: tensor {name} has shape {:?}, expected {:?}",
-                self.path.display(),
-                source.size(),
-                var.size()
-            );
-        }
-        tch::no_grad(|| var.f_copy_(&source))
-            .map_err(|e| anyhow!("cannot load {name} from {}: {e}", self.path.display()))
-    }
-
-    fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.header
-            .tensors()
-            .get(name)
-            .copied()
-            .ok_or_else(|| anyhow!("{} has no tensor {name}", self.path.display()))
-    }
-
-    /// The bytes of a tensor the (validated) header describes.
-    fn bytes(&self, info: &TensorInfo) -> &[u8] {
-        let (start, end) = info.data_offsets;
-        &self.map[self.data_start + start..self.data_start + end]
-    }
-}
-
-/// A CPU tensor as the `safetensors` writer reads it. A copy that fails (it cannot for
-/// the contiguous CPU tensors [`write_safetensors`] makes) is reported through `failed`.
-struct TensorBytes<'a> {
-    tensor: Tensor,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    failed: &'a Cell<bool>,
-}
-
-impl View for TensorBytes<'_> {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        let mut bytes = vec![0u8; self.data_len()];
-        if self
-            .tensor
-            .f_copy_data_u8(&mut bytes, self.tensor.numel())
-            .is_err()
-        {
-            self.failed.set(true);
-        }
-        Cow::Owned(bytes)
-    }
-
-    fn data_len(&self) -> usize {
-        self.tensor.numel() * self.tensor.kind().elt_size_in_bytes()
-    }
-}
-
-/// Writes `tensors` as a safetensors file with string `metadata` in its header, in one
-/// pass (each tensor copied to the CPU on its turn).
-pub(crate) fn write_safetensors(
-    tensors: &[(String, Tensor)],
-    path: &Path,
-    metadata: &[(&str, String)],
-) -> Result<()> {
-    let failed = Cell::new(false);
-    let views = tensors
-        .iter()
-        .map(|(name, t)| {
-            let tensor = t.to_device(Device::Cpu).contiguous();
-            let dtype = Dtype::try_from(tensor.kind())
-                .map_err(|e| anyhow!("cannot write {name} to {}: {e}", path.display()))?;
-            let shape = tensor.size().iter().map(|&d| d as usize).collect();
-            Ok((
-                name.as_str(),
-                TensorBytes {
-                    tensor,
-                    dtype,
-                    shape,
-                    failed: &failed,
-                },
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), v.clone()))
-        .collect();
-    let metadata = (!metadata.is_empty()).then_some(metadata);
-    safetensors::serialize_to_file(views, &metadata, path)
-        .map_err(|e| anyhow!("cannot write {}: {e:?}", path.display()))?;
-    if failed.get() {
-        bail!(
-            "cannot write {}: a tensor could not be copied",
-            path.display()
-        );
-    }
-    Ok(())
-}
 
 /// Saves `vs` to `path` (safetensors) with the model configuration in the file's
 /// metadata.
@@ -318,6 +132,8 @@ pub(crate) fn load_checked(vs: &mut nn::VarStore, file: &WeightsFile) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use tch::Device;
 
     fn config() -> GptConfig {
         GptConfig {
@@ -357,8 +173,6 @@ mod tests {
         for (name, t) in &a {
             assert!(t.equal(&b[name]), "{name} differs after the round trip");
         }
-        // Both files hold the data 8-byte aligned, as safetensors' writer keeps it.
-        assert_eq!(file.data_start % 8, 0);
     }
 
     #[test]

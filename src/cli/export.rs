@@ -10,8 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::checkpoint::{
-    load_model, write_atomically, write_json, write_safetensors, CONFIG_FILE, MODEL_FILE,
-    TOKENIZER_FILE,
+    load_model, write_atomically, write_json, CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
 use crate::classifier;
 use crate::data::tokenizer::END_OF_TEXT;
@@ -166,7 +165,11 @@ pub(crate) fn export(checkpoint: &Path, out: &Path) -> Result<Exported> {
     let generation = serde_json::json!({"bos_token_id": eot, "eos_token_id": eot});
     let tokenizer = &loaded.tokenizer;
     write_atomically(out, |dir| {
-        write_safetensors(&tensors, &dir.join(MODEL_FILE), &[("format", "pt".into())])?;
+        crate::model::safetensors::write_safetensors(
+            &tensors,
+            &dir.join(MODEL_FILE),
+            &[("format", "pt".into())],
+        )?;
         write_json(&dir.join(CONFIG_FILE), &config)?;
         tokenizer.save(&dir.join(TOKENIZER_FILE))?;
         write_json(&dir.join(TOKENIZER_CONFIG), &tokenizer_config)?;

@@ -142,7 +142,7 @@ pub(crate) fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    let file = crate::checkpoint::WeightsFile::open(&path)?;
+    let file = crate::model::safetensors::WeightsFile::open(&path)?;
     let names: Vec<String> = file.tensors().into_keys().collect();
     let mut vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut loaded = 0usize;

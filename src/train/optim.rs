@@ -174,7 +174,7 @@ impl AdamW {
                 p.exp_avg_sq.to_device(tch::Device::Cpu),
             ));
         }
-        crate::checkpoint::write_safetensors(&named, path, &[])
+        crate::model::safetensors::write_safetensors(&named, path, &[])
     }
 
     /// Restores moment buffers saved by [`AdamW::save`]; every parameter must be present.
@@ -199,12 +199,12 @@ impl AdamW {
 /// Moment buffers read back from an optimizer state file.
 struct SavedMoments<'a> {
     path: &'a Path,
-    file: crate::checkpoint::WeightsFile,
+    file: crate::model::safetensors::WeightsFile,
 }
 
 impl<'a> SavedMoments<'a> {
     fn read(path: &'a Path) -> Result<Self> {
-        let file = crate::checkpoint::WeightsFile::open(path)
+        let file = crate::model::safetensors::WeightsFile::open(path)
             .with_context(|| format!("cannot read optimizer state {}", path.display()))?;
         Ok(Self { path, file })
     }
@@ -481,7 +481,7 @@ impl FlatAdamW {
                 ));
             }
         }
-        crate::checkpoint::write_safetensors(&named, path, &[])
+        crate::model::safetensors::write_safetensors(&named, path, &[])
     }
 
     /// Restores moment buffers saved by [`FlatAdamW::save`] or [`AdamW::save`].

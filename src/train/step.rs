@@ -407,7 +407,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("optimizer.safetensors");
         step.save(&path).unwrap();
-        let saved = crate::checkpoint::WeightsFile::open(&path).unwrap();
+        let saved = crate::model::safetensors::WeightsFile::open(&path).unwrap();
         for name in saved.tensors().into_keys() {
             let t = saved.tensor(&name).unwrap();
             state.insert(name, t);
