@@ -136,17 +136,7 @@ mod tests {
     use tch::Device;
 
     fn config() -> GptConfig {
-        GptConfig {
-            vocab_size: 11,
-            block_size: 4,
-            n_layer: 1,
-            n_head: 2,
-            n_embd: 8,
-            dropout: 0.0,
-            n_classes: 2,
-            layer_norm_eps: 1e-5,
-            tie_lm_head: false,
-        }
+        GptConfig::tiny(11, 4, 1, 8)
     }
 
     fn saved(dir: &Path) -> (nn::VarStore, PathBuf) {

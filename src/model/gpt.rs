@@ -47,6 +47,24 @@ pub struct GptConfig {
     pub tie_lm_head: bool,
 }
 
+#[cfg(test)]
+impl GptConfig {
+    /// A small model for the tests: 2 heads, 2 classes, no dropout, an untied head.
+    pub(crate) fn tiny(vocab_size: i64, block_size: i64, n_layer: i64, n_embd: i64) -> Self {
+        Self {
+            vocab_size,
+            block_size,
+            n_layer,
+            n_head: 2,
+            n_embd,
+            dropout: 0.0,
+            n_classes: 2,
+            layer_norm_eps: 1e-5,
+            tie_lm_head: false,
+        }
+    }
+}
+
 fn default_layer_norm_eps() -> f64 {
     1e-5
 }

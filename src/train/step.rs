@@ -338,15 +338,9 @@ mod tests {
 
     fn config(tie_lm_head: bool) -> GptConfig {
         GptConfig {
-            vocab_size: 97,
-            block_size: 12,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 16,
             dropout: 0.1,
-            n_classes: 2,
-            layer_norm_eps: 1e-5,
             tie_lm_head,
+            ..GptConfig::tiny(97, 12, 2, 16)
         }
     }
 

@@ -131,15 +131,8 @@ mod tests {
         tch::manual_seed(11);
         let vs = nn::VarStore::new(Device::Cpu);
         let config = GptConfig {
-            vocab_size: 50,
-            block_size: 12,
-            n_layer: 3,
             n_head: 4,
-            n_embd: 32,
-            dropout: 0.0,
-            n_classes: 2,
-            layer_norm_eps: 1e-5,
-            tie_lm_head: false,
+            ..GptConfig::tiny(50, 12, 3, 32)
         };
         let model = Gpt::new(&vs.root(), config);
         (vs, model)

@@ -49,17 +49,7 @@ fn tiny_model(rows: &[Labeled]) -> LoadedModel {
     let tokenizer = TextTokenizer::train_bpe(&texts, 300).unwrap();
     tch::manual_seed(5);
     let vs = nn::VarStore::new(Device::Cpu);
-    let config = GptConfig {
-        vocab_size: tokenizer.vocab_size() as i64,
-        block_size: 16,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 32,
-        dropout: 0.0,
-        n_classes: 2,
-        layer_norm_eps: 1e-5,
-        tie_lm_head: false,
-    };
+    let config = GptConfig::tiny(tokenizer.vocab_size() as i64, 16, 2, 32);
     let model = Gpt::new(&vs.root(), config);
     loaded_from(vs, model, tokenizer, DataMode::Sentences)
 }

@@ -69,20 +69,8 @@ fn clipping_bounds_the_global_norm() {
 fn small_model(seed: i64) -> (nn::VarStore, crate::model::gpt::Gpt) {
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = crate::model::gpt::Gpt::new(
-        &vs.root(),
-        crate::model::gpt::GptConfig {
-            vocab_size: 40,
-            block_size: 8,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 8,
-            dropout: 0.0,
-            n_classes: 2,
-            layer_norm_eps: 1e-5,
-            tie_lm_head: false,
-        },
-    );
+    let model =
+        crate::model::gpt::Gpt::new(&vs.root(), crate::model::gpt::GptConfig::tiny(40, 8, 2, 8));
     (vs, model)
 }
 
