@@ -20,6 +20,8 @@ test:
 lint:
 	cargo fmt --check
 	$(CARGO) clippy --all-targets --features fault-injection -- -D warnings
+	# and the release configuration (no fault hook), which make run builds
+	$(CARGO) clippy --lib --bins -- -D warnings
 
 fmt:
 	cargo fmt

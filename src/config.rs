@@ -179,10 +179,13 @@ impl DataSettings {
     }
 }
 
+/// The built-in corpus's name (`--corpus small`, `data.corpus = "small"`).
+pub const BUILTIN_CORPUS: &str = "small";
+
 impl Default for DataSettings {
     fn default() -> Self {
         Self {
-            corpus: "small".into(),
+            corpus: BUILTIN_CORPUS.into(),
             train_fraction: 0.8,
             mode: None,
             tokenizer: None,

@@ -25,26 +25,23 @@ fn main() -> ExitCode {
 
 fn run(args: Cli) -> anyhow::Result<()> {
     let loaded = cli::load_settings(args.config.as_ref())?;
-    // Commands with settings flags check the settings once those are on (a training run
-    // in its plan); the others check them as read.
+    // Commands whose flags change settings check them once those are on (a training run
+    // in its plan, data prepare after its flags); the others check them as read.
     match args.command {
-        Some(Command::Train(train)) => return cli::train::run(&train, loaded),
-        Some(Command::Data(data)) => return cli::data::run(&data, loaded),
-        Some(Command::Bench(bench)) => return cli::bench::run(&bench),
-        Some(Command::Export(export)) => return cli::export::run(&export),
-        _ => {}
-    }
-    let settings = loaded.checked()?;
-    match args.command {
-        Some(Command::Generate(generate)) => cli::generate::run(&generate, settings),
-        Some(Command::Finetune(args)) => cli::finetune::run(&args, settings),
-        Some(Command::Classify(args)) => cli::finetune::classify(&args, settings),
-        Some(Command::Inspect(args)) => cli::inspect::run(&args, settings),
+        Some(Command::Train(train)) => cli::train::run(&train, loaded),
+        Some(Command::Data(data)) => cli::data::run(&data, loaded),
+        Some(Command::Bench(bench)) => cli::bench::run(&bench),
+        Some(Command::Export(export)) => cli::export::run(&export),
+        Some(Command::Generate(generate)) => cli::generate::run(&generate, loaded.checked()?),
+        Some(Command::Finetune(args)) => cli::finetune::run(&args, loaded.checked()?),
+        Some(Command::Classify(args)) => cli::finetune::classify(&args, loaded.checked()?),
+        Some(Command::Inspect(args)) => cli::inspect::run(&args, loaded.checked()?),
         Some(Command::Watch(args)) => {
+            let settings = loaded.checked()?;
             let source = gptdash::watch::Source::parse(&args.source);
             source.check()?;
             gptdash::tui::run(settings, Some(source))
         }
-        _ => gptdash::tui::run(settings, None),
+        Some(Command::Tui) | None => gptdash::tui::run(loaded.checked()?, None),
     }
 }

@@ -65,6 +65,10 @@ pub fn spawn_with(out_dir: PathBuf, device: String) -> std::io::Result<WorkerHan
 
 mod engine;
 
+/// The dashboard's fine-tuning runs: `<out>/classifier-sst2-<date>-<n>`, linked as
+/// `<out>/classifier-sst2`.
+const CLASSIFIER_RUNS: &str = "classifier-sst2";
+
 pub use engine::NoModel;
 use engine::{Engine, Pace, Pinned};
 
@@ -347,7 +351,7 @@ impl Worker {
         }
         let base = Base::parse(&settings.base);
         // The classifier's folder first: nothing is taken from the engine until it is set.
-        let (out, _lock) = crate::output::claim_fresh(&self.out_dir, "classifier-sst2")?;
+        let (out, _lock) = crate::output::claim_fresh(&self.out_dir, CLASSIFIER_RUNS)?;
         let loaded = match base.locate()? {
             // Another base: the model held gives way.
             Some((dir, _)) => {
@@ -376,7 +380,7 @@ impl Worker {
         let device = device_name(loaded.model.device());
         let options = FinetuneOptions::from(&settings);
         let mut run = Finetuner::new(*loaded, &data.train, &data.val, options, out)?;
-        run.link_latest(self.out_dir.join("classifier-sst2"));
+        run.link_latest(self.out_dir.join(CLASSIFIER_RUNS));
         let info = run.info(
             &data.train_file,
             settings.samples,

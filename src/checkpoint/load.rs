@@ -12,11 +12,10 @@ use super::schema::{
     check_model_config, read_config, CheckpointConfig, CONFIG_FILE, FORMAT_VERSION, MODEL_FILE,
     TOKENIZER_FILE,
 };
-use super::weights::{check_recorded, load_checked};
+use super::weights::{load_checked, open_checked};
 use crate::config::DataMode;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::{Gpt, GptConfig};
-use crate::model::safetensors::WeightsFile;
 
 /// A model ready for inference, with its tokenizer.
 pub struct LoadedModel {
@@ -104,7 +103,8 @@ impl Base {
                 Some((dir.clone(), name))
             }
             Base::Hub(id) => {
-                let dir = crate::data::hub::fetch_gpt2(id).with_context(|| {
+                let files = [CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE];
+                let dir = crate::data::hub::fetch_gpt2(id, &files).with_context(|| {
                     format!(
                         "{id:?} is not a folder here, so it was taken for a Hugging Face model id"
                     )
@@ -160,27 +160,23 @@ pub fn load_model_with_dropout(
         )
     })?;
     check_vocabulary(dir, &tokenizer, &config.model)?;
-    let weights = dir.join(MODEL_FILE);
+    // What the weights were saved with names the key that was changed.
     let file = if gpt2 {
         check_model_config(&dir.join(CONFIG_FILE), &config.model)?;
         None
-    } else if weights.is_file() {
-        // What the weights were saved with names the key that was changed.
-        let file = WeightsFile::open(&weights)?;
-        check_recorded(&file, &dir.join(CONFIG_FILE), &config.model)?;
-        Some(file)
     } else {
-        bail!("missing weights file {}", weights.display());
+        Some(open_checked(&dir.join(MODEL_FILE), &config.model)?)
     };
     check_size(dir, &config.model)?;
     let mut vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), config.model);
-    if gpt2 {
-        crate::model::hf::load_weights(&vs, dir)?;
-        config.eot_id = tokenizer.eot_id();
-        config.parameters = crate::model::gpt::parameter_count(&vs);
-    } else if let Some(file) = &file {
-        load_checked(&mut vs, file)?;
+    match &file {
+        Some(file) => load_checked(&mut vs, file)?,
+        None => {
+            crate::model::hf::load_weights(&vs, dir)?;
+            config.eot_id = tokenizer.eot_id();
+            config.parameters = crate::model::gpt::parameter_count(&vs);
+        }
     }
     Ok(LoadedModel {
         vs,

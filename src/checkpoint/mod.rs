@@ -23,7 +23,7 @@
 pub(crate) mod folder;
 pub(crate) mod load;
 pub(crate) mod schema;
-pub mod weights;
+pub(crate) mod weights;
 
 pub use folder::{recover, replaceable, resolve_link, siblings, write_atomically, OutputLock};
 pub use load::{load_model, load_model_with_dropout, Base, LoadedModel, Prompt};

@@ -9,10 +9,9 @@ use crate::config::{DataMode, Settings};
 use crate::data::normalize::TextForm;
 use crate::model::gpt::GptConfig;
 
-pub(crate) const MODEL_FILE: &str = "model.safetensors";
+pub use crate::model::CONFIG_FILE;
+pub(crate) use crate::model::{MODEL_FILE, TOKENIZER_FILE};
 pub(crate) const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-pub const CONFIG_FILE: &str = "config.json";
-pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const STATE_FILE: &str = "train_state.json";
 
 /// A fine-tuned classifier's record (head, read-out, validation result).

@@ -41,7 +41,7 @@ fn recorded_model(file: &WeightsFile) -> Result<Option<GptConfig>> {
 
 /// Compares `config.json`'s model with the one the weights were saved with, field by
 /// field (dropout is a training setting and may differ).
-pub(crate) fn check_recorded(file: &WeightsFile, config: &Path, said: &GptConfig) -> Result<()> {
+fn check_recorded(file: &WeightsFile, config: &Path, said: &GptConfig) -> Result<()> {
     let Some(saved) = recorded_model(file)? else {
         return Ok(());
     };
@@ -80,12 +80,18 @@ pub(crate) fn check_recorded(file: &WeightsFile, config: &Path, said: &GptConfig
 /// Loads a gptdash weights file into `vs`, first checking that the model configuration
 /// recorded in it is `model`'s ([`check_recorded`]), then as [`load_checked`] does.
 pub(crate) fn load_weights(vs: &mut nn::VarStore, path: &Path, model: &GptConfig) -> Result<()> {
+    load_checked(vs, &open_checked(path, model)?)
+}
+
+/// Opens a gptdash weights file (its header checked) whose recorded model configuration
+/// is `model`'s ([`check_recorded`]).
+pub(crate) fn open_checked(path: &Path, model: &GptConfig) -> Result<WeightsFile> {
     if !path.is_file() {
         bail!("missing weights file {}", path.display());
     }
     let file = WeightsFile::open(path)?;
     check_recorded(&file, &path.with_file_name(CONFIG_FILE), model)?;
-    load_checked(vs, &file)
+    Ok(file)
 }
 
 /// Copies `file` into `vs` after checking (once each) that it holds every tensor the
@@ -174,7 +180,8 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
         let msg = format!("{:#}", WeightsFile::open(&cut).err().unwrap());
         assert!(
-            msg.contains("cut.safetensors") && msg.contains("truncated"),
+            msg.contains("cut.safetensors")
+                && msg.contains("its data is not as long as its header says"),
             "{msg}"
         );
         // config.json says 4 heads; the weights were saved with 2.
@@ -194,10 +201,10 @@ mod tests {
         let file = WeightsFile::open(&path).unwrap();
         let named: Vec<(String, Tensor)> = file
             .tensors()
-            .into_keys()
+            .keys()
             .map(|name| {
-                let t = file.tensor(&name).unwrap();
-                (name, t)
+                let t = file.tensor(name).unwrap();
+                (name.clone(), t)
             })
             .collect();
         let bare = dir.path().join("bare.safetensors");

@@ -177,9 +177,30 @@ impl TrainArgs {
     }
 }
 
+/// How a run begins: from a checkpoint, or from its plan.
+enum Start<'a> {
+    Resume(&'a std::path::Path),
+    Fresh(Box<Plan>),
+}
+
 /// Runs `gptdash train`: advances the run and shows its events.
 pub fn run(args: &TrainArgs, loaded: super::Loaded) -> Result<()> {
     crate::interrupt::install()?;
+    // A fresh run's settings (the file with the flags on top) are checked first, before
+    // anything is written; a resumed run's come from its checkpoint.
+    let start = match &args.resume {
+        Some(dir) => Start::Resume(dir),
+        None => {
+            let mut settings = loaded.settings;
+            args.apply(&mut settings);
+            let output = match &args.out {
+                Some(out) => Output::Folder(out.clone()),
+                None => Output::Fresh(output::DEFAULT_PARENT.into()),
+            };
+            let origin = format!("{} and flags", loaded.origin);
+            Start::Fresh(Box::new(Plan::new(settings, output, &origin)?))
+        }
+    };
     // Where the run will write is settled before any work: a folder it would destroy is
     // refused now, not after training.
     let _out_lock = match (&args.out, &args.resume) {
@@ -200,33 +221,27 @@ pub fn run(args: &TrainArgs, loaded: super::Loaded) -> Result<()> {
         }
         (None, None) => None,
     };
-    let mut run = match &args.resume {
-        Some(dir) => {
+    let mut run = match start {
+        Start::Resume(dir) => {
             let flags = args.model_or_data_flags();
             if !flags.is_empty() {
                 bail!("{} cannot be combined with --resume: the model, data and seed come from the checkpoint", flags.join(", "));
             }
             let mut run = LmTrainer::resume(dir, |s| args.apply_loop_flags(s))?;
             if let Some(out) = &args.out {
-                run.set_out(out.clone())?; // the resumed folder itself: the same lock
+                // Another folder (or the resumed one again: its lock is counted).
+                run.set_out(out.clone())?;
             }
             run
         }
-        None => {
-            let mut settings = loaded.settings;
-            args.apply(&mut settings);
-            let output = match &args.out {
-                Some(out) => Output::Folder(out.clone()),
-                None => Output::Fresh(output::DEFAULT_PARENT.into()),
-            };
-            let plan = Plan::new(settings, output, &format!("{} and flags", loaded.origin))?;
+        Start::Fresh(plan) => {
             let bar = (!args.json).then(|| {
                 let bar = ProgressBar::new(1);
                 bar.set_style(bar_style("{pos}/{len}"));
                 bar
             });
             let mut stage_now = String::new();
-            let run = LmTrainer::new_with_progress(plan, &mut |event| match &bar {
+            let run = LmTrainer::new_with_progress(*plan, &mut |event| match &bar {
                 None => print_event(&event),
                 Some(bar) => match event {
                     Event::Prepare { stage, done, total } => {

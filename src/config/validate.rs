@@ -7,7 +7,7 @@ use super::{ModelDims, Readout, Settings, MAX_LM_WEIGHT};
 impl Settings {
     /// Checks values that parse but cannot work; the error names the key. Returns the
     /// model's sizes it checked.
-    pub(crate) fn validate(&self) -> Result<ModelDims> {
+    pub fn validate(&self) -> Result<ModelDims> {
         let m = &self.model;
         let dims = m.dims()?;
         ensure_key(dims.n_layer >= 1, "model.n_layer", "must be at least 1")?;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::DataMode;
+use crate::config::{DataMode, BUILTIN_CORPUS};
 #[cfg(test)]
 use crate::data::tokenizer::TextTokenizer;
 use crate::rng::{mix, SplitMix64};
@@ -36,9 +36,9 @@ impl Corpus {
 
     /// [`Corpus::load`], reading at most `limit` bytes of text (see [`corpus_limit`]).
     pub(crate) fn load_limited(spec: &str, limit: u64) -> Result<Self> {
-        if spec == "small" {
+        if spec == BUILTIN_CORPUS {
             return Ok(Self {
-                name: "small".into(),
+                name: BUILTIN_CORPUS.into(),
                 path: None,
                 text: SMALL_CORPUS.to_string(),
                 named: None,
@@ -71,7 +71,7 @@ impl Corpus {
             return named.clone();
         }
         match &self.path {
-            None => "small".into(),
+            None => BUILTIN_CORPUS.into(),
             Some(p) => std::fs::canonicalize(p)
                 .unwrap_or_else(|_| p.clone())
                 .display()

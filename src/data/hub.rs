@@ -76,18 +76,20 @@ pub(crate) fn fetch_sst2(with_validation: bool) -> Result<PathBuf> {
 }
 
 /// A GPT-2 model (`gpt2`, `distilgpt2`, or any `owner/name`) as a directory holding
-/// `config.json`, `model.safetensors` and `tokenizer.json`.
-pub(crate) fn fetch_gpt2(name: &str) -> Result<PathBuf> {
+/// `files` (a model folder's: its config, tokenizer and weights).
+pub(crate) fn fetch_gpt2(name: &str, files: &[&str]) -> Result<PathBuf> {
     let repo = match name {
         "gpt2" => "openai-community/gpt2",
         "distilgpt2" => "distilbert/distilgpt2",
         other => other,
     };
-    let help = "without network access, download config.json, model.safetensors and tokenizer.json of the \
-                model elsewhere and pass --init FOLDER";
+    let help = format!(
+        "without network access, download {} of the model elsewhere and pass --init FOLDER",
+        files.join(", ")
+    );
     let mut dir = None;
-    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
-        let path = fetch(repo, RepoType::Model, file, help)?;
+    for file in files {
+        let path = fetch(repo, RepoType::Model, file, &help)?;
         dir = path.parent().map(|p| p.to_path_buf());
     }
     dir.ok_or_else(|| anyhow!("no files fetched for {repo}"))

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::DataMode;
+use crate::config::{DataMode, BUILTIN_CORPUS};
 use crate::data::catalog::DocSplit;
 use crate::data::corpus::{corpus_name, Corpus};
 
@@ -46,10 +46,10 @@ impl CorpusSource {
     /// `download`, `verify` and `assemble`), or a path to a text file (`.gz` read through
     /// gzip). Reads no text.
     pub(crate) fn resolve(spec: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Self> {
-        if spec == "small" {
+        if spec == BUILTIN_CORPUS {
             return Ok(Self {
-                name: "small".into(),
-                spec: "small".into(),
+                name: BUILTIN_CORPUS.into(),
+                spec: BUILTIN_CORPUS.into(),
                 files: Vec::new(),
                 docs: DocSplit::Lines,
                 mode: DataMode::Sentences,
@@ -100,7 +100,7 @@ impl CorpusSource {
     /// The whole text in memory (modes that split sentences), at most `limit` bytes.
     pub(crate) fn load_text(&self, limit: u64) -> Result<Corpus> {
         if self.is_builtin() {
-            return Corpus::load("small");
+            return Corpus::load(BUILTIN_CORPUS);
         }
         let mut text = String::new();
         for f in &self.files {

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use crate::config::DataMode;
-use crate::model::gpt::{is_classifier_weight, GptConfig};
+use crate::model::gpt::{is_classifier_weight, GptConfig, LM_HEAD_WEIGHT};
+use crate::model::{CONFIG_FILE, MODEL_FILE};
 
 /// The parts of a transformers `config.json` gptdash needs.
 #[derive(Debug, Deserialize)]
@@ -53,7 +54,7 @@ fn default_dropout() -> f64 {
 
 /// Whether `dir` holds a Hugging Face GPT-2 checkpoint (rather than a gptdash one).
 pub(crate) fn is_hf_gpt2(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
+    let Ok(text) = std::fs::read_to_string(dir.join(CONFIG_FILE)) else {
         return false;
     };
     let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -64,7 +65,7 @@ pub(crate) fn is_hf_gpt2(dir: &Path) -> bool {
 
 /// Reads `config.json` of a Hugging Face GPT-2 directory into a [`GptConfig`].
 pub(crate) fn read_config(dir: &Path, n_classes: i64) -> Result<GptConfig> {
-    let path = dir.join("config.json");
+    let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let c: HfConfig = serde_json::from_str(&text)
@@ -109,8 +110,8 @@ pub(crate) fn read_config(dir: &Path, n_classes: i64) -> Result<GptConfig> {
 /// `Conv1D` weight; `None` for tensors that are not weights (mask buffers). The names
 /// are the same both ways but for the `transformer.` prefix, which gptdash always has.
 pub(crate) fn map_name(hf: &str) -> Option<(String, bool)> {
-    if hf == LM_HEAD {
-        return Some((LM_HEAD.into(), false));
+    if hf == LM_HEAD_WEIGHT {
+        return Some((LM_HEAD_WEIGHT.into(), false));
     }
     let name = hf.strip_prefix("transformer.").unwrap_or(hf);
     if name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") {
@@ -128,14 +129,11 @@ pub(crate) fn map_name(hf: &str) -> Option<(String, bool)> {
     Some((format!("transformer.{name}"), conv1d))
 }
 
-/// An untied LM head's weight, named alike in both layouts.
-const LM_HEAD: &str = crate::model::gpt::LM_HEAD_WEIGHT;
-
 /// Copies the weights of a Hugging Face GPT-2 directory into `vs`, a [`Gpt`] built from
 /// [`read_config`]; every weight must be present with the right shape. The classifier head
 /// keeps its fresh initialisation.
 pub(crate) fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
-    let path = dir.join("model.safetensors");
+    let path = dir.join(MODEL_FILE);
     if !path.is_file() {
         bail!(
             "{} has no model.safetensors (only safetensors GPT-2 checkpoints are read)",
@@ -143,7 +141,7 @@ pub(crate) fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
         );
     }
     let file = crate::model::safetensors::WeightsFile::open(&path)?;
-    let names: Vec<String> = file.tensors().into_keys().collect();
+    let names: Vec<String> = file.tensors().keys().cloned().collect();
     let mut vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut loaded = 0usize;
     tch::no_grad(|| -> Result<()> {
@@ -152,7 +150,7 @@ pub(crate) fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
                 continue;
             };
             let Some(var) = vars.get_mut(&name) else {
-                if name == LM_HEAD {
+                if name == LM_HEAD_WEIGHT {
                     continue; // a tied head saved anyway: it is `wte`
                 }
                 bail!("{}: unexpected tensor {hf_name}", path.display());
@@ -212,7 +210,7 @@ pub(crate) struct Provenance {
 
 /// The `gptdash` record of an exported folder, if it has one.
 pub(crate) fn read_provenance(dir: &Path) -> Option<Provenance> {
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let text = std::fs::read_to_string(dir.join(CONFIG_FILE)).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     serde_json::from_value(value.get("gptdash")?.clone()).ok()
 }

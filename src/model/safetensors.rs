@@ -5,11 +5,11 @@
 //! ([`write_safetensors`]).
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use safetensors::tensor::{Dtype, Metadata, TensorInfo, View};
+use safetensors::tensor::{Dtype, TensorInfo, View};
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
 
@@ -20,7 +20,10 @@ pub(crate) struct WeightsFile {
     map: memmap2::Mmap,
     /// Where the tensor data starts (after the length and the header).
     data_start: usize,
-    header: Metadata,
+    /// The header's string metadata.
+    metadata: HashMap<String, String>,
+    /// Every tensor's header entry, by name (sorted, so errors name the same one).
+    tensors: BTreeMap<String, TensorInfo>,
 }
 
 impl WeightsFile {
@@ -35,15 +38,21 @@ impl WeightsFile {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let (header_len, header) = SafeTensors::read_metadata(&map).map_err(|e| {
             anyhow!(
-                "{} is not a valid safetensors file ({e:?}; truncated or damaged?)",
-                path.display()
+                "{} is not a valid safetensors file: {}",
+                path.display(),
+                in_words(&e, map.len())
             )
         })?;
         Ok(Self {
             path: path.to_path_buf(),
             map,
             data_start: 8 + header_len,
-            header,
+            metadata: header.metadata().clone().unwrap_or_default(),
+            tensors: header
+                .tensors()
+                .into_iter()
+                .map(|(name, info)| (name, info.clone()))
+                .collect(),
         })
     }
 
@@ -51,26 +60,21 @@ impl WeightsFile {
         &self.path
     }
 
-    /// Every tensor's name and header entry.
-    pub(crate) fn tensors(&self) -> HashMap<String, &TensorInfo> {
-        self.header.tensors()
+    /// Every tensor's name and header entry, sorted by name.
+    pub(crate) fn tensors(&self) -> &BTreeMap<String, TensorInfo> {
+        &self.tensors
     }
 
     /// The shape of tensor `name`, if the file has it.
     pub(crate) fn shape(&self, name: &str) -> Option<Vec<i64>> {
-        self.header
-            .tensors()
+        self.tensors
             .get(name)
             .map(|info| info.shape.iter().map(|&d| d as i64).collect())
     }
 
     /// A string the header's metadata holds under `key`.
     pub(crate) fn metadata(&self, key: &str) -> Option<&str> {
-        self.header
-            .metadata()
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// Tensor `name` as a new CPU tensor.
@@ -100,10 +104,8 @@ impl WeightsFile {
     }
 
     fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.header
-            .tensors()
+        self.tensors
             .get(name)
-            .copied()
             .ok_or_else(|| anyhow!("{} has no tensor {name}", self.path.display()))
     }
 
@@ -114,10 +116,11 @@ impl WeightsFile {
     }
 }
 
-/// A CPU tensor as the `safetensors` writer reads it. A copy that fails (it cannot for
-/// the contiguous CPU tensors [`write_safetensors`] makes) is reported through `failed`.
+/// A tensor as the `safetensors` writer reads it: copied to the CPU (contiguous) only
+/// when its turn comes, so a GPU model is never on the host whole. A copy that fails is
+/// reported through `failed` (the writer's `View` cannot return an error).
 struct TensorBytes<'a> {
-    tensor: Tensor,
+    tensor: &'a Tensor,
     dtype: Dtype,
     shape: Vec<usize>,
     failed: &'a Cell<bool>,
@@ -134,11 +137,12 @@ impl View for TensorBytes<'_> {
 
     fn data(&self) -> Cow<'_, [u8]> {
         let mut bytes = vec![0u8; self.data_len()];
-        if self
+        let copied = self
             .tensor
-            .f_copy_data_u8(&mut bytes, self.tensor.numel())
-            .is_err()
-        {
+            .f_to_device(Device::Cpu)
+            .and_then(|t| t.f_contiguous())
+            .and_then(|t| t.f_copy_data_u8(&mut bytes, t.numel()));
+        if copied.is_err() {
             self.failed.set(true);
         }
         Cow::Owned(bytes)
@@ -150,7 +154,7 @@ impl View for TensorBytes<'_> {
 }
 
 /// Writes `tensors` as a safetensors file with string `metadata` in its header, in one
-/// pass (each tensor copied to the CPU on its turn).
+/// pass (each tensor copied to the CPU on its turn). On failure no file is left.
 pub(crate) fn write_safetensors(
     tensors: &[(String, Tensor)],
     path: &Path,
@@ -159,8 +163,7 @@ pub(crate) fn write_safetensors(
     let failed = Cell::new(false);
     let views = tensors
         .iter()
-        .map(|(name, t)| {
-            let tensor = t.to_device(Device::Cpu).contiguous();
+        .map(|(name, tensor)| {
             let dtype = Dtype::try_from(tensor.kind())
                 .map_err(|e| anyhow!("cannot write {name} to {}: {e}", path.display()))?;
             let shape = tensor.size().iter().map(|&d| d as usize).collect();
@@ -180,15 +183,41 @@ pub(crate) fn write_safetensors(
         .map(|(k, v)| ((*k).to_string(), v.clone()))
         .collect();
     let metadata = (!metadata.is_empty()).then_some(metadata);
-    safetensors::serialize_to_file(views, &metadata, path)
-        .map_err(|e| anyhow!("cannot write {}: {e:?}", path.display()))?;
-    if failed.get() {
-        bail!(
-            "cannot write {}: a tensor could not be copied",
-            path.display()
-        );
+    let written = match safetensors::serialize_to_file(views, &metadata, path) {
+        Err(safetensors::SafeTensorError::IoError(e)) => Err(anyhow!(e)),
+        Err(e) => Err(anyhow!("{e:?}")),
+        Ok(()) if failed.get() => Err(anyhow!("a tensor could not be copied to the CPU")),
+        Ok(()) => Ok(()),
+    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(path);
+        return Err(e.context(format!("cannot write {}", path.display())));
     }
     Ok(())
+}
+
+/// Why a file is not a safetensors file, in words (`len`: the file's size).
+fn in_words(e: &safetensors::SafeTensorError, len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall | E::InvalidHeaderLength => format!(
+            "its header does not fit in its {len} bytes (truncated, or not a safetensors file)"
+        ),
+        E::HeaderTooLarge => "its header is over 100 MB (damaged)".into(),
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization => {
+            "its header is not the JSON a safetensors file starts with (damaged)".into()
+        }
+        E::MetadataIncompleteBuffer => {
+            "its data is not as long as its header says (truncated?)".into()
+        }
+        E::InvalidOffset(name) => {
+            format!("tensor {name} does not lie where the header says (truncated or damaged?)")
+        }
+        E::TensorInvalidInfo | E::InvalidTensorView(..) | E::ValidationOverflow => {
+            "a tensor's shape, type and size disagree (damaged)".into()
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::checkpoint::{self, CheckpointConfig, TrainState};
 use crate::config::Settings;
 use crate::data::corpus::{Batch, EpochOrder, Examples};
 use crate::data::tokenizer::TextTokenizer;
-use crate::device::{device_name, set_threads};
+use crate::device::device_name;
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
 use crate::protocol::{Event, ModelShape, RunDone, RunInfo, StepMetrics, TrainSummary};
 use crate::rng::mix;
@@ -122,6 +122,7 @@ impl LmTrainer {
         adjust(&mut settings);
         settings.data = state.settings.data.clone();
         settings.model = state.settings.model.clone();
+        settings.data.corpus = ckpt.corpus.clone();
         let origin = format!("resuming from {}", dir.display());
         let plan = Plan::new(settings, Output::Folder(dir.to_path_buf()), &origin)?;
         let (mut settings, device, _, threads, output) = plan.into_parts();
@@ -134,7 +135,6 @@ impl LmTrainer {
             );
         }
         let tokenizer = TextTokenizer::from_file(&dir.join(checkpoint::TOKENIZER_FILE))?;
-        settings.data.corpus = ckpt.corpus.clone();
         let block = ckpt.model.block_size as usize;
         let ready = prepare_data(&mut settings, block, Some(tokenizer), &mut |_| {})
             .with_context(|| format!("the corpus of checkpoint {}", dir.display()))?;
@@ -159,7 +159,7 @@ impl LmTrainer {
         config: GptConfig,
         created: Instant,
     ) -> Result<Self> {
-        set_threads(threads);
+        tch::set_num_threads(threads as i32);
         let Ready {
             name,
             spec,
@@ -243,7 +243,7 @@ impl LmTrainer {
 
     /// Saves into a new folder under `parent`, `<corpus name>-<YYYYMMDD>-<n>`, and
     /// links `parent/<corpus name>` to it once a checkpoint is there.
-    pub(crate) fn claim_fresh(&mut self, parent: &Path) -> Result<()> {
+    fn claim_fresh(&mut self, parent: &Path) -> Result<()> {
         let (out, lock) = crate::output::claim_fresh(parent, &self.corpus_name)?;
         self.lock = Some(lock);
         self.out = out;

@@ -51,15 +51,14 @@ fn gb(bytes: f64) -> String {
     format!("{:.1} GB", bytes / 1e9)
 }
 
-/// Refuses a CPU run whose estimate exceeds 90% of the memory available; returns the
-/// estimate.
-pub(crate) fn check(settings: &Settings, dims: ModelDims, on_cpu: bool) -> Result<f64> {
-    let need = estimate(settings, dims);
+/// Refuses a CPU run whose estimate exceeds 90% of the memory available.
+pub(crate) fn check(settings: &Settings, dims: ModelDims, on_cpu: bool) -> Result<()> {
     if !on_cpu {
-        return Ok(need);
+        return Ok(());
     }
+    let need = estimate(settings, dims);
     let Some(have) = available() else {
-        return Ok(need);
+        return Ok(());
     };
     if need > 0.9 * have {
         bail!(
@@ -72,7 +71,7 @@ pub(crate) fn check(settings: &Settings, dims: ModelDims, on_cpu: bool) -> Resul
             gb(have)
         );
     }
-    Ok(need)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::device::{pass_part_len, split_work};
 
+/// The names a saved optimizer state gives each parameter's two moments
+/// (`exp_avg.NAME`, `exp_avg_sq.NAME`: PyTorch's).
+const EXP_AVG: &str = "exp_avg";
+const EXP_AVG_SQ: &str = "exp_avg_sq";
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct AdamWConfig {
     pub beta1: f64,
@@ -166,11 +171,11 @@ impl AdamW {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.params.len());
         for p in &self.params {
             named.push((
-                format!("exp_avg.{}", p.name),
+                format!("{EXP_AVG}.{}", p.name),
                 p.exp_avg.to_device(tch::Device::Cpu),
             ));
             named.push((
-                format!("exp_avg_sq.{}", p.name),
+                format!("{EXP_AVG_SQ}.{}", p.name),
                 p.exp_avg_sq.to_device(tch::Device::Cpu),
             ));
         }
@@ -182,10 +187,8 @@ impl AdamW {
         let saved = SavedMoments::read(path)?;
         tch::no_grad(|| -> Result<()> {
             for p in &mut self.params {
-                for (prefix, buffer) in [
-                    ("exp_avg", &mut p.exp_avg),
-                    ("exp_avg_sq", &mut p.exp_avg_sq),
-                ] {
+                for (prefix, buffer) in [(EXP_AVG, &mut p.exp_avg), (EXP_AVG_SQ, &mut p.exp_avg_sq)]
+                {
                     buffer.copy_(&saved.get(prefix, &p.name, &buffer.size())?);
                 }
             }
@@ -473,7 +476,7 @@ impl FlatAdamW {
     pub(crate) fn save(&self, path: &Path) -> Result<()> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.slots.len());
         for s in &self.slots {
-            for (prefix, buffer) in [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)] {
+            for (prefix, buffer) in [(EXP_AVG, &self.exp_avg), (EXP_AVG_SQ, &self.exp_avg_sq)] {
                 let view = buffer.narrow(0, s.offset, s.len).view(s.shape.as_slice());
                 named.push((
                     format!("{prefix}.{}", s.name),
@@ -489,9 +492,7 @@ impl FlatAdamW {
         let saved = SavedMoments::read(path)?;
         tch::no_grad(|| -> Result<()> {
             for s in &self.slots {
-                for (prefix, buffer) in
-                    [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)]
-                {
+                for (prefix, buffer) in [(EXP_AVG, &self.exp_avg), (EXP_AVG_SQ, &self.exp_avg_sq)] {
                     let t = saved.get(prefix, &s.name, &s.shape)?;
                     buffer.narrow(0, s.offset, s.len).copy_(&t.view([-1]));
                 }

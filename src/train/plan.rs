@@ -79,9 +79,11 @@ mod tests {
 
     #[test]
     fn a_plan_settles_sizes_device_and_threads_or_names_the_key() {
-        let plan = Plan::new(Settings::default(), Output::Unclaimed, "defaults").unwrap();
+        let mut cpu = Settings::default();
+        cpu.train.device = "cpu".into(); // "auto" would be a GPU where there is one
+        let plan = Plan::new(cpu.clone(), Output::Unclaimed, "defaults").unwrap();
         let (settings, device, dims, threads, output) = plan.into_parts();
-        assert_eq!(settings, Settings::default());
+        assert_eq!(settings, cpu);
         assert_eq!(device, Device::Cpu);
         assert_eq!(dims, Settings::default().model.dims().unwrap());
         assert!(threads >= 1);

@@ -38,8 +38,8 @@
 //!   starts (its pass leaves it zeroed): hand-made gradients are *added* into
 //!   [`FlatAdamW::grad_of`]'s views, never assigned, and nothing else zeroes or replaces
 //!   a variable's `.grad`.
-//! - **Compute kind.** In bf16 the head's two products run on bf16 copies and the
-//!   softmax, loss and weights stay f32; the plain step's head runs in f32 (`forward`
+//! - **Compute kind.** In bf16 the head's three products (the logits, `grad_h` and the
+//!   head's gradient) run on bf16 copies and the softmax, loss and weights stay f32; the plain step's head runs in f32 (`forward`
 //!   keeps it so), so in bf16 the two agree to bf16 rounding rather than to 1e-4.
 //!
 //! `fused_step_trains_exactly_like_the_plain_one` checks every read-out of a step — the
@@ -402,9 +402,8 @@ mod tests {
         let path = dir.path().join("optimizer.safetensors");
         step.save(&path).unwrap();
         let saved = crate::model::safetensors::WeightsFile::open(&path).unwrap();
-        for name in saved.tensors().into_keys() {
-            let t = saved.tensor(&name).unwrap();
-            state.insert(name, t);
+        for name in saved.tensors().keys() {
+            state.insert(name.clone(), saved.tensor(name).unwrap());
         }
         Readouts {
             loss,

@@ -121,13 +121,15 @@ impl TextInput {
         let chars: Vec<char> = self.text.chars().collect();
         let width = width.max(1);
         let cell = |c: &char| c.width().unwrap_or(0);
-        // The first character shown: the cursor (and the block after the end) must fit.
+        // The first character shown: as much before the cursor as fits beside it (and
+        // beside the block after the end).
         let mut first = 0;
         if focused {
-            let upto = |from: usize| -> usize { chars[from..self.cursor].iter().map(cell).sum() };
-            let cursor_width = chars.get(self.cursor).map_or(1, |c| cell(c).max(1));
-            while first < self.cursor && upto(first) + cursor_width > width {
-                first += 1;
+            let mut used = chars.get(self.cursor).map_or(1, |c| cell(c).max(1));
+            first = self.cursor;
+            while first > 0 && used + cell(&chars[first - 1]) <= width {
+                first -= 1;
+                used += cell(&chars[first]);
             }
         }
         let mut shown = 0;

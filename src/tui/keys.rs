@@ -90,10 +90,12 @@ const fn ch(c: char) -> Key {
 }
 
 const fn ctrl(c: char) -> Key {
-    Key {
-        code: KeyCode::Char(c),
-        ctrl: true,
-    }
+    ctrl_key(KeyCode::Char(c))
+}
+
+/// Ctrl with any key.
+const fn ctrl_key(code: KeyCode) -> Key {
+    Key { code, ctrl: true }
 }
 
 impl Key {
@@ -167,11 +169,6 @@ const NAVIGATION: &[Binding] = &[
     bind(&[(ch('?'), Action::Help)], "?", None, "this help (any key closes it)"),
     bind(&[(ch('q'), Action::Quit)], "q", None, "quit (asks first while a run is in progress, then stops and keeps it)"),
 ];
-
-/// Ctrl with a key that is not a character.
-const fn ctrl_key(code: KeyCode) -> Key {
-    Key { code, ctrl: true }
-}
 
 #[rustfmt::skip]
 const EDITING: &[Binding] = &[

@@ -162,7 +162,7 @@ impl Engine {
             Engine::Finetuning(run, _) => run.loaded.config.corpus.as_str(),
             _ => "",
         };
-        if corpus != "small" {
+        if corpus != crate::config::BUILTIN_CORPUS {
             bail!("no corpus text at hand for this model: type a text to inspect (i)");
         }
         let sentences = split_sentences(SMALL_CORPUS);

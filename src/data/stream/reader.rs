@@ -84,7 +84,11 @@ impl DocReader {
                 inner: SMALL_CORPUS.as_bytes(),
                 count: self.count.clone(),
             };
-            self.current = Some((Box::new(BufReader::new(reader)), "small".into(), 0));
+            self.current = Some((
+                Box::new(BufReader::new(reader)),
+                crate::config::BUILTIN_CORPUS.into(),
+                0,
+            ));
             return Ok(true);
         }
         let Some(path) = self.files.get(self.next_file).cloned() else {

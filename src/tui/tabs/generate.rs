@@ -185,12 +185,7 @@ impl Page for GenerateTab {
                 error,
                 no_model,
             } => {
-                // The worker does not know the dashboard is watching a stream.
-                let error = if shared.watching && *no_model {
-                    format!("no model yet: {}", shared.how_to_get_a_model())
-                } else {
-                    error.clone()
-                };
+                let error = shared.failure(error, *no_model);
                 if self.pending == Some(*request) {
                     self.pending = None;
                     self.error = Some(error.clone());

@@ -217,12 +217,16 @@ impl Page for InspectTab {
                     return self.request();
                 }
             }
-            Event::InspectFailed { request, error, .. } => {
+            Event::InspectFailed {
+                request,
+                error,
+                no_model,
+            } => {
                 if Some(*request) == self.in_flight {
                     self.in_flight = None;
                 }
                 self.again = false;
-                self.message = Some(error.clone());
+                self.message = Some(shared.failure(error, *no_model));
             }
             Event::Start(RunStart::Train(_)) => {
                 // A new model: the old report and pin no longer describe it.

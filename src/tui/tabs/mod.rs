@@ -90,6 +90,16 @@ impl Shared {
         }
     }
 
+    /// A failed request's message as the dashboard shows it: the worker does not know the
+    /// dashboard is watching a stream, so its "no model yet" gets the watch's way to one.
+    pub(crate) fn failure(&self, error: &str, no_model: bool) -> String {
+        if self.watching && no_model {
+            format!("no model yet: {}", self.how_to_get_a_model())
+        } else {
+            error.to_string()
+        }
+    }
+
     pub(crate) fn log(&mut self, line: impl Into<String>) {
         if self.log.len() == LOG_LINES {
             self.log.pop_front();

@@ -234,7 +234,7 @@ impl TrainTab {
     }
 
     /// The field a path for `target` is typed into.
-    pub(crate) fn field(&mut self, target: PathInput) -> &mut TextInput {
+    fn field(&mut self, target: PathInput) -> &mut TextInput {
         match target {
             PathInput::Corpus => &mut self.corpus_input,
             PathInput::Checkpoint => &mut self.checkpoint_input,
@@ -371,7 +371,11 @@ impl Page for TrainTab {
                     Some(saved) => self
                         .locate(Path::new(saved))
                         .map_or_else(|| saved.clone(), |p| p.display().to_string()),
-                    None => format!("{}/small", crate::output::DEFAULT_PARENT),
+                    None => format!(
+                        "{}/{}",
+                        crate::output::DEFAULT_PARENT,
+                        crate::config::BUILTIN_CORPUS
+                    ),
                 };
                 self.checkpoint_input.set(last);
                 self.typing = Some(PathInput::Checkpoint);

@@ -94,6 +94,22 @@ fn one_request_in_flight_and_a_refresh_wanted_meanwhile_follows_it() {
     );
     assert!(!t.waiting());
     assert_eq!(t.message.as_deref(), Some("no model yet"));
+    // Watching a stream, the worker's "no model yet" becomes the watch's way to one (by
+    // the event's flag: another failure is shown as it is).
+    s.watching = true;
+    for no_model in [true, false] {
+        t.on_event(
+            &Event::InspectFailed {
+                request: 3,
+                error: "no model yet".into(),
+                no_model,
+            },
+            &mut s,
+            true,
+        );
+        let shown = t.message.clone().unwrap();
+        assert_eq!(shown.contains("Ctrl-O loads"), no_model, "{shown}");
+    }
 }
 
 #[test]
