@@ -143,3 +143,21 @@ pub(crate) fn print_stdout(text: &str) -> Result<()> {
         other => Ok(other?),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_value_that_cannot_work_names_the_flag_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[train]\nbatch_size = 0\n").unwrap();
+        let loaded = super::load_settings(Some(&path)).unwrap();
+        let msg = format!("{:#}", loaded.checked().unwrap_err());
+        assert!(
+            msg.starts_with("--config: in config file")
+                && msg.contains("bad.toml")
+                && msg.contains("train.batch_size must be at least 1"),
+            "{msg}"
+        );
+    }
+}

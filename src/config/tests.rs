@@ -247,10 +247,10 @@ fn presets_and_overrides() {
 fn from_file_error_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[train]\nbatch_size = -1\n").unwrap();
+    std::fs::write(&path, "[train]\nbatch_size = \"many\"\n").unwrap();
     let msg = format!("{:#}", Settings::from_file(&path).unwrap_err());
     assert!(
-        msg.contains("bad.toml") && msg.contains("train.batch_size"),
+        msg.contains("bad.toml") && msg.contains("line 2 (batch_size = \"many\")"),
         "{msg}"
     );
     let missing = format!(

@@ -312,10 +312,11 @@ impl Scope {
     /// navigation (outside text fields), the scope's own, then (in text fields) editing.
     fn layers(self) -> impl Iterator<Item = Scope> {
         let text = self.is_text();
+        let own = !matches!(self, Scope::Always | Scope::Navigation);
         [
             Some(Scope::Always),
             (!text).then_some(Scope::Navigation),
-            Some(self),
+            own.then_some(self),
             text.then_some(Scope::Editing),
         ]
         .into_iter()
