@@ -288,7 +288,8 @@ fn help_overlay_lists_keys_and_classify_tab_says_what_it_needs() {
         &[
             "Everywhere",
             "Ctrl-C",
-            "earlier / later prompts",
+            "earlier / later entries",
+            "Ctrl-W",
             "next sampling seed",
         ],
     );

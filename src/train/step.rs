@@ -42,10 +42,11 @@
 //!   head's gradient) run on bf16 copies and the softmax, loss and weights stay f32; the plain step's head runs in f32 (`forward`
 //!   keeps it so), so in bf16 the two agree to bf16 rounding rather than to 1e-4.
 //!
-//! `fused_step_trains_exactly_like_the_plain_one` checks every read-out of a step — the
-//! loss, the gradient norm, every weight and both AdamW moments of every parameter after
-//! 25 steps, and the logits — for the untied and the tied head, in f32 and bf16, at
-//! chunk sizes that divide the batch and that do not.
+//! `fused_step_trains_exactly_like_the_plain_one` checks every read-out of 25 steps — the
+//! loss and gradient norm of each, then the logits, every weight and both AdamW moments
+//! of every parameter (as the optimizer saves them) — for the untied and the tied head at
+//! chunk sizes that divide the batch and that do not, in f32 to 1e-4; in bf16 the losses,
+//! norms and logits (to bf16's rounding; single weights part there, see the test).
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
