@@ -184,14 +184,20 @@ mod tests {
                 && msg.contains("its data is not as long as its header says"),
             "{msg}"
         );
-        // config.json says 4 heads; the weights were saved with 2.
-        let said = GptConfig {
-            n_head: 4,
-            ..config()
+        // The error loading `path` into the model `config.json` describes as `said`.
+        let refused = |path: &Path, said: GptConfig| {
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let _model = crate::model::gpt::Gpt::new(&vs.root(), said);
+            format!("{:#}", load_weights(&mut vs, path, &said).unwrap_err())
         };
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let _model = crate::model::gpt::Gpt::new(&vs.root(), said);
-        let msg = format!("{:#}", load_weights(&mut vs, &path, &said).unwrap_err());
+        // config.json says 4 heads; the weights were saved with 2.
+        let msg = refused(
+            &path,
+            GptConfig {
+                n_head: 4,
+                ..config()
+            },
+        );
         assert!(
             msg.contains("model.n_head = 4") && msg.contains("saved with 2"),
             "{msg}"
@@ -213,13 +219,13 @@ mod tests {
             .unwrap()
             .metadata(MODEL_METADATA)
             .is_none());
-        let said = GptConfig {
-            n_layer: 2,
-            ..config()
-        };
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let _model = crate::model::gpt::Gpt::new(&vs.root(), said);
-        let msg = format!("{:#}", load_weights(&mut vs, &bare, &said).unwrap_err());
+        let msg = refused(
+            &bare,
+            GptConfig {
+                n_layer: 2,
+                ..config()
+            },
+        );
         assert!(msg.contains("has no tensor transformer.h.1."), "{msg}");
     }
 }
