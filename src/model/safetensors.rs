@@ -28,8 +28,8 @@ pub(crate) struct WeightsFile {
 
 impl WeightsFile {
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // Only a regular file: a pipe would block the open, a device read forever.
+        let file = crate::data::files::open_regular(path, "safetensors file", u64::MAX)?;
         // SAFETY: the mapping is read-only and private to this value. gptdash replaces
         // weights files by writing a new folder and renaming it, never in place, so the
         // mapped file is not changed under it by gptdash; another program truncating it
@@ -207,9 +207,9 @@ fn in_words(e: &safetensors::SafeTensorError, len: usize) -> String {
         E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization => {
             "its header is not the JSON a safetensors file starts with (damaged)".into()
         }
-        E::MetadataIncompleteBuffer => {
-            "its data is not as long as its header says (truncated?)".into()
-        }
+        E::MetadataIncompleteBuffer => format!(
+            "its {len} bytes do not match its header (shorter, longer or with gaps: truncated or damaged?)"
+        ),
         E::InvalidOffset(name) => {
             format!("tensor {name} does not lie where the header says (truncated or damaged?)")
         }
@@ -262,9 +262,24 @@ mod tests {
         let msg = format!("{:#}", file.copy_into("a", &mut wrong).unwrap_err());
         assert!(msg.contains("tensor a has shape [3]"), "{msg}");
         assert!(format!("{:#}", file.tensor("zz").unwrap_err()).contains("has no tensor zz"));
-        // Not a safetensors file at all.
+        // Not a safetensors file at all, or longer than its header says.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, [bytes.as_slice(), b"\xde\xad"].concat()).unwrap();
+        let msg = format!("{:#}", WeightsFile::open(&path).err().unwrap());
+        assert!(msg.contains("do not match its header"), "{msg}");
         std::fs::write(&path, b"garbage").unwrap();
         let msg = format!("{:#}", WeightsFile::open(&path).err().unwrap());
         assert!(msg.contains("not a valid safetensors file"), "{msg}");
+        // A folder or a pipe in its place is refused at once (a pipe's open would block).
+        let folder = dir.path().join("folder.safetensors");
+        std::fs::create_dir(&folder).unwrap();
+        let pipe = dir.path().join("pipe.safetensors");
+        let c_path = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path and a mode.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for not_a_file in [folder, pipe] {
+            let msg = format!("{:#}", WeightsFile::open(&not_a_file).err().unwrap());
+            assert!(msg.contains("is not a regular file"), "{msg}");
+        }
     }
 }
