@@ -1,7 +1,8 @@
 //! A checkpoint's weights: saved and loaded through [`crate::model::safetensors`]
-//! (memory-mapped reads, one-pass writes, by the `safetensors` crate). gptdash records the model configuration the weights were saved with in the header
-//! (`gptdash.model`), so a `config.json` edited afterwards (head count, LayerNorm epsilon
-//! — what tensor shapes cannot show) is caught on load ([`check_recorded`]).
+//! (memory-mapped reads, one-pass writes, by the `safetensors` crate). gptdash records
+//! the model configuration the weights were saved with in the header (`gptdash.model`),
+//! so a `config.json` edited afterwards (head count, LayerNorm epsilon — what tensor
+//! shapes cannot show) is caught on load ([`check_recorded`]).
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};

@@ -105,6 +105,7 @@ impl App {
     }
 
     /// Whether keys go to a text field (then only Ctrl-C, Tab and the field's keys act).
+    #[cfg(test)]
     pub(crate) fn typing(&self) -> bool {
         self.page().scope().is_text()
     }
@@ -206,14 +207,20 @@ impl App {
             ),
             Some(action) => {
                 let (page, shared) = self.page_mut();
+                // An open text field takes the editing keys; the tab the rest.
+                if page.field().is_some_and(|field| field.edit(action)) {
+                    return Vec::new();
+                }
                 page.on_action(action, shared)
             }
             None => {
                 if let crossterm::event::KeyCode::Char(c) = key.code {
                     // Control characters (an escape sequence pasted into a prompt) never
                     // reach a text field, so they are never drawn raw to the terminal.
-                    if self.typing() && !ctrl && !c.is_control() {
-                        self.page_mut().0.on_char(c);
+                    if !ctrl && !c.is_control() {
+                        if let Some(field) = self.page_mut().0.field() {
+                            field.insert(c);
+                        }
                     }
                 }
                 Vec::new()

@@ -58,11 +58,6 @@ impl Page for ClassifyTab {
     }
 
     fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command> {
-        if self.typing_base && self.base_input.edit(action)
-            || self.editing && !self.typing_base && self.input.edit(action)
-        {
-            return Vec::new();
-        }
         match action {
             Action::Submit => {
                 if self.typing_base {
@@ -124,11 +119,11 @@ impl Page for ClassifyTab {
         Vec::new()
     }
 
-    fn on_char(&mut self, c: char) {
+    fn field(&mut self) -> Option<&mut TextInput> {
         if self.typing_base {
-            self.base_input.insert(c);
+            Some(&mut self.base_input)
         } else {
-            self.input.insert(c);
+            self.editing.then_some(&mut self.input)
         }
     }
 

@@ -110,9 +110,7 @@ impl GenerateTab {
         match action {
             Action::Submit => return self.submit(),
             Action::Cancel => self.editing = false,
-            other => {
-                self.prompt.edit(other);
-            }
+            _ => {}
         }
         Vec::new()
     }
@@ -165,8 +163,8 @@ impl Page for GenerateTab {
         Vec::new()
     }
 
-    fn on_char(&mut self, c: char) {
-        self.prompt.insert(c);
+    fn field(&mut self) -> Option<&mut TextInput> {
+        self.editing.then_some(&mut self.prompt)
     }
 
     fn on_event(&mut self, event: &Event, shared: &mut Shared, _focused: bool) -> Vec<Command> {

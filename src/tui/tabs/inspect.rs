@@ -125,9 +125,6 @@ impl Page for InspectTab {
     }
 
     fn on_action(&mut self, action: Action, _shared: &mut Shared) -> Vec<Command> {
-        if self.editing && self.input.edit(action) {
-            return Vec::new();
-        }
         let (layers, heads, tokens) = self.shape();
         match action {
             Action::GridLeft | Action::GridRight if self.overview => {
@@ -193,8 +190,8 @@ impl Page for InspectTab {
         Vec::new()
     }
 
-    fn on_char(&mut self, c: char) {
-        self.input.insert(c);
+    fn field(&mut self) -> Option<&mut TextInput> {
+        self.editing.then_some(&mut self.input)
     }
 
     fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) -> Vec<Command> {

@@ -12,6 +12,7 @@ use ratatui::layout::Rect;
 use ratatui::Frame;
 use strum::{EnumCount, IntoEnumIterator};
 
+use super::input::TextInput;
 use super::keys::{Action, Scope};
 use crate::config::Settings;
 use crate::protocol::{Command, Event, WorkerState};
@@ -114,8 +115,9 @@ pub(crate) trait Page {
     fn scope(&self) -> Scope;
     /// A key's action; returns the commands for the worker.
     fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command>;
-    /// A character typed into the tab's text field (only in a text scope).
-    fn on_char(&mut self, c: char);
+    /// The text field the keys type into now, if one is open (in a text scope): the app
+    /// hands it the typed characters and the editing keys.
+    fn field(&mut self) -> Option<&mut TextInput>;
     /// A worker event; `focused` when the tab is the one shown. Returns the commands it
     /// calls for (a tab that follows a run asks the worker for fresh data).
     fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) -> Vec<Command>;

@@ -234,7 +234,7 @@ impl TrainTab {
     }
 
     /// The field a path for `target` is typed into.
-    fn field(&mut self, target: PathInput) -> &mut TextInput {
+    fn input_for(&mut self, target: PathInput) -> &mut TextInput {
         match target {
             PathInput::Corpus => &mut self.corpus_input,
             PathInput::Checkpoint => &mut self.checkpoint_input,
@@ -245,7 +245,7 @@ impl TrainTab {
         let Some(target) = self.typing.take() else {
             return Vec::new();
         };
-        let path = self.field(target).submit().trim().to_string();
+        let path = self.input_for(target).submit().trim().to_string();
         if path.is_empty() {
             return Vec::new();
         }
@@ -338,11 +338,6 @@ impl Page for TrainTab {
     }
 
     fn on_action(&mut self, action: Action, shared: &mut Shared) -> Vec<Command> {
-        if let Some(target) = self.typing {
-            if self.field(target).edit(action) {
-                return Vec::new();
-            }
-        }
         match action {
             Action::Submit => return self.typed(shared),
             Action::Cancel => self.typing = None,
@@ -397,10 +392,9 @@ impl Page for TrainTab {
         Vec::new()
     }
 
-    fn on_char(&mut self, c: char) {
-        if let Some(target) = self.typing {
-            self.field(target).insert(c);
-        }
+    fn field(&mut self) -> Option<&mut TextInput> {
+        let target = self.typing?;
+        Some(self.input_for(target))
     }
 
     fn on_event(&mut self, event: &Event, shared: &mut Shared, _focused: bool) -> Vec<Command> {

@@ -178,7 +178,7 @@ fn typed_text_next_example_pin_and_diff() {
     t.on_action(Action::EditPrompt, &mut s);
     assert_eq!(t.scope(), Scope::InspectInput);
     for c in "He and I".chars() {
-        t.on_char(c);
+        t.field().unwrap().insert(c);
     }
     let sent = t.on_action(Action::Submit, &mut s);
     assert_eq!(
