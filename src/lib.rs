@@ -6,6 +6,7 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+pub mod budget;
 pub mod checkpoint;
 pub mod classifier;
 pub mod cli;
@@ -22,6 +23,7 @@ pub(crate) mod paths;
 pub mod protocol;
 pub(crate) mod reading;
 pub mod rng;
+pub mod runs;
 pub mod train;
 pub mod tui;
 pub mod watch;

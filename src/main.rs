@@ -4,6 +4,28 @@ use std::process::ExitCode;
 use clap::Parser;
 use gptdash::cli::{self, Cli, Command};
 
+/// OpenMP's wait policy must be in the environment before libgomp's load-time
+/// constructor reads it: `.preinit_array` runs before any library's constructors.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[used]
+#[link_section = ".preinit_array"]
+static PASSIVE_OPENMP: PreInit = {
+    extern "C" fn passive(
+        _argc: std::ffi::c_int,
+        argv: *const *const std::ffi::c_char,
+        envp: *const *const std::ffi::c_char,
+    ) {
+        // SAFETY: glibc calls .preinit_array functions with the process's argv and envp,
+        // single-threaded, before anything else.
+        unsafe { gptdash::budget::passive_unless_set(argv, envp) }
+    }
+    passive
+};
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+type PreInit =
+    extern "C" fn(std::ffi::c_int, *const *const std::ffi::c_char, *const *const std::ffi::c_char);
+
 fn main() -> ExitCode {
     gptdash::device::keep_freed_memory();
     let args = Cli::parse();

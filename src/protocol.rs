@@ -11,7 +11,9 @@ use crate::config::{DataMode, FinetuneSettings, Settings};
 use crate::generate::{GenerateOptions, Generation};
 
 mod inspect;
+mod run;
 pub use inspect::{InspectReport, InspectText, LensCell, PinnedLoss};
+pub use run::{RunKind, RunRecord};
 
 /// Dashboard → worker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -399,6 +401,21 @@ pub enum BenchReport {
     Generate(GenerateBench),
     Train(TrainBench),
     Inspect(InspectBench),
+    Wait(WaitBench),
+}
+
+/// `gptdash bench wait`: CPU time against wall time over parallel passes with serial
+/// gaps between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitBench {
+    /// `OMP_WAIT_POLICY` as libgomp read it (lower-cased), `default` when unset.
+    pub wait_policy: String,
+    pub threads: usize,
+    pub rounds: u64,
+    pub gap_us: u64,
+    pub wall_s: f64,
+    pub cpu_s: f64,
+    pub cpu_per_wall: f64,
 }
 
 /// `gptdash bench inspect`: one introspecting pass, as the `inspect` report.
@@ -449,6 +466,8 @@ pub enum Event {
         done: u64,
         total: u64,
     },
+    /// A run's history begins (or a resumed run continues) with what it is.
+    Run(Box<RunRecord>),
     Start(RunStart),
     /// One training step.
     Iter(StepMetrics),

@@ -15,7 +15,7 @@ use crate::classifier::sst2_labels;
 use crate::config::{FinetuneSettings, Settings};
 use crate::data::sst2;
 use crate::device::{device_name, resolve_device};
-use crate::protocol::{Command, Event, RunDone, RunStart, WorkerState};
+use crate::protocol::{Command, Event, RunDone, WorkerState};
 use crate::train::finetune::{FinetuneOptions, Finetuner};
 use crate::train::lm::LmTrainer;
 use crate::train::plan::{Output, Plan};
@@ -78,6 +78,8 @@ struct Worker {
     out_dir: PathBuf,
     /// `train.device`, where models are loaded and fine-tuned.
     device: String,
+    /// `train.threads` of the last run started (0, auto: its share of the cores).
+    threads: usize,
     /// The state the dashboard was last told, so only changes are sent.
     told: WorkerState,
     /// Weights kept to compare inspections against (the Inspect tab's pin).
@@ -91,6 +93,7 @@ impl Worker {
             engine: Engine::Empty,
             out_dir,
             device,
+            threads: 0,
             told: WorkerState::Idle,
             pinned: None,
         }
@@ -220,7 +223,10 @@ impl Worker {
                 }
                 _ => true,
             }),
-            Command::Save(dir) => Ok(self.send(self.engine.save(dir)?)),
+            Command::Save(dir) => {
+                let saved = self.engine.save(dir)?;
+                Ok(self.send(saved))
+            }
             Command::Load(dir) => {
                 self.tell(WorkerState::Preparing);
                 let (engine, message) = Engine::load(&dir, &self.device)?;
@@ -320,6 +326,7 @@ impl Worker {
             return Ok(self.send(Event::error(message)));
         }
         self.device = settings.train.device.clone();
+        self.threads = settings.train.threads;
         self.engine = Engine::Empty;
         self.unpin();
         self.tell(WorkerState::Preparing);
@@ -333,10 +340,10 @@ impl Worker {
             "the dashboard's settings",
         )?;
         let tx = self.events.clone();
-        let run = LmTrainer::new_with_progress(plan, &mut |e| {
+        let mut run = LmTrainer::new_with_progress(plan, &mut |e| {
             let _ = tx.send(e);
         })?;
-        let alive = self.send(Event::Start(RunStart::Train(Box::new(run.info()))));
+        let alive = self.send(run.begin()?);
         self.engine = Engine::Training(Box::new(run), Pace::Running);
         Ok(alive)
     }
@@ -381,14 +388,12 @@ impl Worker {
         let options = FinetuneOptions::from(&settings);
         let mut run = Finetuner::new(*loaded, &data.train, &data.val, options, out)?;
         run.link_latest(self.out_dir.join(CLASSIFIER_RUNS));
-        let info = run.info(
-            &data.train_file,
-            settings.samples,
-            device,
-            tch::get_num_threads() as usize,
-        );
+        let seat = crate::budget::Seat::take(self.threads);
+        tch::set_num_threads(seat.threads() as i32);
+        let info = run.info(&data.train_file, settings.samples, device, seat.threads());
+        let start = run.begin(info, &settings, seat)?;
         self.engine = Engine::Finetuning(Box::new(run), Pace::Running);
-        Ok(self.send(Event::Start(RunStart::Finetune(Box::new(info)))))
+        Ok(self.send(start))
     }
 
     /// Forwards the end of a fine-tuning run and keeps its model (a classifier when the

@@ -18,6 +18,9 @@ pub const STATE_FILE: &str = "train_state.json";
 pub const CLASSIFIER_FILE: &str = "classifier.json";
 /// A fine-tuning run's per-epoch losses and accuracies.
 pub(crate) const CURVES_FILE: &str = "curves.csv";
+/// A run's history: its events as JSON lines (see [`crate::runs`]), carried into every
+/// new copy of its folder.
+pub const HISTORY_FILE: &str = "events.jsonl";
 /// Inside a checkpoint being written, the last file: its presence says every other file
 /// was written and synced.
 pub(crate) const COMPLETE: &str = ".complete";
@@ -38,6 +41,7 @@ pub(crate) const CHECKPOINT_FILES: &[&str] = &[
     STATE_FILE,
     CLASSIFIER_FILE,
     CURVES_FILE,
+    HISTORY_FILE,
     COMPLETE,
 ];
 

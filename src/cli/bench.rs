@@ -15,6 +15,8 @@ use crate::generate::{generate_from, GenerateOptions};
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
 use crate::protocol::{BenchModel, BenchReport, Event, GenerateBench, InspectBench, TrainBench};
 
+mod wait;
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -31,6 +33,9 @@ pub enum BenchCommand {
     /// One introspecting pass (attention, logit lens, per-token loss) over a text, turned
     /// into the report `inspect` prints, on a random gpt-mini-sized model.
     Inspect(InspectBenchArgs),
+    /// CPU burnt by OpenMP's waiting threads between parallel passes (the wait policy
+    /// in force, measured).
+    Wait(wait::WaitBenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -132,6 +137,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchCommand::Generate(a) => bench_generate(a),
         BenchCommand::Train(a) => bench_train(a),
         BenchCommand::Inspect(a) => bench_inspect(a),
+        BenchCommand::Wait(a) => wait::bench_wait(a),
     }
 }
 

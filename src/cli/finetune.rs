@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::budget::Seat;
 use crate::checkpoint::{load_model_with_dropout, Base};
 use crate::classifier::{load_classifier, p_positive, Encoder, Example};
 use crate::config::{FinetuneSettings, Settings};
@@ -233,7 +234,9 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     // Model.
     let device = resolve_device(args.device.as_deref().unwrap_or(&settings.train.device))
         .context("--device")?;
-    let threads = set_threads(settings.train.threads);
+    let seat = Seat::take(settings.train.threads);
+    let threads = seat.threads();
+    tch::set_num_threads(threads as i32);
     let loaded = load_model_with_dropout(&model_dir, device, f.dropout)?;
     let mut run = Finetuner::new(
         loaded,
@@ -251,11 +254,8 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
         run.evaluate_at_end(&sst2::read_file(&file)?)?;
     }
     let info = run.info(&data.train_file, f.samples, device_name(device), threads);
-    show(
-        args.json,
-        f.epochs,
-        &Event::Start(RunStart::Finetune(Box::new(info))),
-    )?;
+    let start = run.begin(info, &f, seat)?;
+    show(args.json, f.epochs, &start)?;
     while !run.is_done() {
         // A signal: stop after this batch, keeping (and saving) the best epoch so far.
         if let Some(signal) = crate::interrupt::requested() {

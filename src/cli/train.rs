@@ -272,7 +272,7 @@ pub fn run(args: &TrainArgs, loaded: super::Loaded) -> Result<()> {
         }
     };
     let report = Reporter::new(args.json, run.settings.train.max_iters, run.step);
-    report.show(&Event::Start(RunStart::Train(Box::new(run.info()))));
+    report.show(&run.begin()?);
 
     // A signal (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) finishes the current step, saves a
     // checkpoint and exits with 128 + its number; a second one quits at once.

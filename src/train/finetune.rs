@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::budget::Seat;
 use crate::checkpoint::{self, CheckpointConfig, LoadedModel, Prompt};
 use crate::classifier::{
     batch_tensors, calibration, evaluate, p_positive, per_class, prompt_tokens, sst2_labels,
@@ -18,8 +19,12 @@ use crate::config::{FinetuneSettings, Keep, Readout, Schedule};
 use crate::data::corpus::IGNORE_INDEX;
 use crate::data::sst2::{positive_share, Labeled};
 use crate::model::gpt::Gpt;
-use crate::protocol::{EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSummary, RunDone};
+use crate::protocol::{
+    EpochMetrics, Evaluation, Event, FinetuneInfo, FinetuneSummary, RunDone, RunKind, RunRecord,
+    RunStart,
+};
 use crate::rng::{mix, SplitMix64};
+use crate::runs::History;
 use crate::train::optim::{AdamW, AdamWConfig};
 
 pub(crate) use crate::checkpoint::CURVES_FILE;
@@ -120,6 +125,10 @@ pub(crate) struct Finetuner {
     latest: Option<PathBuf>,
     /// The batch of the epoch whose loss was not a number.
     diverged_batch: Option<usize>,
+    /// The run's history in its folder, from [`Finetuner::begin`] on.
+    log: Option<History>,
+    /// The run's share of the machine's cores.
+    seat: Option<Seat>,
 }
 
 /// Where the current epoch stands.
@@ -216,6 +225,8 @@ impl Finetuner {
             latest: None,
             diverged_batch: None,
             notes,
+            log: None,
+            seat: None,
         })
     }
 
@@ -256,6 +267,31 @@ impl Finetuner {
         }
     }
 
+    /// Starts the run's history in its folder — a record of its settings, then its
+    /// `start` event — and returns that event; `seat` is its share of the cores (taken
+    /// before the model was loaded). Every event [`Finetuner::advance`] and
+    /// [`Finetuner::finish`] return is written there too.
+    pub(crate) fn begin(
+        &mut self,
+        info: FinetuneInfo,
+        settings: &FinetuneSettings,
+        seat: Seat,
+    ) -> Result<Event> {
+        let mut history = History::open(&self.out)?;
+        let record = RunRecord {
+            kind: RunKind::Classifier,
+            started: RunRecord::now(),
+            settings: None,
+            finetune: Some(Box::new(settings.clone())),
+            resumed_at: 0,
+        };
+        let start = Event::Start(RunStart::Finetune(Box::new(info)));
+        history.record(&[Event::Run(Box::new(record)), start.clone()])?;
+        self.log = Some(history);
+        self.seat = Some(seat);
+        Ok(start)
+    }
+
     pub(crate) fn is_done(&self) -> bool {
         self.diverged
             || self.epoch >= self.options.epochs
@@ -267,6 +303,17 @@ impl Finetuner {
     /// better validation loss) the best epoch restored, the classifier saved and `done`;
     /// a non-finite training loss ends the run with `diverged`, saving nothing.
     pub(crate) fn advance(&mut self) -> Result<Vec<Event>> {
+        let mut events = self.advance_inner()?;
+        if let Some(threads) = self.seat.as_mut().and_then(Seat::rebalance) {
+            events.push(Event::log(format!(
+                "other gptdash runs share this machine's cores: fine-tuning on {threads} threads now"
+            )));
+        }
+        crate::runs::keep(&mut self.log, &mut events);
+        Ok(events)
+    }
+
+    fn advance_inner(&mut self) -> Result<Vec<Event>> {
         if self.is_done() {
             bail!("the fine-tuning run is over (epoch {})", self.epoch);
         }
@@ -289,7 +336,7 @@ impl Finetuner {
         }
         events.push(Event::Epoch(m));
         if self.is_done() {
-            events.extend(self.finish()?);
+            events.extend(self.finish_inner()?);
         }
         Ok(events)
     }
@@ -298,6 +345,12 @@ impl Finetuner {
     /// classifier to the run's folder and reports `done`. Before the first epoch has
     /// ended there is nothing to keep, and nothing is saved.
     pub(crate) fn finish(&mut self) -> Result<Vec<Event>> {
+        let mut events = self.finish_inner()?;
+        crate::runs::keep(&mut self.log, &mut events);
+        Ok(events)
+    }
+
+    fn finish_inner(&mut self) -> Result<Vec<Event>> {
         let Some((best_epoch, val)) = self.kept() else {
             return Ok(vec![Event::log(
                 "fine-tuning stopped before its first epoch ended; nothing was saved",
@@ -317,7 +370,8 @@ impl Finetuner {
             readout: self.options.readout,
             prompt: self.loaded.prompt.clone(),
         };
-        self.save(&self.out, &info)?;
+        let out = self.out.clone();
+        self.save(&out, &info)?;
         if let Some(link) = &self.latest {
             // Best effort: the classifier is saved; the link is a convenience.
             let _ = crate::output::point_latest(link, &self.out);
@@ -492,12 +546,17 @@ impl Finetuner {
 
     /// Saves the classifier as a checkpoint directory (atomically), with `curves.csv`
     /// and `classifier.json`.
-    pub(crate) fn save(&self, dir: &Path, info: &ClassifierInfo) -> Result<()> {
+    pub(crate) fn save(&mut self, dir: &Path, info: &ClassifierInfo) -> Result<()> {
         let config = CheckpointConfig {
             parameters: crate::model::gpt::parameter_count(&self.loaded.vs),
             ..self.loaded.config.clone()
         };
-        checkpoint::write_atomically(dir, |tmp| {
+        let own = dir == self.out;
+        let mut history = self.log.take();
+        let saved = checkpoint::write_atomically(dir, |tmp| {
+            if let Some(h) = history.as_mut() {
+                h.carry_into(tmp, own)?;
+            }
             checkpoint::save_weights(
                 &self.loaded.vs,
                 &tmp.join(checkpoint::MODEL_FILE),
@@ -517,7 +576,12 @@ impl Finetuner {
             }
             std::fs::write(tmp.join(CURVES_FILE), csv)?;
             Ok(())
-        })
+        });
+        if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
+            h.follow()?;
+        }
+        self.log = history;
+        saved
     }
 }
 

@@ -13,14 +13,18 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device, Tensor};
 
+use crate::budget::Seat;
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
 use crate::config::Settings;
 use crate::data::corpus::{Batch, EpochOrder, Examples};
 use crate::data::tokenizer::TextTokenizer;
 use crate::device::device_name;
 use crate::model::gpt::{parameter_count, Gpt, GptConfig};
-use crate::protocol::{Event, ModelShape, RunDone, RunInfo, StepMetrics, TrainSummary};
+use crate::protocol::{
+    Event, ModelShape, RunDone, RunInfo, RunKind, RunRecord, RunStart, StepMetrics, TrainSummary,
+};
 use crate::rng::mix;
+use crate::runs::History;
 use crate::train::optim::AdamWConfig;
 use crate::train::plan::{Output, Plan};
 use crate::train::schedule::learning_rate;
@@ -71,6 +75,12 @@ pub struct LmTrainer {
     stats: RunStats,
     /// The loss stopped being a number; the run is over.
     diverged: bool,
+    /// The run's history in its folder, from [`LmTrainer::begin`] on.
+    history: Option<History>,
+    /// The folder a resumed run came from (its history goes on where the run does).
+    resumed_from: Option<PathBuf>,
+    /// The run's share of the machine's cores.
+    seat: Seat,
 }
 
 impl LmTrainer {
@@ -146,6 +156,7 @@ impl LmTrainer {
             .stepper
             .load(&dir.join(checkpoint::OPTIMIZER_FILE), state.step)?;
         trainer.step = state.step;
+        trainer.resumed_from = Some(dir.to_path_buf());
         trainer.best_test_loss = state.best_test_loss;
         trainer.last_train_loss = state.last_train_loss;
         Ok(trainer)
@@ -159,6 +170,13 @@ impl LmTrainer {
         config: GptConfig,
         created: Instant,
     ) -> Result<Self> {
+        // A fixed thread count as asked; auto (0), this run's share of the cores.
+        let seat = Seat::take(settings.train.threads);
+        let threads = if settings.train.threads == 0 {
+            seat.threads()
+        } else {
+            threads
+        };
         tch::set_num_threads(threads as i32);
         let Ready {
             name,
@@ -214,6 +232,9 @@ impl LmTrainer {
             gpu: None,
             stats: RunStats::new(created),
             diverged: false,
+            history: None,
+            resumed_from: None,
+            seat,
             settings,
         })
     }
@@ -253,6 +274,42 @@ impl LmTrainer {
 
     pub(crate) fn out(&self) -> &Path {
         &self.out
+    }
+
+    /// Starts (or, resumed, continues) the run's history in its folder — a record of
+    /// its kind and settings, then its `start` event — and returns that event. Every
+    /// event [`LmTrainer::advance`] and [`LmTrainer::interrupt`] return is written there
+    /// too.
+    pub(crate) fn begin(&mut self) -> Result<Event> {
+        if let Some(from) = self.resumed_from.as_ref().filter(|f| **f != self.out) {
+            // Resumed into another folder: the history so far comes along.
+            let (old, new) = (
+                from.join(checkpoint::HISTORY_FILE),
+                self.out.join(checkpoint::HISTORY_FILE),
+            );
+            if old.is_file() && !new.exists() {
+                std::fs::create_dir_all(&self.out)?;
+                std::fs::copy(&old, &new)
+                    .with_context(|| format!("cannot copy the history {}", old.display()))?;
+            }
+        }
+        let mut history = History::open(&self.out)?;
+        let record = RunRecord {
+            kind: RunKind::LanguageModel,
+            started: RunRecord::now(),
+            settings: Some(Box::new(self.settings.clone())),
+            finetune: None,
+            resumed_at: self.step,
+        };
+        let start = Event::Start(RunStart::Train(Box::new(self.info())));
+        history.record(&[Event::Run(Box::new(record)), start.clone()])?;
+        self.history = Some(history);
+        Ok(start)
+    }
+
+    /// Writes events to the run's history (see [`crate::runs::keep`]).
+    fn record(&mut self, events: &mut Vec<Event>) {
+        crate::runs::keep(&mut self.history, events);
     }
 
     /// The run's facts, for its `start` event.
@@ -295,7 +352,16 @@ impl LmTrainer {
         let started = Instant::now();
         let result = self.advance_inner(started);
         self.stats.busy_secs += started.elapsed().as_secs_f64();
-        result
+        let mut events = result?;
+        if let Some(threads) = self.seat.rebalance() {
+            self.threads = threads;
+            events.push(Event::log(format!(
+                "{} other gptdash runs share this machine's cores: training on {threads} threads now",
+                self.seat.others()
+            )));
+        }
+        self.record(&mut events);
+        Ok(events)
     }
 
     fn advance_inner(&mut self, started: Instant) -> Result<Vec<Event>> {
@@ -341,8 +407,9 @@ impl LmTrainer {
     }
 
     /// Saves to the run's folder and reports it.
-    pub(crate) fn checkpoint(&self) -> Result<Event> {
-        self.save(&self.out)?;
+    pub(crate) fn checkpoint(&mut self) -> Result<Event> {
+        let out = self.out.clone();
+        self.save(&out)?;
         Ok(Event::Checkpoint {
             iter: self.step,
             path: self.out.clone(),
@@ -358,6 +425,7 @@ impl LmTrainer {
             path: self.out.clone(),
         });
         events.push(self.summary(0.0));
+        self.record(&mut events);
         Ok(events)
     }
 
@@ -550,8 +618,13 @@ impl LmTrainer {
     }
 
     /// Writes a complete training checkpoint to `dir`, atomically.
-    pub(crate) fn save(&self, dir: &Path) -> Result<()> {
-        checkpoint::write_atomically(dir, |tmp| {
+    pub(crate) fn save(&mut self, dir: &Path) -> Result<()> {
+        let own = dir == self.out;
+        let mut history = self.history.take();
+        let saved = checkpoint::write_atomically(dir, |tmp| {
+            if let Some(h) = history.as_mut() {
+                h.carry_into(tmp, own)?;
+            }
             checkpoint::save_weights(
                 &self.vs,
                 &tmp.join(checkpoint::MODEL_FILE),
@@ -570,7 +643,13 @@ impl LmTrainer {
                 last_train_loss: self.last_train_loss,
             };
             checkpoint::write_json(&tmp.join(checkpoint::STATE_FILE), &state)
-        })?;
+        });
+        if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
+            // A copy in place of the file written: go on in the copy.
+            h.follow()?;
+        }
+        self.history = history;
+        saved?;
         if let Some(link) = self.latest.as_ref().filter(|_| dir == self.out) {
             // Best effort: the run is saved; the link is a convenience.
             let _ = crate::output::point_latest(link, dir);

@@ -239,7 +239,7 @@ impl Engine {
     }
 
     /// Saves the training run held: to its own folder, or to `dir`.
-    pub(crate) fn save(&self, dir: Option<PathBuf>) -> anyhow::Result<Event> {
+    pub(crate) fn save(&mut self, dir: Option<PathBuf>) -> anyhow::Result<Event> {
         match (self, dir) {
             (Engine::Training(run, _), None) => run.checkpoint(),
             (Engine::Training(run, _), Some(dir)) => {

@@ -1,0 +1,149 @@
+//! Writing a run's history: its events as JSON lines in `events.jsonl`, in the run's
+//! folder, flushed after every step's events and synced with every checkpoint.
+//!
+//! A checkpoint save replaces the whole folder ([`crate::checkpoint::write_atomically`]);
+//! the history is carried into each new copy as a hard link to the same file, so lines
+//! written after the save land in the folder that is there now. Where a link cannot be
+//! made (a file system without them), the history is copied and the writer reopens the
+//! copy after the save ([`History::follow`]).
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::checkpoint::HISTORY_FILE;
+use crate::protocol::Event;
+
+/// An open history, appended to.
+#[derive(Debug)]
+pub struct History {
+    path: PathBuf,
+    out: BufWriter<File>,
+    /// The file's identity (device, inode), to notice a save that copied it.
+    id: (u64, u64),
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+impl History {
+    /// Opens `dir/events.jsonl` for appending, creating the folder (a run's folder holds
+    /// its history from its first step, before its first checkpoint) and the file. A
+    /// last line cut short (the process was killed while writing it) is ended, so the
+    /// next line starts on a line of its own; readers skip the torn one.
+    pub fn open(dir: &Path) -> Result<History> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(HISTORY_FILE);
+        let mut file = crate::data::files::open_append(&path)
+            .with_context(|| format!("cannot write the run's history {}", path.display()))?;
+        let id = identity(&file.metadata()?);
+        if !ends_with_newline(&path)? {
+            file.write_all(b"\n")?;
+        }
+        Ok(History {
+            path,
+            out: BufWriter::new(file),
+            id,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the events, one line each, and hands them to the kernel (a crash of
+    /// gptdash loses none; a crash of the machine loses what was not synced).
+    pub fn record(&mut self, events: &[Event]) -> Result<()> {
+        for event in events {
+            if matches!(
+                event,
+                Event::State { .. } | Event::Prepare { .. } | Event::Generated { .. }
+            ) {
+                continue;
+            }
+            self.out.write_all(event.to_json().as_bytes())?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// Flushes and syncs the file to the disk.
+    pub fn sync(&mut self) -> Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        Ok(())
+    }
+
+    /// Puts the history into `tmp`, a checkpoint being written: the same file linked
+    /// when `tmp` replaces the history's own folder (`same_folder`), else a copy (a save
+    /// elsewhere takes the history so far).
+    pub fn carry_into(&mut self, tmp: &Path, same_folder: bool) -> Result<()> {
+        self.out.flush()?;
+        let to = tmp.join(HISTORY_FILE);
+        if same_folder && std::fs::hard_link(&self.path, &to).is_ok() {
+            return Ok(());
+        }
+        std::fs::copy(&self.path, &to)
+            .map(|_| ())
+            .with_context(|| format!("cannot copy {} into {}", self.path.display(), tmp.display()))
+    }
+
+    /// After a save of the history's folder: when the file there is no longer the one
+    /// written (the save copied it), appends to the new one from now on.
+    pub fn follow(&mut self) -> Result<()> {
+        let now = std::fs::metadata(&self.path).map(|m| identity(&m));
+        if now.is_ok_and(|id| id == self.id) {
+            return Ok(());
+        }
+        self.out.flush()?;
+        let file = crate::data::files::open_append(&self.path)
+            .with_context(|| format!("cannot write the run's history {}", self.path.display()))?;
+        self.id = identity(&file.metadata()?);
+        self.out = BufWriter::new(file);
+        Ok(())
+    }
+}
+
+/// Writes a run's events to its history, when it has one open: synced when the run
+/// ends (done, interrupted, diverged). A history that cannot be written any more is
+/// closed, with a line in the log saying so — the run goes on.
+pub fn keep(history: &mut Option<History>, events: &mut Vec<Event>) {
+    let Some(h) = history.as_mut() else {
+        return;
+    };
+    let ends = events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Done(_) | Event::Interrupted { .. } | Event::Diverged { .. }
+        )
+    });
+    let written = h
+        .record(events)
+        .and_then(|()| if ends { h.sync() } else { Ok(()) });
+    if let Err(e) = written {
+        events.push(Event::log(format!(
+            "the run's history ({}) is no longer written: {e:#}",
+            h.path().display()
+        )));
+        *history = None;
+    }
+}
+
+/// Whether the file is empty or ends with a newline.
+fn ends_with_newline(path: &Path) -> Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}

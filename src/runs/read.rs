@@ -1,0 +1,259 @@
+//! Reading a run's history back: the curves (train and test loss by step, tokens and
+//! training time; a classifier's losses and accuracy by epoch), how the run ended, and
+//! the record it started with. Read whole ([`RunHistory::read`]) or as it grows
+//! ([`RunHistory::read_more`]); only complete lines count — a last line without its
+//! newline is torn (the writer was killed) or still being written, and is left for later.
+//!
+//! A resumed run continues its history: the `start` of the resumed segment says where
+//! it continues from, and the points the interrupted segment wrote past that step (work
+//! after its last checkpoint, done again) are dropped.
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::protocol::{EpochMetrics, Event, RunDone, RunKind, RunRecord, RunStart, StepMetrics};
+
+/// One point of a curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// The step (a classifier's: the epoch).
+    pub step: u64,
+    /// Target tokens trained on up to this step.
+    pub tokens: f64,
+    /// Training time up to this step, in seconds.
+    pub secs: f64,
+    pub value: f64,
+}
+
+/// How a run stands, from its history and its folder's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[strum(serialize = "running")]
+    Running,
+    #[strum(serialize = "finished")]
+    Finished,
+    /// Stopped early (a signal, `x`), or killed: the history ends without its end.
+    #[strum(serialize = "interrupted")]
+    Interrupted,
+    #[strum(serialize = "diverged")]
+    Diverged,
+}
+
+/// What a history says.
+#[derive(Debug, Clone, Default)]
+pub struct RunHistory {
+    /// The first record (kind, start time, settings).
+    pub record: Option<RunRecord>,
+    /// The latest segment's `start`.
+    pub start: Option<RunStart>,
+    /// Train loss by step (a classifier's: by epoch).
+    pub train: Vec<Point>,
+    /// Test loss at each evaluation (a classifier's: validation loss by epoch).
+    pub test: Vec<Point>,
+    /// A classifier's validation accuracy by epoch.
+    pub accuracy: Vec<Point>,
+    pub epochs: Vec<EpochMetrics>,
+    /// The latest segment's end: `done`, and whether it was interrupted or diverged.
+    pub done: Option<RunDone>,
+    pub interrupted: bool,
+    pub diverged: bool,
+    /// Lines that are not events (skipped).
+    pub malformed: u64,
+    /// Bytes read so far (up to the end of the last complete line).
+    pub offset: u64,
+    /// The last step seen, its tokens and training time so far.
+    last_step: u64,
+    /// (step, tokens, seconds) at each checkpoint: where a resumed segment goes on from.
+    saved: Vec<(u64, f64, f64)>,
+    tokens: f64,
+    secs: f64,
+}
+
+/// The fields of an `iter` line a summary needs (parsed without the rest).
+#[derive(Deserialize)]
+struct IterLite {
+    iter: u64,
+    #[serde(default)]
+    iter_ms: Option<f64>,
+    #[serde(default)]
+    tokens: usize,
+}
+
+impl RunHistory {
+    /// Reads a history file whole. `points: false` keeps only what a summary needs (the
+    /// train curve is then empty): faster, for listing many runs.
+    pub fn read(path: &Path, points: bool) -> std::io::Result<RunHistory> {
+        let mut history = RunHistory::default();
+        history.read_more(path, points)?;
+        Ok(history)
+    }
+
+    /// Reads what was appended since the last read (a file that shrank — replaced — is
+    /// read again from its start).
+    pub fn read_more(&mut self, path: &Path, points: bool) -> std::io::Result<bool> {
+        let mut file = crate::data::files::open_regular(path, "history", u64::MAX)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        let len = file.metadata()?.len();
+        if len < self.offset {
+            *self = RunHistory::default();
+        }
+        if len == self.offset {
+            return Ok(false);
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::with_capacity((len - self.offset) as usize);
+        file.take(len - self.offset).read_to_end(&mut bytes)?;
+        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+            return Ok(false);
+        };
+        for line in bytes[..end].split(|b| *b == b'\n') {
+            self.line(line, points);
+        }
+        self.offset += end as u64 + 1;
+        Ok(true)
+    }
+
+    fn line(&mut self, line: &[u8], points: bool) {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            return;
+        }
+        if line.starts_with(br#"{"event":"iter""#) {
+            if points {
+                match serde_json::from_slice::<Event>(line) {
+                    Ok(Event::Iter(m)) => self.step(&m),
+                    _ => self.malformed += 1,
+                }
+            } else {
+                match serde_json::from_slice::<IterLite>(line) {
+                    Ok(m) => self.advance(m.iter, m.tokens, m.iter_ms),
+                    Err(_) => self.malformed += 1,
+                }
+            }
+            return;
+        }
+        match serde_json::from_slice::<Event>(line) {
+            Ok(event) => self.apply(event),
+            Err(_) => self.malformed += 1,
+        }
+    }
+
+    fn advance(&mut self, step: u64, tokens: usize, iter_ms: Option<f64>) {
+        self.last_step = step;
+        self.tokens += tokens as f64;
+        self.secs += iter_ms.filter(|x| x.is_finite()).unwrap_or(0.0) / 1000.0;
+    }
+
+    fn step(&mut self, m: &StepMetrics) {
+        self.advance(m.iter, m.tokens, Some(m.iter_ms));
+        self.train.push(self.point(m.iter, m.loss));
+    }
+
+    fn point(&self, step: u64, value: f64) -> Point {
+        Point {
+            step,
+            tokens: self.tokens,
+            secs: self.secs,
+            value,
+        }
+    }
+
+    /// One event of the history.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Run(record) => {
+                if self.record.is_none() {
+                    self.record = Some(*record);
+                }
+            }
+            Event::Start(start) => {
+                if let RunStart::Train(info) = &start {
+                    self.resume_at(info.start_iter);
+                }
+                self.done = None;
+                self.interrupted = false;
+                self.diverged = false;
+                self.start = Some(start);
+            }
+            Event::Iter(m) => self.step(&m),
+            Event::Eval { iter, test_loss } => {
+                let p = self.point(iter, test_loss);
+                self.test.push(p);
+            }
+            Event::Epoch(m) => {
+                let epoch = m.epoch as u64;
+                self.secs += m.secs;
+                self.last_step = epoch;
+                self.train.push(self.point(epoch, m.train_loss));
+                self.test.push(self.point(epoch, m.val_loss));
+                self.accuracy.push(self.point(epoch, m.val_acc));
+                self.epochs.push(m);
+            }
+            Event::Checkpoint { iter, .. } => self.saved.push((iter, self.tokens, self.secs)),
+            Event::Interrupted { .. } => self.interrupted = true,
+            Event::Diverged { .. } => self.diverged = true,
+            Event::Done(done) => self.done = Some(done),
+            _ => {}
+        }
+    }
+
+    /// A segment continues from step `at`: what an earlier one wrote past it goes.
+    fn resume_at(&mut self, at: u64) {
+        if self.start.is_none() {
+            return;
+        }
+        self.train.retain(|p| p.step <= at);
+        self.test.retain(|p| p.step <= at);
+        self.saved.retain(|s| s.0 <= at);
+        let from = self
+            .saved
+            .last()
+            .map(|s| (s.1, s.2))
+            .or_else(|| self.train.last().map(|p| (p.tokens, p.secs)));
+        (self.tokens, self.secs) = from.unwrap_or((0.0, 0.0));
+        self.last_step = self.last_step.min(at);
+    }
+
+    pub fn kind(&self) -> RunKind {
+        match (&self.record, &self.start) {
+            (Some(r), _) => r.kind,
+            (None, Some(RunStart::Finetune(_))) => RunKind::Classifier,
+            _ => RunKind::LanguageModel,
+        }
+    }
+
+    /// The last step (a classifier's: epoch) reached.
+    pub fn steps(&self) -> u64 {
+        self.last_step
+    }
+
+    pub fn tokens(&self) -> f64 {
+        self.tokens
+    }
+
+    /// Training time so far, in seconds.
+    pub fn train_secs(&self) -> f64 {
+        self.secs
+    }
+
+    /// How the run stands: `running` when the history has no end and `locked` (another
+    /// process holds the folder).
+    pub fn status(&self, locked: bool) -> Status {
+        if self.diverged {
+            Status::Diverged
+        } else if self.interrupted {
+            Status::Interrupted
+        } else if self.done.is_some() {
+            Status::Finished
+        } else if locked {
+            Status::Running
+        } else {
+            Status::Interrupted
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
