@@ -15,6 +15,29 @@ pub struct Settings {
     pub generate: GenerateSettings,
     pub finetune: FinetuneSettings,
     pub ui: UiSettings,
+    pub runs: RunsSettings,
+}
+
+/// `[runs]`: where runs are looked for (`gptdash runs`, the Runs tab), besides
+/// `checkpoints/`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunsSettings {
+    /// More folders holding runs (a sweep's `--out`, runs kept elsewhere).
+    pub folders: Vec<PathBuf>,
+}
+
+impl RunsSettings {
+    /// The runs roots: `checkpoints/` (relative to the current folder), then `folders`.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![PathBuf::from(crate::output::DEFAULT_PARENT)];
+        roots.extend(
+            self.folders
+                .iter()
+                .map(|f| crate::paths::expand_home(&f.to_string_lossy())),
+        );
+        roots
+    }
 }
 
 /// `[model]`: a preset, optionally with explicit sizes on top.

@@ -58,6 +58,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Finetune(args)) => cli::finetune::run(&args, loaded.checked()?),
         Some(Command::Classify(args)) => cli::finetune::classify(&args, loaded.checked()?),
         Some(Command::Inspect(args)) => cli::inspect::run(&args, loaded.checked()?),
+        Some(Command::Runs(args)) => cli::runs::run(&args, loaded.checked()?),
         Some(Command::Watch(args)) => {
             let settings = loaded.checked()?;
             let source = gptdash::watch::Source::parse(&args.source);

@@ -536,6 +536,13 @@ pub enum Event {
     Bench(Box<BenchReport>),
     /// A Hugging Face folder was written (`gptdash export --json`).
     Exported(Box<Exported>),
+    /// One run of `gptdash runs --json`.
+    RunSummary(Box<crate::runs::RunSummary>),
+    /// `gptdash runs diff --json`: the settings in which the runs differ.
+    RunsDiff {
+        runs: Vec<String>,
+        differ: Vec<crate::runs::DiffRow>,
+    },
     Log {
         message: String,
     },

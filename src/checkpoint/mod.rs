@@ -25,6 +25,7 @@ pub(crate) mod load;
 pub(crate) mod schema;
 pub(crate) mod weights;
 
+pub(crate) use folder::is_being_written;
 pub use folder::{recover, replaceable, resolve_link, siblings, write_atomically, OutputLock};
 pub use load::{load_model, load_model_with_dropout, Base, LoadedModel, Prompt};
 pub use schema::*;

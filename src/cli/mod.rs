@@ -5,6 +5,7 @@ pub mod export;
 pub mod finetune;
 pub mod generate;
 pub mod inspect;
+pub mod runs;
 pub mod train;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ pub enum Command {
     Data(data::DataArgs),
     /// Speed benchmarks.
     Bench(bench::BenchArgs),
+    /// The runs under checkpoints/ (and `[runs] folders`): a table, sorted and filtered;
+    /// `runs diff A B` the settings they differ in.
+    Runs(runs::RunsArgs),
     /// The dashboard (also what `gptdash` alone starts).
     Tui,
     /// The dashboard's Train tab following a run that trains elsewhere: the JSON-lines

@@ -27,7 +27,7 @@ pub struct Point {
 }
 
 /// How a run stands, from its history and its folder's lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, strum::Display)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     #[strum(serialize = "running")]
@@ -44,8 +44,10 @@ pub enum Status {
 /// What a history says.
 #[derive(Debug, Clone, Default)]
 pub struct RunHistory {
-    /// The first record (kind, start time, settings).
+    /// The latest record (kind, settings: a resumed run's may change its loop's).
     pub record: Option<RunRecord>,
+    /// When the run first started (seconds since the Unix epoch).
+    pub started: Option<u64>,
     /// The latest segment's `start`.
     pub start: Option<RunStart>,
     /// Train loss by step (a classifier's: by epoch).
@@ -164,9 +166,8 @@ impl RunHistory {
     pub fn apply(&mut self, event: Event) {
         match event {
             Event::Run(record) => {
-                if self.record.is_none() {
-                    self.record = Some(*record);
-                }
+                self.started = self.started.or(Some(record.started));
+                self.record = Some(*record);
             }
             Event::Start(start) => {
                 if let RunStart::Train(info) = &start {

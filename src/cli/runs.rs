@@ -1,0 +1,348 @@
+//! `gptdash runs`: every run under the runs roots as a table (or `--json` lines), sorted
+//! and filtered; `gptdash runs diff A B [C…]`: the settings in which runs differ.
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::config::Settings;
+use crate::protocol::{Event, RunKind};
+use crate::runs::{self, DiffRow, RunHistory, RunSummary, Status};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub action: Option<RunsAction>,
+    /// Order by this column.
+    #[arg(long, value_enum, default_value_t = SortKey::Started)]
+    pub sort: SortKey,
+    /// Reverse the order.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Only runs of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Only runs in this state.
+    #[arg(long, value_enum)]
+    pub status: Option<Status>,
+    /// Only runs whose name, corpus or model contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// Another folder to look for runs in (besides checkpoints/ and `[runs] folders`).
+    #[arg(long, value_name = "DIR")]
+    pub root: Vec<PathBuf>,
+    /// One JSON object per run (`run_summary` events) instead of the table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RunsAction {
+    /// The settings in which these runs differ (names as `gptdash runs` lists them, or
+    /// folders).
+    Diff {
+        #[arg(required = true, num_args = 2.., value_name = "RUN")]
+        runs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    Started,
+    Name,
+    Kind,
+    Corpus,
+    Steps,
+    Tokens,
+    Wall,
+    Speed,
+    Best,
+    Last,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    #[value(name = "lm")]
+    LanguageModel,
+    Classifier,
+}
+
+impl ValueEnum for Status {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            Status::Running,
+            Status::Finished,
+            Status::Interrupted,
+            Status::Diverged,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let name: &'static str = match self {
+            Status::Running => "running",
+            Status::Finished => "finished",
+            Status::Interrupted => "interrupted",
+            Status::Diverged => "diverged",
+        };
+        Some(clap::builder::PossibleValue::new(name))
+    }
+}
+
+pub fn run(args: &RunsArgs, settings: Settings) -> Result<()> {
+    let mut roots = settings.runs.roots();
+    roots.extend(args.root.iter().cloned());
+    match &args.action {
+        Some(RunsAction::Diff { runs }) => diff(runs, &roots, args.json),
+        None => list(args, &roots),
+    }
+}
+
+/// The runs under `roots`, summarised (a history that cannot be read is left out, with
+/// a line on stderr).
+pub fn summaries(roots: &[PathBuf]) -> Vec<RunSummary> {
+    let found = runs::find(roots);
+    let read = |f: &runs::Found| match RunSummary::read(f) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("{}: cannot read its history: {e}", f.dir.display());
+            None
+        }
+    };
+    use rayon::prelude::*;
+    found.par_iter().filter_map(read).collect()
+}
+
+/// Sorts and filters as the flags say.
+pub fn select(mut all: Vec<RunSummary>, args: &RunsArgs) -> Vec<RunSummary> {
+    all.retain(|r| {
+        args.kind.is_none_or(|k| {
+            r.kind
+                == match k {
+                    KindArg::LanguageModel => RunKind::LanguageModel,
+                    KindArg::Classifier => RunKind::Classifier,
+                }
+        }) && args.status.is_none_or(|s| r.status == s)
+            && args.filter.as_ref().is_none_or(|t| {
+                let t = t.to_lowercase();
+                [&r.name, &r.corpus, &r.model]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&t))
+            })
+    });
+    let num = |x: Option<f64>| x.unwrap_or(f64::NAN);
+    all.sort_by(|a, b| {
+        let by = match args.sort {
+            SortKey::Started => a.started.cmp(&b.started),
+            SortKey::Name => a.name.cmp(&b.name),
+            SortKey::Kind => a.kind.cmp(&b.kind),
+            SortKey::Corpus => a.corpus.cmp(&b.corpus),
+            SortKey::Steps => a.steps.cmp(&b.steps),
+            SortKey::Tokens => a.tokens.total_cmp(&b.tokens),
+            SortKey::Wall => a.wall_s.total_cmp(&b.wall_s),
+            SortKey::Speed => num(a.tokens_per_s).total_cmp(&num(b.tokens_per_s)),
+            SortKey::Best => num(a.best).total_cmp(&num(b.best)),
+            SortKey::Last => num(a.last).total_cmp(&num(b.last)),
+            SortKey::Status => a.status.cmp(&b.status),
+        };
+        by.then_with(|| a.name.cmp(&b.name))
+    });
+    if args.reverse {
+        all.reverse();
+    }
+    all
+}
+
+fn list(args: &RunsArgs, roots: &[PathBuf]) -> Result<()> {
+    let shown = select(summaries(roots), args);
+    if args.json {
+        for r in shown {
+            println!("{}", Event::RunSummary(Box::new(r)).to_json());
+        }
+        return Ok(());
+    }
+    if shown.is_empty() {
+        println!(
+            "no runs under {} (a run is a folder with its events.jsonl; gptdash train makes one)",
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    print!("{}", table(&shown));
+    Ok(())
+}
+
+/// Human numbers: 12.3k, 4.5M.
+pub fn count(x: f64) -> String {
+    if x >= 1e9 {
+        format!("{:.1}G", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// 42s, 3m05s, 2h10m.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s < 60 {
+        format!("{:.1}s", secs.max(0.0))
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC).
+pub fn date(unix: Option<u64>) -> String {
+    let Some(t) = unix else {
+        return "-".into();
+    };
+    let (y, m, d) = crate::output::civil_from_days((t / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", (t % 86_400) / 3600, (t % 3600) / 60)
+}
+
+fn metric(r: &RunSummary, x: Option<f64>) -> String {
+    match (x, r.kind) {
+        (None, _) => "-".into(),
+        (Some(v), RunKind::LanguageModel) => format!("{v:.4}"),
+        (Some(v), RunKind::Classifier) => format!("{v:.3}"),
+    }
+}
+
+/// The rows of the table, as text cells (a header first).
+pub fn rows(runs: &[RunSummary]) -> Vec<[String; 12]> {
+    let mut rows = vec![[
+        "name", "kind", "corpus", "model", "steps", "tokens", "time", "tok/s", "best", "last",
+        "status", "started",
+    ]
+    .map(String::from)];
+    for r in runs {
+        let unit = match r.kind {
+            RunKind::LanguageModel => "",
+            RunKind::Classifier => " ep",
+        };
+        rows.push([
+            r.name.clone(),
+            match r.kind {
+                RunKind::LanguageModel => "lm".into(),
+                RunKind::Classifier => "classifier".into(),
+            },
+            r.corpus.clone(),
+            r.model.clone(),
+            format!("{}/{}{unit}", r.steps, r.planned),
+            if r.tokens > 0.0 {
+                count(r.tokens)
+            } else {
+                "-".into()
+            },
+            duration(r.wall_s),
+            r.tokens_per_s.map_or("-".into(), count),
+            metric(r, r.best),
+            metric(r, r.last),
+            r.status.to_string(),
+            date(r.started),
+        ]);
+    }
+    rows
+}
+
+fn table(runs: &[RunSummary]) -> String {
+    let rows = rows(runs);
+    let widths: Vec<usize> = (0..12)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                // Numbers to the right, words to the left.
+                if (4..10).contains(&c) {
+                    format!("{cell:>w$}")
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str("best/last: test loss (lm), validation accuracy (classifier); time: training time, or a finished run's whole time\n");
+    out
+}
+
+fn diff(names: &[String], roots: &[PathBuf], json: bool) -> Result<()> {
+    let mut found = Vec::new();
+    for name in names {
+        found.push(runs::resolve(name, roots)?);
+    }
+    let mut flat = Vec::new();
+    for f in &found {
+        let h = RunHistory::read(&f.dir.join(crate::checkpoint::HISTORY_FILE), false)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read its history: {e}", f.dir.display()))?;
+        let Some(record) = &h.record else {
+            bail!(
+                "run {}: its history has no settings record (written by an older gptdash?)",
+                f.name
+            );
+        };
+        flat.push(runs::flatten(record));
+    }
+    let rows = runs::diff(&flat);
+    let names: Vec<String> = found.iter().map(|f| f.name.clone()).collect();
+    if json {
+        println!(
+            "{}",
+            Event::RunsDiff {
+                runs: names,
+                differ: rows
+            }
+            .to_json()
+        );
+        return Ok(());
+    }
+    print!("{}", diff_table(&names, &rows));
+    Ok(())
+}
+
+/// The diff as text: a row per differing key, a column per run.
+pub fn diff_table(names: &[String], rows: &[DiffRow]) -> String {
+    if rows.is_empty() {
+        return format!("{} runs with the same settings\n", names.len());
+    }
+    let mut grid = vec![std::iter::once("setting".to_string())
+        .chain(names.iter().cloned())
+        .collect::<Vec<_>>()];
+    for r in rows {
+        grid.push(
+            std::iter::once(r.key.clone())
+                .chain(r.values.iter().cloned())
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..grid[0].len())
+        .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in grid {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,94 @@
+//! Finding runs: a run is a folder holding a history (`events.jsonl`); runs are looked
+//! for under the runs roots (`checkpoints/`, and the folders `[runs] folders` names),
+//! in their sub-folders too (a sweep's members), never through a link (`checkpoints/
+//! <corpus>` points at a run listed already) or into gptdash's hidden temporaries.
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::HISTORY_FILE;
+
+/// How deep under a root runs are looked for (a sweep in a folder of its own: 2).
+const DEPTH: usize = 3;
+
+/// A run folder found under a root.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    /// Its path relative to its root (`small-20261202-1`, `sweep-lr/lr=0.001-seed=1`).
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// The runs under these roots, by name; a root that does not exist has none.
+pub fn find(roots: &[PathBuf]) -> Vec<Found> {
+    let mut found = Vec::new();
+    for root in roots {
+        walk(root, root, 0, &mut found);
+    }
+    found.sort();
+    found.dedup_by(|a, b| a.dir == b.dir);
+    found
+}
+
+fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<Found>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        // Links are not followed: file_type does not look through them.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if path.join(HISTORY_FILE).is_file() {
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            found.push(Found { name, dir: path });
+        } else if depth + 1 < DEPTH {
+            walk(root, &path, depth + 1, found);
+        }
+    }
+}
+
+/// The run `what` names: a folder holding a history, or a run's name under a root (its
+/// whole name, or the one run whose name ends with it).
+pub fn resolve(what: &str, roots: &[PathBuf]) -> anyhow::Result<Found> {
+    let path = crate::paths::expand_home(what);
+    if path.join(HISTORY_FILE).is_file() {
+        let dir = crate::output::resolve_link(&path);
+        return Ok(Found {
+            name: what.to_string(),
+            dir,
+        });
+    }
+    let all = find(roots);
+    if let Some(f) = all.iter().find(|f| f.name == what) {
+        return Ok(f.clone());
+    }
+    let ends: Vec<&Found> = all.iter().filter(|f| f.name.ends_with(what)).collect();
+    match ends.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => anyhow::bail!(
+            "run {what}: no such run folder, and no run of that name under {}; gptdash runs lists them",
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        many => anyhow::bail!(
+            "run {what}: {} runs end with that name ({}); give more of it",
+            many.len(),
+            many.iter()
+                .take(4)
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

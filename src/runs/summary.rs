@@ -1,0 +1,118 @@
+//! One line per run: what `gptdash runs` and the Runs tab list.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::find::Found;
+use super::read::{RunHistory, Status};
+use crate::checkpoint::HISTORY_FILE;
+use crate::protocol::{RunDone, RunKind, RunStart};
+
+/// A run, summarised from its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: RunKind,
+    /// The corpus (a classifier's: its SST-2 data).
+    pub corpus: String,
+    /// The model preset and sizes (a classifier's: the model it started from).
+    pub model: String,
+    /// Steps taken (a classifier's: epochs).
+    pub steps: u64,
+    /// Steps (epochs) planned.
+    pub planned: u64,
+    pub tokens: f64,
+    /// Training time (a finished run's: its whole time, preparation included).
+    pub wall_s: f64,
+    pub tokens_per_s: Option<f64>,
+    /// Best and last test loss (a classifier's: validation accuracy).
+    pub best: Option<f64>,
+    pub last: Option<f64>,
+    pub status: Status,
+    /// Seconds since the Unix epoch.
+    pub started: Option<u64>,
+    /// Lines of the history that are not events.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub malformed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl RunSummary {
+    /// What the best/last columns hold.
+    pub fn metric(&self) -> &'static str {
+        match self.kind {
+            RunKind::LanguageModel => "test loss",
+            RunKind::Classifier => "val acc",
+        }
+    }
+
+    /// The run summarised from its history (`h`, read with or without its points).
+    pub fn of(found: &Found, h: &RunHistory) -> RunSummary {
+        let kind = h.kind();
+        let locked = crate::checkpoint::is_being_written(&found.dir);
+        let (corpus, model, planned) = match &h.start {
+            Some(RunStart::Train(info)) => {
+                let m = &info.model;
+                (
+                    info.corpus_name.clone(),
+                    format!(
+                        "{} {}L {}H {}d",
+                        info.preset, m.n_layer, m.n_head, m.n_embd
+                    ),
+                    info.max_iters,
+                )
+            }
+            Some(RunStart::Finetune(info)) => (
+                format!("sst2 {} rows", info.samples),
+                info.model.clone(),
+                info.epochs as u64,
+            ),
+            None => ("?".into(), "?".into(), 0),
+        };
+        let (best, last) = match kind {
+            RunKind::LanguageModel => {
+                let losses = h.test.iter().map(|p| p.value).filter(|v| v.is_finite());
+                (losses.clone().reduce(f64::min), h.test.last().map(|p| p.value))
+            }
+            RunKind::Classifier => {
+                let accs = h.accuracy.iter().map(|p| p.value);
+                (accs.reduce(f64::max), h.accuracy.last().map(|p| p.value))
+            }
+        };
+        let (wall_s, tokens_per_s) = match &h.done {
+            Some(RunDone::Train(s)) if !h.interrupted => (s.wall_s, Some(s.tokens_per_s)),
+            _ => {
+                let secs = h.train_secs();
+                let speed = (secs > 0.0 && h.tokens() > 0.0).then(|| h.tokens() / secs);
+                (secs, speed)
+            }
+        };
+        RunSummary {
+            name: found.name.clone(),
+            path: found.dir.clone(),
+            kind,
+            corpus,
+            model,
+            steps: h.steps(),
+            planned,
+            tokens: h.tokens(),
+            wall_s,
+            tokens_per_s,
+            best,
+            last,
+            status: h.status(locked),
+            started: h.started,
+            malformed: h.malformed,
+        }
+    }
+
+    /// Reads a run's history for its summary.
+    pub fn read(found: &Found) -> std::io::Result<RunSummary> {
+        let h = RunHistory::read(&found.dir.join(HISTORY_FILE), false)?;
+        Ok(Self::of(found, &h))
+    }
+}
