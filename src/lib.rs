@@ -24,6 +24,7 @@ pub mod protocol;
 pub(crate) mod reading;
 pub mod rng;
 pub mod runs;
+pub mod sweep;
 pub mod train;
 pub mod tui;
 pub mod watch;

@@ -59,6 +59,8 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Some(Command::Classify(args)) => cli::finetune::classify(&args, loaded.checked()?),
         Some(Command::Inspect(args)) => cli::inspect::run(&args, loaded.checked()?),
         Some(Command::Runs(args)) => cli::runs::run(&args, loaded.checked()?),
+        // Each member's settings are checked as the grid makes them.
+        Some(Command::Sweep(args)) => cli::sweep::run(&args, loaded),
         Some(Command::Watch(args)) => {
             let settings = loaded.checked()?;
             let source = gptdash::watch::Source::parse(&args.source);

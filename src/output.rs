@@ -12,7 +12,7 @@ pub(crate) const DEFAULT_PARENT: &str = "checkpoints";
 use anyhow::{bail, Context, Result};
 
 pub(crate) use crate::checkpoint::{replaceable, resolve_link};
-use crate::checkpoint::{siblings, OutputLock, CHECKPOINT_FILES, CONFIG_FILE};
+use crate::checkpoint::{siblings, OutputLock, CHECKPOINT_FILES, CONFIG_FILE, HISTORY_FILE};
 
 /// What a folder holds, as far as writing into it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub(crate) enum Found {
     Empty,
     /// A gptdash checkpoint and nothing else.
     Checkpoint,
+    /// Only a run's history: a run that saved no checkpoint (killed before its first).
+    History,
     /// Anything else: the first few names in it.
     Other(Vec<String>),
 }
@@ -60,6 +62,9 @@ pub(crate) fn survey(dir: &Path) -> Result<Found> {
         .is_some_and(|v| v.get("format_version").is_some() && v.get("model").is_some());
     if ours && has_record {
         return Ok(Found::Checkpoint);
+    }
+    if ours && names.iter().all(|(n, _)| n == HISTORY_FILE) {
+        return Ok(Found::History);
     }
     names.sort();
     let mut shown: Vec<String> = names
@@ -124,7 +129,12 @@ pub(crate) fn check_target_for(
     let flags = what.starts_with("--");
     match survey(dir)? {
         Found::Missing | Found::Empty => {}
-        Found::Checkpoint if overwrite => {}
+        Found::Checkpoint | Found::History if overwrite => {}
+        Found::History => bail!(
+            "{what} {}: holds the history of a run that saved no checkpoint; choose a new folder{} (nothing was written)",
+            dir.display(),
+            if flags { ", or pass --overwrite to start again there" } else { "" }
+        ),
         Found::Checkpoint if flags => bail!(
             "{what} {}: holds a gptdash checkpoint; choose a new folder,{} or pass --overwrite to replace it (nothing was written)",
             dir.display(),

@@ -538,6 +538,18 @@ pub enum Event {
     Exported(Box<Exported>),
     /// One run of `gptdash runs --json`.
     RunSummary(Box<crate::runs::RunSummary>),
+    /// A sweep's member ended (`gptdash sweep --json`): its exit code and summary.
+    SweepMember {
+        name: String,
+        exit_code: Option<i32>,
+        summary: Option<Box<crate::runs::RunSummary>>,
+    },
+    /// The sweep's results by grid point.
+    SweepSummary {
+        out: PathBuf,
+        metric: String,
+        rows: Vec<crate::sweep::PointResult>,
+    },
     /// `gptdash runs diff --json`: the settings in which the runs differ.
     RunsDiff {
         runs: Vec<String>,

@@ -215,7 +215,10 @@ pub(crate) fn is_being_written(dir: &Path) -> bool {
     let Ok(file) = std::fs::File::open(&s.lock) else {
         return false;
     };
-    matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
 }
 
 /// The process-wide name of a folder's lock: its lock file, with the parent canonical.

@@ -6,6 +6,7 @@ pub mod finetune;
 pub mod generate;
 pub mod inspect;
 pub mod runs;
+pub mod sweep;
 pub mod train;
 
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub enum Command {
     /// The runs under checkpoints/ (and `[runs] folders`): a table, sorted and filtered;
     /// `runs diff A B` the settings they differ in.
     Runs(runs::RunsArgs),
+    /// A grid of settings (`--set KEY=V1,V2`, `--seeds N`) as runs of their own in one
+    /// folder, `--parallel` at a time; started again it goes on where it stopped.
+    Sweep(sweep::SweepArgs),
     /// The dashboard (also what `gptdash` alone starts).
     Tui,
     /// The dashboard's Train tab following a run that trains elsewhere: the JSON-lines

@@ -207,7 +207,11 @@ pub fn date(unix: Option<u64>) -> String {
         return "-".into();
     };
     let (y, m, d) = crate::output::civil_from_days((t / 86_400) as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", (t % 86_400) / 3600, (t % 3600) / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        (t % 86_400) / 3600,
+        (t % 3600) / 60
+    )
 }
 
 fn metric(r: &RunSummary, x: Option<f64>) -> String {
@@ -278,7 +282,7 @@ fn table(runs: &[RunSummary]) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
-    out.push_str("best/last: test loss (lm), validation accuracy (classifier); time: training time, or a finished run's whole time\n");
+    out.push_str("best/last: test loss (lm), validation accuracy (classifier); time: wall time; tok/s: of the training steps\n");
     out
 }
 

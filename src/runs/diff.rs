@@ -63,13 +63,10 @@ pub fn diff(runs: &[BTreeMap<String, String>]) -> Vec<DiffRow> {
                 .iter()
                 .map(|r| r.get(key).cloned().unwrap_or_else(|| "-".into()))
                 .collect();
-            values
-                .iter()
-                .any(|v| *v != values[0])
-                .then(|| DiffRow {
-                    key: key.clone(),
-                    values,
-                })
+            values.iter().any(|v| *v != values[0]).then(|| DiffRow {
+                key: key.clone(),
+                values,
+            })
         })
         .collect()
 }
@@ -98,7 +95,11 @@ mod tests {
         b.train.seed = 7;
         let mut c = a.clone();
         c.train.seed = 7;
-        let rows = diff(&[flatten(&record(a)), flatten(&record(b)), flatten(&record(c))]);
+        let rows = diff(&[
+            flatten(&record(a)),
+            flatten(&record(b)),
+            flatten(&record(c)),
+        ]);
         let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, ["train.learning_rate", "train.seed"]);
         assert_eq!(rows[0].values, ["0.001", "0.0003", "0.001"]);

@@ -27,7 +27,18 @@ pub struct Point {
 }
 
 /// How a run stands, from its history and its folder's lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, strum::Display)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     #[strum(serialize = "running")]
@@ -69,6 +80,10 @@ pub struct RunHistory {
     last_step: u64,
     /// (step, tokens, seconds) at each checkpoint: where a resumed segment goes on from.
     saved: Vec<(u64, f64, f64)>,
+    /// Wall time of the segments before the current one, and the training time at the
+    /// current segment's start.
+    wall_before: f64,
+    segment_from: f64,
     tokens: f64,
     secs: f64,
 }
@@ -170,9 +185,18 @@ impl RunHistory {
                 self.record = Some(*record);
             }
             Event::Start(start) => {
+                if self.start.is_some() {
+                    // The segment before: its own wall time when it said it, else its
+                    // training time (it was killed).
+                    self.wall_before += match &self.done {
+                        Some(RunDone::Train(s)) => s.wall_s,
+                        _ => self.secs - self.segment_from,
+                    };
+                }
                 if let RunStart::Train(info) = &start {
                     self.resume_at(info.start_iter);
                 }
+                self.segment_from = self.secs;
                 self.done = None;
                 self.interrupted = false;
                 self.diverged = false;
@@ -234,9 +258,19 @@ impl RunHistory {
         self.tokens
     }
 
-    /// Training time so far, in seconds.
+    /// Training time so far (the steps', a classifier's epochs'), in seconds.
     pub fn train_secs(&self) -> f64 {
         self.secs
+    }
+
+    /// Wall time over every segment: each that ended says its own (preparation and
+    /// evaluation included); one killed counts its training time.
+    pub fn wall_secs(&self) -> f64 {
+        self.wall_before
+            + match &self.done {
+                Some(RunDone::Train(s)) => s.wall_s,
+                _ => self.secs - self.segment_from,
+            }
     }
 
     /// How the run stands: `running` when the history has no end and `locked` (another

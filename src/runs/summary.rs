@@ -23,12 +23,16 @@ pub struct RunSummary {
     /// Steps (epochs) planned.
     pub planned: u64,
     pub tokens: f64,
-    /// Training time (a finished run's: its whole time, preparation included).
+    /// Wall time, every segment of a resumed run together.
     pub wall_s: f64,
+    /// Tokens per second of the training steps.
     pub tokens_per_s: Option<f64>,
     /// Best and last test loss (a classifier's: validation accuracy).
     pub best: Option<f64>,
     pub last: Option<f64>,
+    /// A finished classifier's kept epoch's validation accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<f64>,
     pub status: Status,
     /// Seconds since the Unix epoch.
     pub started: Option<u64>,
@@ -50,6 +54,15 @@ impl RunSummary {
         }
     }
 
+    /// The run's result: a language model's best test loss, a classifier's kept
+    /// epoch's validation accuracy.
+    pub fn result(&self) -> Option<f64> {
+        match self.kind {
+            RunKind::LanguageModel => self.best,
+            RunKind::Classifier => self.kept,
+        }
+    }
+
     /// The run summarised from its history (`h`, read with or without its points).
     pub fn of(found: &Found, h: &RunHistory) -> RunSummary {
         let kind = h.kind();
@@ -59,10 +72,7 @@ impl RunSummary {
                 let m = &info.model;
                 (
                     info.corpus_name.clone(),
-                    format!(
-                        "{} {}L {}H {}d",
-                        info.preset, m.n_layer, m.n_head, m.n_embd
-                    ),
+                    format!("{} {}L {}H {}d", info.preset, m.n_layer, m.n_head, m.n_embd),
                     info.max_iters,
                 )
             }
@@ -76,21 +86,19 @@ impl RunSummary {
         let (best, last) = match kind {
             RunKind::LanguageModel => {
                 let losses = h.test.iter().map(|p| p.value).filter(|v| v.is_finite());
-                (losses.clone().reduce(f64::min), h.test.last().map(|p| p.value))
+                (
+                    losses.clone().reduce(f64::min),
+                    h.test.last().map(|p| p.value),
+                )
             }
             RunKind::Classifier => {
                 let accs = h.accuracy.iter().map(|p| p.value);
                 (accs.reduce(f64::max), h.accuracy.last().map(|p| p.value))
             }
         };
-        let (wall_s, tokens_per_s) = match &h.done {
-            Some(RunDone::Train(s)) if !h.interrupted => (s.wall_s, Some(s.tokens_per_s)),
-            _ => {
-                let secs = h.train_secs();
-                let speed = (secs > 0.0 && h.tokens() > 0.0).then(|| h.tokens() / secs);
-                (secs, speed)
-            }
-        };
+        let secs = h.train_secs();
+        let tokens_per_s = (secs > 0.0 && h.tokens() > 0.0).then(|| h.tokens() / secs);
+        let wall_s = h.wall_secs();
         RunSummary {
             name: found.name.clone(),
             path: found.dir.clone(),
@@ -104,6 +112,10 @@ impl RunSummary {
             tokens_per_s,
             best,
             last,
+            kept: match &h.done {
+                Some(RunDone::Finetune(s)) => Some(s.val_acc),
+                _ => None,
+            },
             status: h.status(locked),
             started: h.started,
             malformed: h.malformed,
