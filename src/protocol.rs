@@ -13,7 +13,7 @@ use crate::generate::{GenerateOptions, Generation};
 mod inspect;
 mod run;
 pub use inspect::{InspectReport, InspectText, LensCell, PinnedLoss};
-pub use run::{RunKind, RunRecord};
+pub use run::{RestoredRun, RunKind, RunRecord};
 
 /// Dashboard → worker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -536,6 +536,8 @@ pub enum Event {
     Bench(Box<BenchReport>),
     /// A Hugging Face folder was written (`gptdash export --json`).
     Exported(Box<Exported>),
+    /// A checkpoint was opened: its run's history, for the Train (or Classify) tab.
+    Restored(Box<RestoredRun>),
     /// One run of `gptdash runs --json`.
     RunSummary(Box<crate::runs::RunSummary>),
     /// A sweep's member ended (`gptdash sweep --json`): its exit code and summary.

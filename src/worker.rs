@@ -232,7 +232,15 @@ impl Worker {
                 let (engine, message) = Engine::load(&dir, &self.device)?;
                 self.engine = engine;
                 self.unpin();
-                Ok(self.send(Event::log(message)))
+                let alive = self.send(Event::log(message));
+                // Its history, when it has one: the curves come back on the Train tab.
+                let history =
+                    crate::output::resolve_link(&dir).join(crate::checkpoint::HISTORY_FILE);
+                if let Ok(h) = crate::runs::RunHistory::read(&history, true) {
+                    let restored = crate::protocol::RestoredRun::of(dir.clone(), &h);
+                    return Ok(alive && self.send(Event::Restored(Box::new(restored))));
+                }
+                Ok(alive)
             }
             Command::Generate {
                 request,

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::Settings;
 use crate::protocol::{Event, RunKind};
-use crate::runs::{self, DiffRow, RunHistory, RunSummary, Status};
+use crate::runs::{self, DiffRow, RunHistory, RunSummary, SortKey, Status};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunsArgs {
@@ -44,21 +44,6 @@ pub enum RunsAction {
         #[arg(required = true, num_args = 2.., value_name = "RUN")]
         runs: Vec<String>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SortKey {
-    Started,
-    Name,
-    Kind,
-    Corpus,
-    Steps,
-    Tokens,
-    Wall,
-    Speed,
-    Best,
-    Last,
-    Status,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,30 +108,9 @@ pub fn select(mut all: Vec<RunSummary>, args: &RunsArgs) -> Vec<RunSummary> {
                     KindArg::Classifier => RunKind::Classifier,
                 }
         }) && args.status.is_none_or(|s| r.status == s)
-            && args.filter.as_ref().is_none_or(|t| {
-                let t = t.to_lowercase();
-                [&r.name, &r.corpus, &r.model]
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(&t))
-            })
+            && args.filter.as_ref().is_none_or(|t| r.matches(t))
     });
-    let num = |x: Option<f64>| x.unwrap_or(f64::NAN);
-    all.sort_by(|a, b| {
-        let by = match args.sort {
-            SortKey::Started => a.started.cmp(&b.started),
-            SortKey::Name => a.name.cmp(&b.name),
-            SortKey::Kind => a.kind.cmp(&b.kind),
-            SortKey::Corpus => a.corpus.cmp(&b.corpus),
-            SortKey::Steps => a.steps.cmp(&b.steps),
-            SortKey::Tokens => a.tokens.total_cmp(&b.tokens),
-            SortKey::Wall => a.wall_s.total_cmp(&b.wall_s),
-            SortKey::Speed => num(a.tokens_per_s).total_cmp(&num(b.tokens_per_s)),
-            SortKey::Best => num(a.best).total_cmp(&num(b.best)),
-            SortKey::Last => num(a.last).total_cmp(&num(b.last)),
-            SortKey::Status => a.status.cmp(&b.status),
-        };
-        by.then_with(|| a.name.cmp(&b.name))
-    });
+    runs::sort(&mut all, args.sort);
     if args.reverse {
         all.reverse();
     }
@@ -174,19 +138,6 @@ fn list(args: &RunsArgs, roots: &[PathBuf]) -> Result<()> {
     }
     print!("{}", table(&shown));
     Ok(())
-}
-
-/// Human numbers: 12.3k, 4.5M.
-pub fn count(x: f64) -> String {
-    if x >= 1e9 {
-        format!("{:.1}G", x / 1e9)
-    } else if x >= 1e6 {
-        format!("{:.1}M", x / 1e6)
-    } else if x >= 1e4 {
-        format!("{:.0}k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
 }
 
 /// 42s, 3m05s, 2h10m.
@@ -244,12 +195,12 @@ pub fn rows(runs: &[RunSummary]) -> Vec<[String; 12]> {
             r.model.clone(),
             format!("{}/{}{unit}", r.steps, r.planned),
             if r.tokens > 0.0 {
-                count(r.tokens)
+                runs::count(r.tokens)
             } else {
                 "-".into()
             },
             duration(r.wall_s),
-            r.tokens_per_s.map_or("-".into(), count),
+            r.tokens_per_s.map_or("-".into(), runs::count),
             metric(r, r.best),
             metric(r, r.last),
             r.status.to_string(),

@@ -2,7 +2,10 @@
 //! settings it ran with (what `gptdash runs diff` compares).
 use serde::{Deserialize, Serialize};
 
+use std::path::PathBuf;
+
 use crate::config::{FinetuneSettings, Settings};
+use crate::protocol::{EpochMetrics, RunDone, RunStart};
 
 /// A language model trained on a corpus, or a classifier fine-tuned on SST-2.
 #[derive(
@@ -40,5 +43,43 @@ impl RunRecord {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
+    }
+}
+
+/// A run's history as the dashboard restores it when the run is opened: its start, its
+/// curves (a resumed run's segments joined) and its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoredRun {
+    pub path: PathBuf,
+    pub start: Option<RunStart>,
+    /// Train loss by step.
+    pub train: Vec<(u64, f64)>,
+    /// Test loss by step.
+    pub test: Vec<(u64, f64)>,
+    /// A fine-tuning run's epochs.
+    pub epochs: Vec<EpochMetrics>,
+    pub done: Option<RunDone>,
+}
+
+impl RestoredRun {
+    pub fn of(path: PathBuf, h: &crate::runs::RunHistory) -> Self {
+        let points = |ps: &[crate::runs::Point]| ps.iter().map(|p| (p.step, p.value)).collect();
+        let classifier = matches!(h.start, Some(RunStart::Finetune(_)));
+        RestoredRun {
+            path,
+            start: h.start.clone(),
+            train: if classifier {
+                Vec::new()
+            } else {
+                points(&h.train)
+            },
+            test: if classifier {
+                Vec::new()
+            } else {
+                points(&h.test)
+            },
+            epochs: h.epochs.clone(),
+            done: h.done.clone(),
+        }
     }
 }

@@ -5,12 +5,14 @@
 //! runs differ.
 mod diff;
 mod find;
+pub mod follow;
 mod history;
 mod read;
 mod summary;
 
 pub use diff::{diff, flatten, DiffRow};
 pub use find::{find, resolve, Found};
+pub use follow::{RunsMsg, Subscription};
 pub use history::{keep, History};
 pub use read::{Point, RunHistory, Status};
-pub use summary::RunSummary;
+pub use summary::{count, sort, RunSummary, SortKey};

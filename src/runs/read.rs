@@ -53,7 +53,7 @@ pub enum Status {
 }
 
 /// What a history says.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunHistory {
     /// The latest record (kind, settings: a resumed run's may change its loop's).
     pub record: Option<RunRecord>,

@@ -65,8 +65,12 @@ impl RunSummary {
 
     /// The run summarised from its history (`h`, read with or without its points).
     pub fn of(found: &Found, h: &RunHistory) -> RunSummary {
+        Self::of_locked(found, h, crate::checkpoint::is_being_written(&found.dir))
+    }
+
+    /// [`RunSummary::of`], told whether a process holds the run's folder (`locked`).
+    pub fn of_locked(found: &Found, h: &RunHistory, locked: bool) -> RunSummary {
         let kind = h.kind();
-        let locked = crate::checkpoint::is_being_written(&found.dir);
         let (corpus, model, planned) = match &h.start {
             Some(RunStart::Train(info)) => {
                 let m = &info.model;
@@ -126,5 +130,95 @@ impl RunSummary {
     pub fn read(found: &Found) -> std::io::Result<RunSummary> {
         let h = RunHistory::read(&found.dir.join(HISTORY_FILE), false)?;
         Ok(Self::of(found, &h))
+    }
+}
+
+/// The columns runs sort by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum SortKey {
+    #[default]
+    Started,
+    Name,
+    Kind,
+    Corpus,
+    Steps,
+    Tokens,
+    Wall,
+    Speed,
+    Best,
+    Last,
+    Status,
+}
+
+impl SortKey {
+    /// The next key the Runs tab's `s` cycles to.
+    pub fn next(self) -> SortKey {
+        match self {
+            SortKey::Started => SortKey::Name,
+            SortKey::Name => SortKey::Best,
+            SortKey::Best => SortKey::Last,
+            SortKey::Last => SortKey::Status,
+            _ => SortKey::Started,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Started => "started",
+            SortKey::Name => "name",
+            SortKey::Kind => "kind",
+            SortKey::Corpus => "corpus",
+            SortKey::Steps => "steps",
+            SortKey::Tokens => "tokens",
+            SortKey::Wall => "time",
+            SortKey::Speed => "tokens/s",
+            SortKey::Best => "best",
+            SortKey::Last => "last",
+            SortKey::Status => "status",
+        }
+    }
+}
+
+/// Sorts runs by `key` (then by name; runs without the value last).
+pub fn sort(runs: &mut [RunSummary], key: SortKey) {
+    let num = |x: Option<f64>| x.unwrap_or(f64::INFINITY);
+    runs.sort_by(|a, b| {
+        let by = match key {
+            SortKey::Started => a.started.cmp(&b.started),
+            SortKey::Name => a.name.cmp(&b.name),
+            SortKey::Kind => a.kind.cmp(&b.kind),
+            SortKey::Corpus => a.corpus.cmp(&b.corpus),
+            SortKey::Steps => a.steps.cmp(&b.steps),
+            SortKey::Tokens => a.tokens.total_cmp(&b.tokens),
+            SortKey::Wall => a.wall_s.total_cmp(&b.wall_s),
+            SortKey::Speed => num(a.tokens_per_s).total_cmp(&num(b.tokens_per_s)),
+            SortKey::Best => num(a.best).total_cmp(&num(b.best)),
+            SortKey::Last => num(a.last).total_cmp(&num(b.last)),
+            SortKey::Status => a.status.cmp(&b.status),
+        };
+        by.then_with(|| a.name.cmp(&b.name))
+    });
+}
+
+impl RunSummary {
+    /// Whether the run's name, corpus or model contains `text` (any case).
+    pub fn matches(&self, text: &str) -> bool {
+        let t = text.to_lowercase();
+        [&self.name, &self.corpus, &self.model]
+            .iter()
+            .any(|f| f.to_lowercase().contains(&t))
+    }
+}
+
+/// Human numbers: 950, 12k, 4.5M.
+pub fn count(x: f64) -> String {
+    if x >= 1e9 {
+        format!("{:.1}G", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
     }
 }

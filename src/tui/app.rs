@@ -8,6 +8,7 @@ use super::keys::{self, Action, Scope};
 use super::tabs::classify::ClassifyTab;
 use super::tabs::generate::GenerateTab;
 use super::tabs::inspect::InspectTab;
+use super::tabs::runs::RunsTab;
 use super::tabs::train::TrainTab;
 use super::tabs::{Page, Shared, Tab};
 use crate::config::Settings;
@@ -21,6 +22,8 @@ pub enum Msg {
     Worker(Event),
     /// What the watched stream said (`gptdash watch`).
     Stream(StreamMsg),
+    /// What the runs reader found (the Runs tab).
+    Runs(crate::runs::RunsMsg),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,7 @@ pub struct App {
     pub generate: GenerateTab,
     pub classify: ClassifyTab,
     pub inspect: InspectTab,
+    pub runs: RunsTab,
 }
 
 impl App {
@@ -48,6 +52,7 @@ impl App {
             generate: GenerateTab::new(&settings),
             classify: ClassifyTab::default(),
             inspect: InspectTab::new(settings.ui.inspect_every),
+            runs: RunsTab::new(),
             shared: Shared::new(settings),
         }
     }
@@ -91,6 +96,7 @@ impl App {
             Tab::Generate => &self.generate,
             Tab::Classify => &self.classify,
             Tab::Inspect => &self.inspect,
+            Tab::Runs => &self.runs,
         }
     }
 
@@ -100,6 +106,7 @@ impl App {
             Tab::Generate => &mut self.generate,
             Tab::Classify => &mut self.classify,
             Tab::Inspect => &mut self.inspect,
+            Tab::Runs => &mut self.runs,
         };
         (page, &mut self.shared)
     }
@@ -143,6 +150,10 @@ impl App {
                 }
                 None => Vec::new(),
             },
+            Msg::Runs(msg) => {
+                self.runs.on_runs(msg);
+                Vec::new()
+            }
             Msg::Key(key) if key.kind == KeyEventKind::Press => self.on_key(key),
             Msg::Key(_) => Vec::new(),
         }
@@ -167,7 +178,13 @@ impl App {
                 .on_event(&event, shared, shown == Tab::Classify),
         );
         commands.extend(self.inspect.on_event(&event, shared, shown == Tab::Inspect));
+        commands.extend(self.runs.on_event(&event, shared, shown == Tab::Runs));
         commands
+    }
+
+    /// What the runs reader is to read for the Runs tab now.
+    pub fn runs_subscription(&self) -> crate::runs::Subscription {
+        self.runs.subscription(self.tab == Tab::Runs, &self.shared)
     }
 
     /// Shows `tab`; it may ask the worker for what it shows.

@@ -72,6 +72,13 @@ pub(crate) enum Action {
     Refresh,
     Pin,
     ToggleDiff,
+    // The Runs tab.
+    ToggleSelect,
+    ClearSelection,
+    NextSort,
+    NextXAxis,
+    NextMetric,
+    GroupSeeds,
 }
 
 /// A key: its code, and whether Ctrl is held. Shift is not told apart (`T` is `T`).
@@ -154,6 +161,10 @@ pub(crate) enum Scope {
     Inspect,
     /// Typing a text to inspect.
     InspectInput,
+    /// The Runs tab's list and chart.
+    Runs,
+    /// Typing the Runs tab's filter.
+    RunsFilter,
 }
 
 #[rustfmt::skip]
@@ -165,7 +176,7 @@ const ALWAYS: &[Binding] = &[
 
 #[rustfmt::skip]
 const NAVIGATION: &[Binding] = &[
-    bind(&[(ch('1'), Action::GoTo(1)), (ch('2'), Action::GoTo(2)), (ch('3'), Action::GoTo(3)), (ch('4'), Action::GoTo(4))], "1 2 3 4", None, "switch tabs"),
+    bind(&[(ch('1'), Action::GoTo(1)), (ch('2'), Action::GoTo(2)), (ch('3'), Action::GoTo(3)), (ch('4'), Action::GoTo(4)), (ch('5'), Action::GoTo(5))], "1–5", None, "switch tabs"),
     bind(&[(ch('?'), Action::Help)], "?", None, "this help (any key closes it)"),
     bind(&[(ch('q'), Action::Quit)], "q", None, "quit (asks first while a run is in progress, then stops and keeps it)"),
 ];
@@ -255,6 +266,27 @@ const INSPECT_INPUT: &[Binding] = &[
     bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("leave the text box"), "leave the text box (the text stays)"),
 ];
 
+#[rustfmt::skip]
+const RUNS: &[Binding] = &[
+    bind(&[(key(KeyCode::Up), Action::ScrollUp), (key(KeyCode::Down), Action::ScrollDown)], "↑↓", Some("move"), "move through the list"),
+    bind(&[(ch(' '), Action::ToggleSelect), (ch('c'), Action::ClearSelection)], "space", Some("select"), "select the run (or not): the chart overlays the selected runs; c clears the selection"),
+    bind(&[(key(KeyCode::Enter), Action::Branch)], "Enter", Some("open"), "open the run: its model for Generate, Classify and Inspect, its history on the Train tab"),
+    bind(&[(ch('/'), Action::EditPrompt)], "/", Some("filter"), "filter the list by typing (name, corpus or model)"),
+    bind(&[(ch('s'), Action::NextSort)], "s", Some("sort"), "sort by the next column (each one way, then the other)"),
+    bind(&[(ch('x'), Action::NextXAxis)], "x", Some("x axis"), "x by step, tokens or training time"),
+    bind(&[(ch('m'), Action::NextMetric)], "m", Some("curve"), "train loss, test (validation) loss, validation accuracy"),
+    bind(&[(ch('e'), Action::ToggleSmoothing)], "e", Some("smoothing"), "smoothing: none, EMA, moving mean (the raw curve stays faint beneath)"),
+    bind(&[(ch('l'), Action::ToggleLogScale)], "l", Some("log"), "log-scale y axis"),
+    bind(&[(ch('g'), Action::GroupSeeds)], "g", None, "runs that differ only by seed: one mean line with a ± std band, or each apart"),
+    bind(&[(ch('r'), Action::Refresh)], "r", None, "look for runs again now (every few seconds anyway while shown)"),
+];
+
+#[rustfmt::skip]
+const RUNS_FILTER: &[Binding] = &[
+    bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("keep the filter"), "keep the filter, back to the list"),
+    bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("clear"), "clear the filter"),
+];
+
 impl Scope {
     pub(crate) fn bindings(self) -> &'static [Binding] {
         match self {
@@ -270,6 +302,8 @@ impl Scope {
             Scope::SentenceInput => SENTENCE_INPUT,
             Scope::Inspect => INSPECT,
             Scope::InspectInput => INSPECT_INPUT,
+            Scope::Runs => RUNS,
+            Scope::RunsFilter => RUNS_FILTER,
         }
     }
 
@@ -278,7 +312,11 @@ impl Scope {
     pub(crate) fn is_text(self) -> bool {
         matches!(
             self,
-            Scope::PathInput | Scope::GeneratePrompt | Scope::SentenceInput | Scope::InspectInput
+            Scope::PathInput
+                | Scope::GeneratePrompt
+                | Scope::SentenceInput
+                | Scope::InspectInput
+                | Scope::RunsFilter
         )
     }
 
@@ -295,6 +333,8 @@ impl Scope {
             Scope::SentenceInput => "Classify (typing a sentence)",
             Scope::Inspect => "Inspect",
             Scope::InspectInput => "Inspect (typing a text)",
+            Scope::Runs => "Runs",
+            Scope::RunsFilter => "Runs (typing a filter)",
         }
     }
 
@@ -352,7 +392,7 @@ pub(crate) fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static
 mod tests {
     use super::*;
 
-    const ALL: [Scope; 12] = [
+    const ALL: [Scope; 14] = [
         Scope::Always,
         Scope::Navigation,
         Scope::Editing,
@@ -365,6 +405,8 @@ mod tests {
         Scope::SentenceInput,
         Scope::Inspect,
         Scope::InspectInput,
+        Scope::Runs,
+        Scope::RunsFilter,
     ];
 
     #[test]

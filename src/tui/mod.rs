@@ -48,6 +48,12 @@ pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
         ),
         None => None,
     };
+    // The Runs tab's files are read on a thread of their own.
+    let (subscribe, subscriptions) = crossbeam_channel::unbounded();
+    let (runs_tx, runs_rx) = crossbeam_channel::bounded(64);
+    let _runs_reader = crate::runs::follow::spawn(subscriptions, runs_tx)
+        .context("cannot start the runs reader")?;
+    let mut subscribed = crate::runs::Subscription::default();
     let mut terminal = terminal::Terminal::enter().context("cannot set up the terminal")?;
     let input = spawn_input_reader();
     let signals = spawn_signal_reader()?;
@@ -100,6 +106,7 @@ pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
                         None
                     }
                 },
+                recv(runs_rx) -> m => m.ok().map(Msg::Runs),
                 recv(input) -> e => match e {
                     Ok(TermEvent::Key(k)) => Some(Msg::Key(k)),
                     Ok(TermEvent::Resize(..)) => { dirty = true; last_draw = Instant::now() - frame_time; None }
@@ -124,6 +131,11 @@ pub fn run(settings: Settings, watch: Option<Source>) -> Result<()> {
                     }
                 }
                 dirty = true;
+                let wanted = app.runs_subscription();
+                if wanted != subscribed {
+                    let _ = subscribe.send(wanted.clone());
+                    subscribed = wanted;
+                }
             }
             if app.quit {
                 return Ok(());

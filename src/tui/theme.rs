@@ -6,6 +6,28 @@ pub(crate) const TRAIN_LOSS: Color = Color::Cyan;
 pub(crate) const TEST_LOSS: Color = Color::Yellow;
 pub(crate) const MUTED: Color = Color::DarkGray;
 pub(crate) const ERROR: Color = Color::Red;
+/// The Runs tab's colours, one per run (by its name's hash, see `runs::chart`); the
+/// raw curves and seed bands are drawn in [`faint`] versions of them.
+pub(crate) const RUNS: [Color; 10] = [
+    Color::Rgb(0, 200, 255),
+    Color::Rgb(255, 210, 0),
+    Color::Rgb(230, 90, 230),
+    Color::Rgb(80, 220, 100),
+    Color::Rgb(255, 110, 90),
+    Color::Rgb(100, 150, 255),
+    Color::Rgb(190, 255, 120),
+    Color::Rgb(255, 150, 200),
+    Color::Rgb(230, 230, 230),
+    Color::Rgb(255, 160, 40),
+];
+
+/// A colour halfway to black (charts keep only a dataset's colour, not DIM).
+pub(crate) fn faint(color: Color) -> Color {
+    match color {
+        Color::Rgb(r, g, b) => Color::Rgb(r / 5 * 2, g / 5 * 2, b / 5 * 2),
+        other => other,
+    }
+}
 
 pub(crate) fn title() -> Style {
     Style::default().fg(ACCENT).add_modifier(Modifier::BOLD)

@@ -148,6 +148,25 @@ impl Page for ClassifyTab {
                     ..Self::default()
                 };
             }
+            // An opened classifier's history: its epochs and result come back.
+            Event::Restored(run) => {
+                if let Some(RunStart::Finetune(info)) = &run.start {
+                    *self = Self {
+                        info: Some(info.as_ref().clone()),
+                        epochs: run.epochs.clone(),
+                        done: match &run.done {
+                            Some(RunDone::Finetune(s)) => Some(s.clone()),
+                            _ => None,
+                        },
+                        typing_base: self.typing_base,
+                        base_input: std::mem::take(&mut self.base_input),
+                        input: std::mem::take(&mut self.input),
+                        editing: self.editing,
+                        last: self.last.take(),
+                        ..Self::default()
+                    };
+                }
+            }
             Event::Epoch(m) => {
                 shared.log(format!(
                     "epoch {}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3}",

@@ -4,6 +4,7 @@
 pub(crate) mod classify;
 pub(crate) mod generate;
 pub(crate) mod inspect;
+pub(crate) mod runs;
 pub(crate) mod train;
 
 use std::collections::VecDeque;
@@ -25,6 +26,7 @@ pub enum Tab {
     Generate,
     Classify,
     Inspect,
+    Runs,
 }
 
 impl Tab {
@@ -38,6 +40,7 @@ impl Tab {
             Tab::Generate => "2 Generate",
             Tab::Classify => "3 Classify",
             Tab::Inspect => "4 Inspect",
+            Tab::Runs => "5 Runs",
         }
     }
 
@@ -56,6 +59,7 @@ impl Tab {
             Tab::Generate => &[Scope::GeneratePrompt, Scope::GenerateGrid],
             Tab::Classify => &[Scope::Classify, Scope::SentenceInput, Scope::PathInput],
             Tab::Inspect => &[Scope::Inspect, Scope::InspectInput],
+            Tab::Runs => &[Scope::Runs, Scope::RunsFilter],
         }
     }
 }

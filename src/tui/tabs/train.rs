@@ -137,6 +137,36 @@ impl TrainTab {
         };
     }
 
+    /// An opened checkpoint's history: its curves, as they were when it was saved.
+    fn restore(&mut self, run: &crate::protocol::RestoredRun, shared: &mut Shared) {
+        let Some(RunStart::Train(info)) = &run.start else {
+            return;
+        };
+        *self = Self {
+            info: Some((**info).clone()),
+            watch: self.watch.take(),
+            ..Self::new(self.log_scale, self.smoothing)
+        };
+        for &(step, loss) in &run.train {
+            self.losses.push(step as f64, loss);
+            if self.recent.len() == RECENT_STEPS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(loss);
+        }
+        self.test_losses = run.test.iter().map(|&(s, l)| (s as f64, l)).collect();
+        self.best_test = run.test.iter().map(|p| p.1).reduce(f64::min);
+        self.last_saved = Some(run.path.display().to_string());
+        shared.log(format!(
+            "{}: its history is on the Train tab ({} steps{})",
+            run.path.display(),
+            run.train.last().map_or(0, |p| p.0),
+            self.best_test
+                .map(|b| format!(", best test loss {b:.4}"))
+                .unwrap_or_default()
+        ));
+    }
+
     fn step(&mut self, m: &StepMetrics) {
         self.losses.push(m.iter as f64, m.loss);
         if self.recent.len() == RECENT_STEPS {
@@ -412,6 +442,7 @@ impl Page for TrainTab {
                 self.preparing = Some((stage.clone(), *done, *total));
             }
             Event::Start(RunStart::Train(info)) => self.start(info, shared),
+            Event::Restored(run) if self.watch.is_none() => self.restore(run, shared),
             Event::Iter(m) => self.step(m),
             Event::Gpu(status) => self.gpu = Some(status.clone()),
             Event::Eval { iter, test_loss } => {
