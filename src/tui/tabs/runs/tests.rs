@@ -157,13 +157,27 @@ fn the_diff_table_names_the_settings_that_differ() {
     assert_eq!(keys, ["train.learning_rate", "train.seed"]);
     let screen = text(&render(&t, 200, 60));
     assert!(screen.contains("settings that differ"), "{screen}");
-    let row = screen
+    // A row per run, a column per setting.
+    let header = screen
         .lines()
-        .find(|l| l.contains("train.learning_rate"))
+        .find(|l| l.contains("learning_rate") && l.contains("seed"))
         .unwrap_or_else(|| panic!("{screen}"));
-    assert!(row.contains("0.001") && row.contains("0.003"), "{row}");
-    let row = screen.lines().find(|l| l.contains("train.seed")).unwrap();
-    assert!(row.contains("1337") && row.contains('7'), "{row}");
+    assert!(header.contains("run"), "{header}");
+    // The diff is the rightmost box: the text after each line's last border.
+    let row = |run: &str| {
+        screen
+            .lines()
+            .map(|l| l.rsplit("││").next().unwrap_or(l))
+            .find(|l| l.contains(run) && l.contains("0.00"))
+            .unwrap_or_else(|| panic!("{run}:\n{screen}"))
+            .to_string()
+    };
+    let a = row("lr=1e-3_seed=1337");
+    assert!(a.contains("0.001") && a.contains("1337"), "{a}");
+    let b = row("lr=1e-3_seed=7");
+    assert!(b.contains("0.001") && b.contains(" 7"), "{b}");
+    let c = row("lr=3e-3_seed=1337");
+    assert!(c.contains("0.003") && c.contains("1337"), "{c}");
 }
 
 #[test]

@@ -28,6 +28,18 @@ pub(crate) fn draw(frame: &mut Frame, t: &RunsTab, area: Rect) {
     draw_diff(frame, t, diff);
 }
 
+/// The end of `text` in at most `width` characters, `…` marking a cut.
+pub(crate) fn tail(text: &str, width: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= width {
+        return text.to_string();
+    }
+    let keep = width.saturating_sub(1);
+    std::iter::once('…')
+        .chain(chars[chars.len() - keep..].iter().copied())
+        .collect()
+}
+
 fn status_style(s: Status) -> Style {
     match s {
         Status::Running => Style::default().fg(ratatui::style::Color::Green),
@@ -88,6 +100,11 @@ fn draw_list(frame: &mut Frame, t: &RunsTab, area: Rect) {
     let cursor = t.cursor.min(shown.len() - 1);
     let first = cursor.saturating_sub(height.saturating_sub(1));
     let header = Row::new(["", "run", "status", "steps", "best", "last"]).style(theme::muted());
+    // The run column: what the others leave (a sweep member's name ends with what
+    // tells it from the others, so a long name loses its start).
+    let name_width = (inner.width as usize)
+        .saturating_sub(1 + 11 + 11 + 6 + 6 + 5)
+        .max(12);
     let rows: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -112,7 +129,7 @@ fn draw_list(frame: &mut Frame, t: &RunsTab, area: Rect) {
             };
             let row = Row::new(vec![
                 Cell::from(mark),
-                Cell::from(r.name.clone()),
+                Cell::from(tail(&r.name, name_width)),
                 Cell::from(Span::styled(r.status.to_string(), status_style(r.status))),
                 Cell::from(format!("{}/{}{unit}", r.steps, r.planned)),
                 Cell::from(metric(r.best)),
@@ -250,9 +267,10 @@ fn draw_legend(frame: &mut Frame, t: &RunsTab, area: Rect) {
                     p.1
                 }
             });
+            let room = (inner.width as usize).saturating_sub(3 + 10);
             Line::from(vec![
                 Span::styled(mark, Style::default().fg(color)),
-                Span::styled(s.label.clone(), Style::default().fg(color)),
+                Span::styled(tail(&s.label, room), Style::default().fg(color)),
                 Span::styled(
                     last.map(|v| format!("  {v:.4}")).unwrap_or_default(),
                     theme::muted(),
@@ -291,32 +309,58 @@ fn draw_diff(frame: &mut Frame, t: &RunsTab, area: Rect) {
         );
         return;
     }
-    let header = Row::new(std::iter::once(Cell::from("setting")).chain(
-        t.diff_names.iter().enumerate().map(|(i, name)| {
+    // A row per run, a column per setting that differs (its key's last part when
+    // that is unique): sweeps differ in a few keys and have many runs.
+    let short = |key: &str| {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let unique = t
+            .diff
+            .iter()
+            .filter(|d| d.key.rsplit('.').next() == Some(last))
+            .count()
+            == 1;
+        if unique {
+            last.to_string()
+        } else {
+            key.to_string()
+        }
+    };
+    let keys: Vec<String> = t.diff.iter().map(|d| short(&d.key)).collect();
+    let col = |i: usize| {
+        t.diff[i]
+            .values
+            .iter()
+            .map(|v| v.chars().count())
+            .chain(std::iter::once(keys[i].chars().count()))
+            .max()
+            .unwrap_or(4) as u16
+    };
+    let mut widths: Vec<Constraint> = (0..t.diff.len())
+        .map(|i| Constraint::Length(col(i)))
+        .collect();
+    let used: u16 = (0..t.diff.len()).map(|i| col(i) + 1).sum();
+    let name_width = inner.width.saturating_sub(used).max(8);
+    widths.insert(0, Constraint::Length(name_width));
+    let header = Row::new(
+        std::iter::once(Cell::from("run")).chain(keys.iter().map(|k| Cell::from(k.clone()))),
+    )
+    .style(theme::muted());
+    let rows: Vec<Row> = t
+        .diff_names
+        .iter()
+        .enumerate()
+        .map(|(r, name)| {
             let style = color_of(t, name)
                 .map(|c| Style::default().fg(c))
                 .unwrap_or_default();
-            // The end of a name tells runs of one sweep apart.
-            let chars: Vec<char> = name.chars().collect();
-            let short: String = chars[chars.len().saturating_sub(16)..].iter().collect();
-            let _ = i;
-            Cell::from(Span::styled(short, style))
-        }),
-    ))
-    .style(theme::muted());
-    let rows: Vec<Row> = t
-        .diff
-        .iter()
-        .map(|d| {
             Row::new(
-                std::iter::once(Cell::from(d.key.clone()))
-                    .chain(d.values.iter().map(|v| Cell::from(v.clone()))),
+                std::iter::once(Cell::from(Span::styled(
+                    tail(name, name_width as usize),
+                    style,
+                )))
+                .chain(t.diff.iter().map(|d| Cell::from(d.values[r].clone()))),
             )
         })
         .collect();
-    let mut widths = vec![Constraint::Length(
-        t.diff.iter().map(|d| d.key.len()).max().unwrap_or(7).max(7) as u16,
-    )];
-    widths.extend(t.diff_names.iter().map(|_| Constraint::Min(6)));
     frame.render_widget(Table::new(rows, widths).header(header), inner);
 }
