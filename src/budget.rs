@@ -263,7 +263,17 @@ fn share(requested: usize, dir: Option<&Path>) -> usize {
         return requested;
     }
     let seats = dir.map(live_seats).unwrap_or_default();
-    split(crate::device::physical_cores(), &seats)
+    split(cores(), &seats)
+}
+
+/// The cores runs split: `GPTDASH_CORES` when set (a container's share, or a test's),
+/// else the physical cores.
+pub fn cores() -> usize {
+    std::env::var("GPTDASH_CORES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or_else(crate::device::physical_cores)
 }
 
 /// `cores` split by `seats` (each a fixed count, or 0 for auto) for an auto run among

@@ -121,22 +121,21 @@ fn list(args: &RunsArgs, roots: &[PathBuf]) -> Result<()> {
     let shown = select(summaries(roots), args);
     if args.json {
         for r in shown {
-            println!("{}", Event::RunSummary(Box::new(r)).to_json());
+            let _ = super::print_stdout(&format!("{}\n", Event::RunSummary(Box::new(r)).to_json()));
         }
         return Ok(());
     }
     if shown.is_empty() {
-        println!(
-            "no runs under {} (a run is a folder with its events.jsonl; gptdash train makes one)",
+        return super::print_stdout(&format!(
+            "no runs under {} (a run is a folder with its events.jsonl; gptdash train makes one; --root DIR or [runs] folders look elsewhere)\n",
             roots
                 .iter()
                 .map(|r| r.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
-        return Ok(());
+        ));
     }
-    print!("{}", table(&shown));
+    super::print_stdout(&table(&shown))?;
     Ok(())
 }
 
@@ -257,17 +256,17 @@ fn diff(names: &[String], roots: &[PathBuf], json: bool) -> Result<()> {
     let rows = runs::diff(&flat);
     let names: Vec<String> = found.iter().map(|f| f.name.clone()).collect();
     if json {
-        println!(
-            "{}",
+        let _ = super::print_stdout(&format!(
+            "{}\n",
             Event::RunsDiff {
                 runs: names,
                 differ: rows
             }
             .to_json()
-        );
+        ));
         return Ok(());
     }
-    print!("{}", diff_table(&names, &rows));
+    super::print_stdout(&diff_table(&names, &rows))?;
     Ok(())
 }
 

@@ -152,9 +152,10 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
         .map(|m| todo(kind, &out.join(&m.name)))
         .collect::<Result<_>>()?;
     let count = |t: Todo| todos.iter().filter(|x| **x == t).count();
+    // A closed pipe (`gptdash sweep ... | head`) is not the sweep's end.
     let say = |text: String| {
         if !args.json {
-            println!("{text}");
+            let _ = super::print_stdout(&format!("{text}\n"));
         }
     };
     say(format!(
@@ -256,15 +257,15 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
                     };
                     say(format!("[{}/{total}] {}: {line}", r.index + 1, m.name));
                     if args.json {
-                        println!(
-                            "{}",
+                        let _ = super::print_stdout(&format!(
+                            "{}\n",
                             Event::SweepMember {
                                 name: m.name.clone(),
                                 exit_code: status.code(),
                                 summary: summary.map(Box::new),
                             }
                             .to_json()
-                        );
+                        ));
                     }
                 }
             }
@@ -288,17 +289,17 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
         .collect();
     let rows = sweep::summarize(&members, &runs);
     if args.json {
-        println!(
-            "{}",
+        let _ = super::print_stdout(&format!(
+            "{}\n",
             Event::SweepSummary {
                 out: out.clone(),
                 metric: result_name(kind).into(),
                 rows: rows.clone(),
             }
             .to_json()
-        );
+        ));
     } else {
-        print!("{}", summary_table(kind, &rows));
+        let _ = super::print_stdout(&summary_table(kind, &rows));
     }
     if let Some(signal) = stopped {
         say("sweep interrupted; the same command goes on with it (finished members are skipped, interrupted ones resumed)".into());
