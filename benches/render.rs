@@ -1,5 +1,6 @@
 //! Frame time at 200×60 (target ≤ 5 ms): the Train tab with 100,000 loss points; the
-//! Inspect tab with a 64 × 64 attention map (and every layer × head as small maps).
+//! Inspect tab with a 64 × 64 attention map (and every layer × head as small maps); the
+//! Runs tab with 20 runs × 100,000 points selected (ten pairs of seeds).
 use criterion::{criterion_group, criterion_main, Criterion};
 use gptdash::config::Settings;
 use gptdash::protocol::{Event, InspectReport, RunInfo, RunStart, StepMetrics};
@@ -78,5 +79,85 @@ fn render_inspect(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, render, render_inspect);
+/// The Runs tab with `runs` runs of `points` steps each, all selected; runs 2k and 2k+1
+/// differ only by seed (drawn as one mean line with a band) when `seeds`.
+fn runs_tab(runs: usize, points: u64, seeds: bool) -> App {
+    use gptdash::protocol::{RunKind, RunRecord};
+    use gptdash::runs::{Found, RunHistory, RunSummary, RunsMsg};
+    let key = |c: char| {
+        Msg::Key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char(c),
+            crossterm::event::KeyModifiers::NONE,
+        ))
+    };
+    let mut app = App::new(Settings::default());
+    app.update(key('5'));
+    let mut list = Vec::new();
+    let mut histories = Vec::new();
+    for r in 0..runs {
+        let mut settings = Settings::default();
+        settings.train.learning_rate = 1e-3 * (1 + if seeds { r / 2 } else { r }) as f64;
+        settings.train.seed = r as u64;
+        let mut h = RunHistory::default();
+        h.apply(Event::Run(Box::new(RunRecord {
+            kind: RunKind::LanguageModel,
+            started: 1_796_000_000 + r as u64,
+            settings: Some(Box::new(settings)),
+            finetune: None,
+            resumed_at: 0,
+        })));
+        h.apply(Event::Start(RunStart::Train(Box::new(RunInfo::example(
+            points,
+        )))));
+        for i in 1..=points {
+            let loss = 1.5
+                + (4.0 + r as f64 * 0.1) / (1.0 + i as f64 / 500.0)
+                + 0.1 * ((i as f64) * 0.37 + r as f64).sin();
+            h.apply(Event::Iter(StepMetrics {
+                iter: i,
+                loss,
+                iter_ms: 20.0,
+                tokens_per_s: 5000.0,
+                lr: 1e-3,
+                grad_norm: 0.7,
+                tokens: 100,
+                gpu_mib: None,
+            }));
+        }
+        let found = Found {
+            name: format!("sweep/lr={}_seed={r}", r / 2),
+            dir: format!("checkpoints/sweep/run-{r}").into(),
+        };
+        list.push(RunSummary::of_locked(&found, &h, false));
+        histories.push((found.dir, h));
+    }
+    app.update(Msg::Runs(RunsMsg::Listed(list)));
+    for (dir, h) in histories {
+        app.update(Msg::Runs(RunsMsg::History(dir, Box::new(h), false)));
+    }
+    for _ in 0..runs {
+        app.update(key(' '));
+        app.update(Msg::Key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Down,
+            crossterm::event::KeyModifiers::NONE,
+        )));
+    }
+    assert_eq!(app.runs.selected.len(), runs);
+    app
+}
+
+fn render_runs(c: &mut Criterion) {
+    let apart = runs_tab(20, 100_000, false);
+    let grouped = runs_tab(20, 100_000, true);
+    let mut terminal = Terminal::new(TestBackend::new(200, 60)).expect("test backend");
+    c.bench_function("runs tab 200x60, 20 runs x 100k points, EMA", |b| {
+        b.iter(|| terminal.draw(|f| view::draw(f, &apart)).map(|_| ()))
+    });
+    c.bench_function(
+        "runs tab 200x60, 10 seed pairs x 100k points (mean ± std bands)",
+        |b| b.iter(|| terminal.draw(|f| view::draw(f, &grouped)).map(|_| ())),
+    );
+}
+
+criterion_group!(benches, render, render_inspect, render_runs);
 criterion_main!(benches);

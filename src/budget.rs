@@ -144,6 +144,11 @@ impl Seat {
         self.threads
     }
 
+    /// The threads the run asked for (0: its share).
+    pub fn requested(&self) -> usize {
+        self.requested
+    }
+
     /// Looks again (at most once a second) whether runs came or went: `Some(threads)`
     /// when this run's share changed (libtorch's thread count is set to it).
     pub fn rebalance(&mut self) -> Option<usize> {

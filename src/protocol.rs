@@ -45,6 +45,9 @@ pub enum Command {
         request: u64,
         text: InspectText,
     },
+    /// Save these events (a watched stream's) as a run of their own under the runs
+    /// root.
+    SaveRun(Vec<Event>),
     /// Keep a copy of the current weights (`true`) to compare later inspections with, or
     /// drop it.
     Pin(bool),

@@ -305,6 +305,17 @@ impl Worker {
                 self.pinned = None;
                 Ok(self.send(Event::log("unpinned the weights")))
             }
+            Command::SaveRun(events) => {
+                let (dir, _lock) = crate::output::claim_fresh(&self.out_dir, "watched")?;
+                let mut history = crate::runs::History::open(&dir)?;
+                history.record(&events)?;
+                history.sync()?;
+                Ok(self.send(Event::log(format!(
+                    "saved the watched stream as a run: {} ({} events; the Runs tab lists it)",
+                    dir.display(),
+                    events.len()
+                ))))
+            }
             Command::Shutdown => Ok(false),
         }
     }

@@ -351,7 +351,7 @@ fn two_runs_at_once_split_the_cores() {
 fn openmp_waits_passively_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let measure = |envs: &[(&str, &str)]| {
-        let mut child = spawn(dir.path(), &["bench", "wait", "--json"], envs);
+        let child = spawn(dir.path(), &["bench", "wait", "--json"], envs);
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),

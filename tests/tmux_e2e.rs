@@ -473,3 +473,73 @@ fn q_while_preparing_ends_the_dashboard_at_once() {
     let secs = (ended.saturating_sub(asked)) as f64 / 1e9;
     assert!(secs <= 1.0, "the dashboard ended {secs:.2} s after q");
 }
+
+#[test]
+#[cfg_attr(
+    not(has_tmux),
+    ignore = "needs tmux, not found when the tests were built (CI installs it and runs this)"
+)]
+fn the_runs_tab_overlays_two_selected_runs_and_opens_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d: &Path = dir.path();
+    // Two short runs that differ in their learning rate.
+    let text = "The cat sat. The dog ran. A cat ran. A dog sat.\n".repeat(8);
+    std::fs::write(d.join("tiny.txt"), text).unwrap();
+    for (lr, out) in [("0.001", "checkpoints/slow"), ("0.01", "checkpoints/fast")] {
+        let status = Command::new(env!("CARGO_BIN_EXE_gptdash"))
+            .current_dir(d)
+            .env("HOME", d)
+            .env("XDG_CONFIG_HOME", d.join("cfg"))
+            .args([
+                "train",
+                "--corpus",
+                "tiny.txt",
+                "--model",
+                "gpt-nano",
+                "--block-size",
+                "16",
+            ])
+            .args([
+                "--batch-size",
+                "8",
+                "--max-iters",
+                "30",
+                "--device",
+                "cpu",
+                "--lr",
+                lr,
+            ])
+            .args(["--out", out, "--json"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let tmux = Tmux::new("runs");
+    tmux.dashboard(d, "true");
+    tmux.keys(&["5"]);
+    tmux.wait_for("runs (2)", 20);
+    // Sorted by start time: slow first. Select both.
+    tmux.keys(&["Space", "Down", "Space"]);
+    let screen = tmux.wait_for("━━ fast", 20);
+    assert!(screen.contains("━━ slow"), "{screen}");
+    assert!(screen.contains("train loss by step"), "{screen}");
+    // The chart has drawn: braille dots inside its box.
+    assert!(
+        screen
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "{screen}"
+    );
+    // The settings that differ: the learning rate, a row per run.
+    let row = screen
+        .lines()
+        .find(|l| l.contains("learning_rate"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(row.contains("run"), "{row}");
+    assert!(screen.contains("0.01"), "{screen}");
+    // Enter opens the run under the cursor: its history on the Train tab.
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["1"]);
+    tmux.wait_for("its history is on the Train tab (30 steps", 20);
+}

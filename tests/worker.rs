@@ -609,3 +609,59 @@ fn the_dashboard_loads_models_on_train_device() {
     );
     w.shutdown();
 }
+
+#[test]
+fn a_run_keeps_its_history_opening_it_brings_the_curves_back_and_a_watched_stream_saves_as_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let w = spawn_with_output(out.clone()).unwrap();
+    let mut s = tiny_settings(dir.path());
+    s.train.max_iters = 12;
+    s.train.eval_interval = 5;
+    w.commands.send(Command::Start(Box::new(s))).unwrap();
+    let (done, _) = wait_for(&w, "done", |e| matches!(e, Event::Done(_)));
+    let Event::Done(RunDone::Train(summary)) = done else {
+        unreachable!()
+    };
+    let history = summary.checkpoint.join("events.jsonl");
+    assert!(history.is_file(), "{}", history.display());
+    // Opened again: its history comes back with it.
+    w.commands
+        .send(Command::Load(summary.checkpoint.clone()))
+        .unwrap();
+    let (restored, _) = wait_for(&w, "restored", |e| matches!(e, Event::Restored(_)));
+    let Event::Restored(run) = restored else {
+        unreachable!()
+    };
+    assert_eq!(run.train.len(), 12);
+    assert_eq!(run.test.len(), 3, "{:?}", run.test); // steps 5, 10, 12
+    assert!(matches!(run.start, Some(RunStart::Train(_))));
+    // A watched stream's events become a run of their own.
+    let events: Vec<Event> = std::fs::read_to_string(&history)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    w.commands.send(Command::SaveRun(events.clone())).unwrap();
+    let (said, _) = wait_for(
+        &w,
+        "saved",
+        |e| matches!(e, Event::Log { message } if message.contains("saved the watched stream")),
+    );
+    let Event::Log { message } = said else {
+        unreachable!()
+    };
+    let saved = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("watched-")
+        })
+        .unwrap_or_else(|| panic!("{message}"));
+    let copy = std::fs::read_to_string(saved.join("events.jsonl")).unwrap();
+    assert_eq!(copy.lines().count(), events.len());
+    w.shutdown();
+}

@@ -127,8 +127,10 @@ pub(crate) struct Finetuner {
     diverged_batch: Option<usize>,
     /// The run's history in its folder, from [`Finetuner::begin`] on.
     log: Option<History>,
-    /// The run's share of the machine's cores.
+    /// The run's share of the machine's cores (given back while paused), and the
+    /// threads it asked for (0: its share).
     seat: Option<Seat>,
+    cpu_request: usize,
 }
 
 /// Where the current epoch stands.
@@ -227,6 +229,7 @@ impl Finetuner {
             notes,
             log: None,
             seat: None,
+            cpu_request: 0,
         })
     }
 
@@ -288,8 +291,15 @@ impl Finetuner {
         let start = Event::Start(RunStart::Finetune(Box::new(info)));
         history.record(&[Event::Run(Box::new(record)), start.clone()])?;
         self.log = Some(history);
+        self.cpu_request = seat.requested();
         self.seat = Some(seat);
         Ok(start)
+    }
+
+    /// Gives the run's share of the cores back while paused (see
+    /// [`crate::train::lm::LmTrainer::release_cpu`]).
+    pub(crate) fn release_cpu(&mut self) {
+        self.seat = None;
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -304,6 +314,12 @@ impl Finetuner {
     /// a non-finite training loss ends the run with `diverged`, saving nothing.
     pub(crate) fn advance(&mut self) -> Result<Vec<Event>> {
         let mut events = self.advance_inner()?;
+        if self.log.is_some() && self.seat.is_none() {
+            // Back from a pause: a seat again, and its share now.
+            let seat = Seat::take(self.cpu_request);
+            tch::set_num_threads(seat.threads() as i32);
+            self.seat = Some(seat);
+        }
         if let Some(threads) = self.seat.as_mut().and_then(Seat::rebalance) {
             events.push(Event::log(format!(
                 "other gptdash runs share this machine's cores: fine-tuning on {threads} threads now"

@@ -79,8 +79,8 @@ pub struct LmTrainer {
     history: Option<History>,
     /// The folder a resumed run came from (its history goes on where the run does).
     resumed_from: Option<PathBuf>,
-    /// The run's share of the machine's cores.
-    seat: Seat,
+    /// The run's share of the machine's cores (given back while paused).
+    seat: Option<Seat>,
 }
 
 impl LmTrainer {
@@ -234,7 +234,7 @@ impl LmTrainer {
             diverged: false,
             history: None,
             resumed_from: None,
-            seat,
+            seat: Some(seat),
             settings,
         })
     }
@@ -312,6 +312,12 @@ impl LmTrainer {
         crate::runs::keep(&mut self.history, events);
     }
 
+    /// Gives the run's share of the cores back while it does not compute (paused):
+    /// other runs take them. The next step takes a seat again.
+    pub(crate) fn release_cpu(&mut self) {
+        self.seat = None;
+    }
+
     /// The run's facts, for its `start` event.
     pub(crate) fn info(&self) -> RunInfo {
         let threads = self.threads;
@@ -353,11 +359,24 @@ impl LmTrainer {
         let result = self.advance_inner(started);
         self.stats.busy_secs += started.elapsed().as_secs_f64();
         let mut events = result?;
-        if let Some(threads) = self.seat.rebalance() {
+        let seat = match self.seat.take() {
+            Some(seat) => seat,
+            // Back from a pause: a seat again, and its share now.
+            None => {
+                let seat = Seat::take(self.settings.train.threads);
+                if seat.threads() != self.threads {
+                    self.threads = seat.threads();
+                    tch::set_num_threads(self.threads as i32);
+                }
+                seat
+            }
+        };
+        let seat = self.seat.insert(seat);
+        if let Some(threads) = seat.rebalance() {
             self.threads = threads;
             events.push(Event::log(format!(
                 "{} other gptdash runs share this machine's cores: training on {threads} threads now",
-                self.seat.others()
+                seat.others()
             )));
         }
         self.record(&mut events);

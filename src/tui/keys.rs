@@ -202,6 +202,7 @@ const TRAIN: &[Binding] = &[
 #[rustfmt::skip]
 const WATCH: &[Binding] = &[
     bind(&[(ch('o'), Action::OpenCheckpoint)], "o", Some("open checkpoint"), "open (load) a checkpoint for Generate, Classify and Inspect: the stream's latest is filled in (Ctrl-O loads it at once)"),
+    bind(&[(ch('s'), Action::Save)], "s", Some("save as a run"), "save the stream so far as a run of its own (checkpoints/watched-<date>-N): the Runs tab and gptdash runs list it"),
     bind(&[(ch('l'), Action::ToggleLogScale)], "l", Some("log scale"), "log-scale loss chart"),
     bind(&[(ch('e'), Action::ToggleSmoothing)], "e", Some("smoothing"), "EMA smoothing of the loss chart"),
 ];

@@ -202,6 +202,12 @@ impl Engine {
         if let Some(pace @ Pace::Running) = self.pace() {
             *pace = Pace::Paused;
         }
+        // A paused run leaves its cores to other runs.
+        match self {
+            Engine::Training(run, _) => run.release_cpu(),
+            Engine::Finetuning(run, _) => run.release_cpu(),
+            _ => {}
+        }
     }
 
     /// Sets a paused or stopped run going again; `false` when there is none.

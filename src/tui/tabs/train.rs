@@ -203,6 +203,7 @@ impl TrainTab {
             }
         };
         let event = event?;
+        watch.kept.push(event.clone());
         if crate::watch::is_finetuning(&event) {
             if let Event::Done(RunDone::Finetune(d)) = &event {
                 if !d.checkpoint.as_os_str().is_empty() {
@@ -382,7 +383,17 @@ impl Page for TrainTab {
                 }
             }
             Action::Stop => return vec![Command::Stop],
-            Action::Save => return vec![Command::Save(None)],
+            Action::Save => {
+                return match &self.watch {
+                    // Watching: the stream so far becomes a run of its own.
+                    Some(w) if w.kept.is_empty() => {
+                        shared.log("nothing to save yet: the stream has sent no event");
+                        Vec::new()
+                    }
+                    Some(w) => vec![Command::SaveRun(w.kept.clone())],
+                    None => vec![Command::Save(None)],
+                };
+            }
             Action::ChooseCorpus => {
                 self.corpora = crate::data::catalog::entries()
                     .iter()

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::runs::{Point, RunHistory};
 
 /// Buckets across the x range: more than a 200-column chart has braille dots.
-pub(crate) const BUCKETS: usize = 400;
+pub(crate) const BUCKETS: usize = 256;
 
 /// What the x axis counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

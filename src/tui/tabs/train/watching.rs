@@ -44,6 +44,8 @@ pub struct Watching {
     pub malformed: u64,
     /// The last malformed line: its number and what was wrong.
     pub last_malformed: Option<String>,
+    /// Every event of the stream so far, to save the stream as a run (`s`).
+    pub kept: Vec<Event>,
 }
 
 impl Watching {
@@ -55,6 +57,7 @@ impl Watching {
             run: RunPhase::Waiting,
             events: 0,
             ignored: 0,
+            kept: Vec::new(),
             malformed: 0,
             last_malformed: None,
         }
