@@ -69,6 +69,24 @@ pub(crate) fn create_temp_beside(
     }
 }
 
+/// Opens `path` for appending, creating it: only a regular file (a pipe or a device put
+/// there is an error, never a write that blocks), never through a link.
+pub(crate) fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .read(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "is not a regular file (a folder, a device or a pipe)",
+        ));
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,22 +117,4 @@ mod tests {
         let msg = format!("{:#}", open_regular(&file, "x", 4).unwrap_err());
         assert!(msg.contains("more than"), "{msg}");
     }
-}
-
-/// Opens `path` for appending, creating it: only a regular file (a pipe or a device put
-/// there is an error, never a write that blocks), never through a link.
-pub(crate) fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .read(true)
-        .create(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other(
-            "is not a regular file (a folder, a device or a pipe)",
-        ));
-    }
-    Ok(file)
 }

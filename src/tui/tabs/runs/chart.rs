@@ -5,7 +5,7 @@
 //! bucket's mean — and runs that differ only by their seed as one mean line with a ± one
 //! standard deviation band.
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::runs::{Point, RunHistory};
 
@@ -392,7 +392,7 @@ pub fn build(
 
 /// The group key of a run: its settings without the seed keys (runs with equal keys
 /// differ only by seed); a run without a record is a group of its own.
-pub(crate) fn group_key(dir: &PathBuf, h: &RunHistory) -> String {
+pub(crate) fn group_key(dir: &Path, h: &RunHistory) -> String {
     match &h.record {
         Some(record) => {
             let mut flat: BTreeMap<String, String> = crate::runs::flatten(record);
