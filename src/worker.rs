@@ -210,7 +210,7 @@ impl Worker {
             }
             Command::Stop => Ok(match &mut self.engine {
                 Engine::Finetuning(run, _) => {
-                    let events = run.finish()?;
+                    let events = run.stop()?;
                     self.end_finetune(events)
                 }
                 Engine::Training(run, pace) if *pace != Pace::Stopped && !run.is_done() => {
@@ -228,6 +228,13 @@ impl Worker {
                 Ok(self.send(saved))
             }
             Command::Load(dir) => {
+                // Opening another model drops the one held: never one still training.
+                if let Some(message) = self.still_training() {
+                    return Ok(self.send(Event::error(format!(
+                        "{message}; then open {}",
+                        dir.display()
+                    ))));
+                }
                 self.tell(WorkerState::Preparing);
                 let (engine, message) = Engine::load(&dir, &self.device)?;
                 self.engine = engine;

@@ -10,11 +10,19 @@ use std::time::{Duration, Instant};
 
 use common::{events, gptdash, stderr, stdout, write_corpus, TINY};
 
+/// The tests that measure CPU use or thread counts run one at a time: another test's
+/// training beside them would be what they measure.
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn spawn(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gptdash"));
     c.current_dir(dir)
         .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
         .env("HOME", dir)
+        .env_remove("XDG_CACHE_HOME") // the seats are under HOME's cache, per test
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -41,6 +49,7 @@ fn train_args<'a>(corpus: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn a_run_writes_its_events_to_its_history_and_runs_lists_and_diffs_runs() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());
     let a = train_args(
@@ -114,6 +123,7 @@ fn a_run_writes_its_events_to_its_history_and_runs_lists_and_diffs_runs() {
 
 #[test]
 fn a_killed_run_leaves_a_torn_history_that_resuming_continues() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());
     let args = train_args(
@@ -186,6 +196,7 @@ fn a_killed_run_leaves_a_torn_history_that_resuming_continues() {
 
 #[test]
 fn a_sweep_stopped_and_started_again_runs_no_member_twice() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());
     std::fs::write(
@@ -308,6 +319,7 @@ fn start_threads(child: &mut Child) -> (u64, BufReader<std::process::ChildStdout
 
 #[test]
 fn two_runs_at_once_split_the_cores() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());
     // Four cores to split, whatever this machine has.
@@ -349,6 +361,7 @@ fn two_runs_at_once_split_the_cores() {
 
 #[test]
 fn openmp_waits_passively_unless_told_otherwise() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let measure = |envs: &[(&str, &str)]| {
         let child = spawn(dir.path(), &["bench", "wait", "--json"], envs);

@@ -259,7 +259,7 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     while !run.is_done() {
         // A signal: stop after this batch, keeping (and saving) the best epoch so far.
         if let Some(signal) = crate::interrupt::requested() {
-            for event in run.finish()? {
+            for event in run.stop()? {
                 show(args.json, f.epochs, &event)?;
             }
             return Err(crate::interrupt::Interrupted(signal).into());

@@ -50,6 +50,30 @@ impl History {
         })
     }
 
+    /// A new history in `dir` (created, as [`History::open`] does): one that was
+    /// there — the run this one replaces with `--overwrite` — is replaced.
+    pub fn create(dir: &Path) -> Result<History> {
+        let path = dir.join(HISTORY_FILE);
+        if path.symlink_metadata().is_ok() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot replace the history {}", path.display()))?;
+        }
+        Self::open(dir)
+    }
+
+    /// A new history in `dir` holding `from`'s complete lines (a run resumed into
+    /// another folder takes its history along).
+    pub fn create_from(dir: &Path, from: &Path) -> Result<History> {
+        let mut history = Self::create(dir)?;
+        if from.is_file() {
+            let bytes = crate::data::files::read_regular(from, "history")?;
+            let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            history.out.write_all(&bytes[..end])?;
+            history.out.flush()?;
+        }
+        Ok(history)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -280,7 +280,8 @@ impl Finetuner {
         settings: &FinetuneSettings,
         seat: Seat,
     ) -> Result<Event> {
-        let mut history = History::open(&self.out)?;
+        // A new run: a new history (over one `--overwrite` replaces).
+        let mut history = History::create(&self.out)?;
         let record = RunRecord {
             kind: RunKind::Classifier,
             started: RunRecord::now(),
@@ -362,6 +363,23 @@ impl Finetuner {
     /// ended there is nothing to keep, and nothing is saved.
     pub(crate) fn finish(&mut self) -> Result<Vec<Event>> {
         let mut events = self.finish_inner()?;
+        crate::runs::keep(&mut self.log, &mut events);
+        Ok(events)
+    }
+
+    /// Stops the run before its end (a signal, the dashboard's `x`): [`Finetuner::finish`]
+    /// with `interrupted` first, so its history says it did not run its course (a
+    /// sweep started again runs it again).
+    pub(crate) fn stop(&mut self) -> Result<Vec<Event>> {
+        if self.is_done() {
+            return self.finish();
+        }
+        let mut events = vec![Event::Interrupted {
+            iter: self.epoch as u64,
+            path: self.out.clone(),
+        }];
+        events.extend(self.finish_inner()?);
+        self.seat = None;
         crate::runs::keep(&mut self.log, &mut events);
         Ok(events)
     }
@@ -567,7 +585,7 @@ impl Finetuner {
             parameters: crate::model::gpt::parameter_count(&self.loaded.vs),
             ..self.loaded.config.clone()
         };
-        let own = dir == self.out;
+        let own = crate::output::same_folder(dir, &self.out);
         let mut history = self.log.take();
         let saved = checkpoint::write_atomically(dir, |tmp| {
             if let Some(h) = history.as_mut() {
@@ -594,7 +612,9 @@ impl Finetuner {
             Ok(())
         });
         if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
-            h.follow()?;
+            if h.follow().is_err() {
+                history = None;
+            }
         }
         self.log = history;
         saved

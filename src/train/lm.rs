@@ -281,19 +281,18 @@ impl LmTrainer {
     /// event [`LmTrainer::advance`] and [`LmTrainer::interrupt`] return is written there
     /// too.
     pub(crate) fn begin(&mut self) -> Result<Event> {
-        if let Some(from) = self.resumed_from.as_ref().filter(|f| **f != self.out) {
-            // Resumed into another folder: the history so far comes along.
-            let (old, new) = (
-                from.join(checkpoint::HISTORY_FILE),
-                self.out.join(checkpoint::HISTORY_FILE),
-            );
-            if old.is_file() && !new.exists() {
-                std::fs::create_dir_all(&self.out)?;
-                std::fs::copy(&old, &new)
-                    .with_context(|| format!("cannot copy the history {}", old.display()))?;
-            }
-        }
-        let mut history = History::open(&self.out)?;
+        // A save interrupted between its two renames is put back first: the folder
+        // the history goes into must be the checkpoint's.
+        checkpoint::recover(&self.out)?;
+        let mut history = match &self.resumed_from {
+            // Resumed in its own folder: the history goes on.
+            Some(from) if crate::output::same_folder(from, &self.out) => History::open(&self.out)?,
+            // Resumed into another folder: the history so far comes along (over one
+            // `--overwrite` replaces).
+            Some(from) => History::create_from(&self.out, &from.join(checkpoint::HISTORY_FILE))?,
+            // A new run: a new history.
+            None => History::create(&self.out)?,
+        };
         let record = RunRecord {
             kind: RunKind::LanguageModel,
             started: RunRecord::now(),
@@ -310,6 +309,27 @@ impl LmTrainer {
     /// Writes events to the run's history (see [`crate::runs::keep`]).
     fn record(&mut self, events: &mut Vec<Event>) {
         crate::runs::keep(&mut self.history, events);
+    }
+
+    /// Saves a checkpoint now (the dashboard's `s`) and writes it to the history, as a
+    /// save by the run's own rules is.
+    pub(crate) fn save_now(&mut self) -> Result<Event> {
+        let event = self.checkpoint()?;
+        let mut events = vec![event.clone()];
+        self.record(&mut events);
+        Ok(event)
+    }
+
+    /// Saves into another folder (a checkpoint of its own, with the history so far).
+    pub(crate) fn save_elsewhere(&mut self, dir: &Path) -> Result<Event> {
+        self.save(dir)?;
+        let event = Event::Checkpoint {
+            iter: self.step,
+            path: dir.to_path_buf(),
+        };
+        let mut events = vec![event.clone()];
+        self.record(&mut events);
+        Ok(event)
     }
 
     /// Gives the run's share of the cores back while it does not compute (paused):
@@ -359,6 +379,16 @@ impl LmTrainer {
         let result = self.advance_inner(started);
         self.stats.busy_secs += started.elapsed().as_secs_f64();
         let mut events = result?;
+        if !self.is_done() {
+            self.share_cpu(&mut events);
+        }
+        self.record(&mut events);
+        Ok(events)
+    }
+
+    /// Takes the run's seat again after a pause or stop, and follows its share of the
+    /// cores as other runs come and go.
+    fn share_cpu(&mut self, events: &mut Vec<Event>) {
         let seat = match self.seat.take() {
             Some(seat) => seat,
             // Back from a pause: a seat again, and its share now.
@@ -379,8 +409,6 @@ impl LmTrainer {
                 seat.others()
             )));
         }
-        self.record(&mut events);
-        Ok(events)
     }
 
     fn advance_inner(&mut self, started: Instant) -> Result<Vec<Event>> {
@@ -438,6 +466,8 @@ impl LmTrainer {
     /// Ends the run before `max_iters` (Ctrl-C, the dashboard's stop): a checkpoint to
     /// resume from, `interrupted`, and the summary. Training may continue afterwards.
     pub(crate) fn interrupt(&mut self) -> Result<Vec<Event>> {
+        // Stopped: its cores go to other runs until it steps again.
+        self.seat = None;
         let mut events = vec![self.checkpoint()?];
         events.push(Event::Interrupted {
             iter: self.step,
@@ -450,6 +480,7 @@ impl LmTrainer {
 
     /// The final checkpoint and the summary.
     fn finish(&mut self, advancing_since: Instant) -> Result<Vec<Event>> {
+        self.seat = None;
         let checkpoint = self.checkpoint()?;
         Ok(vec![
             checkpoint,
@@ -638,7 +669,7 @@ impl LmTrainer {
 
     /// Writes a complete training checkpoint to `dir`, atomically.
     pub(crate) fn save(&mut self, dir: &Path) -> Result<()> {
-        let own = dir == self.out;
+        let own = crate::output::same_folder(dir, &self.out);
         let mut history = self.history.take();
         let saved = checkpoint::write_atomically(dir, |tmp| {
             if let Some(h) = history.as_mut() {
@@ -665,7 +696,9 @@ impl LmTrainer {
         });
         if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
             // A copy in place of the file written: go on in the copy.
-            h.follow()?;
+            if h.follow().is_err() {
+                history = None;
+            }
         }
         self.history = history;
         saved?;

@@ -247,17 +247,13 @@ impl Engine {
     /// Saves the training run held: to its own folder, or to `dir`.
     pub(crate) fn save(&mut self, dir: Option<PathBuf>) -> anyhow::Result<Event> {
         match (self, dir) {
-            (Engine::Training(run, _), None) => run.checkpoint(),
+            (Engine::Training(run, _), None) => run.save_now(),
             (Engine::Training(run, _), Some(dir)) => {
                 // Another folder than the run's own: only a new or empty one.
                 if !crate::output::same_folder(&dir, run.out()) {
                     crate::output::check_target(&dir, "save to", false)?;
                 }
-                run.save(&dir)?;
-                Ok(Event::Checkpoint {
-                    iter: run.step,
-                    path: dir,
-                })
+                run.save_elsewhere(&dir)
             }
             (Engine::Loaded(..) | Engine::Finetuning(..), _) => {
                 bail!("a loaded or fine-tuned model is saved already (see the log for its folder)")

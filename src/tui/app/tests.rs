@@ -69,9 +69,13 @@ fn tabs_switch_by_number_tab_and_backtab() {
     a.update(key(KeyCode::Tab));
     assert_eq!(a.tab, Tab::Inspect);
     a.update(key(KeyCode::Tab));
+    assert_eq!(a.tab, Tab::Runs);
+    a.update(key(KeyCode::Tab));
     assert_eq!(a.tab, Tab::Train);
     a.update(key(KeyCode::BackTab));
-    assert_eq!(a.tab, Tab::Inspect);
+    assert_eq!(a.tab, Tab::Runs);
+    a.update(ch('5'));
+    assert_eq!(a.tab, Tab::Runs);
     a.update(ch('1'));
     assert_eq!(a.tab, Tab::Train);
 }
