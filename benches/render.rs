@@ -9,6 +9,20 @@ use gptdash::tui::view;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
+/// One training step's event, 100 tokens in 20 ms.
+fn step(iter: u64, loss: f64) -> Event {
+    Event::Iter(StepMetrics {
+        iter,
+        loss,
+        iter_ms: 20.0,
+        tokens_per_s: 5000.0,
+        lr: 1e-3,
+        grad_norm: 0.7,
+        tokens: 100,
+        gpu_mib: None,
+    })
+}
+
 fn app_with_history(points: u64) -> App {
     let mut app = App::new(Settings::default());
     app.update(Msg::Worker(Event::Start(RunStart::Train(Box::new(
@@ -16,16 +30,7 @@ fn app_with_history(points: u64) -> App {
     )))));
     for i in 1..=points {
         let loss = 1.5 + 4.0 / (1.0 + i as f64 / 500.0) + 0.1 * ((i as f64) * 0.37).sin();
-        app.update(Msg::Worker(Event::Iter(StepMetrics {
-            iter: i,
-            loss,
-            iter_ms: 20.0,
-            tokens_per_s: 5000.0,
-            lr: 1e-3,
-            grad_norm: 0.7,
-            tokens: 100,
-            gpu_mib: None,
-        })));
+        app.update(Msg::Worker(step(i, loss)));
         if i % 1000 == 0 {
             app.update(Msg::Worker(Event::Eval {
                 iter: i,
@@ -113,16 +118,7 @@ fn runs_tab(runs: usize, points: u64, seeds: bool) -> App {
             let loss = 1.5
                 + (4.0 + r as f64 * 0.1) / (1.0 + i as f64 / 500.0)
                 + 0.1 * ((i as f64) * 0.37 + r as f64).sin();
-            h.apply(Event::Iter(StepMetrics {
-                iter: i,
-                loss,
-                iter_ms: 20.0,
-                tokens_per_s: 5000.0,
-                lr: 1e-3,
-                grad_norm: 0.7,
-                tokens: 100,
-                gpu_mib: None,
-            }));
+            h.apply(step(i, loss));
         }
         let found = Found {
             name: format!("sweep/lr={}_seed={r}", r / 2),
@@ -132,15 +128,16 @@ fn runs_tab(runs: usize, points: u64, seeds: bool) -> App {
         histories.push((found.dir, h));
     }
     app.update(Msg::Runs(RunsMsg::Listed(list)));
-    for (dir, h) in histories {
-        app.update(Msg::Runs(RunsMsg::History(dir, Box::new(h), false)));
-    }
+    // Selected first; the reader then sends the histories it follows.
     for _ in 0..runs {
         app.update(key(' '));
         app.update(Msg::Key(crossterm::event::KeyEvent::new(
             crossterm::event::KeyCode::Down,
             crossterm::event::KeyModifiers::NONE,
         )));
+    }
+    for (dir, h) in histories {
+        app.update(Msg::Runs(RunsMsg::History(dir, Box::new(h), false)));
     }
     assert_eq!(app.runs.selected.len(), runs);
     app

@@ -142,6 +142,40 @@ pub(crate) fn non_negative_f64(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Rows of cells as aligned text, two spaces between columns; the columns `right(c)`
+/// says are right-aligned (numbers), the others left-aligned.
+pub(crate) fn aligned<S: AsRef<str>>(rows: &[Vec<S>], right: impl Fn(usize) -> bool) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.as_ref().chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                let cell = cell.as_ref();
+                if right(c) {
+                    format!("{cell:>w$}")
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Writes to stdout; a closed pipe (`gptdash generate ... | head -1`) is not an error.
 pub(crate) fn print_stdout(text: &str) -> Result<()> {
     use std::io::Write;

@@ -211,27 +211,9 @@ pub fn rows(runs: &[RunSummary]) -> Vec<[String; 12]> {
 
 fn table(runs: &[RunSummary]) -> String {
     let rows = rows(runs);
-    let widths: Vec<usize> = (0..12)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (cell, w))| {
-                // Numbers to the right, words to the left.
-                if (4..10).contains(&c) {
-                    format!("{cell:>w$}")
-                } else {
-                    format!("{cell:<w$}")
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    // Numbers to the right, words to the left.
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    let mut out = super::aligned(&rows, |c| (4..10).contains(&c));
     out.push_str("best/last: test loss (lm), validation accuracy (classifier); time: wall time; tok/s: of the training steps\n");
     out
 }
@@ -285,18 +267,5 @@ pub fn diff_table(names: &[String], rows: &[DiffRow]) -> String {
                 .collect(),
         );
     }
-    let widths: Vec<usize> = (0..grid[0].len())
-        .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in grid {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::aligned(&grid, |_| false)
 }

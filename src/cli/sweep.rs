@@ -356,18 +356,5 @@ pub fn summary_table(kind: RunKind, rows: &[sweep::PointResult]) -> String {
                 .join(" "),
         ]);
     }
-    let widths: Vec<usize> = (0..4)
-        .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in grid {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::aligned(&grid, |_| false)
 }

@@ -179,10 +179,12 @@ impl SortKey {
     }
 }
 
-/// Sorts runs by `key` (then by name; runs without the value last).
-pub fn sort(runs: &mut [RunSummary], key: SortKey) {
+/// Sorts runs (or references to them) by `key` (then by name; runs without the value
+/// last).
+pub fn sort<R: std::borrow::Borrow<RunSummary>>(runs: &mut [R], key: SortKey) {
     let num = |x: Option<f64>| x.unwrap_or(f64::INFINITY);
     runs.sort_by(|a, b| {
+        let (a, b) = (a.borrow(), b.borrow());
         let by = match key {
             SortKey::Started => a.started.cmp(&b.started),
             SortKey::Name => a.name.cmp(&b.name),

@@ -46,6 +46,21 @@ pub struct ClassifyTab {
     pub message: Option<String>,
 }
 
+impl ClassifyTab {
+    /// A new run's (or an opened classifier's) view: the text fields stay as typed.
+    fn reset(&mut self, info: &FinetuneInfo) {
+        *self = Self {
+            info: Some(info.clone()),
+            typing_base: self.typing_base,
+            base_input: std::mem::take(&mut self.base_input),
+            input: std::mem::take(&mut self.input),
+            editing: self.editing,
+            last: self.last.take(),
+            ..Self::default()
+        };
+    }
+}
+
 impl Page for ClassifyTab {
     fn scope(&self) -> Scope {
         if self.typing_base {
@@ -138,33 +153,16 @@ impl Page for ClassifyTab {
                     info.val_examples,
                     100.0 * info.val_positive
                 ));
-                *self = Self {
-                    info: Some(info.as_ref().clone()),
-                    typing_base: self.typing_base,
-                    base_input: std::mem::take(&mut self.base_input),
-                    input: std::mem::take(&mut self.input),
-                    editing: self.editing,
-                    last: self.last.take(),
-                    ..Self::default()
-                };
+                self.reset(info);
             }
             // An opened classifier's history: its epochs and result come back.
             Event::Restored(run) => {
                 if let Some(RunStart::Finetune(info)) = &run.start {
-                    *self = Self {
-                        info: Some(info.as_ref().clone()),
-                        epochs: run.epochs.clone(),
-                        done: match &run.done {
-                            Some(RunDone::Finetune(s)) => Some(s.clone()),
-                            _ => None,
-                        },
-                        typing_base: self.typing_base,
-                        base_input: std::mem::take(&mut self.base_input),
-                        input: std::mem::take(&mut self.input),
-                        editing: self.editing,
-                        last: self.last.take(),
-                        ..Self::default()
-                    };
+                    self.reset(info);
+                    self.epochs = run.epochs.clone();
+                    if let Some(RunDone::Finetune(s)) = &run.done {
+                        self.done = Some(s.clone());
+                    }
                 }
             }
             Event::Epoch(m) => {

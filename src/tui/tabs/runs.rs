@@ -66,18 +66,12 @@ impl RunsTab {
     /// The runs the list shows: filtered by the text typed, in the chosen order.
     pub(crate) fn shown(&self) -> Vec<&RunSummary> {
         let text = self.filter.text();
-        let mut runs: Vec<RunSummary> = self
+        let mut shown: Vec<&RunSummary> = self
             .runs
             .iter()
             .filter(|r| text.is_empty() || r.matches(text))
-            .cloned()
             .collect();
-        crate::runs::sort(&mut runs, self.sort);
-        let order: Vec<&PathBuf> = runs.iter().map(|r| &r.path).collect();
-        let mut shown: Vec<&RunSummary> = order
-            .into_iter()
-            .filter_map(|p| self.runs.iter().find(|r| &r.path == p))
-            .collect();
+        crate::runs::sort(&mut shown, self.sort);
         if self.reverse {
             shown.reverse();
         }
@@ -109,6 +103,11 @@ impl RunsTab {
 
     /// What the reader sends.
     pub(crate) fn on_runs(&mut self, msg: RunsMsg) {
+        // Only the runs followed now (selected, under the cursor) are kept: a history
+        // the reader no longer follows would go stale over the list's fresh rows.
+        let cursor = self.under_cursor().map(|r| r.path.clone());
+        self.histories
+            .retain(|dir, _| self.selected.contains(dir) || cursor.as_ref() == Some(dir));
         match msg {
             RunsMsg::Listed(list) => {
                 self.runs = list;
@@ -130,9 +129,6 @@ impl RunsTab {
                 self.message = Some(format!("{}: {error}", dir.display()));
             }
         }
-        self.histories.retain(|dir, _| {
-            self.selected.contains(dir) || self.runs.iter().any(|r| &r.path == dir)
-        });
     }
 
     /// The list's row of a followed run, from its history.

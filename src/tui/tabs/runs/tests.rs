@@ -60,18 +60,19 @@ fn tab() -> RunsTab {
         })
         .collect();
     t.on_runs(RunsMsg::Listed(list));
+    // Selected first; the reader then sends the histories it follows.
+    t.sort = SortKey::Name;
+    let mut shared = Shared::new(Settings::default());
+    for _ in 0..3 {
+        t.on_action(Action::ToggleSelect, &mut shared);
+        t.on_action(Action::ScrollDown, &mut shared);
+    }
     for (name, h) in runs {
         t.on_runs(RunsMsg::History(
             PathBuf::from("checkpoints").join(name),
             Box::new(h),
             false,
         ));
-    }
-    t.sort = SortKey::Name;
-    let mut shared = Shared::new(Settings::default());
-    for _ in 0..3 {
-        t.on_action(Action::ToggleSelect, &mut shared);
-        t.on_action(Action::ScrollDown, &mut shared);
     }
     t
 }
