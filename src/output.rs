@@ -127,6 +127,10 @@ pub(crate) fn check_target_for(
     resumable: bool,
 ) -> Result<()> {
     let flags = what.starts_with("--");
+    // A run another gptdash is writing is named as such, whatever it holds so far.
+    if let Some(pid) = crate::checkpoint::folder::other_writer(dir) {
+        return Err(crate::checkpoint::folder::being_written(dir, &pid));
+    }
     match survey(dir)? {
         Found::Missing | Found::Empty => {}
         Found::Checkpoint | Found::History if overwrite => {}

@@ -142,10 +142,7 @@ impl OutputLock {
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         match Self::try_acquire(dir)? {
             Ok(lock) => Ok(lock),
-            Err(pid) => bail!(
-                "{} is being written by another gptdash (process {pid}); wait for it to end or choose another output directory",
-                dir.display()
-            ),
+            Err(pid) => Err(being_written(dir, &pid)),
         }
     }
 
@@ -178,14 +175,23 @@ impl OutputLock {
                     s.parent.display()
                 )
             })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&s.lock).unwrap_or_default();
-                return Ok(Err(pid.trim().to_string()));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(anyhow!(e).context(format!("cannot lock {}", s.lock.display())))
+        // A reader that only looks (the Runs tab, `runs`, a check before a run) holds a
+        // shared lock for an instant: a few tries tell it from a writer.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let pid = std::fs::read_to_string(&s.lock).unwrap_or_default();
+                    return Ok(Err(pid.trim().to_string()));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(anyhow!(e).context(format!("cannot lock {}", s.lock.display())))
+                }
             }
         }
         let _ = file.set_len(0);
@@ -201,6 +207,37 @@ impl OutputLock {
         let dir = resolve_link(dir);
         siblings(&dir).is_ok_and(|s| held_locks().contains_key(&lock_key(&s)))
     }
+}
+
+/// The process id another gptdash writing `dir` wrote in its lock (`?` when it cannot be
+/// read), or `None` when no other process holds the lock. Only looks.
+pub(crate) fn other_writer(dir: &Path) -> Option<String> {
+    let dir = resolve_link(dir);
+    if OutputLock::held_here(&dir) {
+        return None;
+    }
+    let s = siblings(&dir).ok()?;
+    let file = std::fs::File::open(&s.lock).ok()?;
+    match file.try_lock_shared() {
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&s.lock).unwrap_or_default();
+            let pid = pid.trim();
+            Some(if pid.is_empty() {
+                "?".into()
+            } else {
+                pid.to_string()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The error for a folder another gptdash (process `pid`) is writing.
+pub(crate) fn being_written(dir: &Path, pid: &str) -> anyhow::Error {
+    anyhow!(
+        "{} is being written by another gptdash (process {pid}); wait for it to end or choose another output directory",
+        dir.display()
+    )
 }
 
 /// Whether a gptdash process (this one or another) holds `dir`'s lock — a run writing
