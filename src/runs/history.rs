@@ -23,6 +23,9 @@ pub struct History {
     out: BufWriter<File>,
     /// The file's identity (device, inode), to notice a save that copied it.
     id: (u64, u64),
+    /// Why the history could not follow a save: the next [`keep`] closes it and says so
+    /// (the save itself goes ahead — the weights matter more than the curve).
+    lost: Option<String>,
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
@@ -47,6 +50,7 @@ impl History {
             path,
             out: BufWriter::new(file),
             id,
+            lost: None,
         })
     }
 
@@ -81,6 +85,9 @@ impl History {
     /// Appends the events, one line each, and hands them to the kernel (a crash of
     /// gptdash loses none; a crash of the machine loses what was not synced).
     pub fn record(&mut self, events: &[Event]) -> Result<()> {
+        if let Some(why) = &self.lost {
+            anyhow::bail!("{why}");
+        }
         for event in events {
             if matches!(
                 event,
@@ -105,31 +112,51 @@ impl History {
 
     /// Puts the history into `tmp`, a checkpoint being written: the same file linked
     /// when `tmp` replaces the history's own folder (`same_folder`), else a copy (a save
-    /// elsewhere takes the history so far).
-    pub fn carry_into(&mut self, tmp: &Path, same_folder: bool) -> Result<()> {
-        self.out.flush()?;
+    /// elsewhere takes the history so far). When it cannot be, the save goes on without
+    /// it and the history is lost from then on (the next [`keep`] says so).
+    pub fn carry_into(&mut self, tmp: &Path, same_folder: bool) {
         let to = tmp.join(HISTORY_FILE);
-        if same_folder && std::fs::hard_link(&self.path, &to).is_ok() {
-            return Ok(());
+        let carried = self
+            .out
+            .flush()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                if same_folder && std::fs::hard_link(&self.path, &to).is_ok() {
+                    return Ok(());
+                }
+                std::fs::copy(&self.path, &to).map(|_| ()).with_context(|| {
+                    format!("cannot copy {} into {}", self.path.display(), tmp.display())
+                })
+            });
+        if let Err(e) = carried {
+            let _ = std::fs::remove_file(&to);
+            if same_folder {
+                self.lost = Some(format!("{e:#}"));
+            }
         }
-        std::fs::copy(&self.path, &to)
-            .map(|_| ())
-            .with_context(|| format!("cannot copy {} into {}", self.path.display(), tmp.display()))
     }
 
     /// After a save of the history's folder: when the file there is no longer the one
-    /// written (the save copied it), appends to the new one from now on.
-    pub fn follow(&mut self) -> Result<()> {
+    /// written (the save copied it), appends to the new one from now on; one that cannot
+    /// be reopened is lost from then on (the next [`keep`] says so).
+    pub fn follow(&mut self) {
+        if self.lost.is_some() {
+            return;
+        }
         let now = std::fs::metadata(&self.path).map(|m| identity(&m));
         if now.is_ok_and(|id| id == self.id) {
-            return Ok(());
+            return;
         }
-        self.out.flush()?;
-        let file = crate::data::files::open_append(&self.path)
-            .with_context(|| format!("cannot write the run's history {}", self.path.display()))?;
-        self.id = identity(&file.metadata()?);
-        self.out = BufWriter::new(file);
-        Ok(())
+        let reopened = crate::data::files::open_append(&self.path)
+            .with_context(|| format!("cannot write the run's history {}", self.path.display()))
+            .and_then(|file| Ok((identity(&file.metadata()?), file)));
+        match reopened {
+            Ok((id, file)) => {
+                self.id = id;
+                self.out = BufWriter::new(file);
+            }
+            Err(e) => self.lost = Some(format!("{e:#}")),
+        }
     }
 }
 

@@ -158,6 +158,7 @@ impl RunHistory {
     }
 
     fn advance(&mut self, step: u64, tokens: usize, iter_ms: Option<f64>) {
+        self.going_on();
         self.last_step = step;
         self.tokens += tokens as f64;
         self.secs += iter_ms.filter(|x| x.is_finite()).unwrap_or(0.0) / 1000.0;
@@ -186,12 +187,7 @@ impl RunHistory {
             }
             Event::Start(start) => {
                 if self.start.is_some() {
-                    // The segment before: its own wall time when it said it, else its
-                    // training time (it was killed).
-                    self.wall_before += match &self.done {
-                        Some(RunDone::Train(s)) => s.wall_s,
-                        _ => self.secs - self.segment_from,
-                    };
+                    self.close_segment();
                 }
                 if let RunStart::Train(info) = &start {
                     self.resume_at(info.start_iter);
@@ -208,6 +204,7 @@ impl RunHistory {
                 self.test.push(p);
             }
             Event::Epoch(m) => {
+                self.going_on();
                 let epoch = m.epoch as u64;
                 self.secs += m.secs;
                 self.last_step = epoch;
@@ -221,6 +218,26 @@ impl RunHistory {
             Event::Diverged { .. } => self.diverged = true,
             Event::Done(done) => self.done = Some(done),
             _ => {}
+        }
+    }
+
+    /// The segment so far counts into the wall time before the next: its own wall time
+    /// when it said it, else its training time (it was killed).
+    fn close_segment(&mut self) {
+        self.wall_before += match &self.done {
+            Some(RunDone::Train(s)) => s.wall_s,
+            _ => self.secs - self.segment_from,
+        };
+        self.segment_from = self.secs;
+    }
+
+    /// A step after the run's end: a run stopped in the dashboard and started again goes
+    /// on in the same process, so what ended is open again (its time so far kept).
+    fn going_on(&mut self) {
+        if self.done.is_some() || self.interrupted {
+            self.close_segment();
+            self.done = None;
+            self.interrupted = false;
         }
     }
 

@@ -589,7 +589,7 @@ impl Finetuner {
         let mut history = self.log.take();
         let saved = checkpoint::write_atomically(dir, |tmp| {
             if let Some(h) = history.as_mut() {
-                h.carry_into(tmp, own)?;
+                h.carry_into(tmp, own);
             }
             checkpoint::save_weights(
                 &self.loaded.vs,
@@ -612,9 +612,8 @@ impl Finetuner {
             Ok(())
         });
         if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
-            if h.follow().is_err() {
-                history = None;
-            }
+            // A copy in place of the file written: go on in the copy.
+            h.follow();
         }
         self.log = history;
         saved

@@ -673,7 +673,7 @@ impl LmTrainer {
         let mut history = self.history.take();
         let saved = checkpoint::write_atomically(dir, |tmp| {
             if let Some(h) = history.as_mut() {
-                h.carry_into(tmp, own)?;
+                h.carry_into(tmp, own);
             }
             checkpoint::save_weights(
                 &self.vs,
@@ -696,9 +696,7 @@ impl LmTrainer {
         });
         if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
             // A copy in place of the file written: go on in the copy.
-            if h.follow().is_err() {
-                history = None;
-            }
+            h.follow();
         }
         self.history = history;
         saved?;

@@ -154,12 +154,12 @@ fn a_save_carries_the_history_into_the_new_copy_and_writing_goes_on_there() {
     h.record(&[start(0), iter(1, 3.0)]).unwrap();
     for _ in 0..2 {
         crate::checkpoint::write_atomically(&run, |tmp| {
-            h.carry_into(tmp, true)?;
+            h.carry_into(tmp, true);
             std::fs::write(tmp.join(crate::checkpoint::CONFIG_FILE), "{}")?;
             Ok(())
         })
         .unwrap();
-        h.follow().unwrap();
+        h.follow();
     }
     h.record(&[iter(2, 2.0)]).unwrap();
     let r = RunHistory::read(&run.join(crate::checkpoint::HISTORY_FILE), true).unwrap();
@@ -170,8 +170,64 @@ fn a_save_carries_the_history_into_the_new_copy_and_writing_goes_on_there() {
     );
     // A copy elsewhere takes the history so far, and is not written to afterwards.
     let other = dir.path().join("other");
-    crate::checkpoint::write_atomically(&other, |tmp| h.carry_into(tmp, false)).unwrap();
+    crate::checkpoint::write_atomically(&other, |tmp| {
+        h.carry_into(tmp, false);
+        Ok(())
+    })
+    .unwrap();
     h.record(&[iter(3, 1.0)]).unwrap();
     let copy = RunHistory::read(&other.join(crate::checkpoint::HISTORY_FILE), true).unwrap();
     assert_eq!(copy.steps(), 2);
+}
+
+#[test]
+fn a_run_stopped_and_started_again_in_the_dashboard_is_not_interrupted() {
+    let mut r = RunHistory::default();
+    for e in [start(0), iter(1, 3.0)] {
+        r.apply(e);
+    }
+    r.apply(Event::Interrupted {
+        iter: 1,
+        path: "x".into(),
+    });
+    r.apply(done(1));
+    assert_eq!(r.status(true), Status::Interrupted);
+    let wall = r.wall_secs();
+    for points in [true, false] {
+        let mut again = r.clone();
+        again.line(iter(2, 2.0).to_json().as_bytes(), points);
+        assert_eq!(again.status(true), Status::Running, "points: {points}");
+        assert_eq!(again.steps(), 2);
+        // The stopped part's wall time (1 s, said by its end) and the new step's 10 ms.
+        assert!((again.wall_secs() - (wall + 0.01)).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn a_history_that_cannot_follow_a_save_is_closed_and_said_so_and_the_save_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut h = Some(History::open(&run).unwrap());
+    h.as_mut().unwrap().record(&[start(0)]).unwrap();
+    crate::checkpoint::write_atomically(&run, |tmp| {
+        // Something in the history's place: neither a link nor a copy can be made.
+        std::fs::create_dir(tmp.join(crate::checkpoint::HISTORY_FILE))?;
+        h.as_mut().unwrap().carry_into(tmp, true);
+        std::fs::remove_dir(tmp.join(crate::checkpoint::HISTORY_FILE))?;
+        std::fs::write(tmp.join(crate::checkpoint::CONFIG_FILE), "{}")?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        run.join(crate::checkpoint::CONFIG_FILE).is_file(),
+        "the save landed"
+    );
+    h.as_mut().unwrap().follow();
+    let mut events = vec![iter(1, 3.0)];
+    crate::runs::keep(&mut h, &mut events);
+    assert!(h.is_none(), "closed");
+    let said = events
+        .iter()
+        .any(|e| e.to_json().contains("is no longer written"));
+    assert!(said, "{events:?}");
 }
