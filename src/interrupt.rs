@@ -3,7 +3,8 @@
 //! saves a resumable checkpoint), a generated token, a fine-tuning batch (which keeps the
 //! best epoch so far) — and exit with 128 + the signal's number (130 for Ctrl-C, 143 for
 //! SIGTERM, 129 for SIGHUP, 131 for SIGQUIT). A second signal ends the process at once
-//! with the same code. The dashboard handles signals itself (`tui`).
+//! with the same code. [`PARENT_GONE`] (a sweep's member told its sweep died) asks the
+//! same as SIGTERM however often it comes. The dashboard handles signals itself (`tui`).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -12,6 +13,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 
 /// The signals a command stops on.
 pub(crate) const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+
+/// The signal a process asks the kernel to send when its parent dies (`PR_SET_PDEATHSIG`,
+/// a sweep's members): a stop, read as SIGTERM. It is not one of [`SIGNALS`] because it
+/// comes once per thread of the dying parent (the kernel hands the orphan to each
+/// remaining thread in turn), and a second SIGTERM would end the process unsaved.
+pub(crate) const PARENT_GONE: i32 = signal_hook::consts::SIGUSR2;
 
 struct Flags {
     any: Arc<AtomicBool>,
@@ -35,6 +42,8 @@ pub(crate) fn install() -> Result<()> {
         signal_hook::flag::register(signal, flags.any.clone())?;
         signal_hook::flag::register_usize(signal, flags.which.clone(), signal as usize)?;
     }
+    signal_hook::flag::register(PARENT_GONE, flags.any.clone())?;
+    signal_hook::flag::register_usize(PARENT_GONE, flags.which.clone(), SIGTERM as usize)?;
     let _ = FLAGS.set(flags);
     Ok(())
 }

@@ -34,15 +34,21 @@ fn main() -> ExitCode {
         Err(e) => match e.downcast_ref::<gptdash::interrupt::Interrupted>() {
             // The command said what it saved; exit 128 + the signal's number.
             Some(stopped) => {
-                eprintln!("{stopped}");
+                say_err(format_args!("{stopped}"));
                 ExitCode::from(stopped.exit_code())
             }
             None => {
-                eprintln!("error: {e:#}");
+                say_err(format_args!("error: {e:#}"));
                 ExitCode::from(2)
             }
         },
     }
+}
+
+/// A line on stderr; a closed stderr (a sweep member whose sweep died) is not a panic.
+fn say_err(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn run(args: Cli) -> anyhow::Result<()> {

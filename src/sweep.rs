@@ -173,9 +173,10 @@ pub fn plan(base: &Settings, axes: &[Axis], seeds: u64, kind: RunKind) -> Result
             {
                 set(&mut t, key, value)?;
             }
-            let settings: Settings = t
-                .try_into()
-                .map_err(|e: toml::de::Error| anyhow::anyhow!("--set: {}", e.message()))?;
+            let settings: Settings = match t.try_into() {
+                Ok(s) => s,
+                Err(e) => return Err(type_error(&table, &point, e)),
+            };
             settings.validate().with_context(|| {
                 format!(
                     "--set {}",
@@ -199,7 +200,39 @@ pub fn plan(base: &Settings, axes: &[Axis], seeds: u64, kind: RunKind) -> Result
             });
         }
     }
+    for (i, m) in members.iter().enumerate() {
+        if let Some(other) = members[..i].iter().find(|o| o.name == m.name) {
+            let says = |m: &Member| {
+                m.point
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            bail!(
+                "--set: {} and {} would be one run ({}); give each value once, in a form that differs in letters, digits or ._-+",
+                says(other),
+                says(m),
+                m.name
+            );
+        }
+    }
     Ok(members)
+}
+
+/// The error for settings that do not read: the `--set` value that makes them fail,
+/// tried one at a time on the base settings, named with the key.
+fn type_error(base: &toml::Value, point: &[(String, String)], e: toml::de::Error) -> anyhow::Error {
+    for (key, value) in point {
+        let mut t = base.clone();
+        if set(&mut t, key, toml_value(value)).is_err() {
+            continue;
+        }
+        if let Err(alone) = t.try_into::<Settings>() {
+            return anyhow::anyhow!("--set {key}={value}: {}", alone.message().trim());
+        }
+    }
+    anyhow::anyhow!("--set: {}", e.message().trim())
 }
 
 /// The key the seeds go to.

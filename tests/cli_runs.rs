@@ -303,6 +303,64 @@ fn a_sweep_stopped_and_started_again_runs_no_member_twice() {
     assert!(stderr(&out).contains("another sweep"), "{}", stderr(&out));
 }
 
+#[test]
+fn a_sweep_killed_outright_has_its_members_save_and_end() {
+    let _one = exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    std::fs::write(
+        dir.path().join("s.toml"),
+        format!(
+            "[model]\npreset = \"gpt-nano\"\nblock_size = 16\n[train]\nbatch_size = 8\nmax_iters = 1000000\ndevice = \"cpu\"\n[data]\ncorpus = \"{corpus}\"\n"
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--config",
+        "s.toml",
+        "sweep",
+        "--set",
+        "train.learning_rate=1e-3",
+        "--out",
+        "sw",
+    ];
+    let mut child = spawn(dir.path(), &args, &[]);
+    let member = dir.path().join("sw/learning_rate=1e-3_seed=1337");
+    let history_file = member.join("events.jsonl");
+    let started = Instant::now();
+    let trains =
+        || std::fs::read_to_string(&history_file).is_ok_and(|t| t.contains(r#""event":"iter""#));
+    while !trains() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(trains(), "the member never trained");
+    child.kill().unwrap(); // SIGKILL: the sweep passes nothing on
+    child.wait().unwrap();
+    // The member is told by the kernel (its parent died), saves and ends.
+    let ended = || {
+        history(&history_file)
+            .iter()
+            .any(|e| e["event"] == "interrupted")
+    };
+    let killed = Instant::now();
+    while !ended() && killed.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ended(), "the member ran on after its sweep was killed");
+    assert!(member.join("train_state.json").is_file(), "it saved");
+    // Its lock is free: the same sweep goes on with it (resumed, not run again).
+    let listed = events(&gptdash(dir.path(), &["runs", "--json", "--root", "sw"]));
+    let mut waited = 0;
+    let mut listed = listed;
+    while listed.first().is_some_and(|r| r["status"] == "running") && waited < 50 {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+        listed = events(&gptdash(dir.path(), &["runs", "--json", "--root", "sw"]));
+    }
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["status"], "interrupted", "{listed:?}");
+}
+
 /// The `threads` of a run's `start` event, and the child (its stdout read on).
 fn start_threads(child: &mut Child) -> (u64, BufReader<std::process::ChildStdout>) {
     let mut out = BufReader::new(child.stdout.take().unwrap());

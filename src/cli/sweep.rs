@@ -109,7 +109,43 @@ fn command(args: &SweepArgs, out: &Path, m: &Member, todo: Todo) -> Command {
         // A group of its own: the terminal's Ctrl-C reaches the sweep only, which
         // passes each member one SIGTERM (a second signal would end it unsaved).
         .process_group(0);
+    let sweep = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec this calls only prctl and getppid, which are
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        c.pre_exec(move || {
+            // A sweep that dies without passing it a SIGTERM (killed, crashed) still
+            // has its members save and end, rather than run on unseen.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, crate::interrupt::PARENT_GONE) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != sweep {
+                return Err(std::io::Error::other(
+                    "the sweep ended before its member started",
+                ));
+            }
+            Ok(())
+        });
+    }
     c
+}
+
+/// The members running. Leaving early (an error) passes each one SIGTERM and waits for
+/// it to save and end: a sweep never leaves a member running behind it.
+struct Crew(Vec<Running>);
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            // SAFETY: kill only sends a signal to a child this process started.
+            unsafe {
+                libc::kill(r.child.id() as i32, libc::SIGTERM);
+            }
+        }
+        for r in &mut self.0 {
+            let _ = r.child.wait();
+        }
+    }
 }
 
 struct Running {
@@ -170,15 +206,15 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
     let mut queue: std::collections::VecDeque<usize> = (0..members.len())
         .filter(|i| todos[*i] != Todo::Done)
         .collect();
-    let mut running: Vec<Running> = Vec::new();
+    let mut crew = Crew(Vec::new());
     let mut failed: Vec<String> = Vec::new();
     let total = members.len();
     let mut stopped: Option<i32> = None;
-    while !queue.is_empty() || !running.is_empty() {
+    while !queue.is_empty() || !crew.0.is_empty() {
         if stopped.is_none() {
             if let Some(signal) = crate::interrupt::requested() {
                 stopped = Some(signal);
-                for r in &running {
+                for r in &crew.0 {
                     // SAFETY: kill only sends a signal to a child this process started.
                     unsafe {
                         libc::kill(r.child.id() as i32, libc::SIGTERM);
@@ -187,7 +223,7 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
                 queue.clear();
             }
         }
-        while stopped.is_none() && running.len() < args.parallel as usize {
+        while stopped.is_none() && crew.0.len() < args.parallel as usize {
             let Some(index) = queue.pop_front() else {
                 break;
             };
@@ -218,18 +254,19 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
                     _ => "started",
                 }
             ));
-            running.push(Running {
+            crew.0.push(Running {
                 index,
                 child,
                 since: Instant::now(),
                 stderr,
             });
         }
-        let mut still = Vec::new();
-        for mut r in running {
-            match r.child.try_wait()? {
-                None => still.push(r),
+        let mut i = 0;
+        while i < crew.0.len() {
+            match crew.0[i].child.try_wait()? {
+                None => i += 1,
                 Some(status) => {
+                    let r = crew.0.remove(i);
                     let m = &members[r.index];
                     let tail = r.stderr.join().unwrap_or_default();
                     let summary = RunSummary::read(&Found {
@@ -270,8 +307,7 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
                 }
             }
         }
-        running = still;
-        if !running.is_empty() {
+        if !crew.0.is_empty() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }

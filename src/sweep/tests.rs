@@ -43,6 +43,14 @@ fn bad_keys_and_values_are_refused_naming_them() {
     assert!(err(&["train.learning_rate"], lm).contains("KEY=V1,V2"));
     assert!(err(&["finetune.readout=mean"], lm).contains("--checkpoint"));
     assert!(err(&["train.seed=1,2"], RunKind::Classifier).contains("finetune.*"));
+    // A value of the wrong type names its key, with another (good) axis beside it.
+    let wrong = err(&["train.learning_rate=1e-3", "train.batch_size=big"], lm);
+    assert!(wrong.contains("--set train.batch_size=big"), "{wrong}");
+    // Values that would share a folder are refused before anything runs.
+    let twice = err(&["train.learning_rate=1e-3,1e-3"], lm);
+    assert!(twice.contains("would be one run"), "{twice}");
+    let alike = err(&["data.corpus=a b,a/b"], lm);
+    assert!(alike.contains("would be one run"), "{alike}");
     let readouts = plan(
         &base,
         &axes(&["finetune.readout=mean,last"]),
