@@ -62,8 +62,37 @@ pub unsafe fn passive_unless_set(
             *slot = *envp.add(i);
         }
         env[n] = c"OMP_WAIT_POLICY=PASSIVE".as_ptr();
+        if started_by_the_loader() {
+            // `ld-linux.so gptdash ...`: /proc/self/exe is the loader, which would read
+            // gptdash's first argument as the program to run.
+            return;
+        }
         libc::execve(c"/proc/self/exe".as_ptr(), argv, env.as_ptr());
     }
+}
+
+/// Whether /proc/self/exe is the dynamic loader (`ld-linux-x86-64.so.2`, `ld.so`): the
+/// program was started by naming the loader. Uses no allocation.
+fn started_by_the_loader() -> bool {
+    let mut buf = [0u8; 4096];
+    // SAFETY: readlink writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return true; // unknown: do not exec what cannot be named
+    }
+    is_loader(&buf[..n as usize])
+}
+
+/// Whether a path's file name is the dynamic loader's.
+fn is_loader(path: &[u8]) -> bool {
+    let name = path.rsplit(|b| *b == b'/').next().unwrap_or(path);
+    name.starts_with(b"ld-") || name.starts_with(b"ld.so")
 }
 
 /// The wait policy in force, lower-cased (`default` when unset): what libgomp read, since
@@ -292,6 +321,14 @@ fn split(cores: usize, seats: &[usize]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loader_is_told_from_the_program() {
+        assert!(is_loader(b"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+        assert!(is_loader(b"/lib/ld.so"));
+        assert!(!is_loader(b"/work/target/release/gptdash"));
+        assert!(!is_loader(b"/opt/old-ld/gptdash"));
+    }
 
     #[test]
     fn cores_are_split_among_auto_runs_after_fixed_ones() {

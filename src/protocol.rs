@@ -479,6 +479,8 @@ pub enum Event {
     /// Mean test loss after step `iter`.
     Eval {
         iter: u64,
+        /// NaN in a run that diverged (written `null`).
+        #[serde(deserialize_with = "nan_when_null")]
         test_loss: f64,
     },
     /// A checkpoint was written.

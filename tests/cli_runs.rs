@@ -446,4 +446,22 @@ fn openmp_waits_passively_unless_told_otherwise() {
         active > passive + 0.3,
         "CPU per wall second: passive {passive:.2}, active {active:.2}"
     );
+    // Started by naming the dynamic loader, it runs (without the exec, which would hand
+    // the loader gptdash's arguments).
+    let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|l| Path::new(l).exists());
+    if let Some(loader) = loader {
+        let out = std::process::Command::new(loader)
+            .arg(env!("CARGO_BIN_EXE_gptdash"))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("gptdash"));
+    }
 }

@@ -80,3 +80,17 @@ fn a_nan_loss_is_null_in_json_and_nan_when_read() {
     };
     assert!(loss.is_nan());
 }
+
+#[test]
+fn a_nan_test_loss_reads_back_as_nan() {
+    let json = Event::Eval {
+        iter: 3,
+        test_loss: f64::NAN,
+    }
+    .to_json();
+    assert!(json.contains(r#""test_loss":null"#), "{json}");
+    let Event::Eval { test_loss, .. } = serde_json::from_str(&json).unwrap() else {
+        panic!("{json}")
+    };
+    assert!(test_loss.is_nan());
+}

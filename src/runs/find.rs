@@ -17,14 +17,17 @@ pub struct Found {
     pub dir: PathBuf,
 }
 
-/// The runs under these roots, by name; a root that does not exist has none.
+/// The runs under these roots, by name; a root that does not exist has none. A run
+/// under two roots (one inside the other, or one root spelt two ways) is listed once,
+/// by the first root that has it.
 pub fn find(roots: &[PathBuf]) -> Vec<Found> {
     let mut found = Vec::new();
     for root in roots {
         walk(root, root, 0, &mut found);
     }
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|f| seen.insert(f.dir.canonicalize().unwrap_or_else(|_| f.dir.clone())));
     found.sort();
-    found.dedup_by(|a, b| a.dir == b.dir);
     found
 }
 
@@ -90,5 +93,32 @@ pub fn resolve(what: &str, roots: &[PathBuf]) -> anyhow::Result<Found> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_found_once_never_through_links_or_hidden_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("checkpoints");
+        for run in ["a", "sweep/m1", "sweep/m2", ".a.tmp", "deep/er/still/no"] {
+            std::fs::create_dir_all(root.join(run)).unwrap();
+            std::fs::write(root.join(run).join(HISTORY_FILE), "").unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("a"), root.join("latest")).unwrap();
+        // One root inside another, and one spelt another way: each run once.
+        let roots = [
+            root.clone(),
+            root.join("sweep"),
+            dir.path().join("checkpoints/./sweep/.."),
+        ];
+        let names: Vec<String> = find(&roots).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["a", "sweep/m1", "sweep/m2"]);
+        let m1 = resolve("m1", &roots).unwrap();
+        assert_eq!(m1.dir, root.join("sweep/m1"));
+        assert!(resolve("m", &roots).is_err(), "no run's name ends with m");
     }
 }
