@@ -15,7 +15,6 @@
 //! starts itself again with it set to `PASSIVE` (unless the user set it) from
 //! `.preinit_array`, which runs before any library's constructor
 //! ([`passive_unless_set`]); `gptdash bench wait` measures that it is in force.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -231,17 +230,34 @@ fn open_seat(requested: usize) -> Option<(std::fs::File, PathBuf)> {
         .open(&tmp)
         .ok()?;
     file.try_lock().ok()?;
-    let _ = (&file).write_all(format!("{pid} {requested}\n").as_bytes());
+    let _ = std::os::unix::fs::FileExt::write_all_at(&file, &request_line(requested), 0);
     let path = dir.join(format!("{pid}.seat"));
     std::fs::rename(&tmp, &path).ok()?;
     Some((file, path))
 }
 
+/// A seat file's one line, `pid requested`, always of the same width: rewritten in place
+/// by one write, a reader never sees it empty or half written.
+fn request_line(requested: usize) -> Vec<u8> {
+    format!("{:>10} {:>10}\n", std::process::id(), requested).into_bytes()
+}
+
 fn write_request(h: &mut Held) {
-    let line = format!("{} {}\n", std::process::id(), request_of(&h.requests));
-    let _ = h.file.set_len(0);
-    let _ = std::io::Seek::seek(&mut h.file, std::io::SeekFrom::Start(0));
-    let _ = h.file.write_all(line.as_bytes());
+    let line = request_line(request_of(&h.requests));
+    let _ = std::os::unix::fs::FileExt::write_all_at(&h.file, &line, 0);
+}
+
+/// Removes `path` if it is still the file `file` has open (a process that reuses a dead
+/// one's id may have put its own seat there since it was opened).
+fn remove_if_same(path: &Path, file: &std::fs::File) {
+    use std::os::unix::fs::MetadataExt;
+    let same = match (file.metadata(), path.symlink_metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    if same {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// The seats held by live processes (this one's included) and the threads each asked
@@ -254,6 +270,22 @@ fn live_seats(dir: &Path) -> Vec<usize> {
     let mut seats = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".new") {
+            // A seat whose process died before it was put in place: a minute old and
+            // unlocked.
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > Duration::from_secs(60)));
+            if let (true, Ok(file)) = (old, std::fs::File::open(&path)) {
+                if file.try_lock_shared().is_ok() {
+                    remove_if_same(&path, &file);
+                }
+            }
+            continue;
+        }
         if path.extension().is_none_or(|e| e != "seat") {
             continue;
         }
@@ -277,9 +309,7 @@ fn live_seats(dir: &Path) -> Vec<usize> {
         };
         match file.try_lock_shared() {
             // Nobody holds it: its process is gone.
-            Ok(()) => {
-                let _ = std::fs::remove_file(&path);
-            }
+            Ok(()) => remove_if_same(&path, &file),
             Err(std::fs::TryLockError::WouldBlock) => {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 seats.push(requested(&text));
@@ -321,6 +351,44 @@ fn split(cores: usize, seats: &[usize]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seats_of_dead_processes_go_and_live_ones_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A live process's seat: locked, its request in its fixed-width line.
+        let live = std::fs::File::create(d.join("41.seat")).unwrap();
+        live.try_lock().unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&live, b"        41          3\n", 0).unwrap();
+        // A dead one's (unlocked), a dead one's that never was put in place (old), and
+        // one being put in place now (new): only the last stays.
+        std::fs::write(d.join("42.seat"), "42 0\n").unwrap();
+        let stale = std::fs::File::create(d.join(".43.new")).unwrap();
+        stale
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
+            .unwrap();
+        std::fs::write(d.join(".44.new"), "").unwrap();
+        assert_eq!(live_seats(d), [3]);
+        assert!(d.join("41.seat").exists());
+        assert!(!d.join("42.seat").exists());
+        assert!(!d.join(".43.new").exists());
+        assert!(d.join(".44.new").exists());
+    }
+
+    #[test]
+    fn a_seat_put_in_place_after_it_was_found_dead_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("7.seat");
+        std::fs::write(&path, "7 0\n").unwrap();
+        let dead = std::fs::File::open(&path).unwrap();
+        // A new process with the same id renames its seat over the dead one's.
+        std::fs::write(dir.path().join(".7.new"), "7 0\n").unwrap();
+        std::fs::rename(dir.path().join(".7.new"), &path).unwrap();
+        remove_if_same(&path, &dead);
+        assert!(path.exists());
+        remove_if_same(&path, &std::fs::File::open(&path).unwrap());
+        assert!(!path.exists());
+    }
 
     #[test]
     fn the_loader_is_told_from_the_program() {
