@@ -203,7 +203,9 @@ impl TrainTab {
             }
         };
         let event = event?;
-        watch.kept.push(event.clone());
+        if let Some(line) = watch.keep(&event) {
+            shared.log(line);
+        }
         if crate::watch::is_finetuning(&event) {
             if let Event::Done(RunDone::Finetune(d)) = &event {
                 if !d.checkpoint.as_os_str().is_empty() {

@@ -44,11 +44,27 @@ pub struct Watching {
     pub malformed: u64,
     /// The last malformed line: its number and what was wrong.
     pub last_malformed: Option<String>,
-    /// Every event of the stream so far, to save the stream as a run (`s`).
+    /// Every event of the stream so far, to save the stream as a run (`s`), up to
+    /// [`KEEP_MAX`].
     pub kept: Vec<Event>,
 }
 
+/// The most events of a watched stream kept to save as a run (some hundred MiB): a
+/// stream followed for days does not grow the dashboard without end.
+pub(crate) const KEEP_MAX: usize = 1_000_000;
+
 impl Watching {
+    /// Keeps an event to save; the line to log when the stream reaches [`KEEP_MAX`].
+    pub(crate) fn keep(&mut self, event: &Event) -> Option<String> {
+        if self.kept.len() >= KEEP_MAX {
+            return None;
+        }
+        self.kept.push(event.clone());
+        (self.kept.len() == KEEP_MAX).then(|| {
+            format!("the stream's first {KEEP_MAX} events are kept to save (s); later ones are shown, not kept")
+        })
+    }
+
     pub(crate) fn new(source: &Source) -> Self {
         Self {
             source: source.name(),
@@ -121,5 +137,19 @@ impl Watching {
         }
         let beside = self.folder.as_ref()?.join(path);
         (path.is_relative() && beside.is_dir()).then_some(beside)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_kept_to_save_up_to_its_bound_and_said_once() {
+        let mut w = Watching::new(&crate::watch::Source::Stdin);
+        let event = Event::log("x".to_string());
+        let said: Vec<String> = (0..KEEP_MAX + 10).filter_map(|_| w.keep(&event)).collect();
+        assert_eq!(w.kept.len(), KEEP_MAX);
+        assert_eq!(said.len(), 1, "{said:?}");
     }
 }
