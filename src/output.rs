@@ -63,7 +63,7 @@ pub(crate) fn survey(dir: &Path) -> Result<Found> {
     if ours && has_record {
         return Ok(Found::Checkpoint);
     }
-    if ours && names.iter().all(|(n, _)| n == HISTORY_FILE) {
+    if ours && names.iter().all(|(n, _)| n == HISTORY_FILE) && is_run_history(dir) {
         return Ok(Found::History);
     }
     names.sort();
@@ -73,8 +73,14 @@ pub(crate) fn survey(dir: &Path) -> Result<Found> {
         .map(|(n, f)| if *f { n.clone() } else { format!("{n}/") })
         .collect();
     if shown.is_empty() {
-        // Only checkpoint file names, but no gptdash record in config.json.
-        shown.push(format!("{CONFIG_FILE} that gptdash did not write"));
+        // Only checkpoint file names, but no gptdash record in config.json (or, alone,
+        // an events.jsonl that is not a run's history).
+        let name = if names.iter().any(|(n, _)| n == CONFIG_FILE) {
+            CONFIG_FILE
+        } else {
+            names[0].0.as_str()
+        };
+        shown.push(format!("{name} that gptdash did not write"));
     }
     let more = shown.len().saturating_sub(4);
     shown.truncate(4);
@@ -82,6 +88,21 @@ pub(crate) fn survey(dir: &Path) -> Result<Found> {
         shown.push(format!("and {more} more"));
     }
     Ok(Found::Other(shown))
+}
+
+/// Whether `dir`'s `events.jsonl` is a gptdash run's history: its first line is the
+/// `run` record gptdash writes first (a user's own file of that name is not).
+fn is_run_history(dir: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = crate::data::files::open_regular(&dir.join(HISTORY_FILE), "history", u64::MAX)
+    else {
+        return false;
+    };
+    const RECORD: &[u8] = br#"{"event":"run","#;
+    let mut head = Vec::new();
+    file.take(RECORD.len() as u64)
+        .read_to_end(&mut head)
+        .is_ok_and(|_| head == RECORD)
 }
 
 /// Whether `dir` lies inside the folder `outer` (at any depth; `outer` must exist).
@@ -378,6 +399,21 @@ mod tests {
         assert_eq!(
             survey(&d.join("user")).unwrap(),
             Found::Other(vec!["sub/".into()])
+        );
+        // A run's history alone (killed before its first checkpoint), and a user's own
+        // file of that name.
+        std::fs::create_dir(d.join("run")).unwrap();
+        std::fs::write(
+            d.join("run").join(HISTORY_FILE),
+            "{\"event\":\"run\",\"kind\":\"language_model\"}\n",
+        )
+        .unwrap();
+        assert_eq!(survey(&d.join("run")).unwrap(), Found::History);
+        std::fs::create_dir(d.join("log")).unwrap();
+        std::fs::write(d.join("log").join(HISTORY_FILE), "{\"step\": 1}\n").unwrap();
+        assert_eq!(
+            survey(&d.join("log")).unwrap(),
+            Found::Other(vec![format!("{HISTORY_FILE} that gptdash did not write")])
         );
     }
 
