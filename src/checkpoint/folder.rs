@@ -423,6 +423,7 @@ fn saved_beside(dir: &Path, s: &Siblings, why: std::io::Error) -> anyhow::Error 
         }
         if std::fs::rename(&s.tmp, &beside).is_ok() {
             let _ = std::fs::remove_file(beside.join(COMPLETE));
+            unshare(&beside.join(super::HISTORY_FILE));
             let _ = sync(&s.parent);
             return anyhow!(
                 "cannot replace {} ({why}); the checkpoint was saved to {} instead",
@@ -437,6 +438,26 @@ fn saved_beside(dir: &Path, s: &Siblings, why: std::io::Error) -> anyhow::Error 
         dir.display(),
         s.tmp.display()
     )
+}
+
+/// Makes `path` a file of its own when it is a hard link to another (the run's history,
+/// linked into a save that ended beside its folder: the run goes on writing its own,
+/// the copy beside keeps what it had). Best effort.
+fn unshare(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !path
+        .symlink_metadata()
+        .is_ok_and(|m| m.is_file() && m.nlink() > 1)
+    {
+        return;
+    }
+    let mut copy = path.as_os_str().to_owned();
+    copy.push(".copy");
+    let copy = PathBuf::from(copy);
+    if std::fs::copy(path, &copy).is_ok() && std::fs::rename(&copy, path).is_ok() {
+        return;
+    }
+    let _ = std::fs::remove_file(&copy);
 }
 
 #[cfg(test)]
@@ -532,10 +553,16 @@ mod tests {
         // A file the user put into the folder since the run started: the new checkpoint
         // goes beside it, and the error says where.
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let history = dir.join(crate::checkpoint::HISTORY_FILE);
+        std::fs::write(&history, "a\n").unwrap();
         let msg = format!(
             "{:#}",
-            write_atomically(&dir, |tmp| Ok(std::fs::write(tmp.join(CONFIG_FILE), "2")?))
-                .unwrap_err()
+            write_atomically(&dir, |tmp| {
+                // The run's history, carried by a link as a save does.
+                std::fs::hard_link(&history, tmp.join(crate::checkpoint::HISTORY_FILE))?;
+                Ok(std::fs::write(tmp.join(CONFIG_FILE), "2")?)
+            })
+            .unwrap_err()
         );
         assert!(
             msg.contains("saved to") && msg.contains("ckpt-saved-1"),
@@ -550,6 +577,15 @@ mod tests {
             std::fs::read_to_string(beside.join(CONFIG_FILE)).unwrap(),
             "2"
         );
+        // The copy beside keeps the history so far; the run's own goes on alone.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&history)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"b\n"))
+            .unwrap();
+        let copy = beside.join(crate::checkpoint::HISTORY_FILE);
+        assert_eq!(std::fs::read_to_string(copy).unwrap(), "a\n");
+        std::fs::remove_file(&history).unwrap();
         // A user's folder where a save keeps its temporaries is neither adopted nor removed.
         std::fs::remove_file(dir.join("notes.txt")).unwrap();
         std::fs::create_dir(&s.old).unwrap();
