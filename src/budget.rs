@@ -248,7 +248,10 @@ fn write_request(h: &mut Held) {
 }
 
 /// Removes `path` if it is still the file `file` has open (a process that reuses a dead
-/// one's id may have put its own seat there since it was opened).
+/// one's id may have put its own seat there since it was opened). This narrows that race
+/// to the instant between the comparison and the unlink, not closes it: seats only guide
+/// the split of cores (a seat lost so leaves its process uncounted, and the others take
+/// a larger share, until its runs end).
 fn remove_if_same(path: &Path, file: &std::fs::File) {
     use std::os::unix::fs::MetadataExt;
     let same = match (file.metadata(), path.symlink_metadata()) {

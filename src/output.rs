@@ -90,19 +90,25 @@ pub(crate) fn survey(dir: &Path) -> Result<Found> {
     Ok(Found::Other(shown))
 }
 
-/// Whether `dir`'s `events.jsonl` is a gptdash run's history: its first line is the
-/// `run` record gptdash writes first (a user's own file of that name is not).
+/// Whether `dir`'s `events.jsonl` is a gptdash run's history: empty (a run killed before
+/// its first line), beginning with the `run` record gptdash writes first (whole, or torn
+/// by a kill), or a first line that is a gptdash event (an older gptdash's history, a
+/// watched stream saved as a run). A user's own file of that name is not.
 fn is_run_history(dir: &Path) -> bool {
     use std::io::Read;
+    const RECORD: &[u8] = br#"{"event":"run","#;
     let Ok(file) = crate::data::files::open_regular(&dir.join(HISTORY_FILE), "history", u64::MAX)
     else {
         return false;
     };
-    const RECORD: &[u8] = br#"{"event":"run","#;
     let mut head = Vec::new();
-    file.take(RECORD.len() as u64)
-        .read_to_end(&mut head)
-        .is_ok_and(|_| head == RECORD)
+    if file.take(1 << 20).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    head.is_empty()
+        || first.starts_with(RECORD)
+        || serde_json::from_slice::<crate::protocol::Event>(first).is_ok()
 }
 
 /// Whether `dir` lies inside the folder `outer` (at any depth; `outer` must exist).
@@ -403,12 +409,26 @@ mod tests {
         // A run's history alone (killed before its first checkpoint), and a user's own
         // file of that name.
         std::fs::create_dir(d.join("run")).unwrap();
-        std::fs::write(
-            d.join("run").join(HISTORY_FILE),
-            "{\"event\":\"run\",\"kind\":\"language_model\"}\n",
-        )
-        .unwrap();
-        assert_eq!(survey(&d.join("run")).unwrap(), Found::History);
+        let record = crate::protocol::Event::Run(Box::new(crate::protocol::RunRecord {
+            kind: crate::protocol::RunKind::LanguageModel,
+            started: 1,
+            settings: Some(Box::default()),
+            finetune: None,
+            resumed_at: 0,
+        }));
+        let torn = record.to_json();
+        let start = crate::protocol::Event::Start(crate::protocol::RunStart::Train(Box::new(
+            crate::protocol::RunInfo::example(10),
+        )));
+        for text in [
+            format!("{}\n", record.to_json()),
+            torn[..torn.len() / 2].to_string(),
+            String::new(),
+            format!("{}\n", start.to_json()),
+        ] {
+            std::fs::write(d.join("run").join(HISTORY_FILE), &text).unwrap();
+            assert_eq!(survey(&d.join("run")).unwrap(), Found::History, "{text}");
+        }
         std::fs::create_dir(d.join("log")).unwrap();
         std::fs::write(d.join("log").join(HISTORY_FILE), "{\"step\": 1}\n").unwrap();
         assert_eq!(

@@ -176,7 +176,9 @@ impl OutputLock {
                 )
             })?;
         // A reader that only looks (the Runs tab, `runs`, a check before a run) holds a
-        // shared lock for an instant: a few tries tell it from a writer.
+        // shared lock for an instant: a few tries tell it from a writer. Other threads
+        // may look at the held locks meanwhile.
+        drop(held);
         let mut tries = 0;
         loop {
             match file.try_lock() {
@@ -186,6 +188,11 @@ impl OutputLock {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
+                    // Another thread of this process may have taken it meanwhile.
+                    if let Some((_, count)) = held_locks().get_mut(&key) {
+                        *count += 1;
+                        return Ok(Ok(Self { key }));
+                    }
                     let pid = std::fs::read_to_string(&s.lock).unwrap_or_default();
                     return Ok(Err(pid.trim().to_string()));
                 }
@@ -196,7 +203,7 @@ impl OutputLock {
         }
         let _ = file.set_len(0);
         let _ = (&file).write_all(std::process::id().to_string().as_bytes());
-        held.insert(key.clone(), (file, 1));
+        held_locks().insert(key.clone(), (file, 1));
         Ok(Ok(Self { key }))
     }
 }
@@ -234,6 +241,8 @@ pub(crate) fn other_writer(dir: &Path) -> Option<String> {
 
 /// The error for a folder another gptdash (process `pid`) is writing.
 pub(crate) fn being_written(dir: &Path, pid: &str) -> anyhow::Error {
+    // Read between the writer's truncate and its write: no number yet.
+    let pid = if pid.is_empty() { "?" } else { pid };
     anyhow!(
         "{} is being written by another gptdash (process {pid}); wait for it to end or choose another output directory",
         dir.display()

@@ -57,11 +57,8 @@ enum Todo {
 
 /// How a member stands in its folder.
 fn todo(kind: RunKind, dir: &Path) -> Result<Todo> {
-    if crate::checkpoint::is_being_written(dir) {
-        bail!(
-            "{} is being written by another gptdash; wait for it to end",
-            dir.display()
-        );
+    if let Some(pid) = crate::checkpoint::folder::other_writer(dir) {
+        return Err(crate::checkpoint::folder::being_written(dir, &pid));
     }
     let history = dir.join(HISTORY_FILE);
     if !dir.exists() {
@@ -115,14 +112,18 @@ fn command(args: &SweepArgs, out: &Path, m: &Member, todo: Todo) -> Command {
     unsafe {
         c.pre_exec(move || {
             // A sweep that dies without passing it a SIGTERM (killed, crashed) still
-            // has its members save and end, rather than run on unseen.
+            // has its members save and end, rather than run on unseen. The signal
+            // follows the thread that forks: `run` starts members from the main
+            // thread, which lives as long as the sweep. Until a member installs its
+            // handlers (after reading its settings: nothing to save yet), the signal
+            // ends it outright.
             if libc::prctl(libc::PR_SET_PDEATHSIG, crate::interrupt::PARENT_GONE) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != sweep {
-                return Err(std::io::Error::other(
-                    "the sweep ended before its member started",
-                ));
+                // The sweep ended before its member started. Only a number: nothing is
+                // allocated here.
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -136,7 +137,7 @@ struct Crew(Vec<Running>);
 
 impl Drop for Crew {
     fn drop(&mut self) {
-        for r in &self.0 {
+        for r in self.0.iter().filter(|r| !r.signalled) {
             // SAFETY: kill only sends a signal to a child this process started.
             unsafe {
                 libc::kill(r.child.id() as i32, libc::SIGTERM);
@@ -150,6 +151,8 @@ impl Drop for Crew {
 
 struct Running {
     index: usize,
+    /// It was passed SIGTERM already (a second would end it unsaved).
+    signalled: bool,
     child: Child,
     since: Instant,
     stderr: std::thread::JoinHandle<Vec<String>>,
@@ -214,11 +217,12 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
         if stopped.is_none() {
             if let Some(signal) = crate::interrupt::requested() {
                 stopped = Some(signal);
-                for r in &crew.0 {
+                for r in &mut crew.0 {
                     // SAFETY: kill only sends a signal to a child this process started.
                     unsafe {
                         libc::kill(r.child.id() as i32, libc::SIGTERM);
                     }
+                    r.signalled = true;
                 }
                 queue.clear();
             }
@@ -256,6 +260,7 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
             ));
             crew.0.push(Running {
                 index,
+                signalled: false,
                 child,
                 since: Instant::now(),
                 stderr,

@@ -26,6 +26,9 @@ pub struct History {
     /// Why the history could not follow a save: the next [`keep`] closes it and says so
     /// (the save itself goes ahead — the weights matter more than the curve).
     lost: Option<String>,
+    /// Lines for the run's log, said with the next events (a save elsewhere that could
+    /// not take the history along).
+    notes: Vec<String>,
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
@@ -51,6 +54,7 @@ impl History {
             out: BufWriter::new(file),
             id,
             lost: None,
+            notes: Vec::new(),
         })
     }
 
@@ -112,9 +116,10 @@ impl History {
 
     /// Puts the history into `tmp`, a checkpoint being written: the same file linked
     /// when `tmp` replaces the history's own folder (`same_folder`), else a copy (a save
-    /// elsewhere takes the history so far). When it cannot be, the save goes on without
-    /// it and the history is lost from then on (the next [`keep`] says so).
-    pub fn carry_into(&mut self, tmp: &Path, same_folder: bool) {
+    /// elsewhere takes the history so far). An error leaves nothing half copied; the
+    /// save goes on without the history, and the caller, once the save landed, calls
+    /// [`History::carried`] with the outcome.
+    pub fn carry_into(&mut self, tmp: &Path, same_folder: bool) -> Result<()> {
         let to = tmp.join(HISTORY_FILE);
         let carried = self
             .out
@@ -128,11 +133,23 @@ impl History {
                     format!("cannot copy {} into {}", self.path.display(), tmp.display())
                 })
             });
-        if let Err(e) = carried {
+        if carried.is_err() {
             let _ = std::fs::remove_file(&to);
-            if same_folder {
-                self.lost = Some(format!("{e:#}"));
-            }
+        }
+        carried
+    }
+
+    /// After a save landed in `dir`: a history that could not be carried into its own
+    /// folder's new copy is lost from then on; one that could not go with a save
+    /// elsewhere is said. Either way the next [`keep`] tells the run's log.
+    pub fn carried(&mut self, carried: Result<()>, same_folder: bool, dir: &Path) {
+        match carried {
+            Ok(()) => {}
+            Err(e) if same_folder => self.lost = Some(format!("{e:#}")),
+            Err(e) => self.notes.push(format!(
+                "the checkpoint in {} has no copy of the run's history: {e:#}",
+                dir.display()
+            )),
         }
     }
 
@@ -167,6 +184,7 @@ pub fn keep(history: &mut Option<History>, events: &mut Vec<Event>) {
     let Some(h) = history.as_mut() else {
         return;
     };
+    events.extend(h.notes.drain(..).map(Event::log));
     let ends = events.iter().any(|e| {
         matches!(
             e,

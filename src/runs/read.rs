@@ -84,6 +84,9 @@ pub struct RunHistory {
     /// current segment's start.
     wall_before: f64,
     segment_from: f64,
+    /// The segment's wall time before it was opened again (stopped in the dashboard and
+    /// started again in the same process), counted while it is open.
+    reopened_wall: f64,
     tokens: f64,
     secs: f64,
 }
@@ -221,21 +224,29 @@ impl RunHistory {
         }
     }
 
-    /// The segment so far counts into the wall time before the next: its own wall time
-    /// when it said it, else its training time (it was killed).
-    fn close_segment(&mut self) {
-        self.wall_before += match &self.done {
+    /// The segment's wall time: its own when its end said it (counted from the process's
+    /// start, so a reopened segment's end covers all of it), else its training time
+    /// (it was killed) on top of what it had when it was opened again.
+    fn segment_wall(&self) -> f64 {
+        match &self.done {
             Some(RunDone::Train(s)) => s.wall_s,
-            _ => self.secs - self.segment_from,
-        };
+            _ => self.reopened_wall + self.secs - self.segment_from,
+        }
+    }
+
+    /// The segment so far counts into the wall time before the next.
+    fn close_segment(&mut self) {
+        self.wall_before += self.segment_wall();
         self.segment_from = self.secs;
+        self.reopened_wall = 0.0;
     }
 
     /// A step after the run's end: a run stopped in the dashboard and started again goes
-    /// on in the same process, so what ended is open again (its time so far kept).
+    /// on in the same process and segment, so what ended is open again.
     fn going_on(&mut self) {
         if self.done.is_some() || self.interrupted {
-            self.close_segment();
+            self.reopened_wall = self.segment_wall();
+            self.segment_from = self.secs;
             self.done = None;
             self.interrupted = false;
         }
@@ -283,11 +294,7 @@ impl RunHistory {
     /// Wall time over every segment: each that ended says its own (preparation and
     /// evaluation included); one killed counts its training time.
     pub fn wall_secs(&self) -> f64 {
-        self.wall_before
-            + match &self.done {
-                Some(RunDone::Train(s)) => s.wall_s,
-                _ => self.secs - self.segment_from,
-            }
+        self.wall_before + self.segment_wall()
     }
 
     /// How the run stands: `running` when the history has no end and `locked` (another

@@ -587,9 +587,10 @@ impl Finetuner {
         };
         let own = crate::output::same_folder(dir, &self.out);
         let mut history = self.log.take();
+        let mut carried = Ok(());
         let saved = checkpoint::write_atomically(dir, |tmp| {
             if let Some(h) = history.as_mut() {
-                h.carry_into(tmp, own);
+                carried = h.carry_into(tmp, own);
             }
             checkpoint::save_weights(
                 &self.loaded.vs,
@@ -611,9 +612,12 @@ impl Finetuner {
             std::fs::write(tmp.join(CURVES_FILE), csv)?;
             Ok(())
         });
-        if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
-            // A copy in place of the file written: go on in the copy.
-            h.follow();
+        if let (Some(h), true) = (history.as_mut(), saved.is_ok()) {
+            h.carried(carried, own, dir);
+            if own {
+                // A copy in place of the file written: go on in the copy.
+                h.follow();
+            }
         }
         self.log = history;
         saved

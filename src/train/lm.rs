@@ -671,9 +671,10 @@ impl LmTrainer {
     pub(crate) fn save(&mut self, dir: &Path) -> Result<()> {
         let own = crate::output::same_folder(dir, &self.out);
         let mut history = self.history.take();
+        let mut carried = Ok(());
         let saved = checkpoint::write_atomically(dir, |tmp| {
             if let Some(h) = history.as_mut() {
-                h.carry_into(tmp, own);
+                carried = h.carry_into(tmp, own);
             }
             checkpoint::save_weights(
                 &self.vs,
@@ -694,9 +695,12 @@ impl LmTrainer {
             };
             checkpoint::write_json(&tmp.join(checkpoint::STATE_FILE), &state)
         });
-        if let (Some(h), true) = (history.as_mut(), own && saved.is_ok()) {
-            // A copy in place of the file written: go on in the copy.
-            h.follow();
+        if let (Some(h), true) = (history.as_mut(), saved.is_ok()) {
+            h.carried(carried, own, dir);
+            if own {
+                // A copy in place of the file written: go on in the copy.
+                h.follow();
+            }
         }
         self.history = history;
         saved?;

@@ -154,7 +154,7 @@ fn a_save_carries_the_history_into_the_new_copy_and_writing_goes_on_there() {
     h.record(&[start(0), iter(1, 3.0)]).unwrap();
     for _ in 0..2 {
         crate::checkpoint::write_atomically(&run, |tmp| {
-            h.carry_into(tmp, true);
+            h.carry_into(tmp, true)?;
             std::fs::write(tmp.join(crate::checkpoint::CONFIG_FILE), "{}")?;
             Ok(())
         })
@@ -170,11 +170,7 @@ fn a_save_carries_the_history_into_the_new_copy_and_writing_goes_on_there() {
     );
     // A copy elsewhere takes the history so far, and is not written to afterwards.
     let other = dir.path().join("other");
-    crate::checkpoint::write_atomically(&other, |tmp| {
-        h.carry_into(tmp, false);
-        Ok(())
-    })
-    .unwrap();
+    crate::checkpoint::write_atomically(&other, |tmp| h.carry_into(tmp, false)).unwrap();
     h.record(&[iter(3, 1.0)]).unwrap();
     let copy = RunHistory::read(&other.join(crate::checkpoint::HISTORY_FILE), true).unwrap();
     assert_eq!(copy.steps(), 2);
@@ -200,6 +196,18 @@ fn a_run_stopped_and_started_again_in_the_dashboard_is_not_interrupted() {
         assert_eq!(again.steps(), 2);
         // The stopped part's wall time (1 s, said by its end) and the new step's 10 ms.
         assert!((again.wall_secs() - (wall + 0.01)).abs() < 1e-9);
+        // Its end says the wall time since the process started: all of it, once.
+        let mut end = done(2);
+        if let Event::Done(RunDone::Train(s)) = &mut end {
+            s.wall_s = 2.5;
+        }
+        again.apply(end);
+        assert_eq!(again.status(false), Status::Finished);
+        assert!(
+            (again.wall_secs() - 2.5).abs() < 1e-9,
+            "{}",
+            again.wall_secs()
+        );
     }
 }
 
@@ -209,10 +217,11 @@ fn a_history_that_cannot_follow_a_save_is_closed_and_said_so_and_the_save_lands(
     let run = dir.path().join("run");
     let mut h = Some(History::open(&run).unwrap());
     h.as_mut().unwrap().record(&[start(0)]).unwrap();
+    let mut carried = Ok(());
     crate::checkpoint::write_atomically(&run, |tmp| {
         // Something in the history's place: neither a link nor a copy can be made.
         std::fs::create_dir(tmp.join(crate::checkpoint::HISTORY_FILE))?;
-        h.as_mut().unwrap().carry_into(tmp, true);
+        carried = h.as_mut().unwrap().carry_into(tmp, true);
         std::fs::remove_dir(tmp.join(crate::checkpoint::HISTORY_FILE))?;
         std::fs::write(tmp.join(crate::checkpoint::CONFIG_FILE), "{}")?;
         Ok(())
@@ -222,6 +231,7 @@ fn a_history_that_cannot_follow_a_save_is_closed_and_said_so_and_the_save_lands(
         run.join(crate::checkpoint::CONFIG_FILE).is_file(),
         "the save landed"
     );
+    h.as_mut().unwrap().carried(carried, true, &run);
     h.as_mut().unwrap().follow();
     let mut events = vec![iter(1, 3.0)];
     crate::runs::keep(&mut h, &mut events);
@@ -229,5 +239,17 @@ fn a_history_that_cannot_follow_a_save_is_closed_and_said_so_and_the_save_lands(
     let said = events
         .iter()
         .any(|e| e.to_json().contains("is no longer written"));
+    assert!(said, "{events:?}");
+    // A save elsewhere that cannot take the history along is said; the run's own goes on.
+    let mut h = Some(History::open(&dir.path().join("run2")).unwrap());
+    let other = dir.path().join("other");
+    let failed = Err(anyhow::anyhow!("disk full"));
+    h.as_mut().unwrap().carried(failed, false, &other);
+    let mut events = vec![iter(1, 3.0)];
+    crate::runs::keep(&mut h, &mut events);
+    assert!(h.is_some(), "still written");
+    let said = events
+        .iter()
+        .any(|e| e.to_json().contains("has no copy of the run's history"));
     assert!(said, "{events:?}");
 }
