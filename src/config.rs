@@ -27,19 +27,6 @@ pub struct RunsSettings {
     pub folders: Vec<PathBuf>,
 }
 
-impl RunsSettings {
-    /// The runs roots: `checkpoints/` (relative to the current folder), then `folders`.
-    pub fn roots(&self) -> Vec<PathBuf> {
-        let mut roots = vec![PathBuf::from(crate::output::DEFAULT_PARENT)];
-        roots.extend(
-            self.folders
-                .iter()
-                .map(|f| crate::paths::expand_home(&f.to_string_lossy())),
-        );
-        roots
-    }
-}
-
 /// `[model]`: a preset, optionally with explicit sizes on top.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

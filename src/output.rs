@@ -92,8 +92,9 @@ pub(crate) fn survey(dir: &Path) -> Result<Found> {
 
 /// Whether `dir`'s `events.jsonl` is a gptdash run's history: empty (a run killed before
 /// its first line), beginning with the `run` record gptdash writes first (whole, or torn
-/// by a kill), or a first line that is a gptdash event (an older gptdash's history, a
-/// watched stream saved as a run). A user's own file of that name is not.
+/// by a kill), or a first line that is a gptdash event — an object naming its `event` —
+/// (an older gptdash's history, a watched stream saved as a run). A user's own file of
+/// that name is not.
 fn is_run_history(dir: &Path) -> bool {
     use std::io::Read;
     const RECORD: &[u8] = br#"{"event":"run","#;
@@ -108,7 +109,8 @@ fn is_run_history(dir: &Path) -> bool {
     let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
     head.is_empty()
         || first.starts_with(RECORD)
-        || serde_json::from_slice::<crate::protocol::Event>(first).is_ok()
+        || serde_json::from_slice::<serde_json::Value>(first)
+            .is_ok_and(|v| v.get("event").is_some_and(serde_json::Value::is_string))
 }
 
 /// Whether `dir` lies inside the folder `outer` (at any depth; `outer` must exist).

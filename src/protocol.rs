@@ -13,7 +13,7 @@ use crate::generate::{GenerateOptions, Generation};
 mod inspect;
 mod run;
 pub use inspect::{InspectReport, InspectText, LensCell, PinnedLoss};
-pub use run::{RestoredRun, RunKind, RunRecord};
+pub use run::{DiffRow, PointResult, RestoredRun, RunKind, RunRecord, RunSummary, Status};
 
 /// Dashboard → worker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -544,23 +544,23 @@ pub enum Event {
     /// A checkpoint was opened: its run's history, for the Train (or Classify) tab.
     Restored(Box<RestoredRun>),
     /// One run of `gptdash runs --json`.
-    RunSummary(Box<crate::runs::RunSummary>),
+    RunSummary(Box<RunSummary>),
     /// A sweep's member ended (`gptdash sweep --json`): its exit code and summary.
     SweepMember {
         name: String,
         exit_code: Option<i32>,
-        summary: Option<Box<crate::runs::RunSummary>>,
+        summary: Option<Box<RunSummary>>,
     },
     /// The sweep's results by grid point.
     SweepSummary {
         out: PathBuf,
         metric: String,
-        rows: Vec<crate::sweep::PointResult>,
+        rows: Vec<PointResult>,
     },
     /// `gptdash runs diff --json`: the settings in which the runs differ.
     RunsDiff {
         runs: Vec<String>,
-        differ: Vec<crate::runs::DiffRow>,
+        differ: Vec<DiffRow>,
     },
     Log {
         message: String,

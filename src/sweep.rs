@@ -324,20 +324,7 @@ pub fn prepare(out: &Path, manifest: &Manifest, members: &[Member]) -> Result<bo
     Ok(resumed)
 }
 
-/// One row of the summary: a grid point, its members' results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PointResult {
-    /// `key=value` of each axis.
-    pub point: Vec<String>,
-    /// The result per member (best test loss; a classifier's kept validation accuracy),
-    /// finished members only.
-    pub results: Vec<f64>,
-    pub mean: Option<f64>,
-    /// The sample standard deviation (n − 1), with two results or more.
-    pub std: Option<f64>,
-    /// Members not finished (running, interrupted, diverged).
-    pub unfinished: usize,
-}
+pub use crate::protocol::PointResult;
 
 /// Mean and sample standard deviation.
 pub fn mean_std(xs: &[f64]) -> (Option<f64>, Option<f64>) {

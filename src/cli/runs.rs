@@ -75,7 +75,7 @@ impl ValueEnum for Status {
 }
 
 pub fn run(args: &RunsArgs, settings: Settings) -> Result<()> {
-    let mut roots = settings.runs.roots();
+    let mut roots = runs::roots(&settings.runs);
     roots.extend(args.root.iter().cloned());
     match &args.action {
         Some(RunsAction::Diff { runs }) => diff(runs, &roots, args.json),

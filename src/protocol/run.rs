@@ -61,25 +61,78 @@ pub struct RestoredRun {
     pub done: Option<RunDone>,
 }
 
-impl RestoredRun {
-    pub fn of(path: PathBuf, h: &crate::runs::RunHistory) -> Self {
-        let points = |ps: &[crate::runs::Point]| ps.iter().map(|p| (p.step, p.value)).collect();
-        let classifier = matches!(h.start, Some(RunStart::Finetune(_)));
-        RestoredRun {
-            path,
-            start: h.start.clone(),
-            train: if classifier {
-                Vec::new()
-            } else {
-                points(&h.train)
-            },
-            test: if classifier {
-                Vec::new()
-            } else {
-                points(&h.test)
-            },
-            epochs: h.epochs.clone(),
-            done: h.done.clone(),
-        }
-    }
+/// One row of a sweep's summary: a grid point, its members' results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointResult {
+    /// `key=value` of each axis.
+    pub point: Vec<String>,
+    /// The result per member (best test loss; a classifier's kept validation accuracy),
+    /// finished members only.
+    pub results: Vec<f64>,
+    pub mean: Option<f64>,
+    /// The sample standard deviation (n − 1), with two results or more.
+    pub std: Option<f64>,
+    /// Members not finished (running, interrupted, diverged).
+    pub unfinished: usize,
+}
+
+/// How a run stands, from its history and its folder's lock.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, strum::Display,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[strum(serialize = "running")]
+    Running,
+    #[strum(serialize = "finished")]
+    Finished,
+    /// Stopped early (a signal, `x`), or killed: the history ends without its end.
+    #[strum(serialize = "interrupted")]
+    Interrupted,
+    #[strum(serialize = "diverged")]
+    Diverged,
+}
+
+/// A run, summarised from its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: RunKind,
+    /// The corpus (a classifier's: its SST-2 data).
+    pub corpus: String,
+    /// The model preset and sizes (a classifier's: the model it started from).
+    pub model: String,
+    /// Steps taken (a classifier's: epochs).
+    pub steps: u64,
+    /// Steps (epochs) planned.
+    pub planned: u64,
+    pub tokens: f64,
+    /// Wall time, every segment of a resumed run together.
+    pub wall_s: f64,
+    /// Tokens per second of the training steps.
+    pub tokens_per_s: Option<f64>,
+    /// Best and last test loss (a classifier's: validation accuracy).
+    pub best: Option<f64>,
+    pub last: Option<f64>,
+    /// A finished classifier's kept epoch's validation accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<f64>,
+    pub status: Status,
+    /// Seconds since the Unix epoch.
+    pub started: Option<u64>,
+    /// Lines of the history that are not events.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub malformed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One setting that differs: its key and each run's value (`-` where a run has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffRow {
+    pub key: String,
+    pub values: Vec<String>,
 }

@@ -2,16 +2,8 @@
 //! values, and the keys whose values are not all the same.
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::protocol::DiffRow;
 use crate::protocol::RunRecord;
-
-/// One setting that differs: its key and each run's value (`-` where a run has none).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiffRow {
-    pub key: String,
-    pub values: Vec<String>,
-}
 
 /// A record's settings as `section.key` → value (strings bare, the rest as JSON).
 pub fn flatten(record: &RunRecord) -> BTreeMap<String, String> {

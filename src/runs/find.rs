@@ -17,6 +17,19 @@ pub struct Found {
     pub dir: PathBuf,
 }
 
+/// The runs roots: `checkpoints/` (relative to the current folder), then the folders
+/// `[runs] folders` names.
+pub fn roots(settings: &crate::config::RunsSettings) -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from(crate::output::DEFAULT_PARENT)];
+    roots.extend(
+        settings
+            .folders
+            .iter()
+            .map(|f| crate::paths::expand_home(&f.to_string_lossy())),
+    );
+    roots
+}
+
 /// The runs under these roots, by name; a root that does not exist has none. A run
 /// under two roots (one inside the other, or one root spelt two ways) is listed once,
 /// by the first root that has it.

@@ -11,7 +11,7 @@ mod read;
 mod summary;
 
 pub use diff::{diff, flatten, DiffRow};
-pub use find::{find, resolve, Found};
+pub use find::{find, resolve, roots, Found};
 pub use follow::{RunsMsg, Subscription};
 pub use history::{keep, History};
 pub use read::{Point, RunHistory, Status};

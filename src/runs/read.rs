@@ -8,11 +8,14 @@
 //! it continues from, and the points the interrupted segment wrote past that step (work
 //! after its last checkpoint, done again) are dropped.
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::protocol::{EpochMetrics, Event, RunDone, RunKind, RunRecord, RunStart, StepMetrics};
+pub use crate::protocol::Status;
+use crate::protocol::{
+    EpochMetrics, Event, RestoredRun, RunDone, RunKind, RunRecord, RunStart, StepMetrics,
+};
 
 /// One point of a curve.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,32 +27,6 @@ pub struct Point {
     /// Training time up to this step, in seconds.
     pub secs: f64,
     pub value: f64,
-}
-
-/// How a run stands, from its history and its folder's lock.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    #[strum(serialize = "running")]
-    Running,
-    #[strum(serialize = "finished")]
-    Finished,
-    /// Stopped early (a signal, `x`), or killed: the history ends without its end.
-    #[strum(serialize = "interrupted")]
-    Interrupted,
-    #[strum(serialize = "diverged")]
-    Diverged,
 }
 
 /// What a history says.
@@ -310,6 +287,30 @@ impl RunHistory {
             Status::Running
         } else {
             Status::Interrupted
+        }
+    }
+}
+
+/// A history as the dashboard restores it when the run is opened.
+impl RestoredRun {
+    pub fn of(path: PathBuf, h: &RunHistory) -> Self {
+        let points = |ps: &[Point]| ps.iter().map(|p| (p.step, p.value)).collect();
+        let classifier = matches!(h.start, Some(RunStart::Finetune(_)));
+        RestoredRun {
+            path,
+            start: h.start.clone(),
+            train: if classifier {
+                Vec::new()
+            } else {
+                points(&h.train)
+            },
+            test: if classifier {
+                Vec::new()
+            } else {
+                points(&h.test)
+            },
+            epochs: h.epochs.clone(),
+            done: h.done.clone(),
         }
     }
 }

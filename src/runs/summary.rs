@@ -1,49 +1,10 @@
 //! One line per run: what `gptdash runs` and the Runs tab list.
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
 
 use super::find::Found;
-use super::read::{RunHistory, Status};
+use super::read::RunHistory;
 use crate::checkpoint::HISTORY_FILE;
+pub use crate::protocol::RunSummary;
 use crate::protocol::{RunDone, RunKind, RunStart};
-
-/// A run, summarised from its history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
-    pub name: String,
-    pub path: PathBuf,
-    pub kind: RunKind,
-    /// The corpus (a classifier's: its SST-2 data).
-    pub corpus: String,
-    /// The model preset and sizes (a classifier's: the model it started from).
-    pub model: String,
-    /// Steps taken (a classifier's: epochs).
-    pub steps: u64,
-    /// Steps (epochs) planned.
-    pub planned: u64,
-    pub tokens: f64,
-    /// Wall time, every segment of a resumed run together.
-    pub wall_s: f64,
-    /// Tokens per second of the training steps.
-    pub tokens_per_s: Option<f64>,
-    /// Best and last test loss (a classifier's: validation accuracy).
-    pub best: Option<f64>,
-    pub last: Option<f64>,
-    /// A finished classifier's kept epoch's validation accuracy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kept: Option<f64>,
-    pub status: Status,
-    /// Seconds since the Unix epoch.
-    pub started: Option<u64>,
-    /// Lines of the history that are not events.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub malformed: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
 
 impl RunSummary {
     /// What the best/last columns hold.

@@ -95,7 +95,7 @@ impl RunsTab {
         }
         Subscription {
             visible,
-            roots: shared.settings.runs.roots(),
+            roots: crate::runs::roots(&shared.settings.runs),
             scan: self.scan,
             follow,
         }
