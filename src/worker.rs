@@ -412,12 +412,17 @@ impl Worker {
         };
         let device = device_name(loaded.model.device());
         let options = FinetuneOptions::from(&settings);
+        // The run's record names the model it started from: the one held, by its origin.
+        let mut recorded = settings.clone();
+        if matches!(base, Base::Held) {
+            recorded.base = format!("{} (held)", loaded.origin);
+        }
         let mut run = Finetuner::new(*loaded, &data.train, &data.val, options, out)?;
         run.link_latest(self.out_dir.join(CLASSIFIER_RUNS));
         let seat = crate::budget::Seat::take(self.threads);
         tch::set_num_threads(seat.threads() as i32);
         let info = run.info(&data.train_file, settings.samples, device, seat.threads());
-        let start = run.begin(info, &settings, seat)?;
+        let start = run.begin(info, &recorded, seat)?;
         self.engine = Engine::Finetuning(Box::new(run), Pace::Running);
         Ok(self.send(start))
     }

@@ -55,6 +55,11 @@ fn finetune_then_classify() {
     let done = ev.last().unwrap();
     assert_eq!(done["event"], "done");
     assert!(done["val_acc"].as_f64().unwrap() >= 0.0);
+    // The run's history names the model it started from, given by --checkpoint.
+    let history = std::fs::read_to_string(d.join("clf/events.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(history.lines().next().unwrap()).unwrap();
+    assert_eq!(record["event"], "run");
+    assert_eq!(record["finetune"]["base"], ck.as_str(), "{record}");
     assert_eq!(done["confusion"].as_array().unwrap().len(), 2);
     // Per-class F1 agrees with the confusion matrix; ECE is a share; mistakes are wrong.
     let c: [[f64; 2]; 2] = serde_json::from_value(done["confusion"].clone()).unwrap();

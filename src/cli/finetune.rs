@@ -206,6 +206,13 @@ pub fn run(args: &FinetuneArgs, settings: Settings) -> Result<()> {
     let Some((model_dir, source_name)) = base.locate().context(flag)? else {
         bail!("nothing to fine-tune: give --checkpoint DIR or --init gpt2|distilgpt2|PATH (or set base in [finetune] of config.toml)");
     };
+    // The run's record names the model it started from, however it was given (runs that
+    // differ only by it are not seeds of one grid point).
+    match (&args.checkpoint, &args.init) {
+        (Some(dir), _) => f.base = dir.display().to_string(),
+        (None, Some(init)) => f.base.clone_from(init),
+        (None, None) => {}
+    }
     // The output next, before any work: never the model itself, never a user's folder.
     let (out, claim) = match &args.out {
         Some(out) => {
