@@ -119,12 +119,15 @@ pub fn plan(base: &Settings, axes: &[Axis], seeds: u64, kind: RunKind) -> Result
             bail!("--set {seed_key} and --seeds both choose the seeds; give one of them");
         }
     }
-    if axes
+    if let Some(twice) = axes
         .iter()
         .enumerate()
-        .any(|(i, a)| axes[..i].iter().any(|b| b.key == a.key))
+        .find(|(i, a)| axes[..*i].iter().any(|b| b.key == a.key))
     {
-        bail!("--set names a key twice");
+        bail!(
+            "--set {}: named twice; give all its values in one --set",
+            twice.1.key
+        );
     }
     let table = toml::Value::try_from(base).context("cannot read the settings back")?;
     let first_seed = match kind {

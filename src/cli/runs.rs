@@ -76,7 +76,21 @@ impl ValueEnum for Status {
 
 pub fn run(args: &RunsArgs, settings: Settings) -> Result<()> {
     let mut roots = runs::roots(&settings.runs);
-    roots.extend(args.root.iter().cloned());
+    for root in &args.root {
+        // A folder the user names must be one (a typo would look like no runs).
+        if !root.is_dir() {
+            bail!(
+                "--root {}: {}",
+                root.display(),
+                if root.exists() {
+                    "is not a folder; give the folder that holds the runs"
+                } else {
+                    "no such folder"
+                }
+            );
+        }
+        roots.push(root.clone());
+    }
     match &args.action {
         Some(RunsAction::Diff { runs }) => diff(runs, &roots, args.json),
         None => list(args, &roots),
@@ -118,12 +132,19 @@ pub fn select(mut all: Vec<RunSummary>, args: &RunsArgs) -> Vec<RunSummary> {
 }
 
 fn list(args: &RunsArgs, roots: &[PathBuf]) -> Result<()> {
-    let shown = select(summaries(roots), args);
+    let all = summaries(roots);
+    let total = all.len();
+    let shown = select(all, args);
     if args.json {
         for r in shown {
             let _ = super::print_stdout(&format!("{}\n", Event::RunSummary(Box::new(r)).to_json()));
         }
         return Ok(());
+    }
+    if shown.is_empty() && total > 0 {
+        return super::print_stdout(&format!(
+            "none of the {total} runs found matches --kind, --status and --filter as given\n"
+        ));
     }
     if shown.is_empty() {
         return super::print_stdout(&format!(

@@ -176,7 +176,7 @@ pub fn run(args: &SweepArgs, loaded: super::Loaded) -> Result<()> {
     let members = sweep::plan(&loaded.settings, &axes, args.seeds, kind)
         .with_context(|| format!("invalid settings ({} and --set)", loaded.origin))?;
     let out = &args.out;
-    let _lock = crate::checkpoint::OutputLock::acquire(out)?;
+    let _lock = crate::checkpoint::OutputLock::acquire(out).context("--out")?;
     let manifest = Manifest {
         kind,
         axes: axes.clone(),

@@ -36,6 +36,14 @@ pub fn roots(settings: &crate::config::RunsSettings) -> Vec<PathBuf> {
 pub fn find(roots: &[PathBuf]) -> Vec<Found> {
     let mut found = Vec::new();
     for root in roots {
+        if root.join(HISTORY_FILE).is_file() {
+            // A root that is itself a run (`--root checkpoints/base`).
+            let name = root.file_name().unwrap_or(root.as_os_str());
+            found.push(Found {
+                name: name.to_string_lossy().into_owned(),
+                dir: root.clone(),
+            });
+        }
         walk(root, root, 0, &mut found);
     }
     let mut seen = std::collections::HashSet::new();
@@ -130,6 +138,12 @@ mod tests {
         ];
         let names: Vec<String> = find(&roots).into_iter().map(|f| f.name).collect();
         assert_eq!(names, ["a", "sweep/m1", "sweep/m2"]);
+        // A root that is a run is one.
+        let names: Vec<String> = find(&[root.join("a")])
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["a"]);
         let m1 = resolve("m1", &roots).unwrap();
         assert_eq!(m1.dir, root.join("sweep/m1"));
         assert!(resolve("m", &roots).is_err(), "no run's name ends with m");

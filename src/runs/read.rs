@@ -29,6 +29,10 @@ pub struct Point {
     pub value: f64,
 }
 
+/// The longest line of a history read: its longest, the run record, is a few KB;
+/// anything longer is damage.
+pub const MAX_LINE: usize = 1 << 20;
+
 /// What a history says.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunHistory {
@@ -88,8 +92,10 @@ impl RunHistory {
     }
 
     /// Reads what was appended since the last read (a file that shrank — replaced — is
-    /// read again from its start).
+    /// read again from its start). Only complete lines count; memory stays bounded
+    /// whatever the file holds (a line longer than [`MAX_LINE`] is one malformed line).
     pub fn read_more(&mut self, path: &Path, points: bool) -> std::io::Result<bool> {
+        use std::io::BufRead;
         let mut file = crate::data::files::open_regular(path, "history", u64::MAX)
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         let len = file.metadata()?.len();
@@ -100,15 +106,41 @@ impl RunHistory {
             return Ok(false);
         }
         file.seek(SeekFrom::Start(self.offset))?;
-        let mut bytes = Vec::with_capacity((len - self.offset) as usize);
-        file.take(len - self.offset).read_to_end(&mut bytes)?;
-        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
-            return Ok(false);
-        };
-        for line in bytes[..end].split(|b| *b == b'\n') {
-            self.line(line, points);
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file.take(len - self.offset));
+        let mut line = Vec::new();
+        let mut too_long = false;
+        let (mut read, mut complete) = (0u64, 0u64);
+        loop {
+            let buf = reader.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let newline = buf.iter().position(|b| *b == b'\n');
+            let part = &buf[..newline.unwrap_or(buf.len())];
+            if !too_long && line.len() + part.len() <= MAX_LINE {
+                line.extend_from_slice(part);
+            } else {
+                too_long = true;
+                line.clear();
+            }
+            let used = newline.map_or(part.len(), |i| i + 1);
+            reader.consume(used);
+            read += used as u64;
+            if newline.is_some() {
+                if too_long {
+                    self.malformed += 1;
+                } else {
+                    self.line(&line, points);
+                }
+                line.clear();
+                too_long = false;
+                complete = read;
+            }
         }
-        self.offset += end as u64 + 1;
+        if complete == 0 {
+            return Ok(false);
+        }
+        self.offset += complete;
         Ok(true)
     }
 

@@ -253,3 +253,22 @@ fn a_history_that_cannot_follow_a_save_is_closed_and_said_so_and_the_save_lands(
         .any(|e| e.to_json().contains("has no copy of the run's history"));
     assert!(said, "{events:?}");
 }
+
+#[test]
+fn a_line_too_long_to_be_an_event_is_one_malformed_line_and_reading_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(crate::checkpoint::HISTORY_FILE);
+    let mut text = format!("{}\n", start(0).to_json());
+    text.push_str(&"x".repeat(3 * MAX_LINE));
+    text.push('\n');
+    text.push_str(&format!("{}\n", iter(1, 3.0).to_json()));
+    // A torn tail as long: not read, not counted.
+    text.push_str(&"y".repeat(2 * MAX_LINE));
+    std::fs::write(&path, &text).unwrap();
+    for points in [true, false] {
+        let r = RunHistory::read(&path, points).unwrap();
+        assert_eq!(r.malformed, 1);
+        assert_eq!(r.steps(), 1);
+        assert_eq!(r.offset, (text.len() - 2 * MAX_LINE) as u64);
+    }
+}
