@@ -5,8 +5,8 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use crate::data::tokenizer::TextTokenizer;
-use crate::model::gpt::{Gpt, Inspection};
-use crate::protocol::{InspectReport, LensCell, PinnedLoss};
+use crate::model::gpt::{Ablation, AblationMode, Gpt, Inspection};
+use crate::protocol::{AblatedLoss, InspectReport, LensCell, PinnedLoss};
 
 fn to_vec<T>(t: &Tensor) -> Result<Vec<T>>
 where
@@ -24,8 +24,38 @@ pub(crate) fn report(
     ids: &[u32],
     text: &str,
 ) -> Result<InspectReport> {
+    report_ablated(model, tokenizer, ids, text, &Ablation::default())
+}
+
+/// [`report`] with the parts `ablation` names removed: the losses, lens and attention
+/// are under the removal, and `ablation` in the report holds the losses without it.
+pub(crate) fn report_ablated(
+    model: &Gpt,
+    tokenizer: &TextTokenizer,
+    ids: &[u32],
+    text: &str,
+    ablation: &Ablation,
+) -> Result<InspectReport> {
     let ids64: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-    let seen: Inspection = model.inspect(&ids64)?;
+    let seen: Inspection = model.inspect_ablated(&ids64, ablation)?;
+    let removed = if ablation.is_empty() {
+        None
+    } else {
+        Some(AblatedLoss {
+            heads: ablation
+                .heads
+                .iter()
+                .map(|(l, h)| format!("{}.{}", l + 1, h + 1))
+                .collect(),
+            mlps: ablation.mlps.iter().map(|l| l + 1).collect(),
+            mode: match ablation.mode {
+                AblationMode::Zero => "zero",
+                AblationMode::Mean => "mean",
+            }
+            .into(),
+            base_token_loss: model.inspect(&ids64)?.token_loss,
+        })
+    };
     let mut lens = Vec::with_capacity(seen.lens.len());
     for layer in &seen.lens {
         // Log-probabilities [time, vocab]: top-1 and entropy −Σ p·log p, in f32 (a
@@ -71,6 +101,7 @@ pub(crate) fn report(
         lens,
         attention,
         pinned: None,
+        ablation: removed,
     })
 }
 

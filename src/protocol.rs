@@ -12,7 +12,7 @@ use crate::generate::{GenerateOptions, Generation};
 
 mod inspect;
 mod run;
-pub use inspect::{InspectReport, InspectText, LensCell, PinnedLoss};
+pub use inspect::{AblatedLoss, InspectReport, InspectText, LensCell, PinnedLoss};
 pub use run::{DiffRow, PointResult, RestoredRun, RunKind, RunRecord, RunSummary, Status};
 
 /// Dashboard → worker.

@@ -363,6 +363,83 @@ fn inspect_shows_loss_lens_and_attention_and_says_what_is_wrong() {
         ],
         &["--layer 9", "3 layers"],
     );
+    // Ablation: the losses under it in token_loss, the ones without it beside.
+    let inspect = |extra: &[&str]| {
+        let mut args = vec![
+            "inspect",
+            "--checkpoint",
+            &ck,
+            "--text",
+            "The cat sat.",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = gptdash(d, &args);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        serde_json::from_str::<serde_json::Value>(stdout(&out).trim()).unwrap()
+    };
+    let losses = |v: &serde_json::Value, key: &str| -> Vec<f64> {
+        serde_json::from_value(v[key].clone()).unwrap()
+    };
+    let plain = inspect(&[]);
+    assert!(plain.get("ablation").is_none(), "{plain}");
+    for extra in [
+        &["--ablate", "1.2,3.3"][..],
+        &["--ablate-mlp", "2"],
+        &["--ablate", "2.1", "--ablation", "mean"],
+    ] {
+        let v = inspect(extra);
+        let a = &v["ablation"];
+        assert_eq!(
+            losses(a, "base_token_loss"),
+            losses(&plain, "token_loss"),
+            "{extra:?}"
+        );
+        assert_ne!(
+            losses(&v, "token_loss"),
+            losses(&plain, "token_loss"),
+            "{extra:?}"
+        );
+    }
+    let v = inspect(&["--ablate", "1.2,3.3", "--ablate-mlp", "2"]);
+    assert_eq!(v["ablation"]["heads"], serde_json::json!(["1.2", "3.3"]));
+    assert_eq!(v["ablation"]["mlps"], serde_json::json!([2]));
+    assert_eq!(v["ablation"]["mode"], "zero");
+    let out = gptdash(
+        d,
+        &[
+            "inspect",
+            "--checkpoint",
+            &ck,
+            "--text",
+            "The cat sat.",
+            "--ablate",
+            "1.1",
+        ],
+    );
+    assert!(stdout(&out).contains("with head 1.1 removed (zero ablation); without the removal"));
+    for (flag, value, needle) in [
+        ("--ablate", "4.1", "head 4.1"),
+        ("--ablate", "1.4", "1.1 to 3.3"),
+        ("--ablate", "2", "LAYER.HEAD"),
+        ("--ablate", "0.1", "numbered from 1"),
+        ("--ablate-mlp", "4", "MLP 4"),
+        ("--ablate-mlp", "0", "numbered from 1"),
+    ] {
+        expect_error(
+            d,
+            &[
+                "inspect",
+                "--checkpoint",
+                &ck,
+                "--text",
+                "The cat",
+                flag,
+                value,
+            ],
+            &[flag, needle],
+        );
+    }
     expect_error(
         d,
         &[

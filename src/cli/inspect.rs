@@ -10,7 +10,8 @@ use clap::Args;
 use crate::checkpoint::load_model;
 use crate::config::Settings;
 use crate::device::{resolve_device, set_inference_threads};
-use crate::inspect::report;
+use crate::inspect::report_ablated;
+use crate::model::gpt::{Ablation, AblationMode};
 use crate::protocol::{Event, InspectReport};
 use crate::reading::Reading;
 
@@ -31,9 +32,59 @@ pub struct InspectArgs {
     /// auto, cpu, cuda or cuda:N (default: the config's train.device).
     #[arg(long)]
     pub device: Option<String>,
+    /// Heads to remove, LAYER.HEAD numbered from 1 (e.g. 2.3,1.1): their output is
+    /// replaced before the attention's output projection.
+    #[arg(long, value_name = "LAYER.HEAD[,…]", value_delimiter = ',')]
+    pub ablate: Vec<String>,
+    /// Layers whose MLP is removed (numbered from 1).
+    #[arg(long, value_name = "LAYER[,…]", value_delimiter = ',')]
+    pub ablate_mlp: Vec<u64>,
+    /// What replaces a removed part's output: zeros, or its mean over the text.
+    #[arg(long, value_enum, default_value_t = AblationArg::Zero)]
+    pub ablation: AblationArg,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AblationArg {
+    Zero,
+    Mean,
+}
+
+/// `--ablate`, `--ablate-mlp` and `--ablation` as the pass's ablation (numbered from 0).
+fn ablation(args: &InspectArgs) -> Result<Ablation> {
+    let mut heads = Vec::new();
+    for part in &args.ablate {
+        let parsed = part.trim().split_once('.').and_then(|(l, h)| {
+            Some((
+                l.trim().parse::<usize>().ok()?,
+                h.trim().parse::<usize>().ok()?,
+            ))
+        });
+        match parsed {
+            Some((l, h)) if l >= 1 && h >= 1 => heads.push((l - 1, h - 1)),
+            _ => bail!(
+                "--ablate {part}: give a head as LAYER.HEAD, numbered from 1 (e.g. --ablate 2.3)"
+            ),
+        }
+    }
+    let mut mlps = Vec::new();
+    for &l in &args.ablate_mlp {
+        if l == 0 {
+            bail!("--ablate-mlp 0: layers are numbered from 1");
+        }
+        mlps.push(l as usize - 1);
+    }
+    Ok(Ablation {
+        heads,
+        mlps,
+        mode: match args.ablation {
+            AblationArg::Zero => AblationMode::Zero,
+            AblationArg::Mean => AblationMode::Mean,
+        },
+    })
 }
 
 pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
@@ -54,7 +105,21 @@ pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
             args.head
         );
     }
-    let mut report = report(&loaded.model, &loaded.tokenizer, &ids, &args.text)?;
+    let ablation = ablation(args)?;
+    ablation
+        .check(layers as usize, heads as usize)
+        .context(if ablation.heads.is_empty() {
+            "--ablate-mlp"
+        } else {
+            "--ablate"
+        })?;
+    let mut report = report_ablated(
+        &loaded.model,
+        &loaded.tokenizer,
+        &ids,
+        &args.text,
+        &ablation,
+    )?;
     report.read_as = reading.read_as(&args.text);
     let text = if args.json {
         Event::Inspected(Box::new(report)).to_json() + "\n"
@@ -80,6 +145,18 @@ pub(crate) fn human(r: &InspectReport, layer: usize, head: usize) -> String {
             "\nmean loss {mean:.3} over {} predictions\n",
             r.token_loss.len()
         ));
+        if let Some(a) = &r.ablation {
+            let n = a.base_token_loss.len().max(1) as f64;
+            let base = a.base_token_loss.iter().sum::<f64>() / n;
+            let mut parts: Vec<String> = a.heads.iter().map(|h| format!("head {h}")).collect();
+            parts.extend(a.mlps.iter().map(|l| format!("MLP {l}")));
+            out.push_str(&format!(
+                "with {} removed ({} ablation); without the removal {base:.3} ({:+.3})\n",
+                parts.join(", "),
+                a.mode,
+                mean - base
+            ));
+        }
     } else {
         out.push('\n');
     }

@@ -27,7 +27,7 @@ pub(crate) fn is_classifier_weight(name: &str) -> bool {
 }
 
 mod inspect;
-pub(crate) use inspect::Inspection;
+pub(crate) use inspect::{Ablation, AblationMode, Inspection};
 
 /// Everything needed to build a GPT; stored in each checkpoint's `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,19 @@ pub struct PinnedLoss {
     pub token_loss: Vec<f64>,
 }
 
+/// What was removed for a pass (`gptdash inspect --ablate`), and the per-token loss
+/// without the removal, to compare with the report's `token_loss` (under it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AblatedLoss {
+    /// Heads as `LAYER.HEAD`, numbered from 1.
+    pub heads: Vec<String>,
+    /// Layers whose MLP was removed, numbered from 1.
+    pub mlps: Vec<usize>,
+    /// `zero` or `mean` (over the text's positions).
+    pub mode: String,
+    pub base_token_loss: Vec<f64>,
+}
+
 /// One introspecting forward pass over a text, as plain data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InspectReport {
@@ -58,6 +71,10 @@ pub struct InspectReport {
     /// The pinned weights' per-token loss, when weights are pinned.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pinned: Option<PinnedLoss>,
+    /// Parts removed for this pass (its `token_loss`, lens and attention are under the
+    /// removal).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ablation: Option<AblatedLoss>,
 }
 
 impl InspectReport {
@@ -111,6 +128,7 @@ impl InspectReport {
                 step: Some(50),
                 token_loss: token_loss.iter().map(|l| l + 0.7).collect(),
             }),
+            ablation: None,
             token_loss,
             tokens: words,
             lens,

@@ -32,10 +32,87 @@ pub(crate) struct Inspection {
     pub token_rank: Vec<usize>,
 }
 
+/// How a removed part's output is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum AblationMode {
+    /// By zeros.
+    #[default]
+    Zero,
+    /// By its mean over the text's positions (what it writes whatever the token).
+    Mean,
+}
+
+/// The parts of the model removed for one pass: heads (layer, head; from 0) whose
+/// output is replaced before the attention's output projection, and layers whose MLP
+/// output is replaced before it is added to the residual stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Ablation {
+    pub heads: Vec<(usize, usize)>,
+    pub mlps: Vec<usize>,
+    pub mode: AblationMode,
+}
+
+impl Ablation {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heads.is_empty() && self.mlps.is_empty()
+    }
+
+    /// Whether a model of `layers` × `heads` has every part named (an error names the
+    /// first it lacks, numbered from 1 as the tab shows them).
+    pub(crate) fn check(&self, layers: usize, heads: usize) -> Result<()> {
+        for &(l, h) in &self.heads {
+            if l >= layers || h >= heads {
+                bail!(
+                    "head {}.{}: the model has {layers} layers of {heads} heads (1.1 to {layers}.{heads})",
+                    l + 1,
+                    h + 1
+                );
+            }
+        }
+        if let Some(l) = self.mlps.iter().find(|&&l| l >= layers) {
+            bail!(
+                "MLP {}: the model has {layers} layers (1 to {layers})",
+                l + 1
+            );
+        }
+        Ok(())
+    }
+
+    /// `out` `[batch, parts, time, …]` (parts: heads) or `[batch, time, …]` (`parts`
+    /// empty: the whole output) with the listed parts replaced as the mode says.
+    fn replace(&self, out: &Tensor, parts: &[usize], time_dim: i64) -> Tensor {
+        let replacement = match self.mode {
+            AblationMode::Zero => out.zeros_like(),
+            AblationMode::Mean => out.mean_dim(time_dim, true, out.kind()).expand_as(out),
+        };
+        if parts.is_empty() {
+            return replacement;
+        }
+        let n = out.size()[1];
+        let mut keep = vec![1f32; n as usize];
+        for &p in parts {
+            keep[p] = 0.0;
+        }
+        let mut shape = vec![1i64; out.dim()];
+        shape[1] = n;
+        let keep = Tensor::from_slice(&keep)
+            .view(shape.as_slice())
+            .to_kind(out.kind())
+            .to_device(out.device());
+        out * &keep + replacement * (1.0 - &keep)
+    }
+}
+
 impl CausalSelfAttention {
     /// The attention branch written out: its output after the projection
-    /// `[batch, time, n_embd]` and the probabilities `[batch, heads, time, time]`.
-    fn forward_explained(&self, x: &Tensor) -> (Tensor, Tensor) {
+    /// `[batch, time, n_embd]` and the probabilities `[batch, heads, time, time]`; the
+    /// heads in `off` (from 0) replaced as `ablation` says before the projection.
+    fn forward_explained(
+        &self,
+        x: &Tensor,
+        off: &[usize],
+        ablation: &Ablation,
+    ) -> (Tensor, Tensor) {
         let (q, k, v) = self.heads(x);
         let t = q.size()[2];
         let scale = 1.0 / (q.size()[3] as f64).sqrt();
@@ -43,7 +120,11 @@ impl CausalSelfAttention {
         let att = (q.matmul(&k.transpose(-2, -1)) * scale)
             .masked_fill(&future, f64::NEG_INFINITY)
             .softmax(-1, Kind::Float);
-        let y = att.to_kind(v.kind()).matmul(&v);
+        let mut y = att.to_kind(v.kind()).matmul(&v);
+        if !off.is_empty() {
+            // y: [batch, heads, time, head_dim]
+            y = ablation.replace(&y, off, 2);
+        }
         (self.merge(&y), att)
     }
 }
@@ -51,6 +132,13 @@ impl CausalSelfAttention {
 impl Gpt {
     /// Inspects the model on `ids` (1 to block-size tokens, each in the vocabulary).
     pub(crate) fn inspect(&self, ids: &[i64]) -> Result<Inspection> {
+        self.inspect_ablated(ids, &Ablation::default())
+    }
+
+    /// [`Gpt::inspect`] with the parts `ablation` names removed (an error names a layer
+    /// or head the model does not have, numbered from 1 as the tab shows them).
+    pub(crate) fn inspect_ablated(&self, ids: &[i64], ablation: &Ablation) -> Result<Inspection> {
+        ablation.check(self.config.n_layer as usize, self.config.n_head as usize)?;
         let t = ids.len() as i64;
         if t == 0 || t > self.config.block_size {
             bail!(
@@ -73,10 +161,24 @@ impl Gpt {
             #[cfg(test)]
             let mut attention_out = Vec::new();
             let mut streams = Vec::new();
-            for block in &self.h {
-                let (out, att) = block.attn.forward_explained(&block.ln_1.forward(&x));
+            for (l, block) in self.h.iter().enumerate() {
+                let off: Vec<usize> = ablation
+                    .heads
+                    .iter()
+                    .filter(|(at, _)| *at == l)
+                    .map(|(_, h)| *h)
+                    .collect();
+                let (out, att) =
+                    block
+                        .attn
+                        .forward_explained(&block.ln_1.forward(&x), &off, ablation);
                 x = &x + &out;
-                x = &x + block.mlp.forward(&block.ln_2.forward(&x), false);
+                let mut mlp = block.mlp.forward(&block.ln_2.forward(&x), false);
+                if ablation.mlps.contains(&l) {
+                    // mlp: [batch, time, n_embd]
+                    mlp = ablation.replace(&mlp, &[], 1);
+                }
+                x = &x + mlp;
                 attention.push(att.squeeze_dim(0).to_device(tch::Device::Cpu));
                 #[cfg(test)]
                 attention_out.push(
@@ -125,7 +227,7 @@ mod tests {
     use tch::nn;
     use tch::Device;
 
-    use crate::model::gpt::GptConfig;
+    use crate::model::gpt::{Block, GptConfig};
 
     fn model() -> (nn::VarStore, Gpt) {
         tch::manual_seed(11);
@@ -194,6 +296,132 @@ mod tests {
         let lm = Gpt::lm_loss(&model.forward(&idx.narrow(1, 0, 8), false), &targets);
         let mean = seen.token_loss.iter().sum::<f64>() / 8.0;
         assert!((mean - lm.double_value(&[])).abs() < 1e-5);
+    }
+
+    /// The model's per-token losses on `IDS`, from a plain forward written out block by
+    /// block, `attn(l)` and `mlp(l)` saying what each branch adds.
+    fn losses_with(
+        model: &Gpt,
+        attn: impl Fn(usize, &Block, &Tensor) -> Tensor,
+        mlp: impl Fn(usize, &Block, &Tensor) -> Tensor,
+    ) -> Vec<f64> {
+        let idx = Tensor::from_slice(&IDS).unsqueeze(0);
+        let pos = Tensor::arange(9, (Kind::Int64, Device::Cpu));
+        let mut x = model.wte.forward(&idx) + model.wpe.forward(&pos);
+        for (l, block) in model.h.iter().enumerate() {
+            x = &x + attn(l, block, &block.ln_1.forward(&x));
+            x = &x + mlp(l, block, &block.ln_2.forward(&x));
+        }
+        let logp = model
+            .lm_head
+            .forward(&model.ln_f.forward(&x))
+            .squeeze_dim(0)
+            .log_softmax(-1, Kind::Float);
+        (0..8)
+            .map(|p| -logp.double_value(&[p, IDS[p as usize + 1]]))
+            .collect()
+    }
+
+    fn close(a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn ablating_nothing_changes_nothing_and_zero_ablation_removes_exactly_that_part() {
+        let _rng = crate::torch_rng_lock();
+        let (_vs, model) = model();
+        let plain = model.inspect(&IDS).unwrap().token_loss;
+        let none = model.inspect_ablated(&IDS, &Ablation::default()).unwrap();
+        assert_eq!(none.token_loss, plain);
+        tch::no_grad(|| {
+            // Every head of layer 2 off: that attention branch adds only its projection's
+            // bias (the projection of zeros).
+            let all_heads = Ablation {
+                heads: (0..4).map(|h| (1, h)).collect(),
+                ..Ablation::default()
+            };
+            let seen = model.inspect_ablated(&IDS, &all_heads).unwrap().token_loss;
+            let manual = losses_with(
+                &model,
+                |l, b, x| {
+                    let out = b.attn.forward(x, false);
+                    if l == 1 {
+                        b.attn.c_proj.forward(&out.zeros_like())
+                    } else {
+                        out
+                    }
+                },
+                |_, b, x| b.mlp.forward(x, false),
+            );
+            assert!(close(&seen, &manual) < 1e-5, "{seen:?} vs {manual:?}");
+            assert!(close(&seen, &plain) > 1e-4, "the ablation changed nothing");
+            // Layer 3's MLP off.
+            let mlp = Ablation {
+                mlps: vec![2],
+                ..Ablation::default()
+            };
+            let seen = model.inspect_ablated(&IDS, &mlp).unwrap().token_loss;
+            let manual = losses_with(
+                &model,
+                |_, b, x| b.attn.forward(x, false),
+                |l, b, x| {
+                    let out = b.mlp.forward(x, false);
+                    if l == 2 {
+                        out.zeros_like()
+                    } else {
+                        out
+                    }
+                },
+            );
+            assert!(close(&seen, &manual) < 1e-5, "{seen:?} vs {manual:?}");
+            // One head off changes the losses too.
+            let one = Ablation {
+                heads: vec![(0, 2)],
+                ..Ablation::default()
+            };
+            let seen = model.inspect_ablated(&IDS, &one).unwrap().token_loss;
+            assert!(close(&seen, &plain) > 1e-6);
+        });
+    }
+
+    #[test]
+    fn mean_ablation_on_one_position_is_no_change_and_bad_parts_are_named() {
+        let _rng = crate::torch_rng_lock();
+        let (_vs, model) = model();
+        // On one token a part's mean over the positions is its output there.
+        let mean = Ablation {
+            heads: vec![(0, 1), (2, 3)],
+            mlps: vec![1],
+            mode: AblationMode::Mean,
+        };
+        let plain = model.inspect(&IDS[..1]).unwrap();
+        let seen = model.inspect_ablated(&IDS[..1], &mean).unwrap();
+        let diff = (&plain.lens[2] - &seen.lens[2])
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
+        // Over the whole text it changes the losses.
+        let plain = model.inspect(&IDS).unwrap().token_loss;
+        let seen = model.inspect_ablated(&IDS, &mean).unwrap().token_loss;
+        assert!(close(&seen, &plain) > 1e-6);
+        let bad = |a: Ablation| format!("{:#}", model.inspect_ablated(&IDS, &a).unwrap_err());
+        let err = bad(Ablation {
+            heads: vec![(3, 0)],
+            ..Ablation::default()
+        });
+        assert!(
+            err.contains("head 4.1") && err.contains("1.1 to 3.4"),
+            "{err}"
+        );
+        let err = bad(Ablation {
+            mlps: vec![5],
+            ..Ablation::default()
+        });
+        assert!(err.contains("MLP 6"), "{err}");
     }
 
     #[test]

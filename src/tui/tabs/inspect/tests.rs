@@ -36,6 +36,7 @@ fn report(request: u64, n: usize, layers: usize, heads: usize) -> InspectReport 
         ],
         attention: vec![vec![(0..n).map(row).collect(); heads]; layers],
         pinned: None,
+        ablation: None,
     }
 }
 
