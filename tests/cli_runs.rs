@@ -194,18 +194,27 @@ fn a_killed_run_leaves_a_torn_history_that_resuming_continues() {
         .any(|e| e["event"] == "start" && e["start_iter"] == saved_at));
 }
 
+/// `s.toml` in `dir` for a sweep of tiny runs on the test corpus, `train` lines added to
+/// its `[train]` section.
+fn sweep_config(dir: &Path, train: &str) {
+    let corpus = write_corpus(dir);
+    std::fs::write(
+        dir.join("s.toml"),
+        format!(
+            "[model]\npreset = \"gpt-nano\"\nblock_size = 16\n[train]\nbatch_size = 8\n{train}\ndevice = \"cpu\"\n[data]\ncorpus = \"{corpus}\"\n"
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_sweep_stopped_and_started_again_runs_no_member_twice() {
     let _one = exclusive();
     let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path());
-    std::fs::write(
-        dir.path().join("s.toml"),
-        format!(
-            "[model]\npreset = \"gpt-nano\"\nblock_size = 16\n[train]\nbatch_size = 8\nmax_iters = 40\nsave_interval = 10\neval_interval = 20\ndevice = \"cpu\"\n[data]\ncorpus = \"{corpus}\"\n"
-        ),
-    )
-    .unwrap();
+    sweep_config(
+        dir.path(),
+        "max_iters = 40\nsave_interval = 10\neval_interval = 20",
+    );
     let sweep = [
         "--config",
         "s.toml",
@@ -307,14 +316,7 @@ fn a_sweep_stopped_and_started_again_runs_no_member_twice() {
 fn a_sweep_killed_outright_has_its_members_save_and_end() {
     let _one = exclusive();
     let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path());
-    std::fs::write(
-        dir.path().join("s.toml"),
-        format!(
-            "[model]\npreset = \"gpt-nano\"\nblock_size = 16\n[train]\nbatch_size = 8\nmax_iters = 1000000\ndevice = \"cpu\"\n[data]\ncorpus = \"{corpus}\"\n"
-        ),
-    )
-    .unwrap();
+    sweep_config(dir.path(), "max_iters = 1000000");
     let args = [
         "--config",
         "s.toml",

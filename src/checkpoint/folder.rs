@@ -252,19 +252,7 @@ pub(crate) fn being_written(dir: &Path, pid: &str) -> anyhow::Error {
 /// Whether a gptdash process (this one or another) holds `dir`'s lock — a run writing
 /// it. Only looks: never creates the lock file.
 pub(crate) fn is_being_written(dir: &Path) -> bool {
-    if OutputLock::held_here(dir) {
-        return true;
-    }
-    let Ok(s) = siblings(dir) else {
-        return false;
-    };
-    let Ok(file) = std::fs::File::open(&s.lock) else {
-        return false;
-    };
-    matches!(
-        file.try_lock_shared(),
-        Err(std::fs::TryLockError::WouldBlock)
-    )
+    OutputLock::held_here(dir) || other_writer(dir).is_some()
 }
 
 /// The process-wide name of a folder's lock: its lock file, with the parent canonical.
