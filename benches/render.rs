@@ -55,33 +55,46 @@ fn render(c: &mut Criterion) {
     });
 }
 
-/// The Inspect tab showing a 64-token report of a gpt-mini-shaped model (6 × 6).
-fn inspecting(overview: bool) -> App {
+/// The Inspect tab showing a 64-token report of a gpt-mini-shaped model (6 × 6) in its
+/// `view`-th view (0: one head; `v` steps through them), every probe filled in.
+fn inspecting(view: usize) -> App {
     let mut app = app_with_history(1_000);
     app.update(Msg::Worker(Event::State {
         state: gptdash::protocol::WorkerState::Finished,
     }));
-    app.update(Msg::Key(crossterm::event::KeyEvent::new(
-        crossterm::event::KeyCode::Char('4'),
-        crossterm::event::KeyModifiers::NONE,
-    )));
+    let key = |c: char| {
+        Msg::Key(crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char(c),
+            crossterm::event::KeyModifiers::NONE,
+        ))
+    };
+    app.update(key('4'));
+    for _ in 0..view {
+        app.update(key('v'));
+    }
     app.update(Msg::Worker(Event::Inspected(Box::new(
-        InspectReport::example(64, 6, 6),
+        InspectReport::example_probed(64, 6, 6),
     ))));
-    app.inspect.overview = overview;
     app
 }
 
 fn render_inspect(c: &mut Criterion) {
-    let map = inspecting(false);
-    let overview = inspecting(true);
     let mut terminal = Terminal::new(TestBackend::new(200, 60)).expect("test backend");
-    c.bench_function("inspect tab 200x60, 64x64 map", |b| {
-        b.iter(|| terminal.draw(|f| view::draw(f, &map)).map(|_| ()))
-    });
-    c.bench_function("inspect tab 200x60, 6x6 heads overview of 64 tokens", |b| {
-        b.iter(|| terminal.draw(|f| view::draw(f, &overview)).map(|_| ()))
-    });
+    let views = [
+        "64x64 map",
+        "6x6 heads overview of 64 tokens",
+        "ablation map",
+        "patching maps",
+        "attribution",
+        "model",
+        "data",
+    ];
+    for (i, name) in views.iter().enumerate() {
+        let app = inspecting(i);
+        c.bench_function(&format!("inspect tab 200x60, {name}"), |b| {
+            b.iter(|| terminal.draw(|f| view::draw(f, &app)).map(|_| ()))
+        });
+    }
 }
 
 /// The Runs tab with `runs` runs of `points` steps each, all selected; runs 2k and 2k+1

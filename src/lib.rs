@@ -6,6 +6,7 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+pub(crate) mod anatomy;
 pub mod budget;
 pub mod checkpoint;
 pub mod classifier;

@@ -12,7 +12,11 @@ use crate::generate::{GenerateOptions, Generation};
 
 mod inspect;
 mod run;
-pub use inspect::{AblatedLoss, InspectReport, InspectText, LensCell, PinnedLoss};
+pub use inspect::{
+    AblatedLoss, AblationAsk, AblationMap, Anatomy, AnatomyRow, InspectAsk, InspectReport,
+    InspectText, LensCell, PatchAsk, Patching, PinnedLoss, TokenAttribution, TopToken,
+    TrainingPair,
+};
 pub use run::{DiffRow, PointResult, RestoredRun, RunKind, RunRecord, RunSummary, Status};
 
 /// Dashboard → worker.
@@ -44,6 +48,7 @@ pub enum Command {
     Inspect {
         request: u64,
         text: InspectText,
+        ask: InspectAsk,
     },
     /// Save these events (a watched stream's) as a run of their own under the runs
     /// root.

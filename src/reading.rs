@@ -67,6 +67,37 @@ impl<'a> Reading<'a> {
         encode_prompt(self.tokenizer, self.model, &self.prepare(text))
     }
 
+    /// The one token `word` is when it follows other text (` dog` before `dog`), as the
+    /// model reads it: an answer to compare logits of. An error says how many tokens
+    /// it is otherwise.
+    pub(crate) fn answer_id(&self, word: &str) -> Result<u32> {
+        let prepared = self.prepare(word);
+        let bare = prepared.trim();
+        if bare.is_empty() {
+            bail!("an empty token");
+        }
+        let mut tries = vec![format!(" {bare}"), bare.to_string()];
+        if prepared.starts_with(' ') {
+            tries.reverse();
+        }
+        let mut pieces = Vec::new();
+        for t in &tries {
+            let ids = self.tokenizer.encode(t)?;
+            if let [one] = ids.as_slice() {
+                return Ok(*one);
+            }
+            if pieces.is_empty() {
+                pieces = ids;
+            }
+        }
+        let shown: Vec<String> = pieces.iter().map(|&i| self.tokenizer.display(i)).collect();
+        bail!(
+            "{word:?} is {} tokens for this model ({}); give one token",
+            pieces.len(),
+            shown.join(" ")
+        )
+    }
+
     /// A text's ids as the model reads a whole text: framed (so the first word has a
     /// loss too), at most the block size.
     pub(crate) fn framed_ids(&self, text: &str) -> Result<Vec<u32>> {

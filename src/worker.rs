@@ -277,9 +277,9 @@ impl Worker {
             }
             Command::StartFinetune(settings) => self.start_finetune(*settings),
             Command::ClassifyText(text) => Ok(self.send(self.engine.classify(text)?)),
-            Command::Inspect { request, text } => {
+            Command::Inspect { request, text, ask } => {
                 let event = match catch_unwind(AssertUnwindSafe(|| {
-                    self.engine.inspect(&text, self.pinned.as_ref())
+                    self.engine.inspect(&text, &ask, self.pinned.as_ref())
                 })) {
                     Ok(Ok(mut report)) => {
                         report.request = Some(request);

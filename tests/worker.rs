@@ -390,6 +390,7 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
         .send(Command::Inspect {
             request: 1,
             text: InspectText::Corpus(0),
+            ask: Default::default(),
         })
         .unwrap();
     let (failed, _) = wait_for(&idle, "a failure", |e| {
@@ -408,6 +409,7 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
         .send(Command::Inspect {
             request: 5,
             text: InspectText::Corpus(0),
+            ask: Default::default(),
         })
         .unwrap();
     let first = inspected(&w, 5);
@@ -433,6 +435,7 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
         .send(Command::Inspect {
             request: 6,
             text: typed.clone(),
+            ask: Default::default(),
         })
         .unwrap();
     let at_pin = inspected(&w, 6);
@@ -448,6 +451,7 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
         .send(Command::Inspect {
             request: 7,
             text: typed,
+            ask: Default::default(),
         })
         .unwrap();
     let later = inspected(&w, 7);
@@ -465,11 +469,68 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
         "30 steps later the text costs {now} vs {then} at the pin"
     );
 
+    // Everything the causal views ask for, in one request while training.
+    use gptdash::protocol::{AblationAsk, InspectAsk, PatchAsk};
+    w.commands
+        .send(Command::Inspect {
+            request: 10,
+            text: InspectText::Typed("The cat sat. The dog ran.".into()),
+            ask: InspectAsk {
+                ablation: AblationAsk {
+                    heads: vec![(0, 1)],
+                    mlps: vec![2],
+                    mean: false,
+                },
+                ablation_map: true,
+                attribution: true,
+                dla_token: None,
+                patch: Some(PatchAsk {
+                    corrupted: "The dog sat. The cat ran.".into(),
+                    answer: None,
+                    wrong: None,
+                }),
+                anatomy: Some(0),
+            },
+        })
+        .unwrap();
+    let probed = inspected(&w, 10);
+    let removed = probed.ablation.as_ref().expect("the removal");
+    assert_eq!(
+        (removed.heads.as_slice(), removed.mlps.as_slice()),
+        (&["1.2".to_string()][..], &[3][..])
+    );
+    assert_ne!(removed.base_token_loss, probed.token_loss);
+    assert_eq!(removed.base_top.len(), probed.tokens.len());
+    assert_eq!(probed.top[0].len(), 6);
+    let map = probed.ablation_map.as_ref().expect("the ablation map");
+    assert_eq!(
+        (map.heads.len(), map.heads[0].len(), map.mlps.len()),
+        (3, 3, 3)
+    );
+    assert_eq!(probed.attribution.len(), probed.tokens.len());
+    for a in &probed.attribution {
+        assert!((a.sum - a.logit).abs() < 1e-4, "{a:?}");
+    }
+    let patching = probed.patching.as_ref().expect("patching");
+    assert_eq!(patching.resid.len(), 3);
+    assert_eq!(patching.resid[0].len(), probed.tokens.len());
+    assert_ne!(patching.answer, patching.wrong);
+    let anatomy = probed.anatomy.as_ref().expect("the anatomy");
+    assert!(anatomy.params > 0 && anatomy.rows.len() > 20);
+    assert!(anatomy
+        .rows
+        .iter()
+        .all(|r| r.shape.is_empty() || r.init.is_some()));
+    let pair = anatomy.pair.as_ref().expect("a training pair");
+    assert_eq!(pair.x.len(), pair.y.len());
+    assert_eq!(pair.y[0].as_deref(), Some(pair.x[1].as_str()));
+
     // Too long for the block: a failure naming it; unpinning is said.
     w.commands
         .send(Command::Inspect {
             request: 8,
             text: InspectText::Typed("The cat sat. ".repeat(20)),
+            ask: Default::default(),
         })
         .unwrap();
     let (failed, _) = wait_for(&w, "a failure", |e| {
@@ -486,6 +547,7 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
         .send(Command::Inspect {
             request: 9,
             text: InspectText::Corpus(1),
+            ask: Default::default(),
         })
         .unwrap();
     assert!(inspected(&w, 9).pinned.is_none());

@@ -26,6 +26,7 @@ pub(crate) fn is_classifier_weight(name: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('.'))
 }
 
+mod causal;
 mod inspect;
 pub(crate) use inspect::{Ablation, AblationMode, Inspection};
 

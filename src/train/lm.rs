@@ -7,12 +7,14 @@
 //! weights are not saved (the last checkpoint, if any, stays as it was) and a `diverged`
 //! event names the step. `gptdash train` then exits with code 2; the dashboard shows the
 //! error and drops the broken model.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device, Tensor};
 
+use crate::anatomy::WeightStat;
 use crate::budget::Seat;
 use crate::checkpoint::{self, CheckpointConfig, TrainState};
 use crate::config::Settings;
@@ -75,6 +77,8 @@ pub struct LmTrainer {
     stats: RunStats,
     /// The loss stopped being a number; the run is over.
     diverged: bool,
+    /// The weights' statistics right after initialisation (the model view's "init").
+    init_stats: BTreeMap<String, WeightStat>,
     /// The run's history in its folder, from [`LmTrainer::begin`] on.
     history: Option<History>,
     /// The folder a resumed run came from (its history goes on where the run does).
@@ -196,6 +200,7 @@ impl LmTrainer {
         tch::manual_seed(settings.train.seed as i64);
         let vs = nn::VarStore::new(device);
         let mut model = Gpt::new(&vs.root(), config);
+        let init_stats = crate::anatomy::weight_stats(&vs);
         model.set_compute_kind(settings.train.dtype.kind());
         let t = &settings.train;
         let stepper = LmStep::new(
@@ -232,6 +237,7 @@ impl LmTrainer {
             gpu: None,
             stats: RunStats::new(created),
             diverged: false,
+            init_stats,
             history: None,
             resumed_from: None,
             seat: Some(seat),
@@ -512,6 +518,23 @@ impl LmTrainer {
     /// The weights (to copy them, e.g. to pin them for comparison).
     pub(crate) fn var_store(&self) -> &nn::VarStore {
         &self.vs
+    }
+
+    /// The weights' statistics as initialised (a resumed run builds its model with the
+    /// run's seed before loading the checkpoint: the same initialisation).
+    pub(crate) fn init_stats(&self) -> &BTreeMap<String, WeightStat> {
+        &self.init_stats
+    }
+
+    /// Training example `n` (wrapping) as the trainer feeds it, and how many there are.
+    pub(crate) fn train_example(&self, n: usize) -> Option<(Vec<i64>, usize)> {
+        let t = &self.train;
+        (!t.is_empty()).then(|| (t.row(n % t.len()), t.len()))
+    }
+
+    /// How the corpus became examples.
+    pub(crate) fn data_mode(&self) -> crate::config::DataMode {
+        self.settings.data.mode()
     }
 
     /// The `n`-th test example worth looking at (at least 8 tokens when the split has

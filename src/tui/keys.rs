@@ -72,6 +72,13 @@ pub(crate) enum Action {
     Refresh,
     Pin,
     ToggleDiff,
+    NextView,
+    PrevView,
+    AblateHead,
+    AblateMlp,
+    AblationMode,
+    RestoreAll,
+    TypeCorrupted,
     // The Runs tab.
     ToggleSelect,
     ClearSelection,
@@ -161,6 +168,8 @@ pub(crate) enum Scope {
     Inspect,
     /// Typing a text to inspect.
     InspectInput,
+    /// Typing the corrupted text to patch into.
+    CorruptedInput,
     /// The Runs tab's list and chart.
     Runs,
     /// Typing the Runs tab's filter.
@@ -253,12 +262,22 @@ const INSPECT: &[Binding] = &[
     bind(&[(key(KeyCode::Left), Action::GridLeft), (key(KeyCode::Right), Action::GridRight), (key(KeyCode::Home), Action::GridHome), (key(KeyCode::End), Action::GridEnd)], "←→", Some("token"), "move the cursor over the text's tokens (Home, End: first, last); in the overview: the head"),
     bind(&[(key(KeyCode::Up), Action::GridUp), (key(KeyCode::Down), Action::GridDown)], "↑↓", Some("layer"), "previous / next layer"),
     bind(&[(ch('['), Action::PrevHead), (ch(']'), Action::NextHead)], "[ ]", Some("head"), "previous / next attention head"),
-    bind(&[(ch('v'), Action::ToggleOverview), (key(KeyCode::Enter), Action::ToggleOverview)], "v", Some("all heads"), "every layer × head as small maps ↔ the selected one (also Enter)"),
-    bind(&[(ch('i'), Action::EditPrompt), (ch('/'), Action::EditPrompt)], "i", Some("type a text"), "type the text to inspect (also /)"),
-    bind(&[(ch('n'), Action::NextExample)], "n", Some("next example"), "the next test example of the corpus"),
+    bind(&[(ch('v'), Action::NextView), (ch('V'), Action::PrevView)], "v/V", Some("view"), "next / previous view: one head, all heads, ablation map, patching, attribution, model, data"),
+    bind(&[(key(KeyCode::Enter), Action::ToggleOverview)], "Enter", None, "every layer × head as small maps ↔ the selected one"),
+    bind(&[(ch('a'), Action::AblateHead), (ch('m'), Action::AblateMlp)], "a/m", Some("remove"), "remove the selected head (a) or the selected layer's MLP (m), or put it back: the text shows each token's loss change, the next-token box the top 6 before and after"),
+    bind(&[(ch('z'), Action::AblationMode), (ch('x'), Action::RestoreAll)], "z, x", None, "z: removed parts give zeros ↔ their mean over the text; x: put every part back"),
+    bind(&[(ch('c'), Action::TypeCorrupted)], "c", None, "type the corrupted text to patch into (same token length; optionally | ANSWER | WRONG)"),
+    bind(&[(ch('i'), Action::EditPrompt), (ch('/'), Action::EditPrompt)], "i", Some("text"), "type the text to inspect (also /)"),
+    bind(&[(ch('n'), Action::NextExample)], "n", Some("next"), "the next test example of the corpus (in the data view: the next training pair)"),
     bind(&[(ch('p'), Action::Pin)], "p", Some("pin"), "pin the current weights (or unpin): each token's loss is compared with them as training goes on"),
-    bind(&[(ch('d'), Action::ToggleDiff)], "d", Some("Δ loss"), "colour the text by the loss change since the pin, or by the loss"),
+    bind(&[(ch('d'), Action::ToggleDiff)], "d", None, "colour the text by the loss change since the pin, or by the loss"),
     bind(&[(ch('r'), Action::Refresh)], "r", None, "inspect again with the current weights (while training it refreshes every ui.inspect_every steps)"),
+];
+
+#[rustfmt::skip]
+const CORRUPTED_INPUT: &[Binding] = &[
+    bind(&[(key(KeyCode::Enter), Action::Submit)], "Enter", Some("patch"), "patch from the text inspected into this one: TEXT, or TEXT | ANSWER | WRONG"),
+    bind(&[(key(KeyCode::Esc), Action::Cancel)], "Esc", Some("leave the text box"), "leave the text box (the text stays)"),
 ];
 
 #[rustfmt::skip]
@@ -303,6 +322,7 @@ impl Scope {
             Scope::SentenceInput => SENTENCE_INPUT,
             Scope::Inspect => INSPECT,
             Scope::InspectInput => INSPECT_INPUT,
+            Scope::CorruptedInput => CORRUPTED_INPUT,
             Scope::Runs => RUNS,
             Scope::RunsFilter => RUNS_FILTER,
         }
@@ -317,6 +337,7 @@ impl Scope {
                 | Scope::GeneratePrompt
                 | Scope::SentenceInput
                 | Scope::InspectInput
+                | Scope::CorruptedInput
                 | Scope::RunsFilter
         )
     }
@@ -334,6 +355,7 @@ impl Scope {
             Scope::SentenceInput => "Classify (typing a sentence)",
             Scope::Inspect => "Inspect",
             Scope::InspectInput => "Inspect (typing a text)",
+            Scope::CorruptedInput => "Inspect (typing a corrupted text)",
             Scope::Runs => "Runs",
             Scope::RunsFilter => "Runs (typing a filter)",
         }
@@ -393,7 +415,7 @@ pub(crate) fn help_sections(scopes: &[Scope]) -> Vec<(&'static str, Vec<&'static
 mod tests {
     use super::*;
 
-    const ALL: [Scope; 14] = [
+    const ALL: [Scope; 15] = [
         Scope::Always,
         Scope::Navigation,
         Scope::Editing,
@@ -406,6 +428,7 @@ mod tests {
         Scope::SentenceInput,
         Scope::Inspect,
         Scope::InspectInput,
+        Scope::CorruptedInput,
         Scope::Runs,
         Scope::RunsFilter,
     ];

@@ -7,13 +7,14 @@ use tch::nn;
 
 use crate::checkpoint::{load_model, LoadedModel};
 use crate::classifier::{self, sst2_labels};
+use crate::config::DataMode;
 use crate::data::corpus::{split_sentences, SMALL_CORPUS};
 use crate::data::normalize::TextForm;
 use crate::device::{device_name, resolve_device};
 use crate::generate::{generate_from, GenerateOptions, Generation};
 use crate::inspect::pinned_loss;
 use crate::model::gpt::Gpt;
-use crate::protocol::{Event, InspectReport, InspectText, WorkerState};
+use crate::protocol::{Anatomy, Event, InspectAsk, InspectReport, InspectText, WorkerState};
 use crate::reading::Reading;
 use crate::train::finetune::Finetuner;
 use crate::train::lm::LmTrainer;
@@ -114,10 +115,11 @@ impl Engine {
     pub(crate) fn inspect(
         &self,
         text: &InspectText,
+        ask: &InspectAsk,
         pinned: Option<&Pinned>,
     ) -> anyhow::Result<InspectReport> {
         let reading = self.lm()?;
-        let (model, tokenizer) = (reading.model, reading.tokenizer);
+        let tokenizer = reading.tokenizer;
         let (ids, shown) = match text {
             InspectText::Typed(text) => (reading.framed_ids(text)?, text.clone()),
             InspectText::Corpus(n) => {
@@ -142,16 +144,113 @@ impl Engine {
                 }
             }
         };
-        let mut report = crate::inspect::report(model, tokenizer, &ids, &shown)?;
+        let mut report = crate::inspect::report_asked(&reading, &ids, &shown, ask)?;
         report.read_as = match text {
             InspectText::Typed(text) => reading.read_as(text),
             InspectText::Corpus(_) => None, // already in the model's form
         };
         report.step = self.step();
+        if let Some(n) = ask.anatomy {
+            report.anatomy = Some(self.anatomy(n)?);
+        }
         if let Some(pin) = pinned {
             report.pinned = Some(pinned_loss(&pin.model, &ids, pin.step)?);
         }
         Ok(report)
+    }
+
+    /// The model's anatomy, and training example `n` (wrapping) as a pair X → Y.
+    fn anatomy(&self, n: usize) -> anyhow::Result<Anatomy> {
+        let reading = self.lm()?;
+        let config = reading.model.config;
+        let (vs, init, init_from) = match self {
+            Engine::Training(run, _) => (
+                run.var_store(),
+                Some(run.init_stats().clone()),
+                format!(
+                    "init: as this run built its model (seed {})",
+                    run.settings.train.seed
+                ),
+            ),
+            Engine::Loaded(l, _) => {
+                let seed = crate::config::Settings::default().train.seed;
+                (
+                    &l.vs,
+                    Some(crate::anatomy::fresh_init(config, seed)),
+                    format!("init: a fresh initialisation of this architecture (seed {seed}, CPU); a checkpoint does not keep its own"),
+                )
+            }
+            Engine::Finetuning(run, _) => (
+                &run.loaded.vs,
+                None,
+                "init: not known while fine-tuning".to_string(),
+            ),
+            Engine::Empty => return Err(NoModel.into()),
+        };
+        let now = crate::anatomy::weight_stats(vs);
+        let rows = crate::anatomy::rows(&config, &now, init.as_ref());
+        let (pair, no_pair) = match self.training_row(n) {
+            Ok((row, mode, source)) => {
+                // Padding shows only where a batch can pad: a row shorter than a block.
+                let pad = if mode == DataMode::Sentences && row.len() <= config.block_size as usize
+                {
+                    2
+                } else {
+                    0
+                };
+                (
+                    Some(crate::anatomy::pair(
+                        reading.tokenizer,
+                        &row,
+                        mode,
+                        pad,
+                        source,
+                    )),
+                    None,
+                )
+            }
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        Ok(Anatomy {
+            params: rows.first().map_or(0, |r| r.params),
+            rows,
+            init_from,
+            pair,
+            no_pair,
+        })
+    }
+
+    /// Training example `n` (wrapping) as token ids, how the corpus became examples,
+    /// and where it comes from.
+    fn training_row(&self, n: usize) -> anyhow::Result<(Vec<i64>, DataMode, String)> {
+        match self {
+            Engine::Training(run, _) => {
+                let (row, count) = run
+                    .train_example(n)
+                    .ok_or_else(|| anyhow::anyhow!("the run has no training example"))?;
+                Ok((
+                    row,
+                    run.data_mode(),
+                    format!("training example {} of {count}", n % count.max(1) + 1),
+                ))
+            }
+            Engine::Loaded(l, _) => {
+                let reading = Reading::of(l);
+                let text = self.corpus_sentence(n)?;
+                let mut row: Vec<i64> = reading
+                    .framed_ids(&text)?
+                    .into_iter()
+                    .map(i64::from)
+                    .collect();
+                row.extend(reading.frame.map(i64::from));
+                Ok((
+                    row,
+                    l.config.data_mode,
+                    "a sentence of the built-in corpus, framed as training frames it".into(),
+                ))
+            }
+            _ => bail!("no training data at hand while fine-tuning"),
+        }
     }
 
     /// A test sentence of the built-in corpus for a loaded model trained on it (other

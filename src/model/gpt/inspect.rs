@@ -80,7 +80,7 @@ impl Ablation {
 
     /// `out` `[batch, parts, time, …]` (parts: heads) or `[batch, time, …]` (`parts`
     /// empty: the whole output) with the listed parts replaced as the mode says.
-    fn replace(&self, out: &Tensor, parts: &[usize], time_dim: i64) -> Tensor {
+    pub(super) fn replace(&self, out: &Tensor, parts: &[usize], time_dim: i64) -> Tensor {
         let replacement = match self.mode {
             AblationMode::Zero => out.zeros_like(),
             AblationMode::Mean => out.mean_dim(time_dim, true, out.kind()).expand_as(out),
@@ -104,6 +104,19 @@ impl Ablation {
 }
 
 impl CausalSelfAttention {
+    /// The heads' outputs before the projection `[batch, heads, time, head_dim]` and
+    /// their attention probabilities `[batch, heads, time, time]`, computed explicitly.
+    pub(super) fn attend(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (q, k, v) = self.heads(x);
+        let t = q.size()[2];
+        let scale = 1.0 / (q.size()[3] as f64).sqrt();
+        let future = Tensor::ones([t, t], (Kind::Bool, q.device())).triu(1);
+        let att = (q.matmul(&k.transpose(-2, -1)) * scale)
+            .masked_fill(&future, f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float);
+        (att.to_kind(v.kind()).matmul(&v), att)
+    }
+
     /// The attention branch written out: its output after the projection
     /// `[batch, time, n_embd]` and the probabilities `[batch, heads, time, time]`; the
     /// heads in `off` (from 0) replaced as `ablation` says before the projection.
@@ -113,14 +126,7 @@ impl CausalSelfAttention {
         off: &[usize],
         ablation: &Ablation,
     ) -> (Tensor, Tensor) {
-        let (q, k, v) = self.heads(x);
-        let t = q.size()[2];
-        let scale = 1.0 / (q.size()[3] as f64).sqrt();
-        let future = Tensor::ones([t, t], (Kind::Bool, q.device())).triu(1);
-        let att = (q.matmul(&k.transpose(-2, -1)) * scale)
-            .masked_fill(&future, f64::NEG_INFINITY)
-            .softmax(-1, Kind::Float);
-        let mut y = att.to_kind(v.kind()).matmul(&v);
+        let (mut y, att) = self.attend(x);
         if !off.is_empty() {
             // y: [batch, heads, time, head_dim]
             y = ablation.replace(&y, off, 2);
@@ -139,19 +145,8 @@ impl Gpt {
     /// or head the model does not have, numbered from 1 as the tab shows them).
     pub(crate) fn inspect_ablated(&self, ids: &[i64], ablation: &Ablation) -> Result<Inspection> {
         ablation.check(self.config.n_layer as usize, self.config.n_head as usize)?;
+        self.check_ids(ids)?;
         let t = ids.len() as i64;
-        if t == 0 || t > self.config.block_size {
-            bail!(
-                "inspect takes 1 to {} tokens (the block size), got {t}",
-                self.config.block_size
-            );
-        }
-        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= self.config.vocab_size) {
-            bail!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.config.vocab_size
-            );
-        }
         tch::no_grad(|| {
             let device = self.device();
             let idx = Tensor::from_slice(ids).to_device(device).unsqueeze(0);

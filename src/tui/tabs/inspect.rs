@@ -1,19 +1,81 @@
 //! The Inspect tab: look inside the model held while it learns — one head's attention
 //! map (or every layer × head as small maps), the logit lens, the text coloured by each
-//! token's loss, and how that loss changed since weights were pinned ([`view`]). The tab
-//! asks the worker for a fresh inspection when shown, when asked, and every
-//! `ui.inspect_every` training steps while shown; one request is in flight at a time and
-//! a refresh wanted meanwhile follows it (the newest weights win).
+//! token's loss, and how that loss changed since weights were pinned; then ask it why:
+//! remove heads or MLPs and see the losses and the next-token top 6 change, the map of
+//! what each head's removal costs, activation patching from the text into a corrupted
+//! one, direct logit attribution, and the model's anatomy and a training pair
+//! ([`view`], [`probes`], [`anatomy`]). The tab asks the worker for a fresh inspection
+//! when shown, when asked, and every `ui.inspect_every` training steps while shown; one
+//! request is in flight at a time and a refresh wanted meanwhile follows it (the newest
+//! weights win). Each request asks only for what the view shown needs.
+mod anatomy;
 mod maps;
+mod probes;
 mod view;
 
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
 use super::{Page, Shared};
-use crate::protocol::{Command, Event, InspectReport, InspectText, RunStart, WorkerState};
+use crate::protocol::{
+    AblationAsk, Command, Event, InspectAsk, InspectReport, InspectText, PatchAsk, RunStart,
+    WorkerState,
+};
 use crate::tui::input::TextInput;
 use crate::tui::keys::{Action, Scope};
+
+/// What the tab's main pane shows (`v` cycles them in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// The selected head's attention map.
+    #[default]
+    Head,
+    /// Every layer × head as small maps.
+    Heads,
+    /// The loss increase when each head or MLP is removed alone.
+    Ablation,
+    /// Activation patching from the text into the corrupted one.
+    Patching,
+    /// Direct logit attribution of the cursor's next token.
+    Attribution,
+    /// The module tree with shapes, parameter counts and weight statistics.
+    Model,
+    /// A training pair X → Y.
+    Data,
+}
+
+impl View {
+    const ALL: [View; 7] = [
+        View::Head,
+        View::Heads,
+        View::Ablation,
+        View::Patching,
+        View::Attribution,
+        View::Model,
+        View::Data,
+    ];
+
+    fn next(self, forward: bool) -> View {
+        let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0);
+        let n = View::ALL.len();
+        View::ALL[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }]
+    }
+
+    /// Whether the report has what this view draws.
+    fn has(self, r: &InspectReport) -> bool {
+        match self {
+            View::Head | View::Heads => true,
+            View::Ablation => r.ablation_map.is_some(),
+            View::Patching => r.patching.is_some(),
+            View::Attribution => !r.attribution.is_empty(),
+            View::Model | View::Data => r.anatomy.is_some(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InspectTab {
@@ -29,8 +91,17 @@ pub struct InspectTab {
     pub head: usize,
     /// The token under the cursor: a query row of the map, a column of the lens.
     pub cursor: usize,
-    /// Every layer × head as small maps instead of the selected one.
-    pub overview: bool,
+    /// What the main pane shows.
+    pub view: View,
+    /// The parts removed for every pass (numbered from 0) and how.
+    pub ablation: AblationAsk,
+    /// The corrupted text for patching, as typed: `TEXT`, or `TEXT | ANSWER | WRONG`.
+    pub corrupted: TextInput,
+    pub editing_corrupted: bool,
+    /// The training example the data view shows.
+    pub example: usize,
+    /// The model view's first row shown.
+    pub scroll: usize,
     /// Colour the text by the loss change since the pin instead of by the loss.
     pub diff: bool,
     /// Weights are pinned (as the last report says, or as just asked).
@@ -54,7 +125,12 @@ impl InspectTab {
             layer: 0,
             head: 0,
             cursor: 0,
-            overview: false,
+            view: View::Head,
+            ablation: AblationAsk::default(),
+            corrupted: TextInput::default(),
+            editing_corrupted: false,
+            example: 0,
+            scroll: 0,
             diff: false,
             pinned: false,
             every,
@@ -78,7 +154,45 @@ impl InspectTab {
         vec![Command::Inspect {
             request,
             text: self.source.clone(),
+            ask: self.ask(),
         }]
+    }
+
+    /// What the view shown needs besides the pass.
+    pub(crate) fn ask(&self) -> InspectAsk {
+        InspectAsk {
+            ablation: self.ablation.clone(),
+            ablation_map: self.view == View::Ablation,
+            attribution: self.view == View::Attribution,
+            dla_token: None,
+            patch: self.patch_ask().filter(|_| self.view == View::Patching),
+            anatomy: matches!(self.view, View::Model | View::Data).then_some(self.example),
+        }
+    }
+
+    /// The corrupted text typed as a patch: `TEXT`, `TEXT | ANSWER` or
+    /// `TEXT | ANSWER | WRONG` (unset answers: the clean run's top token, and the
+    /// corrupted run's most probable other one).
+    pub(crate) fn patch_ask(&self) -> Option<PatchAsk> {
+        let typed = self.corrupted.text();
+        let mut parts = typed.split('|').map(str::trim);
+        let corrupted = parts.next().filter(|t| !t.is_empty())?.to_string();
+        let word = |p: Option<&str>| p.filter(|w| !w.is_empty()).map(str::to_string);
+        Some(PatchAsk {
+            corrupted,
+            answer: word(parts.next()),
+            wrong: word(parts.next()),
+        })
+    }
+
+    /// Removes the part (or puts it back) and inspects again.
+    fn toggle_part<T: PartialEq>(parts: &mut Vec<T>, part: T) {
+        match parts.iter().position(|p| *p == part) {
+            Some(i) => {
+                parts.remove(i);
+            }
+            None => parts.push(part),
+        }
     }
 
     /// Whether a request is waiting for its answer.
@@ -119,6 +233,8 @@ impl Page for InspectTab {
     fn scope(&self) -> Scope {
         if self.editing {
             Scope::InspectInput
+        } else if self.editing_corrupted {
+            Scope::CorruptedInput
         } else {
             Scope::Inspect
         }
@@ -126,9 +242,38 @@ impl Page for InspectTab {
 
     fn on_action(&mut self, action: Action, _shared: &mut Shared) -> Vec<Command> {
         let (layers, heads, tokens) = self.shape();
+        if self.editing_corrupted {
+            match action {
+                Action::Submit => {
+                    // The patch stays what was typed, for the refreshes that follow.
+                    let typed = self.corrupted.submit();
+                    self.corrupted.set(typed);
+                    self.editing_corrupted = false;
+                    if self.patch_ask().is_none() {
+                        return Vec::new();
+                    }
+                    self.view = View::Patching;
+                    self.message = None;
+                    return self.request();
+                }
+                Action::Cancel => self.editing_corrupted = false,
+                _ => {}
+            }
+            return Vec::new();
+        }
         match action {
-            Action::GridLeft | Action::GridRight if self.overview => {
+            Action::GridLeft | Action::GridRight
+                if matches!(self.view, View::Heads | View::Ablation) =>
+            {
                 self.head = Self::step(self.head, action == Action::GridRight, heads);
+            }
+            Action::GridUp | Action::GridDown if self.view == View::Model => {
+                let rows = self
+                    .report
+                    .as_ref()
+                    .and_then(|r| r.anatomy.as_ref())
+                    .map_or(0, |a| a.rows.len());
+                self.scroll = Self::step(self.scroll, action == Action::GridDown, rows);
             }
             Action::GridLeft | Action::GridRight => {
                 self.cursor = Self::step(self.cursor, action == Action::GridRight, tokens);
@@ -141,7 +286,47 @@ impl Page for InspectTab {
             Action::PrevHead | Action::NextHead => {
                 self.head = Self::step(self.head, action == Action::NextHead, heads);
             }
-            Action::ToggleOverview => self.overview = !self.overview,
+            Action::ToggleOverview => {
+                self.view = if self.view == View::Head {
+                    View::Heads
+                } else {
+                    View::Head
+                };
+            }
+            Action::NextView | Action::PrevView => {
+                self.view = self.view.next(action == Action::NextView);
+                let missing = self.report.as_ref().is_some_and(|r| !self.view.has(r));
+                if self.view == View::Patching && self.patch_ask().is_none() {
+                    self.message = Some(
+                        "type a corrupted text of the same length (c) to patch from this one"
+                            .into(),
+                    );
+                } else if missing {
+                    return self.request();
+                }
+            }
+            Action::AblateHead if heads > 0 => {
+                Self::toggle_part(&mut self.ablation.heads, (self.layer, self.head));
+                return self.request();
+            }
+            Action::AblateMlp if layers > 0 => {
+                Self::toggle_part(&mut self.ablation.mlps, self.layer);
+                return self.request();
+            }
+            Action::AblationMode => {
+                self.ablation.mean = !self.ablation.mean;
+                return self.request();
+            }
+            Action::RestoreAll => {
+                if self.ablation.heads.is_empty() && self.ablation.mlps.is_empty() {
+                    self.message = Some("nothing is removed: a removes a head, m an MLP".into());
+                } else {
+                    self.ablation.heads.clear();
+                    self.ablation.mlps.clear();
+                    return self.request();
+                }
+            }
+            Action::TypeCorrupted => self.editing_corrupted = true,
             Action::EditPrompt => {
                 if self.input.text().is_empty() {
                     if let Some(r) = &self.report {
@@ -160,6 +345,10 @@ impl Page for InspectTab {
                 }
             }
             Action::Cancel => self.editing = false,
+            Action::NextExample if self.view == View::Data => {
+                self.example += 1;
+                return self.request();
+            }
             Action::NextExample => {
                 self.source = match self.source {
                     InspectText::Corpus(n) => InspectText::Corpus(n + 1),
@@ -191,7 +380,13 @@ impl Page for InspectTab {
     }
 
     fn field(&mut self) -> Option<&mut TextInput> {
-        self.editing.then_some(&mut self.input)
+        if self.editing {
+            Some(&mut self.input)
+        } else if self.editing_corrupted {
+            Some(&mut self.corrupted)
+        } else {
+            None
+        }
     }
 
     fn on_event(&mut self, event: &Event, shared: &mut Shared, focused: bool) -> Vec<Command> {
@@ -226,8 +421,9 @@ impl Page for InspectTab {
                 self.message = Some(shared.failure(error, *no_model));
             }
             Event::Start(RunStart::Train(_)) => {
-                // A new model: the old report and pin no longer describe it.
+                // A new model: the old report, pin and removals no longer describe it.
                 self.report = None;
+                self.ablation = AblationAsk::default();
                 self.pinned = false;
                 self.diff = false;
                 self.message = None;

@@ -58,7 +58,7 @@ impl Tab {
             Tab::Train => &[Scope::Train, Scope::Watch, Scope::PathInput],
             Tab::Generate => &[Scope::GeneratePrompt, Scope::GenerateGrid],
             Tab::Classify => &[Scope::Classify, Scope::SentenceInput, Scope::PathInput],
-            Tab::Inspect => &[Scope::Inspect, Scope::InspectInput],
+            Tab::Inspect => &[Scope::Inspect, Scope::InspectInput, Scope::CorruptedInput],
             Tab::Runs => &[Scope::Runs, Scope::RunsFilter],
         }
     }

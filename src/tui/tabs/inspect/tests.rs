@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::Settings;
-use crate::protocol::{LensCell, PinnedLoss, StepMetrics};
+use crate::protocol::{LensCell, PinnedLoss, StepMetrics, TopToken};
 
 fn shared(state: WorkerState) -> Shared {
     let mut s = Shared::new(Settings::default());
@@ -35,8 +35,19 @@ fn report(request: u64, n: usize, layers: usize, heads: usize) -> InspectReport 
             layers
         ],
         attention: vec![vec![(0..n).map(row).collect(); heads]; layers],
+        top: vec![
+            vec![TopToken {
+                token: "y".into(),
+                prob: 0.4
+            }];
+            n
+        ],
         pinned: None,
         ablation: None,
+        ablation_map: None,
+        attribution: Vec::new(),
+        patching: None,
+        anatomy: None,
     }
 }
 
@@ -160,7 +171,7 @@ fn keys_move_cursor_layer_and_head_within_the_report() {
     t.on_action(Action::GridLeft, &mut s);
     assert_eq!((t.head, t.cursor), (0, 0));
     t.on_action(Action::ToggleOverview, &mut s);
-    assert!(!t.overview);
+    assert_eq!(t.view, View::Head);
     // The same text again keeps the cursor; a smaller model clamps layer and head.
     t.on_action(Action::GridRight, &mut s);
     let again = requests(&t.on_action(Action::Refresh, &mut s));
@@ -186,7 +197,8 @@ fn typed_text_next_example_pin_and_diff() {
         sent,
         vec![Command::Inspect {
             request: 1,
-            text: InspectText::Typed("He and I".into())
+            text: InspectText::Typed("He and I".into()),
+            ask: InspectAsk::default(),
         }]
     );
     assert_eq!(t.scope(), Scope::Inspect);
@@ -200,7 +212,8 @@ fn typed_text_next_example_pin_and_diff() {
         sent,
         vec![Command::Inspect {
             request: 2,
-            text: InspectText::Corpus(0)
+            text: InspectText::Corpus(0),
+            ask: InspectAsk::default(),
         }]
     );
     t.on_event(

@@ -12,7 +12,7 @@ use ratatui::Frame;
 use unicode_width::UnicodeWidthStr;
 
 use super::maps::{render_lens, render_map, render_overview, window};
-use super::InspectTab;
+use super::{anatomy, probes, InspectTab, View};
 use crate::protocol::{InspectReport, InspectText};
 use crate::tui::tabs::Shared;
 use crate::tui::theme;
@@ -24,13 +24,22 @@ pub(crate) fn draw(frame: &mut Frame, t: &InspectTab, shared: &Shared, area: Rec
         draw_intro(frame, t, shared, body);
         return;
     };
-    let [map, lens] =
-        Layout::horizontal([Constraint::Percentage(56), Constraint::Percentage(44)]).areas(body);
-    if t.overview {
-        draw_overview(frame, t, r, map);
-    } else {
-        draw_map(frame, t, r, map);
+    match t.view {
+        View::Model => return anatomy::draw_model(frame, t, r, body),
+        View::Data => return anatomy::draw_data(frame, t, r, body),
+        _ => {}
     }
+    let [map, side] =
+        Layout::horizontal([Constraint::Percentage(56), Constraint::Percentage(44)]).areas(body);
+    match t.view {
+        View::Heads => draw_overview(frame, t, r, map),
+        View::Ablation => probes::draw_ablation_map(frame, t, r, map),
+        View::Patching => probes::draw_patching(frame, t, r, map),
+        View::Attribution => probes::draw_attribution(frame, t, r, map),
+        _ => draw_map(frame, t, r, map),
+    }
+    let [next, lens] = Layout::vertical([Constraint::Length(8), Constraint::Min(3)]).areas(side);
+    probes::draw_next(frame, t, r, next);
     draw_lens(frame, t, r, lens);
 }
 
@@ -42,6 +51,12 @@ fn draw_intro(frame: &mut Frame, t: &InspectTab, shared: &Shared, area: Rect) {
         Line::from("  logit lens what the model would predict after each layer"),
         Line::from(
             "  loss       how surprised it is by each token; pin (p) and train on to see it change",
+        ),
+        Line::from(
+            "  why        remove heads (a) or MLPs (m), patch from a corrupted text (c), attribute",
+        ),
+        Line::from(
+            "             the next token's logit, see the model's anatomy and a training pair (v)",
         ),
         Line::from(""),
     ];
@@ -76,23 +91,37 @@ fn pinned_at(r: &InspectReport, i: usize) -> Option<f64> {
         .copied()
 }
 
+/// The loss of token `i` without the parts the report removed.
+pub(crate) fn base_at(r: &InspectReport, i: usize) -> Option<f64> {
+    let a = r.ablation.as_ref()?;
+    i.checked_sub(1)
+        .and_then(|p| a.base_token_loss.get(p))
+        .copied()
+}
+
 fn mean(xs: &[f64]) -> Option<f64> {
     (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
 }
 
 fn draw_text(frame: &mut Frame, t: &InspectTab, area: Rect) {
     let block = Block::default().borders(Borders::ALL);
-    if t.editing {
+    if t.editing || t.editing_corrupted {
+        let (input, title) = if t.editing {
+            (&t.input, " text to inspect (Enter inspects, Esc leaves) ")
+        } else {
+            (
+                &t.corrupted,
+                " corrupted text to patch into, as long as the text: TEXT or TEXT | ANSWER | WRONG (Enter patches) ",
+            )
+        };
         // The box wraps: the text scrolls only once it fills every row.
         let room =
             usize::from(area.width.saturating_sub(2)) * usize::from(area.height.saturating_sub(2));
-        let line = Line::from(t.input.spans(room, Style::default(), true));
+        let line = Line::from(input.spans(room, Style::default(), true));
         frame.render_widget(
-            Paragraph::new(line).wrap(Wrap { trim: false }).block(
-                block
-                    .title(" text to inspect (Enter inspects, Esc leaves) ")
-                    .border_style(theme::key()),
-            ),
+            Paragraph::new(line)
+                .wrap(Wrap { trim: false })
+                .block(block.title(title).border_style(theme::key())),
             area,
         );
         return;
@@ -114,7 +143,9 @@ fn draw_text(frame: &mut Frame, t: &InspectTab, area: Rect) {
         },
     };
     let step = r.step.map(|s| format!(" · step {s}")).unwrap_or_default();
-    let colouring = if t.diff {
+    let colouring = if r.ablation.is_some() {
+        "colour: loss change from the removal (green lower)"
+    } else if t.diff {
         "colour: loss change since the pin (green lower)"
     } else {
         "colour: loss (green low, red high)"
@@ -136,9 +167,10 @@ fn draw_text(frame: &mut Frame, t: &InspectTab, area: Rect) {
             lines.push(Vec::new());
             used = 0;
         }
-        let mut style = match (t.diff, loss_at(r, i), pinned_at(r, i)) {
-            (true, Some(now), Some(then)) => theme::loss_change(now - then),
-            (_, Some(now), _) => theme::loss(now),
+        let mut style = match (base_at(r, i), t.diff, loss_at(r, i), pinned_at(r, i)) {
+            (Some(base), _, Some(now), _) => theme::loss_change(now - base),
+            (None, true, Some(now), Some(then)) => theme::loss_change(now - then),
+            (_, _, Some(now), _) => theme::loss(now),
             _ => theme::muted(),
         };
         if i == t.cursor {
@@ -184,6 +216,13 @@ fn cursor_info(t: &InspectTab, r: &InspectReport) -> Line<'static> {
             spans.push(Span::raw("  loss "));
             spans.push(Span::styled(format!("{l:.2}"), theme::loss(l)));
             spans.push(Span::raw(format!(" nats, rank {rank}")));
+            if let Some(base) = base_at(r, c) {
+                spans.push(Span::raw(format!("  without the removal {base:.2}, Δ ")));
+                spans.push(Span::styled(
+                    format!("{:+.2}", l - base),
+                    theme::loss_change(l - base),
+                ));
+            }
             if let (Some(then), Some(pin)) = (pinned_at(r, c), &r.pinned) {
                 let at = pin.step.map(|s| format!(" (step {s})")).unwrap_or_default();
                 spans.push(Span::raw(format!("  pinned{at} {then:.2}, Δ ")));
@@ -200,6 +239,12 @@ fn cursor_info(t: &InspectTab, r: &InspectReport) -> Line<'static> {
     }
     if let Some(m) = mean(&r.token_loss) {
         spans.push(Span::styled(format!("   mean {m:.2}"), theme::muted()));
+        if let Some(base) = r.ablation.as_ref().and_then(|a| mean(&a.base_token_loss)) {
+            spans.push(Span::styled(
+                format!(" ({:+.2} from removing {})", m - base, probes::removed(r)),
+                theme::muted(),
+            ));
+        }
         if let Some(p) = r.pinned.as_ref().and_then(|p| mean(&p.token_loss)) {
             spans.push(Span::styled(format!(", pinned {p:.2}"), theme::muted()));
         }

@@ -1,0 +1,187 @@
+use super::*;
+use tch::nn;
+
+use crate::model::gpt::{Ablation, GptConfig};
+
+fn model() -> (nn::VarStore, Gpt) {
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let config = GptConfig {
+        n_head: 4,
+        ..GptConfig::tiny(50, 12, 3, 32)
+    };
+    let model = Gpt::new(&vs.root(), config);
+    // Biases and LayerNorms away from their initial 0 and 1, so the tests see them.
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.ends_with(".bias") || name.contains("ln_") {
+                let _ = t.g_add_(&(Tensor::randn_like(&t) * 0.3));
+            } else {
+                // Larger weights than at initialisation: texts then lead somewhere apart.
+                let _ = t.g_mul_scalar_(6.0);
+            }
+        }
+    });
+    (vs, model)
+}
+
+const CLEAN: [i64; 7] = [3, 17, 4, 29, 0, 11, 42];
+const CORRUPTED: [i64; 7] = [9, 17, 4, 29, 6, 11, 40];
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+#[test]
+fn the_trace_is_the_model_s_own_pass() {
+    let _rng = crate::torch_rng_lock();
+    let (_vs, model) = model();
+    let trace = model.trace(&CLEAN).unwrap();
+    assert_eq!(trace.resid.len(), 4);
+    let idx = Tensor::from_slice(&CLEAN).unsqueeze(0);
+    let own = model.forward(&idx, false);
+    let traced = model.lm_head.forward(&model.ln_f.forward(&trace.resid[3]));
+    let diff = (own - traced).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+    let err = format!("{:#}", model.trace(&[1, 50]).unwrap_err());
+    assert!(err.contains("vocabulary"), "{err}");
+}
+
+#[test]
+fn the_ablation_map_is_one_ablated_pass_per_part() {
+    let _rng = crate::torch_rng_lock();
+    let (_vs, model) = model();
+    for mode in [AblationMode::Zero, AblationMode::Mean] {
+        let effects = model.head_effects(&CLEAN, mode).unwrap();
+        let plain = model.inspect(&CLEAN).unwrap().token_loss;
+        assert!((effects.base - mean(&plain)).abs() < 1e-6);
+        assert_eq!(effects.heads.len(), 3);
+        let mut moved = 0.0f64;
+        for l in 0..3 {
+            assert_eq!(effects.heads[l].len(), 4);
+            for h in 0..4 {
+                let one = Ablation {
+                    heads: vec![(l, h)],
+                    mode,
+                    ..Ablation::default()
+                };
+                let seen = mean(&model.inspect_ablated(&CLEAN, &one).unwrap().token_loss);
+                let d = (effects.heads[l][h] - seen).abs();
+                assert!(d < 1e-5, "{mode:?} head {l}.{h}: {d}");
+                moved = moved.max((seen - effects.base).abs());
+            }
+            let mlp = Ablation {
+                mlps: vec![l],
+                mode,
+                ..Ablation::default()
+            };
+            let seen = mean(&model.inspect_ablated(&CLEAN, &mlp).unwrap().token_loss);
+            assert!((effects.mlps[l] - seen).abs() < 1e-5, "{mode:?} MLP {l}");
+        }
+        assert!(moved > 1e-4, "no removal changed the loss ({mode:?})");
+    }
+}
+
+#[test]
+fn patching_every_position_restores_the_clean_run_and_none_changes_nothing() {
+    let _rng = crate::torch_rng_lock();
+    let (_vs, model) = model();
+    // The clean run's top next token against the corrupted run's.
+    let top = |ids: &[i64]| {
+        let idx = Tensor::from_slice(ids).unsqueeze(0);
+        model
+            .forward(&idx, false)
+            .get(0)
+            .get(ids.len() as i64 - 1)
+            .argmax(-1, false)
+            .int64_value(&[])
+    };
+    let pair = (top(&CLEAN), top(&CORRUPTED));
+    assert_ne!(pair.0, pair.1, "pick texts the model tells apart");
+    let (clean, corrupted) = model
+        .patch_traces(&CLEAN, &CORRUPTED, pair.0, pair.1)
+        .unwrap();
+    let maps = model
+        .patch_maps(&CLEAN, &CORRUPTED, pair.0, pair.1)
+        .unwrap();
+    assert!((maps.clean - maps.corrupted).abs() > 1e-4, "{maps:?}");
+    let all: Vec<usize> = (0..CLEAN.len()).collect();
+    for l in 0..3 {
+        // The same ops on the same numbers: exactly the clean and corrupted metrics.
+        let full = model
+            .patch_resid(&clean, &corrupted, l, &all, pair)
+            .unwrap();
+        assert_eq!(full, maps.clean, "layer {l}");
+        let none = model.patch_resid(&clean, &corrupted, l, &[], pair).unwrap();
+        assert_eq!(none, maps.corrupted, "layer {l}");
+        // Each cell of the (batched) map is its own patched run.
+        assert_eq!(maps.resid[l].len(), CLEAN.len());
+        for p in 0..CLEAN.len() {
+            let one = model
+                .patch_resid(&clean, &corrupted, l, &[p], pair)
+                .unwrap();
+            assert!(
+                (maps.resid[l][p] - one).abs() < 1e-5,
+                "layer {l} position {p}"
+            );
+        }
+    }
+    // Positions where the texts agree and nothing before differs carry nothing:
+    // position 1 entering the first block is the same in both runs.
+    assert!((maps.resid[0][1] - maps.corrupted).abs() < 1e-5);
+
+    // A head's cell: the corrupted run with that head's clean output, written out.
+    let (l, h) = (1, 2);
+    let idx = Tensor::from_slice(&CORRUPTED).unsqueeze(0);
+    let pos = Tensor::arange(7, (Kind::Int64, Device::Cpu));
+    let mut x = model.wte.forward(&idx) + model.wpe.forward(&pos);
+    tch::no_grad(|| {
+        for (at, block) in model.h.iter().enumerate() {
+            let (z, _) = block.attn.attend(&block.ln_1.forward(&x));
+            let z = if at == l {
+                let mut heads = z.unbind(1);
+                heads[h] = clean.z[l].select(1, h as i64);
+                Tensor::stack(&heads, 1)
+            } else {
+                z
+            };
+            x = &x + block.attn.merge(&z);
+            x = &x + block.mlp.forward(&block.ln_2.forward(&x), false);
+        }
+    });
+    let manual = model.logit_diff(&x, pair.0, pair.1).unwrap()[0];
+    assert!((maps.heads[l][h] - manual).abs() < 1e-5);
+
+    let err = format!(
+        "{:#}",
+        model.patch_maps(&CLEAN, &CORRUPTED[..5], 1, 2).unwrap_err()
+    );
+    assert!(err.contains("same length"), "{err}");
+}
+
+#[test]
+fn attributions_sum_to_the_logit() {
+    let _rng = crate::torch_rng_lock();
+    let (_vs, model) = model();
+    let trace = model.trace(&CLEAN).unwrap();
+    let targets: Vec<i64> = CLEAN[1..].iter().copied().chain([7]).collect();
+    let a = model.attribute(&trace, &targets).unwrap();
+    let idx = Tensor::from_slice(&CLEAN).unsqueeze(0);
+    let own = model.forward(&idx, false).squeeze_dim(0);
+    for p in 0..CLEAN.len() {
+        let logit = own.double_value(&[p as i64, targets[p]]);
+        assert!((a.logit[p] - logit).abs() < 1e-5, "position {p}");
+        let gap = (a.sum(p) - a.logit[p]).abs();
+        assert!(
+            gap < 1e-4,
+            "position {p}: the parts miss the logit by {gap}"
+        );
+    }
+    // Nothing is zero by construction: every kind of part writes something.
+    assert!(a.tok.iter().any(|v| v.abs() > 1e-4));
+    assert!(a.attn_bias[0].iter().any(|v| v.abs() > 1e-4));
+    assert!(a.ln_bias.iter().any(|v| v.abs() > 1e-4));
+    assert_eq!(a.heads.len(), 3);
+    assert_eq!(a.heads[0].len(), 4);
+    assert!(model.attribute(&trace, &targets[1..]).is_err());
+}
