@@ -563,3 +563,147 @@ fn a_lower_cased_ptb_split_model_reads_prompts_and_texts_its_way_and_says_so() {
         stdout(&out)
     );
 }
+
+#[test]
+fn inspect_patches_attributes_and_maps_each_head_s_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck = tiny_checkpoint(d);
+    let run = |extra: &[&str]| -> (serde_json::Value, String) {
+        let mut args = vec!["inspect", "--checkpoint", &ck];
+        args.extend_from_slice(extra);
+        let json = gptdash(d, &[&args[..], &["--json"]].concat());
+        assert!(json.status.success(), "{extra:?}: {}", stderr(&json));
+        let human = gptdash(d, &args);
+        assert!(human.status.success(), "{extra:?}: {}", stderr(&human));
+        (
+            serde_json::from_str(stdout(&json).trim()).unwrap(),
+            stdout(&human),
+        )
+    };
+    let floats = |v: &serde_json::Value| -> Vec<f64> { serde_json::from_value(v.clone()).unwrap() };
+
+    // Patching "The cat sat." into "The dog sat.": a layer x position and a layer x
+    // head map; where nothing differs yet (the stream entering layer 1 before "cat"),
+    // patching changes nothing.
+    let (v, text) = run(&[
+        "--patch",
+        "The cat sat.",
+        "The dog sat.",
+        "--answer",
+        "ran",
+        "--wrong",
+        "sat",
+    ]);
+    let p = &v["patching"];
+    assert_eq!(p["answer"], " ran");
+    assert_eq!(p["wrong"], " sat");
+    let tokens = v["tokens"].as_array().unwrap().len();
+    let resid = p["resid"].as_array().unwrap();
+    assert_eq!(resid.len(), 3);
+    let first = floats(&resid[0]);
+    assert_eq!(first.len(), tokens);
+    let corrupted = p["corrupted"].as_f64().unwrap();
+    let changed = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|t| t == " cat")
+        .unwrap();
+    for (i, &d) in first.iter().enumerate().take(changed) {
+        assert!(
+            (d - corrupted).abs() < 1e-5,
+            "position {i}: {d} vs {corrupted}"
+        );
+    }
+    assert_eq!(
+        p["heads"].as_array().unwrap()[2].as_array().unwrap().len(),
+        3
+    );
+    for needle in [
+        "activation patching into \"The dog sat.\"",
+        "residual stream entering each layer",
+        "each head's output",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+
+    // Direct logit attribution: the parts sum to the logit at every position.
+    let (v, text) = run(&["--text", "The cat sat.", "--dla"]);
+    let a = v["attribution"].as_array().unwrap();
+    assert_eq!(a.len(), tokens);
+    for part in a {
+        let (sum, logit) = (
+            part["sum"].as_f64().unwrap(),
+            part["logit"].as_f64().unwrap(),
+        );
+        assert!((sum - logit).abs() < 1e-4, "{part}");
+        assert_eq!(part["heads"].as_array().unwrap().len(), 3);
+    }
+    assert_eq!(a[tokens - 1]["predicted"], true);
+    assert!(
+        text.contains("direct logit attribution of") && text.contains("the parts sum to"),
+        "{text}"
+    );
+    let (v, _) = run(&["--text", "The cat", "--dla", "--answer", "ran"]);
+    let a = v["attribution"].as_array().unwrap();
+    assert_eq!(a.last().unwrap()["token"], " ran");
+    assert_eq!(a.last().unwrap()["predicted"], false);
+
+    // The ablation map: every head's and MLP's removal alone.
+    let (v, text) = run(&["--text", "The cat sat. A dog ran.", "--ablation-map"]);
+    let map = &v["ablation_map"];
+    assert_eq!(map["heads"].as_array().unwrap().len(), 3);
+    assert_eq!(floats(&map["heads"][1]).len(), 3);
+    assert_eq!(floats(&map["mlps"]).len(), 3);
+    let base = floats(&v["token_loss"]);
+    let mean = base.iter().sum::<f64>() / base.len() as f64;
+    assert!((map["base_loss"].as_f64().unwrap() - mean).abs() < 1e-6);
+    assert!(text.contains("the head that matters most here"), "{text}");
+
+    // Mistakes name the flag.
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["inspect", "--checkpoint", "ck"].map(String::from).to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    for (extra, needles) in [
+        (
+            &["--patch", "The cat sat.", "The big dog sat down."][..],
+            &["--patch CORRUPTED", "same length"][..],
+        ),
+        (
+            &[
+                "--patch",
+                "The cat sat.",
+                "The dog sat.",
+                "--answer",
+                "zq zq",
+            ],
+            &["--answer", "tokens"],
+        ),
+        (
+            &[
+                "--patch",
+                "The cat sat.",
+                "The dog sat.",
+                "--answer",
+                "ran",
+                "--wrong",
+                "ran",
+            ],
+            &["--wrong", "answer"],
+        ),
+        (
+            &["--text", "The cat", "--answer", "ran"],
+            &["--answer", "--patch or --dla"],
+        ),
+        (&["--text", "The cat", "--wrong", "ran"], &["--wrong"]),
+        (&["--text", "The cat", "--patch", "A", "B"], &["--patch"]),
+        (&["--patch", "The cat"], &["--patch"]),
+    ] {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        expect_error(d, &a, needles);
+    }
+}

@@ -276,3 +276,109 @@ fn transformers_loads_the_export_with_the_same_logits() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// `gptdash inspect --ablate LAYER.HEAD --json` on a GPT-2 folder against transformers
+/// with that head's output zeroed by a forward pre-hook on `attn.c_proj`: per-token
+/// losses with and without the removal within 1e-4.
+fn ablation_matches_transformers(python: &Path, d: &Path, folder: &str, text: &str) -> f64 {
+    let mut moved = 0.0f64;
+    for (layer, head) in [(0, 0), (1, 2)] {
+        let part = format!("{}.{}", layer + 1, head + 1);
+        let o = gptdash(
+            d,
+            &[
+                "inspect",
+                "--checkpoint",
+                folder,
+                "--text",
+                text,
+                "--ablate",
+                &part,
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ours: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let tokens = ours["tokens"].as_array().unwrap();
+        let frame = tokens[0] == "<|endoftext|>" && !text.starts_with("<|endoftext|>");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/hf_ablate.py");
+        let out = Command::new(python)
+            .arg(script)
+            .arg(d.join(folder))
+            .arg(text)
+            .arg(if frame { "1" } else { "0" })
+            .arg(layer.to_string())
+            .arg(head.to_string())
+            .env("HF_HUB_OFFLINE", "1")
+            .env("TRANSFORMERS_VERBOSITY", "error")
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let hf: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+        assert_eq!(
+            hf["ids"].as_array().unwrap().len(),
+            tokens.len(),
+            "{stdout}"
+        );
+        let floats =
+            |v: &serde_json::Value| -> Vec<f64> { serde_json::from_value(v.clone()).unwrap() };
+        let (ablated, plain) = (
+            floats(&ours["token_loss"]),
+            floats(&ours["ablation"]["base_token_loss"]),
+        );
+        let (hf_ablated, hf_plain) = (floats(&hf["ablated"]), floats(&hf["plain"]));
+        assert_eq!(ablated.len(), hf_ablated.len());
+        for p in 0..ablated.len() {
+            assert!(
+                (ablated[p] - hf_ablated[p]).abs() < 1e-4,
+                "{folder} head {part}, position {p}: gptdash {} vs transformers {}",
+                ablated[p],
+                hf_ablated[p]
+            );
+            assert!(
+                (plain[p] - hf_plain[p]).abs() < 1e-4,
+                "{folder} unablated, position {p}"
+            );
+            moved = moved.max((ablated[p] - plain[p]).abs());
+        }
+    }
+    moved
+}
+
+#[test]
+#[cfg_attr(
+    not(has_torch_python),
+    ignore = "needs a Python with torch: LIBTORCH is your own and python3 has no torch (CI runs this)"
+)]
+fn zero_ablating_a_head_matches_transformers_with_that_head_zeroed() {
+    let python = python_with_transformers().expect(
+        "a Python with torch (the virtualenv of scripts/libtorch.sh, or python3 with torch)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A GPT-2 folder (tied head, word-level tokenizer), and a trained gptdash model
+    // exported as one (untied head, framed sentences).
+    let gpt2 = d.join("gpt2");
+    std::fs::create_dir(&gpt2).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(common::fixture("gpt2-tiny").join(f), gpt2.join(f)).unwrap();
+    }
+    std::fs::write(gpt2.join("tokenizer.json"), word_tokenizer(96)).unwrap();
+    let fixture = ablation_matches_transformers(&python, d, "gpt2", "w1 w5 w9 w20 w3 w7");
+    let ck = tiny_checkpoint(d);
+    let o = gptdash(d, &["export", "--checkpoint", &ck, "--hf", "hf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trained = ablation_matches_transformers(&python, d, "hf", "The cat sat. A dog ran.");
+    // The removals changed the losses (the comparison is not of two equal passes).
+    assert!(
+        fixture.max(trained) > 1e-3,
+        "removals moved the losses by {fixture} and {trained}"
+    );
+}

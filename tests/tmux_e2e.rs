@@ -197,6 +197,25 @@ fn dashboard_trains_generates_and_restores_the_terminal() {
     assert_ne!(after, before, "the cursor did not move");
     tmux.keys(&["]", "Down"]);
     tmux.wait_for("layer 2/4 head 2/4", 10);
+    // Remove that head: the text is coloured by the loss change, the cursor's loss and
+    // next-token top 6 are shown with and without the removal.
+    tmux.keys(&["a"]);
+    let screen = tmux.wait_for("without the removal", 20);
+    assert!(
+        screen.contains("loss change from the removal") && screen.contains("not removed"),
+        "{screen}"
+    );
+    // x puts it back.
+    tmux.keys(&["x"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tmux.screen().contains("without the removal") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !tmux.screen().contains("without the removal"),
+        "{}",
+        tmux.screen()
+    );
 
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("EXITED:", 20);

@@ -552,6 +552,154 @@ fn inspect_tab_draws_map_lens_and_text_and_follows_the_cursor() {
     shows_all(&small, &["attention", "logit lens"]);
 }
 
+/// The inspection the app asks for last, and its request number.
+fn asked(commands: &[gptdash::protocol::Command]) -> (u64, gptdash::protocol::InspectAsk) {
+    use gptdash::protocol::Command;
+    match commands.last() {
+        Some(Command::Inspect { ask, request, .. }) => (*request, ask.clone()),
+        other => panic!("no inspection asked: {other:?}"),
+    }
+}
+
+#[test]
+fn inspect_tab_draws_each_causal_view_and_asks_only_for_what_it_shows() {
+    use gptdash::protocol::{InspectReport, PatchAsk};
+    // The worker's answer: only what was asked for.
+    let answer = |app: &mut App, (request, ask): (u64, gptdash::protocol::InspectAsk)| {
+        let mut report = InspectReport::example_probed(12, 4, 4);
+        report.request = Some(request);
+        if ask.ablation.heads.is_empty() && ask.ablation.mlps.is_empty() {
+            report.ablation = None;
+        }
+        if !ask.ablation_map {
+            report.ablation_map = None;
+        }
+        if !ask.attribution {
+            report.attribution.clear();
+        }
+        if ask.patch.is_none() {
+            report.patching = None;
+        }
+        if ask.anatomy.is_none() {
+            report.anatomy = None;
+        }
+        app.update(Msg::Worker(Event::Inspected(Box::new(report))))
+    };
+    let mut app = inspecting_app(12);
+    // a removes the selected head: the next pass is asked without it.
+    let (request, ask) = asked(&app.update(key('a')));
+    assert_eq!(ask.ablation.heads, vec![(0, 0)]);
+    assert!(!ask.ablation_map && !ask.attribution && ask.patch.is_none() && ask.anatomy.is_none());
+    answer(&mut app, (request, ask.clone()));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &[
+            "colour: loss change from the removal",
+            "without the removal 1.20, Δ +0.30",
+            "from removing head 1.1 (zero)",
+            "next after #12 ·the: removed │ not removed",
+        ],
+    );
+    // v: all heads, then the ablation map.
+    app.update(key('v'));
+    let (request, ask) = asked(&app.update(key('v')));
+    assert!(ask.ablation_map && !ask.attribution);
+    answer(&mut app, (request, ask.clone()));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &[
+            "ablation map · loss increase (nats) when one part is removed (zero)",
+            "head 4",
+            "MLP",
+            "matters most on this text: head",
+        ],
+    );
+    // Patching needs a corrupted text first: c types it.
+    let sent = app.update(key('v'));
+    assert!(sent.is_empty(), "{sent:?}");
+    shows_all(
+        &render(&app, 200, 60),
+        &["c types the corrupted text (TEXT, or TEXT | ANSWER | WRONG)"],
+    );
+    app.update(key('c'));
+    for c in "A dog sat on the mat. | mat | rug".chars() {
+        app.update(key(c));
+    }
+    let (request, ask) = asked(&app.update(arrow(crossterm::event::KeyCode::Enter)));
+    assert_eq!(
+        ask.patch,
+        Some(PatchAsk {
+            corrupted: "A dog sat on the mat.".into(),
+            answer: Some("mat".into()),
+            wrong: Some("rug".into()),
+        })
+    );
+    answer(&mut app, (request, ask.clone()));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &[
+            "patching into \"A dog sat on the mat.\"",
+            "clean 3.00, corrupted -1.00",
+            "residual stream entering each layer, at each position",
+            "each head's output (every position)",
+        ],
+    );
+    // Attribution of the cursor's next token.
+    let (request, ask) = asked(&app.update(key('v')));
+    assert!(ask.attribution && ask.patch.is_none());
+    answer(&mut app, (request, ask.clone()));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &[
+            "attribution of",
+            "the model's top prediction",
+            "token embedding",
+            "checked: the 27 parts sum to the logit within",
+        ],
+    );
+    // The model and the data views.
+    let (request, ask) = asked(&app.update(key('v')));
+    assert_eq!(ask.anatomy, Some(0));
+    answer(&mut app, (request, ask.clone()));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &[
+            "model · 1,000,000 parameters",
+            "attn.c_attn",
+            "[384, 128]",
+            "+0.000 ± 0.020",
+        ],
+    );
+    app.update(key('v'));
+    let screen = render(&app, 200, 60);
+    shows_all(
+        &screen,
+        &[
+            "X (input)",
+            "Y (target)",
+            "This pair trains 11 predictions at once",
+            "· padding",
+        ],
+    );
+    let (request, ask) = asked(&app.update(key('n')));
+    assert_eq!(ask.anatomy, Some(1));
+    // Every view lays out at the smallest size.
+    let mut last = (request, ask);
+    for _ in 0..7 {
+        let sent = app.update(key('v'));
+        if !sent.is_empty() {
+            last = asked(&sent);
+        }
+        answer(&mut app, last.clone());
+        let _ = render(&app, 80, 24);
+    }
+}
+
 #[test]
 fn inspect_tab_long_texts_scroll_with_the_cursor() {
     use crossterm::event::KeyCode;

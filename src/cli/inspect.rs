@@ -125,6 +125,9 @@ fn ask(args: &InspectArgs) -> Result<(InspectAsk, String)> {
         ),
         _ => (args.text.clone().unwrap_or_default(), None),
     };
+    if args.wrong.is_some() && patch.is_none() {
+        bail!("--wrong: give it with --patch CLEAN CORRUPTED");
+    }
     if args.answer.is_some() && patch.is_none() && !args.dla {
         bail!("--answer: give it with --patch or --dla");
     }

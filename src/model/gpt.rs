@@ -28,7 +28,9 @@ pub(crate) fn is_classifier_weight(name: &str) -> bool {
 
 mod causal;
 mod inspect;
-pub(crate) use inspect::{Ablation, AblationMode, Inspection};
+pub use causal::{Attribution, HeadEffects, PatchMaps, Trace};
+pub use inspect::AblationMode;
+pub(crate) use inspect::{Ablation, Inspection};
 
 /// Everything needed to build a GPT; stored in each checkpoint's `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

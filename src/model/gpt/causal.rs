@@ -5,6 +5,9 @@
 //! activation patching from a clean run into a corrupted one ([`Gpt::patch_maps`]) and
 //! direct logit attribution through the final LayerNorm ([`Gpt::attribute`]).
 //!
+//! Public for the criterion benchmarks (benches/probes.rs); the dashboard and
+//! `gptdash inspect` reach them through `crate::inspect`.
+//!
 //! Every map is batched by layer: the runs that change block `l` share the stream
 //! entering it, so they start there, one batch row per changed part.
 use anyhow::{bail, Result};
@@ -16,7 +19,7 @@ use super::{Block, Gpt};
 
 /// The activations of one pass over a text (batch 1, no gradients).
 #[derive(Debug)]
-pub(crate) struct Trace {
+pub struct Trace {
     pub ids: Vec<i64>,
     /// The token and the position embeddings `[1, time, n_embd]`.
     pub tok: Tensor,
@@ -68,7 +71,7 @@ impl Block {
 /// The loss increase on a text when each part is removed (the Inspect tab's ablation
 /// map), as mean per-token losses.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct HeadEffects {
+pub struct HeadEffects {
     /// The mean loss with nothing removed.
     pub base: f64,
     /// `heads[layer][head]`: the mean loss with that head removed.
@@ -80,7 +83,7 @@ pub(crate) struct HeadEffects {
 /// Activation patching from a clean run into a corrupted one of the same length: the
 /// logit difference `answer − wrong` at the last position, unpatched and patched.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PatchMaps {
+pub struct PatchMaps {
     pub clean: f64,
     pub corrupted: f64,
     /// `resid[layer][position]`: the clean residual stream entering that block at that
@@ -94,7 +97,7 @@ pub(crate) struct PatchMaps {
 /// at each position, through the final LayerNorm with its scale frozen at what that
 /// position's stream gives it. Per position: the parts sum to `logit` up to rounding.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Attribution {
+pub struct Attribution {
     /// The token attributed at each position, and its logit.
     pub targets: Vec<i64>,
     pub logit: Vec<f64>,
@@ -112,7 +115,7 @@ pub(crate) struct Attribution {
 
 impl Attribution {
     /// The parts' sum at position `p` (the check against `logit[p]`).
-    pub(crate) fn sum(&self, p: usize) -> f64 {
+    pub fn sum(&self, p: usize) -> f64 {
         let layers: f64 = (0..self.mlp.len())
             .map(|l| {
                 self.heads[l].iter().map(|h| h[p]).sum::<f64>()
@@ -159,7 +162,7 @@ impl Gpt {
     }
 
     /// One pass over `ids` keeping what probing reads back.
-    pub(crate) fn trace(&self, ids: &[i64]) -> Result<Trace> {
+    pub fn trace(&self, ids: &[i64]) -> Result<Trace> {
         self.check_ids(ids)?;
         tch::no_grad(|| {
             let device = self.device();
@@ -235,7 +238,7 @@ impl Gpt {
 
     /// The mean loss on `ids` with each head, and each layer's MLP, removed in turn (one
     /// run per part) — replaced as `mode` says, as [`Gpt::inspect_ablated`] removes it.
-    pub(crate) fn head_effects(&self, ids: &[i64], mode: AblationMode) -> Result<HeadEffects> {
+    pub fn head_effects(&self, ids: &[i64], mode: AblationMode) -> Result<HeadEffects> {
         let trace = self.trace(ids)?;
         tch::no_grad(|| {
             let (layers, heads) = (self.h.len(), self.config.n_head);
@@ -327,7 +330,7 @@ impl Gpt {
     }
 
     /// Both patching maps for a clean and a corrupted text of the same length.
-    pub(crate) fn patch_maps(
+    pub fn patch_maps(
         &self,
         clean_ids: &[i64],
         corrupted_ids: &[i64],
@@ -374,7 +377,7 @@ impl Gpt {
     /// part's output, centred and scaled as the final LayerNorm does it to that
     /// position's whole stream (the scale frozen), read by the LM head's row of the
     /// token. In f32 whatever the blocks compute in.
-    pub(crate) fn attribute(&self, trace: &Trace, targets: &[i64]) -> Result<Attribution> {
+    pub fn attribute(&self, trace: &Trace, targets: &[i64]) -> Result<Attribution> {
         let t = trace.ids.len();
         if targets.len() != t {
             bail!("{} tokens to attribute for {t} positions", targets.len());

@@ -34,7 +34,7 @@ pub(crate) struct Inspection {
 
 /// How a removed part's output is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum AblationMode {
+pub enum AblationMode {
     /// By zeros.
     #[default]
     Zero,
