@@ -30,7 +30,12 @@ fn text(shift: i64) -> Vec<i64> {
 }
 
 fn probes(c: &mut Criterion) {
-    tch::set_num_threads(1);
+    tch::set_num_threads(
+        std::env::var("PROBE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    );
     let (_vs, model) = micro();
     let clean = text(13);
     let mut corrupted = clean.clone();

@@ -32,6 +32,8 @@ pub struct Trace {
     pub z: Vec<Tensor>,
     /// Per block: what the MLP adds to the residual stream `[1, time, n_embd]`.
     pub mlp: Vec<Tensor>,
+    /// Per block: the attention's keys and values `[1, heads, time, head_dim]`.
+    pub kv: Vec<(Tensor, Tensor)>,
 }
 
 /// What changes in the first block a run goes through: its heads' outputs before the
@@ -47,11 +49,35 @@ struct BlockParts {
     x: Tensor,
     z: Tensor,
     mlp: Tensor,
+    /// The keys and values of its attention `[batch, heads, time, head_dim]`.
+    kv: (Tensor, Tensor),
+}
+
+/// Softmax attention of queries `q` `[batch, heads, t, d]` at positions `start..start+t`
+/// over keys and values `k`, `v` at positions `0..` (each query sees its own position
+/// and those before): the heads' outputs and the probabilities. The introspecting pass
+/// uses it too, so both compute alike.
+pub(super) fn attend_from(q: &Tensor, k: &Tensor, v: &Tensor, start: i64) -> (Tensor, Tensor) {
+    let (t, n) = (q.size()[2], k.size()[2]);
+    let scale = 1.0 / (q.size()[3] as f64).sqrt();
+    let future = Tensor::ones([t, n], (Kind::Bool, q.device())).triu(start + 1);
+    let att = (q.matmul(&k.transpose(-2, -1)) * scale)
+        .masked_fill(&future, f64::NEG_INFINITY)
+        .softmax(-1, Kind::Float);
+    (att.to_kind(v.kind()).matmul(v), att)
+}
+
+/// Head outputs patched in: `mask` `[batch, heads, 1, 1]` says which head of which row
+/// takes `with` `[1, heads, time, d]` (every position of a run) instead of its own.
+struct HeadPatch<'a> {
+    mask: &'a Tensor,
+    with: &'a Tensor,
 }
 
 impl Block {
     fn parts(&self, x: &Tensor, edit: &Edit) -> BlockParts {
-        let (mut z, _) = self.attn.attend(&self.ln_1.forward(x));
+        let (q, k, v) = self.attn.heads(&self.ln_1.forward(x));
+        let (mut z, _) = attend_from(&q, &k, &v, 0);
         if let Some(f) = edit.z {
             z = f(&z);
         }
@@ -64,7 +90,48 @@ impl Block {
             x: &mid + &mlp,
             z,
             mlp,
+            kv: (k, v),
         }
+    }
+
+    /// The block over the positions `start..` of a run only (`x` `[batch, t, n_embd]`),
+    /// the positions before it known by their keys and values `prefix` (`[1, heads,
+    /// start, d]`, the same for every row): a run changed from position `start` on is
+    /// the same before it (the model is causal). With `last_only`, only the last
+    /// position's output (a run's final block, read at the last position).
+    fn tail(
+        &self,
+        x: &Tensor,
+        prefix: Option<(Tensor, Tensor)>,
+        patch: Option<&HeadPatch>,
+        last_only: bool,
+    ) -> Tensor {
+        let (q, k, v) = self.attn.heads(&self.ln_1.forward(x));
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let (k, v, start) = match prefix {
+            Some((pk, pv)) => {
+                let s = pk.size()[2];
+                let wide = |p: Tensor| p.expand([b, -1, -1, -1], false);
+                (
+                    Tensor::cat(&[wide(pk), k], 2),
+                    Tensor::cat(&[wide(pv), v], 2),
+                    s,
+                )
+            }
+            None => (k, v, 0),
+        };
+        let (x, q, first) = if last_only {
+            (x.narrow(1, t - 1, 1), q.narrow(2, t - 1, 1), t - 1)
+        } else {
+            (x.shallow_clone(), q, 0)
+        };
+        let (mut z, _) = attend_from(&q, &k, &v, start + first);
+        if let Some(p) = patch {
+            let with = p.with.narrow(2, start + first, z.size()[2]);
+            z = with.where_self(p.mask, &z);
+        }
+        let mid = &x + self.attn.merge(&z);
+        &mid + self.mlp.forward(&self.ln_2.forward(&mid), false)
     }
 }
 
@@ -173,12 +240,14 @@ impl Gpt {
                 .forward(&Tensor::arange(ids.len() as i64, (Kind::Int64, device)))
                 .unsqueeze(0);
             let mut x = &tok + &pos;
-            let (mut resid, mut z, mut mlp) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut resid, mut z, mut mlp, mut kv) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for block in &self.h {
                 let parts = block.parts(&x, &Edit::default());
                 resid.push(x);
                 z.push(parts.z);
                 mlp.push(parts.mlp);
+                kv.push(parts.kv);
                 x = parts.x;
             }
             resid.push(x);
@@ -189,6 +258,7 @@ impl Gpt {
                 resid,
                 z,
                 mlp,
+                kv,
             })
         })
     }
@@ -200,6 +270,31 @@ impl Gpt {
         for (l, block) in self.h.iter().enumerate().skip(start) {
             let none = Edit::default();
             x = block.parts(&x, if l == start { edit } else { &none }).x;
+        }
+        x
+    }
+
+    /// The last position of the stream leaving the last block, for rows `x`
+    /// `[batch, time - from, n_embd]` holding positions `from..` of the stream entering
+    /// block `start` — the positions before `from` being those of `base`'s run — with
+    /// `patch` applied in block `start`.
+    fn run_tail(
+        &self,
+        x: &Tensor,
+        start: usize,
+        from: i64,
+        base: &Trace,
+        patch: Option<&HeadPatch>,
+    ) -> Tensor {
+        let mut x = x.shallow_clone();
+        let last = self.h.len() - 1;
+        for (l, block) in self.h.iter().enumerate().skip(start) {
+            let prefix = (from > 0).then(|| {
+                let (k, v) = &base.kv[l];
+                (k.narrow(2, 0, from), v.narrow(2, 0, from))
+            });
+            let patch = if l == start { patch } else { None };
+            x = block.tail(&x, prefix, patch, l == last);
         }
         x
     }
@@ -344,25 +439,66 @@ impl Gpt {
             let device = self.device();
             let final_of = |trace: &Trace| self.logit_diff(&trace.resid[layers], answer, wrong);
             let (clean_diff, corrupted_diff) = (final_of(&clean)?[0], final_of(&corrupted)?[0]);
-            // Row p patches position p; row h patches head h.
-            let one_position = Tensor::eye(t, (Kind::Bool, device)).view([t, t, 1]);
+            // Where the runs differ, entering each block: from the first changed token on
+            // (the model is causal), and not always everywhere after it. A position
+            // that does not differ patches nothing: the corrupted run's metric, exactly.
             let one_head = Tensor::eye(heads, (Kind::Bool, device)).view([heads, heads, 1, 1]);
             let (mut resid, mut by_head) = (Vec::new(), Vec::new());
             for l in 0..layers {
-                let x = clean.resid[l].where_self(&one_position, &corrupted.resid[l]);
-                resid.push(self.logit_diff(
-                    &self.run_from(&x, l, &Edit::default()),
-                    answer,
-                    wrong,
-                )?);
-                let x = corrupted.resid[l].expand([heads, -1, -1], false);
-                let clean_z = &clean.z[l];
-                let patch = |z: &Tensor| clean_z.where_self(&one_head, z);
-                let edit = Edit {
-                    z: Some(&patch),
-                    mlp: None,
-                };
-                by_head.push(self.logit_diff(&self.run_from(&x, l, &edit), answer, wrong)?);
+                let differs: Vec<bool> = Vec::try_from(
+                    clean.resid[l]
+                        .ne_tensor(&corrupted.resid[l])
+                        .any_dim(-1, false)
+                        .squeeze_dim(0)
+                        .to_device(Device::Cpu),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let changed: Vec<usize> = (0..differs.len()).filter(|&p| differs[p]).collect();
+                let mut row = vec![corrupted_diff; t as usize];
+                // Runs patched at nearby positions go together, each run computing the
+                // positions from its group's first on.
+                for group in changed.chunks(8) {
+                    let from = group[0] as i64;
+                    let len = t - from;
+                    let mut at = vec![false; group.len() * len as usize];
+                    for (r, &p) in group.iter().enumerate() {
+                        at[r * len as usize + p - group[0]] = true;
+                    }
+                    let mask = Tensor::from_slice(&at).to_device(device).view([
+                        group.len() as i64,
+                        len,
+                        1,
+                    ]);
+                    let x = clean.resid[l]
+                        .narrow(1, from, len)
+                        .where_self(&mask, &corrupted.resid[l].narrow(1, from, len));
+                    let out = self.run_tail(&x, l, from, &corrupted, None);
+                    for (r, d) in self
+                        .logit_diff(&out, answer, wrong)?
+                        .into_iter()
+                        .enumerate()
+                    {
+                        row[group[r]] = d;
+                    }
+                }
+                resid.push(row);
+                // A head's clean output differs from its corrupted one from the first
+                // changed position on.
+                by_head.push(match changed.first() {
+                    Some(&first) => {
+                        let from = first as i64;
+                        let x = corrupted.resid[l]
+                            .narrow(1, from, t - from)
+                            .expand([heads, -1, -1], false);
+                        let patch = HeadPatch {
+                            mask: &one_head,
+                            with: &clean.z[l],
+                        };
+                        let out = self.run_tail(&x, l, from, &corrupted, Some(&patch));
+                        self.logit_diff(&out, answer, wrong)?
+                    }
+                    None => vec![corrupted_diff; heads as usize],
+                });
             }
             Ok(PatchMaps {
                 clean: clean_diff,

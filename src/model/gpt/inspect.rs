@@ -108,13 +108,7 @@ impl CausalSelfAttention {
     /// their attention probabilities `[batch, heads, time, time]`, computed explicitly.
     pub(super) fn attend(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (q, k, v) = self.heads(x);
-        let t = q.size()[2];
-        let scale = 1.0 / (q.size()[3] as f64).sqrt();
-        let future = Tensor::ones([t, t], (Kind::Bool, q.device())).triu(1);
-        let att = (q.matmul(&k.transpose(-2, -1)) * scale)
-            .masked_fill(&future, f64::NEG_INFINITY)
-            .softmax(-1, Kind::Float);
-        (att.to_kind(v.kind()).matmul(&v), att)
+        super::causal::attend_from(&q, &k, &v, 0)
     }
 
     /// The attention branch written out: its output after the projection
