@@ -1,6 +1,7 @@
 //! The Inspect tab's causal probes on a gpt-micro-shaped model (4 layers × 4 heads, 128
 //! wide, the built-in corpus's 313-token vocabulary) over a 64-token text, on one
-//! thread as `gptdash inspect` and the tab run them: the ablation map (one removal per
+//! thread as `gptdash inspect` runs them (`PROBE_THREADS=2`: as many as a training
+//! dashboard's worker has on a 2-core machine): the ablation map (one removal per
 //! head and MLP, target ≤ 50 ms), both patching maps (≤ 200 ms), and the direct logit
 //! attribution at every position; the plain traced pass beside them for scale.
 use criterion::{criterion_group, criterion_main, Criterion};
