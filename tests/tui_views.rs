@@ -683,7 +683,7 @@ fn inspect_tab_draws_each_causal_view_and_asks_only_for_what_it_shows() {
             "X (input)",
             "Y (target)",
             "This pair trains 11 predictions at once",
-            "· padding",
+            "-100: padding, a target the loss ignores",
         ],
     );
     let (request, ask) = asked(&app.update(key('n')));

@@ -412,7 +412,11 @@ impl InspectReport {
             depth,
             name: name.into(),
             what: "a part".into(),
-            params: shape.iter().product(),
+            params: if shape.is_empty() {
+                0
+            } else {
+                shape.iter().product()
+            },
             init: (!shape.is_empty()).then_some((0.0, 0.02)),
             now: (!shape.is_empty()).then_some((0.001, 0.05)),
             shape,

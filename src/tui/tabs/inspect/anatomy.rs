@@ -103,6 +103,16 @@ fn model_lines(a: &Anatomy, scroll: usize, area: Rect) -> Vec<Line<'static>> {
     lines
 }
 
+/// A padded target, as the loss sees it: the index it ignores.
+const PAD: &str = "-100";
+
+fn cell<'a>(y: &'a Result<String, &'a str>) -> &'a str {
+    match y {
+        Ok(y) => y,
+        Err(pad) => pad,
+    }
+}
+
 /// One training pair: X above Y, a column per position.
 pub(crate) fn draw_data(frame: &mut Frame, t: &InspectTab, r: &InspectReport, area: Rect) {
     let Some(a) = &r.anatomy else {
@@ -128,11 +138,12 @@ pub(crate) fn draw_data(frame: &mut Frame, t: &InspectTab, r: &InspectReport, ar
 }
 
 fn pair_lines(pair: &TrainingPair, width: usize) -> Vec<Line<'static>> {
-    let cells: Vec<(String, Option<String>)> = pair
+    let cells: Vec<(String, Result<String, &str>)> = pair
         .x
         .iter()
         .zip(&pair.y)
         .map(|(x, y)| (label(x), y.as_ref().map(|y| label(y))))
+        .map(|(x, y)| (x, y.map_or(Err(PAD), Ok)))
         .collect();
     let mut lines = vec![
         Line::from(format!(
@@ -150,7 +161,7 @@ fn pair_lines(pair: &TrainingPair, width: usize) -> Vec<Line<'static>> {
         let mut end = start;
         while end < cells.len() {
             let (x, y) = &cells[end];
-            let w = x.width().max(y.as_deref().map_or(1, str::width)).min(14) + 1;
+            let w = x.width().max(cell(y).width()).min(14) + 1;
             if used + w > width && end > start {
                 break;
             }
@@ -172,17 +183,17 @@ fn pair_lines(pair: &TrainingPair, width: usize) -> Vec<Line<'static>> {
             )],
         );
         for (i, (x, y)) in cells.iter().enumerate().take(end).skip(start) {
-            let w = x.width().max(y.as_deref().map_or(1, str::width)).min(14);
+            let w = x.width().max(cell(y).width()).min(14);
             pos.push(Span::styled(format!("{:<w$} ", i), theme::muted()));
-            let x_style = if y.is_none() {
+            let x_style = if y.is_err() {
                 theme::muted()
             } else {
                 ratatui::style::Style::default()
             };
             xs.push(Span::styled(format!("{:<w$} ", clip(x, w)), x_style));
             ys.push(match y {
-                Some(y) => Span::styled(format!("{:<w$} ", clip(y, w)), theme::probability(1.0)),
-                None => Span::styled(format!("{:<w$} ", "·"), theme::muted()),
+                Ok(y) => Span::styled(format!("{:<w$} ", clip(y, w)), theme::probability(1.0)),
+                Err(pad) => Span::styled(format!("{pad:<w$} "), theme::muted()),
             });
         }
         lines.push(Line::from(pos));
@@ -193,7 +204,7 @@ fn pair_lines(pair: &TrainingPair, width: usize) -> Vec<Line<'static>> {
     }
     if pair.y.iter().any(Option::is_none) {
         lines.push(Line::styled(
-            "· padding: the target is -100, which the loss ignores (input 0); the real tokens never see it (causal)",
+            "-100: padding, a target the loss ignores (its input is token 0); the real positions never see it (the model is causal)",
             theme::muted(),
         ));
     }
