@@ -3,6 +3,9 @@
 //! against: the same token ids, logits within 1e-4 and the same greedy continuation as
 //! gptdash's, for a gptdash model (untied head) and a GPT-2 folder (tied head).
 //!
+//! Zero-ablating a head in `gptdash inspect --ablate` equals transformers with that
+//! head's slice zeroed by a forward pre-hook on `attn.c_proj` (tests/python/hf_ablate.py).
+//!
 //! Then the hand-off the README's "Scaling out" describes: scripts/train_hf.py continues
 //! training the export under `torchrun` (2 processes, DDP on the CPU) with the Trainer,
 //! logging through scripts/gptdash_log.py; the events parse as `gptdash watch` reads
@@ -371,7 +374,10 @@ fn zero_ablating_a_head_matches_transformers_with_that_head_zeroed() {
         std::fs::copy(common::fixture("gpt2-tiny").join(f), gpt2.join(f)).unwrap();
     }
     std::fs::write(gpt2.join("tokenizer.json"), word_tokenizer(96)).unwrap();
-    let fixture = ablation_matches_transformers(&python, d, "gpt2", "w1 w5 w9 w20 w3 w7");
+    // Exported, so transformers' AutoTokenizer has its tokenizer files too.
+    let o = gptdash(d, &["export", "--checkpoint", "gpt2", "--hf", "hf2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fixture = ablation_matches_transformers(&python, d, "hf2", "w1 w5 w9 w20 w3 w7");
     let ck = tiny_checkpoint(d);
     let o = gptdash(d, &["export", "--checkpoint", &ck, "--hf", "hf"]);
     assert!(o.status.success(), "{}", stderr(&o));
