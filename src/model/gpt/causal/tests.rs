@@ -167,8 +167,8 @@ fn attributions_sum_to_the_logit() {
     let a = model.attribute(&trace, &targets).unwrap();
     let idx = Tensor::from_slice(&CLEAN).unsqueeze(0);
     let own = model.forward(&idx, false).squeeze_dim(0);
-    for p in 0..CLEAN.len() {
-        let logit = own.double_value(&[p as i64, targets[p]]);
+    for (p, &target) in targets.iter().enumerate() {
+        let logit = own.double_value(&[p as i64, target]);
         assert!((a.logit[p] - logit).abs() < 1e-5, "position {p}");
         let gap = (a.sum(p) - a.logit[p]).abs();
         assert!(

@@ -35,7 +35,7 @@ fn count(n: i64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -143,7 +143,7 @@ fn pair_lines(pair: &TrainingPair, width: usize) -> Vec<Line<'static>> {
         .iter()
         .zip(&pair.y)
         .map(|(x, y)| (label(x), y.as_ref().map(|y| label(y))))
-        .map(|(x, y)| (x, y.map_or(Err(PAD), Ok)))
+        .map(|(x, y)| (x, y.ok_or(PAD)))
         .collect();
     let mut lines = vec![
         Line::from(format!(
