@@ -41,13 +41,29 @@ pub(crate) fn weight_stats(vs: &nn::VarStore) -> BTreeMap<String, WeightStat> {
     })
 }
 
-/// The statistics of a fresh initialisation of `config` with `seed`, on the CPU. It
-/// reseeds libtorch's generator: only for a model that is not training.
+/// The statistics of a fresh initialisation of `config` with `seed`, on the CPU, kept
+/// for the next ask on this thread (a GPT-2-sized model takes a second to build). It
+/// reseeds libtorch's generator, which training and fine-tuning reseed at every step
+/// and epoch anyway.
 pub(crate) fn fresh_init(config: GptConfig, seed: u64) -> BTreeMap<String, WeightStat> {
-    tch::manual_seed(seed as i64);
-    let vs = nn::VarStore::new(tch::Device::Cpu);
-    let _model = Gpt::new(&vs.root(), config);
-    weight_stats(&vs)
+    type Kept = Option<(GptConfig, u64, BTreeMap<String, WeightStat>)>;
+    thread_local! {
+        static KEPT: std::cell::RefCell<Kept> = const { std::cell::RefCell::new(None) };
+    }
+    KEPT.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if let Some((c, s, stats)) = kept.as_ref() {
+            if *c == config && *s == seed {
+                return stats.clone();
+            }
+        }
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let _model = Gpt::new(&vs.root(), config);
+        let stats = weight_stats(&vs);
+        *kept = Some((config, seed, stats.clone()));
+        stats
+    })
 }
 
 struct Tree<'a> {
@@ -228,8 +244,8 @@ pub(crate) fn pair(
 ) -> TrainingPair {
     let shown = |&i: &i64| tokenizer.display(i as u32);
     let n = row.len().saturating_sub(1);
-    let mut x: Vec<String> = row[..n].iter().map(shown).collect();
-    let mut y: Vec<Option<String>> = row[1..].iter().map(|i| Some(shown(i))).collect();
+    let mut x: Vec<String> = row.iter().take(n).map(shown).collect();
+    let mut y: Vec<Option<String>> = row.iter().skip(1).map(|i| Some(shown(i))).collect();
     for _ in 0..pad {
         x.push(tokenizer.display(0));
         y.push(None);

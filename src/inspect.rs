@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::gpt::{Ablation, AblationMode, Gpt, Inspection};
 use crate::protocol::{
-    AblatedLoss, AblationAsk, AblationMap, InspectAsk, InspectReport, LensCell, Patching,
+    AblatedLoss, AblationAsk, AblationMap, InspectAsk, InspectReport, LensCell, PatchAsk, Patching,
     PinnedLoss, TokenAttribution, TopToken,
 };
 use crate::reading::Reading;
@@ -119,6 +119,7 @@ fn plain_report(
         ablation_map: None,
         attribution: Vec::new(),
         patching: None,
+        patch_error: None,
         anatomy: None,
     })
 }
@@ -142,6 +143,18 @@ fn mode_name(mode: AblationMode) -> String {
         AblationMode::Mean => "mean",
     }
     .into()
+}
+
+/// The model's own top next token after the text of the pass `seen`.
+fn top_last(seen: &Inspection) -> Result<i64> {
+    let last = seen
+        .lens
+        .last()
+        .ok_or_else(|| anyhow!("the model has no layers"))?;
+    Ok(last
+        .get(last.size()[0] - 1)
+        .argmax(-1, false)
+        .int64_value(&[]))
 }
 
 /// Which asked input an error is about: the command line names its flag, the tab its
@@ -176,6 +189,15 @@ fn bad(part: AskPart, e: impl std::fmt::Display) -> anyhow::Error {
     })
 }
 
+/// What a mistake in the asked patch does: fail the whole report (the command line,
+/// which exits with it), or go into it as `patch_error` beside the pass (the tab, which
+/// still shows the new text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PatchErrors {
+    Fail,
+    Report,
+}
+
 /// The report of the model `reading` holds on `ids` (read from `text`) with what `ask`
 /// asks: the pass under the ablation (and the losses and top tokens without it), the
 /// ablation map, the attribution and the patching.
@@ -184,6 +206,7 @@ pub(crate) fn report_asked(
     ids: &[u32],
     text: &str,
     ask: &InspectAsk,
+    patch_errors: PatchErrors,
 ) -> Result<InspectReport> {
     let (model, tokenizer) = (reading.model, reading.tokenizer);
     let ids64: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
@@ -209,17 +232,6 @@ pub(crate) fn report_asked(
             },
         });
         report
-    };
-    // The model's own top next token after the text (without any removal).
-    let top_last = |seen: &Inspection| -> Result<i64> {
-        let last = seen
-            .lens
-            .last()
-            .ok_or_else(|| anyhow!("the model has no layers"))?;
-        Ok(last
-            .get(last.size()[0] - 1)
-            .argmax(-1, false)
-            .int64_value(&[]))
     };
     if ask.ablation_map {
         let effects = model.head_effects(&ids64, ablation.mode)?;
@@ -270,67 +282,20 @@ pub(crate) fn report_asked(
             .collect();
     }
     if let Some(patch) = &ask.patch {
-        let corrupted = reading
-            .framed_ids(&patch.corrupted)
-            .map_err(|e| bad(AskPart::Corrupted, format!("{e:#}")))?;
-        let corrupted64: Vec<i64> = corrupted.iter().map(|&i| i64::from(i)).collect();
-        if corrupted.len() != ids.len() {
-            return Err(bad(
-                AskPart::Corrupted,
-                format!(
-                    "it is {} tokens and the clean text {}: patching needs the same length",
-                    corrupted.len(),
-                    ids.len()
-                ),
-            ));
+        match patching(reading, ids, &ids64, &plain, patch) {
+            Ok(p) => report.patching = Some(p),
+            Err(e) => match (patch_errors, e.downcast_ref::<AskError>()) {
+                (PatchErrors::Report, Some(bad)) => {
+                    let field = match bad.part {
+                        AskPart::Corrupted => "the corrupted text",
+                        AskPart::Answer => "the answer",
+                        AskPart::Wrong => "the wrong token",
+                    };
+                    report.patch_error = Some(format!("{field}: {}", bad.message));
+                }
+                _ => return Err(e),
+            },
         }
-        let answer = match &patch.answer {
-            Some(word) => i64::from(
-                reading
-                    .answer_id(word)
-                    .map_err(|e| bad(AskPart::Answer, format!("{e:#}")))?,
-            ),
-            None => top_last(&plain)?,
-        };
-        let wrong = match &patch.wrong {
-            Some(word) => i64::from(
-                reading
-                    .answer_id(word)
-                    .map_err(|e| bad(AskPart::Wrong, format!("{e:#}")))?,
-            ),
-            None => {
-                // The corrupted run's most probable token other than the answer.
-                let seen = model.inspect(&corrupted64)?;
-                let last = seen
-                    .lens
-                    .last()
-                    .ok_or_else(|| anyhow!("the model has no layers"))?;
-                let row = last.get(last.size()[0] - 1);
-                let (_, at) = row.topk(2, -1, true, true);
-                let at: Vec<i64> = to_vec(&at)?;
-                at.into_iter().find(|&i| i != answer).unwrap_or(answer)
-            }
-        };
-        if answer == wrong {
-            return Err(bad(
-                AskPart::Wrong,
-                format!(
-                    "it is the answer token too ({:?}): patching measures the difference between two tokens",
-                    tokenizer.display(answer as u32)
-                ),
-            ));
-        }
-        let maps = model.patch_maps(&ids64, &corrupted64, answer, wrong)?;
-        report.patching = Some(Patching {
-            corrupted_text: patch.corrupted.clone(),
-            corrupted_tokens: corrupted.iter().map(|&i| tokenizer.display(i)).collect(),
-            answer: tokenizer.display(answer as u32),
-            wrong: tokenizer.display(wrong as u32),
-            clean: maps.clean,
-            corrupted: maps.corrupted,
-            resid: maps.resid,
-            heads: maps.heads,
-        });
     }
     Ok(report)
 }
@@ -367,4 +332,77 @@ pub fn pinned_loss(model: &Gpt, ids: &[u32], step: Option<u64>) -> Result<Pinned
         Ok(to_vec::<f64>(&logp)?.into_iter().map(|l| -l).collect())
     })?;
     Ok(PinnedLoss { step, token_loss })
+}
+
+/// Activation patching from `ids` (the clean text, whose plain pass is `plain`) into
+/// the asked corrupted text.
+fn patching(
+    reading: &Reading,
+    ids: &[u32],
+    ids64: &[i64],
+    plain: &Inspection,
+    patch: &PatchAsk,
+) -> Result<Patching> {
+    let (model, tokenizer) = (reading.model, reading.tokenizer);
+    let corrupted = reading
+        .framed_ids(&patch.corrupted)
+        .map_err(|e| bad(AskPart::Corrupted, format!("{e:#}")))?;
+    let corrupted64: Vec<i64> = corrupted.iter().map(|&i| i64::from(i)).collect();
+    if corrupted.len() != ids.len() {
+        return Err(bad(
+            AskPart::Corrupted,
+            format!(
+                "it is {} tokens and the clean text {}: patching needs the same length",
+                corrupted.len(),
+                ids.len()
+            ),
+        ));
+    }
+    let answer = match &patch.answer {
+        Some(word) => i64::from(
+            reading
+                .answer_id(word)
+                .map_err(|e| bad(AskPart::Answer, format!("{e:#}")))?,
+        ),
+        None => top_last(plain)?,
+    };
+    let wrong = match &patch.wrong {
+        Some(word) => i64::from(
+            reading
+                .answer_id(word)
+                .map_err(|e| bad(AskPart::Wrong, format!("{e:#}")))?,
+        ),
+        None => {
+            // The corrupted run's most probable token other than the answer.
+            let seen = model.inspect(&corrupted64)?;
+            let last = seen
+                .lens
+                .last()
+                .ok_or_else(|| anyhow!("the model has no layers"))?;
+            let row = last.get(last.size()[0] - 1);
+            let (_, at) = row.topk(2, -1, true, true);
+            let at: Vec<i64> = to_vec(&at)?;
+            at.into_iter().find(|&i| i != answer).unwrap_or(answer)
+        }
+    };
+    if answer == wrong {
+        return Err(bad(
+            AskPart::Wrong,
+            format!(
+                "it is the answer token too ({:?}): patching measures the difference between two tokens",
+                tokenizer.display(answer as u32)
+            ),
+        ));
+    }
+    let maps = model.patch_maps(ids64, &corrupted64, answer, wrong)?;
+    Ok(Patching {
+        corrupted_text: patch.corrupted.clone(),
+        corrupted_tokens: corrupted.iter().map(|&i| tokenizer.display(i)).collect(),
+        answer: tokenizer.display(answer as u32),
+        wrong: tokenizer.display(wrong as u32),
+        clean: maps.clean,
+        corrupted: maps.corrupted,
+        resid: maps.resid,
+        heads: maps.heads,
+    })
 }

@@ -525,6 +525,26 @@ fn inspects_while_training_and_compares_with_pinned_weights() {
     assert_eq!(pair.x.len(), pair.y.len());
     assert_eq!(pair.y[0].as_deref(), Some(pair.x[1].as_str()));
 
+    // A corrupted text of another length: the pass still comes, with why no patching.
+    w.commands
+        .send(Command::Inspect {
+            request: 11,
+            text: InspectText::Typed("The cat sat.".into()),
+            ask: InspectAsk {
+                patch: Some(PatchAsk {
+                    corrupted: "The big dog sat down.".into(),
+                    answer: None,
+                    wrong: None,
+                }),
+                ..InspectAsk::default()
+            },
+        })
+        .unwrap();
+    let short = inspected(&w, 11);
+    assert!(short.patching.is_none() && !short.token_loss.is_empty());
+    let why = short.patch_error.clone().unwrap_or_default();
+    assert!(why.starts_with("the corrupted text: it is"), "{why}");
+
     // Too long for the block: a failure naming it; unpinning is said.
     w.commands
         .send(Command::Inspect {

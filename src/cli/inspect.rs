@@ -10,7 +10,8 @@ use clap::Args;
 use crate::checkpoint::load_model;
 use crate::config::Settings;
 use crate::device::{resolve_device, set_inference_threads};
-use crate::inspect::{ablation_of, report_asked, AskError, AskPart};
+use crate::inspect::{ablation_of, report_asked, AskError, AskPart, PatchErrors};
+use crate::model::gpt::Ablation;
 use crate::protocol::{
     AblationAsk, AblationMap, Event, InspectAsk, InspectReport, PatchAsk, Patching,
     TokenAttribution, TopToken,
@@ -169,14 +170,19 @@ pub fn run(args: &InspectArgs, settings: Settings) -> Result<()> {
         );
     }
     let ablation = ablation_of(&ask.ablation);
-    ablation
-        .check(layers as usize, heads as usize)
-        .context(if ablation.heads.is_empty() {
-            "--ablate-mlp"
-        } else {
-            "--ablate"
-        })?;
-    let mut report = report_asked(&reading, &ids, &text, &ask).map_err(|e| {
+    let (layers_n, heads_n) = (layers as usize, heads as usize);
+    let only = |heads: Vec<(usize, usize)>, mlps: Vec<usize>| Ablation {
+        heads,
+        mlps,
+        ..ablation.clone()
+    };
+    only(ablation.heads.clone(), Vec::new())
+        .check(layers_n, heads_n)
+        .context("--ablate")?;
+    only(Vec::new(), ablation.mlps.clone())
+        .check(layers_n, heads_n)
+        .context("--ablate-mlp")?;
+    let mut report = report_asked(&reading, &ids, &text, &ask, PatchErrors::Fail).map_err(|e| {
         // Name the flag a bad token or corrupted text came from.
         match e.downcast_ref::<AskError>() {
             Some(bad) => anyhow::anyhow!(

@@ -104,6 +104,20 @@ fn layer_norm(p: nn::Path, cfg: &GptConfig) -> nn::LayerNorm {
     nn::layer_norm(p, vec![cfg.n_embd], config)
 }
 
+/// Softmax attention of queries `q` `[batch, heads, t, d]` at positions `start..start+t`
+/// over keys and values `k`, `v` at positions `0..` (each query sees its own position
+/// and those before): the heads' outputs and the probabilities. The introspecting pass
+/// and causal probing (`inspect`, `causal`) compute attention with it, so alike.
+fn attend_from(q: &Tensor, k: &Tensor, v: &Tensor, start: i64) -> (Tensor, Tensor) {
+    let (t, n) = (q.size()[2], k.size()[2]);
+    let scale = 1.0 / (q.size()[3] as f64).sqrt();
+    let future = Tensor::ones([t, n], (Kind::Bool, q.device())).triu(start + 1);
+    let att = (q.matmul(&k.transpose(-2, -1)) * scale)
+        .masked_fill(&future, f64::NEG_INFINITY)
+        .softmax(-1, Kind::Float);
+    (att.to_kind(v.kind()).matmul(v), att)
+}
+
 /// Multi-head causal self-attention: one fused q/k/v projection and an output projection.
 #[derive(Debug)]
 pub(crate) struct CausalSelfAttention {

@@ -268,6 +268,10 @@ pub struct InspectReport {
     pub attribution: Vec<TokenAttribution>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub patching: Option<Patching>,
+    /// Why the asked patching could not be done (the tab's ask; the command line fails
+    /// instead), naming the field: `the corrupted text: it is 5 tokens …`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub patch_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub anatomy: Option<Anatomy>,
 }
@@ -327,6 +331,7 @@ impl InspectReport {
             ablation_map: None,
             attribution: Vec::new(),
             patching: None,
+            patch_error: None,
             anatomy: None,
             top: (0..tokens)
                 .map(|p| {

@@ -259,8 +259,8 @@ const SENTENCE_INPUT: &[Binding] = &[
 
 #[rustfmt::skip]
 const INSPECT: &[Binding] = &[
-    bind(&[(key(KeyCode::Left), Action::GridLeft), (key(KeyCode::Right), Action::GridRight), (key(KeyCode::Home), Action::GridHome), (key(KeyCode::End), Action::GridEnd)], "←→", Some("token"), "move the cursor over the text's tokens (Home, End: first, last); in the overview: the head"),
-    bind(&[(key(KeyCode::Up), Action::GridUp), (key(KeyCode::Down), Action::GridDown)], "↑↓", Some("layer"), "previous / next layer"),
+    bind(&[(key(KeyCode::Left), Action::GridLeft), (key(KeyCode::Right), Action::GridRight), (key(KeyCode::Home), Action::GridHome), (key(KeyCode::End), Action::GridEnd)], "←→", Some("token"), "move the cursor over the text's tokens (Home, End: first, last); in the all-heads view and the ablation map: the head"),
+    bind(&[(key(KeyCode::Up), Action::GridUp), (key(KeyCode::Down), Action::GridDown)], "↑↓", Some("layer"), "previous / next layer (in the model view: scroll)"),
     bind(&[(ch('['), Action::PrevHead), (ch(']'), Action::NextHead)], "[ ]", Some("head"), "previous / next attention head"),
     bind(&[(ch('v'), Action::NextView), (ch('V'), Action::PrevView)], "v/V", Some("view"), "next / previous view: one head, all heads, ablation map, patching, attribution, model, data"),
     bind(&[(key(KeyCode::Enter), Action::ToggleOverview)], "Enter", None, "every layer × head as small maps ↔ the selected one"),

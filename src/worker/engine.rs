@@ -144,7 +144,13 @@ impl Engine {
                 }
             }
         };
-        let mut report = crate::inspect::report_asked(&reading, &ids, &shown, ask)?;
+        let mut report = crate::inspect::report_asked(
+            &reading,
+            &ids,
+            &shown,
+            ask,
+            crate::inspect::PatchErrors::Report,
+        )?;
         report.read_as = match text {
             InspectText::Typed(text) => reading.read_as(text),
             InspectText::Corpus(_) => None, // already in the model's form

@@ -15,7 +15,7 @@ use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
 use super::inspect::AblationMode;
-use super::{Block, Gpt};
+use super::{attend_from, Block, Gpt};
 
 /// The activations of one pass over a text (batch 1, no gradients).
 #[derive(Debug)]
@@ -51,20 +51,6 @@ struct BlockParts {
     mlp: Tensor,
     /// The keys and values of its attention `[batch, heads, time, head_dim]`.
     kv: (Tensor, Tensor),
-}
-
-/// Softmax attention of queries `q` `[batch, heads, t, d]` at positions `start..start+t`
-/// over keys and values `k`, `v` at positions `0..` (each query sees its own position
-/// and those before): the heads' outputs and the probabilities. The introspecting pass
-/// uses it too, so both compute alike.
-pub(super) fn attend_from(q: &Tensor, k: &Tensor, v: &Tensor, start: i64) -> (Tensor, Tensor) {
-    let (t, n) = (q.size()[2], k.size()[2]);
-    let scale = 1.0 / (q.size()[3] as f64).sqrt();
-    let future = Tensor::ones([t, n], (Kind::Bool, q.device())).triu(start + 1);
-    let att = (q.matmul(&k.transpose(-2, -1)) * scale)
-        .masked_fill(&future, f64::NEG_INFINITY)
-        .softmax(-1, Kind::Float);
-    (att.to_kind(v.kind()).matmul(v), att)
 }
 
 /// Head outputs patched in: `mask` `[batch, heads, 1, 1]` says which head of which row

@@ -38,7 +38,9 @@ pub enum AblationMode {
     /// By zeros.
     #[default]
     Zero,
-    /// By its mean over the text's positions (what it writes whatever the token).
+    /// By its mean over the text's positions (what it writes whatever the token). The
+    /// mean takes in the later positions too, so at a position it can carry a little of
+    /// what follows in the text (TransformerLens averages over a dataset instead).
     Mean,
 }
 
@@ -108,7 +110,7 @@ impl CausalSelfAttention {
     /// their attention probabilities `[batch, heads, time, time]`, computed explicitly.
     pub(super) fn attend(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (q, k, v) = self.heads(x);
-        super::causal::attend_from(&q, &k, &v, 0)
+        super::attend_from(&q, &k, &v, 0)
     }
 
     /// The attention branch written out: its output after the projection

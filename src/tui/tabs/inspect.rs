@@ -185,7 +185,17 @@ impl InspectTab {
         })
     }
 
-    /// Removes the part (or puts it back) and inspects again.
+    /// Drops what described the model held before: its report, removals, the model
+    /// view's scroll and the data view's example.
+    fn forget_model(&mut self) {
+        self.report = None;
+        self.ablation = AblationAsk::default();
+        self.scroll = 0;
+        self.example = 0;
+        self.message = None;
+    }
+
+    /// Removes the part (or puts it back).
     fn toggle_part<T: PartialEq>(parts: &mut Vec<T>, part: T) {
         match parts.iter().position(|p| *p == part) {
             Some(i) => {
@@ -422,17 +432,26 @@ impl Page for InspectTab {
             }
             Event::Start(RunStart::Train(_)) => {
                 // A new model: the old report, pin and removals no longer describe it.
-                self.report = None;
-                self.ablation = AblationAsk::default();
+                self.forget_model();
                 self.pinned = false;
                 self.diff = false;
-                self.message = None;
+            }
+            Event::Start(RunStart::Finetune(_)) => self.forget_model(),
+            Event::State {
+                state: WorkerState::Loaded,
+            } => {
+                // A model loaded (or a fine-tuned one kept): another model's removals
+                // would name parts it may not have.
+                self.forget_model();
+                if focused && Self::model_held(shared) {
+                    return self.request();
+                }
             }
             Event::Iter(m) if focused && self.every > 0 && m.iter % self.every == 0 => {
                 return self.request();
             }
             Event::State {
-                state: WorkerState::Finished | WorkerState::Loaded,
+                state: WorkerState::Finished,
             } if focused && Self::model_held(shared) => return self.request(),
             _ => {}
         }

@@ -8,7 +8,7 @@ fn model() -> (nn::VarStore, Gpt) {
     let vs = nn::VarStore::new(Device::Cpu);
     let config = GptConfig {
         n_head: 4,
-        ..GptConfig::tiny(50, 12, 3, 32)
+        ..GptConfig::tiny(50, 16, 3, 32)
     };
     let model = Gpt::new(&vs.root(), config);
     // Biases and LayerNorms away from their initial 0 and 1, so the tests see them.
@@ -130,11 +130,30 @@ fn patching_every_position_restores_the_clean_run_and_none_changes_nothing() {
     assert!((maps.resid[0][1] - maps.corrupted).abs() < 1e-5);
 
     // A head's cell: the corrupted run with that head's clean output, written out.
-    let (l, h) = (1, 2);
-    let idx = Tensor::from_slice(&CORRUPTED).unsqueeze(0);
-    let pos = Tensor::arange(7, (Kind::Int64, Device::Cpu));
-    let mut x = model.wte.forward(&idx) + model.wpe.forward(&pos);
+    let manual = head_patched(&model, &clean, &CORRUPTED, 1, 2, pair);
+    assert!((maps.heads[1][2] - manual).abs() < 1e-5);
+
+    let err = format!(
+        "{:#}",
+        model.patch_maps(&CLEAN, &CORRUPTED[..5], 1, 2).unwrap_err()
+    );
+    assert!(err.contains("same length"), "{err}");
+}
+
+/// The logit difference of the corrupted run with head `h` of layer `l` giving the
+/// clean run's output, every block written out in full.
+fn head_patched(
+    model: &Gpt,
+    clean: &Trace,
+    corrupted: &[i64],
+    l: usize,
+    h: usize,
+    (answer, wrong): (i64, i64),
+) -> f64 {
+    let idx = Tensor::from_slice(corrupted).unsqueeze(0);
+    let pos = Tensor::arange(corrupted.len() as i64, (Kind::Int64, Device::Cpu));
     tch::no_grad(|| {
+        let mut x = model.wte.forward(&idx) + model.wpe.forward(&pos);
         for (at, block) in model.h.iter().enumerate() {
             let (z, _) = block.attn.attend(&block.ln_1.forward(&x));
             let z = if at == l {
@@ -147,15 +166,58 @@ fn patching_every_position_restores_the_clean_run_and_none_changes_nothing() {
             x = &x + block.attn.merge(&z);
             x = &x + block.mlp.forward(&block.ln_2.forward(&x), false);
         }
-    });
-    let manual = model.logit_diff(&x, pair.0, pair.1).unwrap()[0];
-    assert!((maps.heads[l][h] - manual).abs() < 1e-5);
+        model.logit_diff(&x, answer, wrong).unwrap()[0]
+    })
+}
 
-    let err = format!(
-        "{:#}",
-        model.patch_maps(&CLEAN, &CORRUPTED[..5], 1, 2).unwrap_err()
-    );
-    assert!(err.contains("same length"), "{err}");
+/// The shortcuts of the patching maps — a patched run computed only from its first
+/// changed position on (the earlier ones given by their keys and values), its final
+/// block at the last position only, runs patched nearby batched in groups of 8 —
+/// against full runs, for texts first differing in the middle and longer than a group.
+#[test]
+fn every_cell_of_both_maps_is_its_own_full_patched_run() {
+    let _rng = crate::torch_rng_lock();
+    let (_vs, model) = model();
+    let clean: Vec<i64> = vec![3, 17, 4, 29, 0, 11, 42, 8, 19, 23, 5, 31, 2];
+    let mut corrupted = clean.clone();
+    corrupted[3] = 30;
+    corrupted[11] = 7;
+    let (clean_trace, corrupted_trace) = model.patch_traces(&clean, &corrupted, 0, 1).unwrap();
+    let idx = Tensor::from_slice(&clean).unsqueeze(0);
+    let (_, top) = model
+        .forward(&idx, false)
+        .get(0)
+        .get(clean.len() as i64 - 1)
+        .topk(2, -1, true, true);
+    let pair = (top.int64_value(&[0]), top.int64_value(&[1]));
+    let maps = model
+        .patch_maps(&clean, &corrupted, pair.0, pair.1)
+        .unwrap();
+    let mut moved = 0.0f64;
+    for l in 0..3 {
+        for p in 0..clean.len() {
+            let full = model
+                .patch_resid(&clean_trace, &corrupted_trace, l, &[p], pair)
+                .unwrap();
+            let d = (maps.resid[l][p] - full).abs();
+            assert!(
+                d < 1e-5,
+                "stream cell {l}, {p}: {} vs {full}",
+                maps.resid[l][p]
+            );
+            moved = moved.max((full - maps.corrupted).abs());
+        }
+        for h in 0..4 {
+            let full = head_patched(&model, &clean_trace, &corrupted, l, h, pair);
+            let d = (maps.heads[l][h] - full).abs();
+            assert!(
+                d < 1e-5,
+                "head cell {l}.{h}: {} vs {full}",
+                maps.heads[l][h]
+            );
+        }
+    }
+    assert!(moved > 1e-3, "no patch changed the metric");
 }
 
 #[test]

@@ -204,7 +204,7 @@ fn pair_lines(pair: &TrainingPair, width: usize) -> Vec<Line<'static>> {
     }
     if pair.y.iter().any(Option::is_none) {
         lines.push(Line::styled(
-            "-100: padding, a target the loss ignores (its input is token 0); the real positions never see it (the model is causal)",
+            "-100: padding, as in a batch with a longer row (two columns shown): a target the loss ignores, its input token 0; the real positions never see it (the model is causal)",
             theme::muted(),
         ));
     }

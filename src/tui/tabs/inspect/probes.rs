@@ -84,6 +84,15 @@ pub(crate) fn draw_next(frame: &mut Frame, t: &InspectTab, r: &InspectReport, ar
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// Said where a view computes on the whole model while parts are removed elsewhere.
+fn intact(t: &InspectTab) -> &'static str {
+    if t.ablation.heads.is_empty() && t.ablation.mlps.is_empty() {
+        ""
+    } else {
+        " · on the whole model: removals (a, m) apply to the text and the next-token box"
+    }
+}
+
 const CELL: u16 = 8;
 
 /// The loss increase when each head (and each layer's MLP) is removed alone.
@@ -202,6 +211,9 @@ pub(crate) fn draw_patching(frame: &mut Frame, t: &InspectTab, r: &InspectReport
             Line::from("carry what the answer needs."),
             Line::from(""),
         ];
+        if let Some(e) = &r.patch_error {
+            lines.push(Line::styled(e.clone(), theme::error()));
+        }
         lines.push(Line::styled(
             match t.patch_ask() {
                 Some(_) if t.waiting() => "patching…".to_string(),
@@ -274,7 +286,7 @@ pub(crate) fn draw_patching(frame: &mut Frame, t: &InspectTab, r: &InspectReport
     let first = window(t.head, heads, fit);
     let shown = first..(first + fit).min(heads);
     let mut lines = vec![Line::styled(
-        "each head's output (every position)",
+        format!("each head's output (every position){}", intact(t)),
         theme::title(),
     )];
     let mut header = vec![Span::styled(format!("{:<7}", "layer"), theme::muted())];
@@ -360,9 +372,10 @@ pub(crate) fn draw_attribution(frame: &mut Frame, t: &InspectTab, r: &InspectRep
     }
     lines.push(Line::styled(
         format!(
-            "checked: the {} parts sum to the logit within {:.1e} (final LayerNorm's scale frozen)",
+            "checked: the {} parts sum to the logit within {:.1e} (final LayerNorm's scale frozen){}",
             parts.len(),
-            (a.sum - a.logit).abs()
+            (a.sum - a.logit).abs(),
+            intact(t)
         ),
         theme::muted(),
     ));

@@ -47,6 +47,7 @@ fn report(request: u64, n: usize, layers: usize, heads: usize) -> InspectReport 
         ablation_map: None,
         attribution: Vec::new(),
         patching: None,
+        patch_error: None,
         anatomy: None,
     }
 }
@@ -391,4 +392,122 @@ fn twelve_by_twelve_heads_fit_the_overview() {
     assert!(text.contains("L12"), "{text}");
     let maps = buf.content().iter().filter(|c| c.symbol() == "▀").count();
     assert!(maps >= 144 * 8, "{maps} cells for 144 maps");
+}
+
+#[test]
+fn removals_are_asked_with_every_pass_and_forgotten_with_the_model() {
+    let mut t = InspectTab::new(25);
+    let mut s = shared(WorkerState::Loaded);
+    t.on_focus(&s);
+    t.on_event(
+        &Event::Inspected(Box::new(report(1, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    // a removes the selected head, m the layer's MLP, z switches to mean; each asks again.
+    t.on_action(Action::GridDown, &mut s);
+    t.on_action(Action::NextHead, &mut s);
+    let sent = t.on_action(Action::AblateHead, &mut s);
+    t.on_event(
+        &Event::Inspected(Box::new(report(2, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    let sent2 = t.on_action(Action::AblateMlp, &mut s);
+    t.on_event(
+        &Event::Inspected(Box::new(report(3, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    let sent3 = t.on_action(Action::AblationMode, &mut s);
+    let ask = |c: &[Command]| match c.last() {
+        Some(Command::Inspect { ask, .. }) => ask.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ask(&sent).ablation.heads, vec![(1, 1)]);
+    assert_eq!(ask(&sent2).ablation.mlps, vec![1]);
+    assert!(ask(&sent3).ablation.mean);
+    t.on_event(
+        &Event::Inspected(Box::new(report(4, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    // The same key again puts the head back; x puts everything back.
+    let again = t.on_action(Action::AblateHead, &mut s);
+    assert!(ask(&again).ablation.heads.is_empty());
+    t.on_event(
+        &Event::Inspected(Box::new(report(5, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    let back = t.on_action(Action::RestoreAll, &mut s);
+    assert!(ask(&back).ablation.mlps.is_empty());
+    t.on_event(
+        &Event::Inspected(Box::new(report(6, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    assert!(t.on_action(Action::RestoreAll, &mut s).is_empty());
+    assert!(t
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("nothing is removed"));
+    // Another model loaded: its parts are not the old one's.
+    t.on_action(Action::AblateHead, &mut s);
+    t.on_event(
+        &Event::Inspected(Box::new(report(7, 5, 2, 3))),
+        &mut s,
+        true,
+    );
+    let reloaded = t.on_event(
+        &Event::State {
+            state: WorkerState::Loaded,
+        },
+        &mut s,
+        true,
+    );
+    assert!(t.ablation.heads.is_empty() && t.report.is_none());
+    assert!(ask(&reloaded).ablation.heads.is_empty());
+}
+
+#[test]
+fn the_corrupted_text_is_typed_once_and_kept_for_the_refreshes() {
+    let mut t = InspectTab::new(25);
+    let mut s = shared(WorkerState::Loaded);
+    t.on_focus(&s);
+    t.on_event(
+        &Event::Inspected(Box::new(report(1, 5, 1, 1))),
+        &mut s,
+        true,
+    );
+    t.on_action(Action::TypeCorrupted, &mut s);
+    assert_eq!(t.scope(), Scope::CorruptedInput);
+    for c in "A dog ran | ran |sat".chars() {
+        t.field().unwrap().insert(c);
+    }
+    let sent = t.on_action(Action::Submit, &mut s);
+    assert_eq!(t.view, View::Patching);
+    let Some(Command::Inspect { ask, .. }) = sent.last() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        ask.patch,
+        Some(PatchAsk {
+            corrupted: "A dog ran".into(),
+            answer: Some("ran".into()),
+            wrong: Some("sat".into()),
+        })
+    );
+    assert_eq!(t.corrupted.text(), "A dog ran | ran |sat");
+    // Empty: no patch asked, nothing sent.
+    t.on_event(
+        &Event::Inspected(Box::new(report(2, 5, 1, 1))),
+        &mut s,
+        true,
+    );
+    t.on_action(Action::TypeCorrupted, &mut s);
+    t.field().unwrap().set("  ");
+    assert!(t.on_action(Action::Submit, &mut s).is_empty());
+    assert!(t.patch_ask().is_none());
 }

@@ -143,10 +143,10 @@ fn draw_text(frame: &mut Frame, t: &InspectTab, area: Rect) {
         },
     };
     let step = r.step.map(|s| format!(" · step {s}")).unwrap_or_default();
-    let colouring = if r.ablation.is_some() {
-        "colour: loss change from the removal (green lower)"
-    } else if t.diff {
+    let colouring = if t.diff {
         "colour: loss change since the pin (green lower)"
+    } else if r.ablation.is_some() {
+        "colour: loss change from the removal (green lower)"
     } else {
         "colour: loss (green low, red high)"
     };
@@ -167,10 +167,10 @@ fn draw_text(frame: &mut Frame, t: &InspectTab, area: Rect) {
             lines.push(Vec::new());
             used = 0;
         }
-        let mut style = match (base_at(r, i), t.diff, loss_at(r, i), pinned_at(r, i)) {
-            (Some(base), _, Some(now), _) => theme::loss_change(now - base),
-            (None, true, Some(now), Some(then)) => theme::loss_change(now - then),
-            (_, _, Some(now), _) => theme::loss(now),
+        let mut style = match (t.diff, pinned_at(r, i), base_at(r, i), loss_at(r, i)) {
+            (true, Some(then), _, Some(now)) => theme::loss_change(now - then),
+            (false, _, Some(base), Some(now)) => theme::loss_change(now - base),
+            (_, _, _, Some(now)) => theme::loss(now),
             _ => theme::muted(),
         };
         if i == t.cursor {
