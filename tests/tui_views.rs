@@ -683,7 +683,7 @@ fn inspect_tab_draws_each_causal_view_and_asks_only_for_what_it_shows() {
             "X (input)",
             "Y (target)",
             "This pair trains 11 predictions at once",
-            "-100: padding, a target the loss ignores",
+            "-100: padding, as in a batch with a longer row",
         ],
     );
     let (request, ask) = asked(&app.update(key('n')));
